@@ -1,0 +1,136 @@
+"""Settings: one frozen model per external system, read from the environment and `.env`.
+
+Every variable starts with ``FLEETSTREAM_``; nested keys use ``__``, for example
+``FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS=broker-1:9092``. The environment is read here and in
+:mod:`fleetstream.cli` only; the rest of the code receives a :class:`Settings` object.
+
+>>> Settings(kafka=KafkaSettings(port=19092)).kafka.bootstrap
+'127.0.0.1:19092'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "FLEETSTREAM_"
+LOCAL_HOST = "127.0.0.1"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicNames(_Frozen):
+    """Names of the Kafka topics the platform uses (the product's interface: keep the defaults)."""
+
+    sensors: str = "sensors-sample"
+    enriched: str = "samples-enriched"
+    alerts: str = "alert-data"
+    dlq: str = "sensors-dlq"
+    commands: str = "driver-commands"
+
+    def all(self) -> list[str]:
+        """Every topic name, in a stable order."""
+        return [self.sensors, self.enriched, self.alerts, self.dlq, self.commands]
+
+
+class KafkaSettings(_Frozen):
+    """The event bus: the local broker that `fleetstream up` runs, or any Kafka cluster.
+
+    Leave ``bootstrap_servers`` unset to use the local broker; set it to use an existing cluster,
+    in which case `fleetstream up` starts no broker and only checks that the cluster answers.
+    """
+
+    bootstrap_servers: str | None = None
+    port: int = Field(9092, ge=1, le=65535, description="local broker: client listener port")
+    controller_port: int = Field(9093, ge=1, le=65535, description="local broker: KRaft controller port")
+    heap: str = Field("512m", pattern=r"^\d+[kmgKMG]$", description="local broker: JVM heap (-Xms/-Xmx)")
+    partitions: int = Field(4, ge=1, description="partitions of each topic `up` creates")
+    replication_factor: int = Field(1, ge=1)
+    topics: TopicNames = TopicNames()
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @property
+    def managed(self) -> bool:
+        """True when fleetstream runs the broker itself."""
+        return self.bootstrap_servers is None
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers clients connect to."""
+        return self.bootstrap_servers or f"{LOCAL_HOST}:{self.port}"
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by every producer, consumer and admin client."""
+        conf = {"bootstrap.servers": self.bootstrap, "security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+
+class S3Settings(_Frozen):
+    """The object store: local SeaweedFS (`fleetstream up --s3`) or any S3-compatible endpoint.
+
+    Leave ``endpoint_url`` unset to use the local SeaweedFS server. Its credentials, when not set
+    here, are generated on first start and kept in the state directory (mode 0600).
+    """
+
+    endpoint_url: str | None = None
+    port: int = Field(8333, ge=1, le=65535, description="local SeaweedFS: S3 port (it also uses port+1..+4)")
+    bucket: str = "fleetstream"
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+    @property
+    def managed(self) -> bool:
+        """True when fleetstream runs the S3 server itself."""
+        return self.endpoint_url is None
+
+    @property
+    def endpoint(self) -> str:
+        """The S3 endpoint URL clients use."""
+        return self.endpoint_url or f"http://{LOCAL_HOST}:{self.port}"
+
+
+class SparkSettings(_Frozen):
+    """Spark: local mode by default; any master URL (spark://, yarn, k8s://) by configuration."""
+
+    master: str = "local[*]"
+    driver_memory: str = "2g"
+
+
+class Settings(BaseSettings):
+    """All of fleetstream's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    state_dir: Path = Field(Path(".fleetstream"), description="where the local stack keeps data, logs, pids")
+    cache_dir: Path = Field(Path.home() / ".cache" / "fleetstream", description="downloaded jars")
+    java_home: Path | None = Field(None, description="Java 17+ to run the broker; default: java on PATH")
+    kafka: KafkaSettings = KafkaSettings()
+    s3: S3Settings = S3Settings()
+    spark: SparkSettings = SparkSettings()
+
+    @field_validator("state_dir", "cache_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()

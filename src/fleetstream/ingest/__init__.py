@@ -1,0 +1,1 @@
+"""Kafka clients: configuration, topic administration, producing and consuming."""

@@ -1,0 +1,101 @@
+"""The local Kafka 4.x broker in KRaft mode (one process, broker and controller combined)."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import uuid
+from pathlib import Path
+
+from fleetstream.config import LOCAL_HOST, Settings
+from fleetstream.errors import FleetstreamError
+from fleetstream.jvm import broker_classpath
+from fleetstream.local.java import find_java
+
+LOG4J2 = """\
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = INFO
+logger.broker.name = kafka.server.BrokerServer
+logger.broker.level = INFO
+"""
+
+
+def broker_dir(settings: Settings) -> Path:
+    return settings.state_dir / "kafka"
+
+
+def server_properties(settings: Settings) -> str:
+    """The broker's configuration: loopback listeners, data under the state directory."""
+    kafka = settings.kafka
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{LOCAL_HOST}:{kafka.controller_port}",
+        "listeners": f"PLAINTEXT://{LOCAL_HOST}:{kafka.port},CONTROLLER://{LOCAL_HOST}:{kafka.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{LOCAL_HOST}:{kafka.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(broker_dir(settings) / "data"),
+        "num.partitions": str(kafka.partitions),
+        # Topics are created on purpose (`up`, tests); a typo in a topic name must not invent one.
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "log.retention.hours": "168",
+    }
+    return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def prepare(settings: Settings) -> list[str]:
+    """Write the configuration, format storage on first start; return the broker's command line."""
+    java = find_java(settings.java_home)
+    classpath = broker_classpath(settings.cache_dir)
+    home = broker_dir(settings)
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    config = home / "server.properties"
+    config.write_text(server_properties(settings), encoding="utf-8")
+    log4j = home / "log4j2.properties"
+    log4j.write_text(LOG4J2, encoding="utf-8")
+    jvm_flags = [
+        "-Xms64m",
+        f"-Xmx{settings.kafka.heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}",
+        f"-Dkafka.logs.dir={home / 'logs'}",
+        "-cp",
+        classpath,
+    ]
+    if not (home / "data" / "meta.properties").exists():
+        result = subprocess.run(
+            [java, *jvm_flags, "kafka.tools.StorageTool", "format", "--standalone",
+             "-t", new_cluster_id(), "-c", str(config)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise FleetstreamError(
+                f"Formatting the Kafka storage in {home / 'data'} failed: "
+                f"{(result.stderr or result.stdout).strip()[-800:]} "
+                f"If the folder holds data from another Kafka version, remove {home} and run `fleetstream up` again."
+            )
+    return [java, *jvm_flags, "kafka.Kafka", str(config)]

@@ -1,0 +1,169 @@
+"""Plain-process supervision for the local stack: spawn, record, probe and stop by pid.
+
+Each service runs in a session of its own (so a Ctrl-C in the terminal reaches only the supervisor,
+which then stops services in order) and is recorded in ``<state_dir>/stack.json`` with its pid and
+start time. A recorded pid counts as ours only while its start time matches, so a pid that the
+kernel reused for an unrelated process is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from fleetstream.errors import FleetstreamError
+
+STATE_FILE = "stack.json"
+
+
+@dataclass(frozen=True)
+class Service:
+    """A process the stack started."""
+
+    name: str
+    pid: int
+    create_time: float
+    address: str
+    log: str
+
+    def process(self) -> psutil.Process | None:
+        """The live process, or None when it has exited (or the pid now belongs to another one)."""
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 0.01 or proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.Error:
+            return None
+        return proc
+
+    def alive(self) -> bool:
+        return self.process() is not None
+
+
+def spawn(
+    name: str, argv: Sequence[str], log: Path, address: str, env: Mapping[str, str] | None = None
+) -> Service:
+    """Start ``argv`` in its own session with output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env) if env is not None else None,
+            close_fds=True,
+        )
+    proc = psutil.Process(popen.pid)
+    return Service(name, popen.pid, proc.create_time(), address, str(log))
+
+
+def stop(service: Service, timeout: float = 20.0) -> None:
+    """SIGTERM the service's process group, then SIGKILL what is left after ``timeout`` seconds."""
+    proc = service.process()
+    if proc is None:
+        return
+    members = [proc, *proc.children(recursive=True)]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(service.pid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(members, timeout=timeout)
+    for member in alive:
+        with contextlib.suppress(psutil.Error):
+            member.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def port_owner(port: int) -> str:
+    """A short description of the process listening on ``port``, if this user may see it."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                proc = psutil.Process(conn.pid)
+                return f"{proc.name()} (pid {conn.pid})"
+    return "another process"
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, service: Service | None = None) -> None:
+    """Poll ``check`` until it is true; fail with the service's log tail if it dies or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service is not None and not service.alive():
+            raise FleetstreamError(f"{what} exited during start-up. Last lines of {service.log}:\n{tail(service.log)}")
+        if check():
+            return
+        time.sleep(0.25)
+    hint = f" Last lines of {service.log}:\n{tail(service.log)}" if service else ""
+    raise FleetstreamError(f"{what} did not become healthy within {timeout:.0f} s.{hint}")
+
+
+def tail(path: str, lines: int = 15) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class StateFile:
+    """The record of what the stack started, under ``state_dir``; guarded by an exclusive lock."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / STATE_FILE
+
+    def read(self) -> list[Service]:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [Service(**item) for item in raw.get("services", [])]
+
+    def write(self, services: Sequence[Service]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"services": [asdict(s) for s in services]}, indent=2), encoding="utf-8")
+        tmp.replace(self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the stack lock: one `up` or `down` at a time per state directory."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.state_dir / "stack.lock").open("w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FleetstreamError(
+                    f"Another `fleetstream up` or `down` is working on {self.state_dir} right now. "
+                    "Wait for it to finish, then try again."
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

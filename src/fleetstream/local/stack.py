@@ -1,0 +1,225 @@
+"""`fleetstream up / down / status`: the local stack as real processes, recorded by pid.
+
+A part that settings point at an existing system (Kafka cluster, S3 endpoint) is not started: `up`
+only checks that it answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+from fleetstream.config import LOCAL_HOST, Settings
+from fleetstream.errors import FleetstreamError
+from fleetstream.ingest.kafka import TopicInfo, broker_count, describe_topics, ensure_topics
+from fleetstream.local import kafka_broker, seaweedfs
+from fleetstream.local.process import Service, StateFile, port_is_free, port_owner, spawn, stop, wait_until
+
+log = logging.getLogger(__name__)
+
+KAFKA = "kafka"
+S3 = "seaweedfs"
+KAFKA_START_TIMEOUT = 90.0
+S3_START_TIMEOUT = 60.0
+
+
+class AlreadyRunningError(FleetstreamError):
+    """`up` found a stack of this state directory running."""
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    """One part of the stack as `status` sees it."""
+
+    name: str
+    managed: bool
+    address: str
+    healthy: bool
+    pid: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    parts: list[PartStatus]
+    topics: list[TopicInfo] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return all(part.healthy for part in self.parts)
+
+
+def _required_ports(settings: Settings, with_s3: bool) -> list[tuple[int, str, str]]:
+    """(port, what uses it, the setting that moves it) for every port managed parts will bind."""
+    needed = []
+    if settings.kafka.managed:
+        needed += [
+            (settings.kafka.port, "Kafka client listener", "FLEETSTREAM_KAFKA__PORT"),
+            (settings.kafka.controller_port, "Kafka controller", "FLEETSTREAM_KAFKA__CONTROLLER_PORT"),
+        ]
+    if with_s3 and settings.s3.managed:
+        needed += [
+            (port, f"SeaweedFS {role}", "FLEETSTREAM_S3__PORT")
+            for role, port in seaweedfs.ports(settings.s3).items()
+        ]
+    return needed
+
+
+def check_ports(settings: Settings, with_s3: bool) -> None:
+    for port, what, setting in _required_ports(settings, with_s3):
+        if not port_is_free(LOCAL_HOST, port):
+            raise FleetstreamError(
+                f"Port {port} on {LOCAL_HOST}, needed for the {what}, is already in use by {port_owner(port)}. "
+                f"Stop that process, or move fleetstream to another port with {setting}=<port> "
+                "(in the environment or .env). Nothing was started."
+            )
+
+
+def running_services(settings: Settings) -> list[Service]:
+    return [s for s in StateFile(settings.state_dir).read() if s.alive()]
+
+
+def up(settings: Settings, with_s3: bool = False) -> list[Service]:
+    """Start every managed part, wait until each is healthy, create the topics; return what started.
+
+    On any failure, whatever this call started is stopped again before the error is raised.
+    """
+    state = StateFile(settings.state_dir)
+    with state.locked():
+        already = [s for s in state.read() if s.alive()]
+        if already:
+            listing = ", ".join(f"{s.name} (pid {s.pid}, {s.address})" for s in already)
+            raise AlreadyRunningError(
+                f"The fleetstream stack of {settings.state_dir} is already running: {listing}. "
+                "Nothing new was started. See `fleetstream status`, or stop it with `fleetstream down`."
+            )
+        check_ports(settings, with_s3)
+        started: list[Service] = []
+        try:
+            if settings.kafka.managed:
+                started.append(_start_kafka(settings, state, started))
+            elif broker_count(settings.kafka, timeout=10) == 0:
+                raise FleetstreamError(
+                    f"The Kafka cluster at {settings.kafka.bootstrap} (FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS) "
+                    "did not answer within 10 s. Check the address, the network and the security settings "
+                    "(FLEETSTREAM_KAFKA__SECURITY_PROTOCOL, __SASL_*)."
+                )
+            if with_s3:
+                if settings.s3.managed:
+                    started.append(_start_seaweedfs(settings, state, started))
+                elif not seaweedfs.bucket_ready(settings):
+                    raise FleetstreamError(
+                        f"The S3 endpoint {settings.s3.endpoint} (FLEETSTREAM_S3__ENDPOINT_URL) did not answer, "
+                        f"or the bucket '{settings.s3.bucket}' does not exist or is not readable with the "
+                        "configured credentials. Create the bucket or fix FLEETSTREAM_S3__* and try again."
+                    )
+            created = ensure_topics(settings.kafka, settings.kafka.topics.all())
+            if created:
+                log.info("created topics %s", ", ".join(created))
+        except BaseException:
+            for service in reversed(started):
+                stop(service)
+            state.clear()
+            raise
+        return started
+
+
+def _start_kafka(settings: Settings, state: StateFile, started: list[Service]) -> Service:
+    command = kafka_broker.prepare(settings)
+    began = time.monotonic()
+    service = spawn(
+        KAFKA, command, kafka_broker.broker_dir(settings) / "kafka.log", address=settings.kafka.bootstrap
+    )
+    state.write([*started, service])
+    wait_until(
+        lambda: broker_count(settings.kafka, timeout=1) > 0,
+        KAFKA_START_TIMEOUT,
+        "The Kafka broker",
+        service,
+    )
+    log.info("Kafka broker healthy on %s in %.1f s (pid %d)", service.address, time.monotonic() - began, service.pid)
+    return service
+
+
+def _start_seaweedfs(settings: Settings, state: StateFile, started: list[Service]) -> Service:
+    command = seaweedfs.prepare(settings)
+    began = time.monotonic()
+    service = spawn(S3, command, seaweedfs.seaweed_dir(settings) / "weed.log", address=settings.s3.endpoint)
+    state.write([*started, service])
+    wait_until(lambda: seaweedfs.bucket_ready(settings), S3_START_TIMEOUT, "SeaweedFS", service)
+    log.info(
+        "SeaweedFS S3 healthy on %s, bucket '%s', in %.1f s (pid %d)",
+        service.address, settings.s3.bucket, time.monotonic() - began, service.pid,
+    )  # fmt: skip
+    return service
+
+
+def down(settings: Settings) -> list[Service]:
+    """Stop every process this state directory's stack started (and nothing else)."""
+    state = StateFile(settings.state_dir)
+    with state.locked():
+        services = state.read()
+        alive = [s for s in services if s.alive()]
+        for service in reversed(alive):
+            log.info("stopping %s (pid %d)", service.name, service.pid)
+            stop(service)
+        state.clear()
+        return alive
+
+
+def status(settings: Settings) -> StackStatus:
+    """Each part with pid, address and health; the topics with partitions and end offsets."""
+    recorded = {s.name: s for s in StateFile(settings.state_dir).read()}
+    parts = []
+    kafka_service = recorded.get(KAFKA)
+    if settings.kafka.managed:
+        alive = kafka_service is not None and kafka_service.alive()
+        healthy = alive and broker_count(settings.kafka) > 0
+        detail = "running" if healthy else ("not answering" if alive else "stopped")
+        pid = kafka_service.pid if alive and kafka_service else None
+        parts.append(PartStatus(KAFKA, True, settings.kafka.bootstrap, healthy, pid, detail))
+    else:
+        healthy = broker_count(settings.kafka) > 0
+        parts.append(
+            PartStatus(KAFKA, False, settings.kafka.bootstrap, healthy, None, "external" if healthy else "unreachable")
+        )
+    s3_service = recorded.get(S3)
+    if not settings.s3.managed or s3_service is not None:
+        alive = s3_service is not None and s3_service.alive()
+        healthy = (alive or not settings.s3.managed) and seaweedfs.bucket_ready(settings)
+        detail = ("running" if healthy else "stopped") if settings.s3.managed else "external"
+        pid = s3_service.pid if alive and s3_service else None
+        parts.append(PartStatus(S3, settings.s3.managed, settings.s3.endpoint, healthy, pid, detail))
+    topics = describe_topics(settings.kafka, settings.kafka.topics.all()) if parts[0].healthy else []
+    return StackStatus(parts, topics)
+
+
+def supervise(services: list[Service], settings: Settings, on_stop: Callable[[str], None]) -> int:
+    """Block until Ctrl-C/SIGTERM (exit 0) or until a service dies (exit 1); then stop the stack."""
+    stop_requested = threading.Event()
+    reason: list[str] = []
+
+    def _handle(signum: int, _frame: FrameType | None) -> None:
+        reason.append(signal.Signals(signum).name)
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, _handle) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code = 0
+        while not stop_requested.wait(1.0):
+            dead = [s for s in services if not s.alive()]
+            if dead:
+                reason.append(f"{dead[0].name} exited unexpectedly (see {dead[0].log})")
+                code = 1
+                break
+        on_stop(reason[0] if reason else "stop requested")
+        down(settings)
+        return code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,48 @@
+"""Shared fixtures: one local stack per test session, started by the same code as `fleetstream up`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetstream.config import KafkaSettings, S3Settings, Settings
+from fleetstream.ingest.kafka import ensure_topics
+from fleetstream.local import stack
+from fleetstream.testing import free_port_base
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A running local stack (Kafka + SeaweedFS) on free ports, stopped at the end of the session."""
+    kafka_port = free_port_base(2)
+    s3_port = free_port_base(5, grpc_offset=10000)
+    settings = Settings(
+        state_dir=tmp_path_factory.mktemp("stack"),
+        kafka=KafkaSettings(port=kafka_port, controller_port=kafka_port + 1),
+        s3=S3Settings(port=s3_port, bucket="fleetstream-test"),
+    )
+    stack.up(settings, with_s3=True)
+    try:
+        yield settings
+    finally:
+        stack.down(settings)
+
+
+@pytest.fixture
+def new_topic(stack_settings: Settings) -> Callable[..., str]:
+    """Create a uuid-named topic on the session broker and return its name."""
+
+    def _create(partitions: int = 4) -> str:
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        ensure_topics(stack_settings.kafka, [name], partitions=partitions)
+        return name
+
+    return _create
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fleetstream.cli import app
+from fleetstream.config import Settings
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each test sees only the FLEETSTREAM_* variables it sets, and a .env of its own."""
+    for name in [n for n in __import__("os").environ if n.startswith("FLEETSTREAM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_run_a_local_broker() -> None:
+    settings = Settings()
+    assert settings.kafka.managed
+    assert settings.kafka.bootstrap == "127.0.0.1:9092"
+    assert settings.kafka.topics.all() == [
+        "sensors-sample", "samples-enriched", "alert-data", "sensors-dlq", "driver-commands",
+    ]  # fmt: skip
+    assert settings.s3.managed
+    assert settings.state_dir == Path.cwd() / ".fleetstream"
+
+
+def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS", "broker-1:9092,broker-2:9092")
+    monkeypatch.setenv("FLEETSTREAM_KAFKA__PARTITIONS", "12")
+    monkeypatch.setenv("FLEETSTREAM_KAFKA__TOPICS__ALERTS", "fleet-alerts")
+    monkeypatch.setenv("FLEETSTREAM_STATE_DIR", "/var/lib/fleetstream")
+    settings = Settings()
+    assert not settings.kafka.managed
+    assert settings.kafka.bootstrap == "broker-1:9092,broker-2:9092"
+    assert settings.kafka.partitions == 12
+    assert settings.kafka.topics.alerts == "fleet-alerts"
+    assert settings.kafka.topics.sensors == "sensors-sample"
+    assert settings.state_dir == Path("/var/lib/fleetstream")
+
+
+def test_dotenv_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    Path(".env").write_text(
+        "FLEETSTREAM_S3__ENDPOINT_URL=http://s3.internal:9000\nFLEETSTREAM_S3__BUCKET=from-dotenv\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("FLEETSTREAM_S3__BUCKET", "from-env")
+    settings = Settings()
+    assert settings.s3.endpoint == "http://s3.internal:9000"
+    assert not settings.s3.managed
+    assert settings.s3.bucket == "from-env"
+
+
+def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETSTREAM_KAFKA__PORT", "70000")
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 1
+    assert "kafka.port" in result.output
+
+
+def test_secrets_never_shown(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("FLEETSTREAM_S3__SECRET_ACCESS_KEY", "s3-very-secret")
+    monkeypatch.setenv("FLEETSTREAM_KAFKA__SASL_PASSWORD", "kafka-very-secret")
+    settings = Settings()
+    assert settings.s3.secret_access_key is not None
+    assert settings.s3.secret_access_key.get_secret_value() == "s3-very-secret"
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("fleetstream.test").info("settings: %s %r", settings, settings)
+    shown = repr(settings) + str(settings) + caplog.text + settings.model_dump_json()
+    assert "s3-very-secret" not in shown
+    assert "kafka-very-secret" not in shown
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 0
+    assert "**********" in result.output
+    assert "very-secret" not in result.output
+    # The secret does reach the one place that needs it: the Kafka client configuration.
+    assert settings.kafka.client_config()["sasl.password"] == "kafka-very-secret"
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(ValueError, match="frozen"):
+        settings.kafka.port = 1  # type: ignore[misc]
