@@ -81,15 +81,26 @@ def up(
             services = stack.up(settings, with_s3=s3)
     except FleetstreamError as exc:
         raise _fail(exc) from None
-    _print_status(stack.status(settings))
+    except KeyboardInterrupt:
+        console.print("interrupted during start-up; what had started was stopped")
+        raise typer.Exit(130) from None
     if detach:
+        _print_status(stack.status(settings))
         console.print("stack running in the background; stop it with [bold]fleetstream down[/]")
         return
     if not services:
+        _print_status(stack.status(settings))
         console.print("nothing to supervise: every part is external")
         return
-    console.print("stack running; press [bold]Ctrl-C[/] to stop it")
-    code = stack.supervise(services, settings, lambda why: console.print(f"stopping the stack: {why}"))
+    try:
+        _print_status(stack.status(settings))
+        console.print("stack running; press [bold]Ctrl-C[/] to stop it")
+        code = stack.supervise(services, settings, lambda why: console.print(f"stopping the stack: {why}"))
+    except BaseException:
+        # Whatever goes wrong in the foreground (a Ctrl-C before supervision began, a failed status
+        # query), the processes this command started must not outlive it.
+        stack.down(settings)
+        raise
     console.print("stack stopped")
     raise typer.Exit(code)
 
@@ -109,7 +120,9 @@ def down() -> None:
 
 @app.command()
 def status(
-    as_json: Annotated[bool, typer.Option("--json", envvar="FLEETSTREAM_JSON", help="Machine-readable output.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", envvar="FLEETSTREAM_JSON", help="Machine-readable output.")
+    ] = False,
 ) -> None:
     """Show each part of the stack (pid, address, health) and the topics with partitions and offsets.
 

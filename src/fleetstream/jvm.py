@@ -120,7 +120,7 @@ def _run_maven(pom: Path, repo: Path, extra: list[str]) -> subprocess.CompletedP
             "Install it (Debian: `apt-get install maven`) or run `make setup`, then try again."
         )
     command = [
-        "mvn", "-B", "-q", "-s", str(jvm_dir() / "settings.xml"), "-f", str(pom),
+        "mvn", "-B", "-q", "-Dstyle.color=never", "-s", str(jvm_dir() / "settings.xml"), "-f", str(pom),
         f"-Dmaven.repo.local={repo}", *extra,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, check=False)

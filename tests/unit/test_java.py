@@ -27,7 +27,7 @@ def test_installed_java_is_accepted() -> None:
 
 
 def test_missing_java_home_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(FleetstreamError, match="No Java runtime found.*FLEETSTREAM_JAVA_HOME"):
+    with pytest.raises(FleetstreamError, match=r"No Java runtime found.*FLEETSTREAM_JAVA_HOME"):
         find_java(tmp_path / "no-jdk")
 
 
@@ -35,7 +35,7 @@ def test_too_old_java_is_refused(tmp_path: Path) -> None:
     # A stand-in JDK folder whose `java -version` reports Java 11, as an old install would.
     java = tmp_path / "jdk11" / "bin" / "java"
     java.parent.mkdir(parents=True)
-    java.write_text('#!/bin/sh\necho \'openjdk version "11.0.2" 2019-01-15\' >&2\n', encoding="utf-8")
+    java.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n", encoding="utf-8")
     os.chmod(java, 0o755)
     with pytest.raises(FleetstreamError, match=r"is Java 11; the local Kafka broker needs Java 17"):
         find_java(tmp_path / "jdk11")

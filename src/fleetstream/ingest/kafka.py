@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from fleetstream.config import KafkaSettings
 
@@ -62,17 +63,19 @@ def broker_count(kafka: KafkaSettings, timeout: float = 2.0) -> int:
 
 
 def ensure_topics(kafka: KafkaSettings, names: Iterable[str], partitions: int | None = None) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
+    """Create the topics that do not exist yet and wait until every partition has a leader.
+
+    Returns the names created.
+    """
     admin = make_admin(kafka)
+    names = list(dict.fromkeys(names))
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [
         NewTopic(name, num_partitions=partitions or kafka.partitions, replication_factor=kafka.replication_factor)
-        for name in dict.fromkeys(names)
+        for name in names
         if name not in existing
     ]
-    if not wanted:
-        return []
-    created = []
+    created: list[str] = []
     for name, future in admin.create_topics(wanted, operation_timeout=30).items():
         try:
             future.result()
@@ -80,19 +83,38 @@ def ensure_topics(kafka: KafkaSettings, names: Iterable[str], partitions: int | 
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    _wait_for_leaders(admin, names, timeout=30)
     return created
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=10).topics
+        pending = [
+            name
+            for name in names
+            if name not in topics
+            or topics[name].error is not None
+            or any(p.leader < 0 for p in topics[name].partitions.values())
+        ]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaException(f"topics without a partition leader after {timeout:.0f} s: {pending}")
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True)
 class TopicInfo:
     name: str
     partitions: int
-    end_offsets: list[int]
+    end_offsets: list[int]  # -1 where the broker could not say (e.g. a leader election under way)
 
     @property
     def messages(self) -> int:
-        """Sum of end offsets: messages ever written (retention may have dropped older ones)."""
-        return sum(self.end_offsets)
+        """Sum of known end offsets: messages ever written (retention may have dropped older ones)."""
+        return sum(offset for offset in self.end_offsets if offset >= 0)
 
 
 def describe_topics(kafka: KafkaSettings, names: Iterable[str], timeout: float = 5.0) -> list[TopicInfo]:
@@ -105,14 +127,18 @@ def describe_topics(kafka: KafkaSettings, names: Iterable[str], timeout: float =
             topic = metadata.topics.get(name)
             if topic is None or topic.error is not None:
                 continue
-            offsets = [
-                consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout)[1]
-                for p in sorted(topic.partitions)
-            ]
+            offsets = [_end_offset(consumer, name, p, timeout) for p in sorted(topic.partitions)]
             infos.append(TopicInfo(name, len(topic.partitions), offsets))
         return infos
     finally:
         consumer.close()
+
+
+def _end_offset(consumer: Consumer, topic: str, partition: int, timeout: float) -> int:
+    try:
+        return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)[1])
+    except KafkaException:
+        return -1
 
 
 def consume(consumer: Consumer, count: int, timeout: float) -> list[Message]:

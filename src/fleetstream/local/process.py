@@ -26,6 +26,9 @@ import psutil
 from fleetstream.errors import FleetstreamError
 
 STATE_FILE = "stack.json"
+# Children this process spawned, kept so they can be reaped (no zombies) when stopped here; a detached
+# service outlives this process and is then reaped by init.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,7 @@ class Service:
         return self.process() is not None
 
 
-def spawn(
-    name: str, argv: Sequence[str], log: Path, address: str, env: Mapping[str, str] | None = None
-) -> Service:
+def spawn(name: str, argv: Sequence[str], log: Path, address: str, env: Mapping[str, str] | None = None) -> Service:
     """Start ``argv`` in its own session with output appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -67,6 +68,7 @@ def spawn(
             env=dict(env) if env is not None else None,
             close_fds=True,
         )
+    _CHILDREN[popen.pid] = popen
     proc = psutil.Process(popen.pid)
     return Service(name, popen.pid, proc.create_time(), address, str(log))
 
@@ -84,6 +86,9 @@ def stop(service: Service, timeout: float = 20.0) -> None:
         with contextlib.suppress(psutil.Error):
             member.kill()
     psutil.wait_procs(alive, timeout=5)
+    child = _CHILDREN.pop(service.pid, None)
+    if child is not None:
+        child.wait(timeout=5)
 
 
 def port_owner(port: int) -> str:

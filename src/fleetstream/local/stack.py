@@ -64,8 +64,7 @@ def _required_ports(settings: Settings, with_s3: bool) -> list[tuple[int, str, s
         ]
     if with_s3 and settings.s3.managed:
         needed += [
-            (port, f"SeaweedFS {role}", "FLEETSTREAM_S3__PORT")
-            for role, port in seaweedfs.ports(settings.s3).items()
+            (port, f"SeaweedFS {role}", "FLEETSTREAM_S3__PORT") for role, port in seaweedfs.ports(settings.s3).items()
         ]
     return needed
 
@@ -74,8 +73,8 @@ def check_ports(settings: Settings, with_s3: bool) -> None:
     for port, what, setting in _required_ports(settings, with_s3):
         if not port_is_free(LOCAL_HOST, port):
             raise FleetstreamError(
-                f"Port {port} on {LOCAL_HOST}, needed for the {what}, is already in use by {port_owner(port)}. "
-                f"Stop that process, or move fleetstream to another port with {setting}=<port> "
+                f"Port {port} on {LOCAL_HOST}, needed for the {what}, is already in use by "
+                f"{port_owner(port)}. Stop that process, or move fleetstream to another port with {setting}=<port> "
                 "(in the environment or .env). Nothing was started."
             )
 
@@ -114,8 +113,8 @@ def up(settings: Settings, with_s3: bool = False) -> list[Service]:
                     started.append(_start_seaweedfs(settings, state, started))
                 elif not seaweedfs.bucket_ready(settings):
                     raise FleetstreamError(
-                        f"The S3 endpoint {settings.s3.endpoint} (FLEETSTREAM_S3__ENDPOINT_URL) did not answer, "
-                        f"or the bucket '{settings.s3.bucket}' does not exist or is not readable with the "
+                        f"The S3 endpoint {settings.s3.endpoint} (FLEETSTREAM_S3__ENDPOINT_URL) did not "
+                        f"answer, or the bucket '{settings.s3.bucket}' does not exist or is not readable with the "
                         "configured credentials. Create the bucket or fix FLEETSTREAM_S3__* and try again."
                     )
             created = ensure_topics(settings.kafka, settings.kafka.topics.all())
@@ -132,9 +131,7 @@ def up(settings: Settings, with_s3: bool = False) -> list[Service]:
 def _start_kafka(settings: Settings, state: StateFile, started: list[Service]) -> Service:
     command = kafka_broker.prepare(settings)
     began = time.monotonic()
-    service = spawn(
-        KAFKA, command, kafka_broker.broker_dir(settings) / "kafka.log", address=settings.kafka.bootstrap
-    )
+    service = spawn(KAFKA, command, kafka_broker.broker_dir(settings) / "kafka.log", address=settings.kafka.bootstrap)
     state.write([*started, service])
     wait_until(
         lambda: broker_count(settings.kafka, timeout=1) > 0,
@@ -142,7 +139,12 @@ def _start_kafka(settings: Settings, state: StateFile, started: list[Service]) -
         "The Kafka broker",
         service,
     )
-    log.info("Kafka broker healthy on %s in %.1f s (pid %d)", service.address, time.monotonic() - began, service.pid)
+    log.info(
+        "Kafka broker healthy on %s in %.1f s (pid %d)",
+        service.address,
+        time.monotonic() - began,
+        service.pid,
+    )
     return service
 
 
@@ -186,7 +188,14 @@ def status(settings: Settings) -> StackStatus:
     else:
         healthy = broker_count(settings.kafka) > 0
         parts.append(
-            PartStatus(KAFKA, False, settings.kafka.bootstrap, healthy, None, "external" if healthy else "unreachable")
+            PartStatus(
+                KAFKA,
+                False,
+                settings.kafka.bootstrap,
+                healthy,
+                None,
+                "external" if healthy else "unreachable",
+            )
         )
     s3_service = recorded.get(S3)
     if not settings.s3.managed or s3_service is not None:

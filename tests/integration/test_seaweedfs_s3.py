@@ -1,0 +1,47 @@
+"""Real SeaweedFS S3 server from the session stack, used through boto3."""
+
+from __future__ import annotations
+
+import uuid
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from fleetstream.config import Settings
+from fleetstream.local import seaweedfs
+
+pytestmark = pytest.mark.integration
+
+
+def test_put_list_get(stack_settings: Settings) -> None:
+    s3 = seaweedfs.client(stack_settings)
+    bucket = stack_settings.s3.bucket
+    prefix = f"dims-{uuid.uuid4().hex[:8]}/"
+    bodies = {
+        f"{prefix}car_models.json": b'[{"model_id": 1}]',
+        f"{prefix}car_colors.json": b'[{"color_id": 3}]',
+    }
+    for key, body in bodies.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    assert sorted(obj["Key"] for obj in listed["Contents"]) == sorted(bodies)
+    for key, body in bodies.items():
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+
+
+def test_wrong_credentials_are_refused(stack_settings: Settings) -> None:
+    intruder = boto3.client(
+        "s3",
+        endpoint_url=stack_settings.s3.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="not-a-key",
+        aws_secret_access_key="not-a-secret",
+    )
+    with pytest.raises(ClientError):
+        intruder.list_objects_v2(Bucket=stack_settings.s3.bucket)
+
+
+def test_generated_credentials_are_private(stack_settings: Settings) -> None:
+    stored = seaweedfs.seaweed_dir(stack_settings) / "credentials.json"
+    assert stored.stat().st_mode & 0o077 == 0

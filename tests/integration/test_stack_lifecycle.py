@@ -1,0 +1,127 @@
+"""`fleetstream up / status / down` as a user runs them: separate processes, checked by pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from fleetstream.testing import free_port_base
+
+pytestmark = pytest.mark.integration
+
+FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Environment for a private stack: own state directory and free ports; torn down afterwards."""
+    kafka_port = free_port_base(2)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")},
+        "FLEETSTREAM_STATE_DIR": str(tmp_path / "state"),
+        "FLEETSTREAM_KAFKA__PORT": str(kafka_port),
+        "FLEETSTREAM_KAFKA__CONTROLLER_PORT": str(kafka_port + 1),
+        "FLEETSTREAM_S3__PORT": str(free_port_base(5, grpc_offset=10000)),
+        "COLUMNS": "200",
+    }
+    yield env
+    subprocess.run([FLEETSTREAM, "down"], env=env, cwd=tmp_path, capture_output=True, timeout=120, check=False)
+
+
+def run(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FLEETSTREAM, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def processes_under(state_dir: str) -> list[psutil.Process]:
+    """Every live process whose command line mentions the state directory."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if state_dir in cmdline and proc.pid != os.getpid():
+            found.append(proc)
+    return found
+
+
+def test_up_detach_status_down_leaves_nothing(stack_env: dict[str, str]) -> None:
+    started = run(stack_env, "up", "--detach", "--s3")
+    assert started.returncode == 0, started.stderr
+
+    status = run(stack_env, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["healthy"] is True
+    pids = {part["name"]: part["pid"] for part in report["parts"]}
+    assert set(pids) == {"kafka", "seaweedfs"}
+    assert all(psutil.pid_exists(pid) for pid in pids.values())
+    assert {t["name"]: t["partitions"] for t in report["topics"]} == {
+        "sensors-sample": 4, "samples-enriched": 4, "alert-data": 4, "sensors-dlq": 4, "driver-commands": 4,
+    }  # fmt: skip
+
+    twin = run(stack_env, "up", "--detach", "--s3")
+    assert twin.returncode == 1
+    assert "already running" in twin.stderr
+    assert sorted(p.pid for p in processes_under(stack_env["FLEETSTREAM_STATE_DIR"])) == sorted(pids.values())
+
+    stopped = run(stack_env, "down")
+    assert stopped.returncode == 0, stopped.stderr
+    for pid in pids.values():
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert processes_under(stack_env["FLEETSTREAM_STATE_DIR"]) == []
+    after = run(stack_env, "status")
+    assert after.returncode == 1
+    assert "stopped" in after.stdout
+
+
+def test_taken_port_fails_clearly_and_starts_nothing(stack_env: dict[str, str]) -> None:
+    port = int(stack_env["FLEETSTREAM_S3__PORT"]) + 2  # SeaweedFS volume port: checked before Kafka starts
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        result = run(stack_env, "up", "--detach", "--s3")
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())
+    assert f"Port {port} on 127.0.0.1, needed for the SeaweedFS volume, is already in use" in message
+    assert "FLEETSTREAM_S3__PORT" in message
+    assert "Nothing was started" in message
+    assert processes_under(stack_env["FLEETSTREAM_STATE_DIR"]) == []
+
+
+def test_foreground_up_stops_everything_on_ctrl_c(stack_env: dict[str, str], tmp_path: Path) -> None:
+    log = (tmp_path / "up.log").open("w")
+    supervisor = subprocess.Popen(
+        [FLEETSTREAM, "up"], env=stack_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "stack running; press" not in (tmp_path / "up.log").read_text():
+            assert supervisor.poll() is None, (tmp_path / "up.log").read_text()
+            time.sleep(0.5)
+        children = processes_under(stack_env["FLEETSTREAM_STATE_DIR"])
+        assert len(children) == 1  # the broker (no --s3)
+        supervisor.send_signal(signal.SIGINT)
+        assert supervisor.wait(timeout=60) == 0
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+        log.close()
+    assert processes_under(stack_env["FLEETSTREAM_STATE_DIR"]) == []
+    assert "stack stopped" in (tmp_path / "up.log").read_text()
+
+
+def test_external_kafka_is_checked_not_started(stack_env: dict[str, str]) -> None:
+    unreachable = {**stack_env, "FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port_base(1)}"}
+    result = run(unreachable, "up", "--detach")
+    assert result.returncode == 1
+    assert "did not answer within 10 s" in " ".join(result.stderr.split())
+    assert processes_under(stack_env["FLEETSTREAM_STATE_DIR"]) == []
