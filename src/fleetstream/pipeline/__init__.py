@@ -1,0 +1,1 @@
+"""Spark Structured Streaming: the session factory and the medallion queries."""

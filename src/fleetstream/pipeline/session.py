@@ -1,0 +1,52 @@
+"""The one place Spark sessions are built: pinned jars, Delta, S3A, and settings-driven master.
+
+>>> conf = session_conf(Settings())
+>>> conf["spark.sql.extensions"]
+'io.delta.sql.DeltaSparkSessionExtension'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fleetstream.config import Settings
+from fleetstream.jvm import spark_jars
+from fleetstream.local import seaweedfs
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def session_conf(settings: Settings, with_s3: bool = False) -> dict[str, str]:
+    """Spark configuration for fleetstream jobs; S3 credentials are added only when ``with_s3``."""
+    conf = {
+        "spark.master": settings.spark.master,
+        "spark.driver.memory": settings.spark.driver_memory,
+        "spark.jars": ",".join(str(p) for p in spark_jars(settings.cache_dir)),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.ui.enabled": "false",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.host": "127.0.0.1",
+        "spark.hadoop.fs.s3a.endpoint": settings.s3.endpoint,
+        "spark.hadoop.fs.s3a.endpoint.region": settings.s3.region,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(settings.s3.endpoint.startswith("https")).lower(),
+    }
+    if with_s3:
+        key, secret = seaweedfs.credentials(settings)
+        conf["spark.hadoop.fs.s3a.access.key"] = key.get_secret_value()
+        conf["spark.hadoop.fs.s3a.secret.key"] = secret.get_secret_value()
+    return conf
+
+
+def spark_session(settings: Settings, app_name: str = "fleetstream", with_s3: bool = False) -> SparkSession:
+    """A SparkSession with every jar taken from the local cache (nothing is resolved at start-up)."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in session_conf(settings, with_s3).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
