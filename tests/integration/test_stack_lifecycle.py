@@ -15,6 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fleetstream.config import KafkaSettings
+from fleetstream.ingest.kafka import make_producer
 from fleetstream.testing import free_port_base
 
 pytestmark = pytest.mark.integration
@@ -80,6 +82,22 @@ def test_up_detach_status_down_leaves_nothing(stack_env: dict[str, str]) -> None
     after = run(stack_env, "status")
     assert after.returncode == 1
     assert "stopped" in after.stdout
+
+
+def test_restart_keeps_topics_and_messages(stack_env: dict[str, str]) -> None:
+    assert run(stack_env, "up", "--detach").returncode == 0
+    kafka = KafkaSettings(port=int(stack_env["FLEETSTREAM_KAFKA__PORT"]))
+    producer = make_producer(kafka)
+    for i in range(25):
+        producer.produce("sensors-sample", key=f"car-{i}", value=b"{}")
+    assert producer.flush(30) == 0
+    assert run(stack_env, "down").returncode == 0
+
+    again = run(stack_env, "up", "--detach")
+    assert again.returncode == 0, again.stderr
+    report = json.loads(run(stack_env, "status", "--json").stdout)
+    sensors = next(t for t in report["topics"] if t["name"] == "sensors-sample")
+    assert sum(sensors["end_offsets"]) == 25
 
 
 def test_taken_port_fails_clearly_and_starts_nothing(stack_env: dict[str, str]) -> None:

@@ -76,7 +76,8 @@ def ensure_topics(kafka: KafkaSettings, names: Iterable[str], partitions: int | 
         if name not in existing
     ]
     created: list[str] = []
-    for name, future in admin.create_topics(wanted, operation_timeout=30).items():
+    futures = admin.create_topics(wanted, operation_timeout=30) if wanted else {}
+    for name, future in futures.items():
         try:
             future.result()
             created.append(name)

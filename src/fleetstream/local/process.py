@@ -102,7 +102,13 @@ def port_owner(port: int) -> str:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """True when a server could listen on ``host:port`` now.
+
+    SO_REUSEADDR as servers set it: connections of a stopped server lingering in TIME_WAIT do not
+    make the port look taken; a listening socket does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
+from confluent_kafka import KafkaException
+
 from fleetstream.config import LOCAL_HOST, Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.ingest.kafka import TopicInfo, broker_count, describe_topics, ensure_topics
@@ -117,7 +119,13 @@ def up(settings: Settings, with_s3: bool = False) -> list[Service]:
                         f"answer, or the bucket '{settings.s3.bucket}' does not exist or is not readable with the "
                         "configured credentials. Create the bucket or fix FLEETSTREAM_S3__* and try again."
                     )
-            created = ensure_topics(settings.kafka, settings.kafka.topics.all())
+            try:
+                created = ensure_topics(settings.kafka, settings.kafka.topics.all())
+            except KafkaException as exc:
+                raise FleetstreamError(
+                    f"Creating the topics on {settings.kafka.bootstrap} failed: {exc}. Check that this client may "
+                    "create topics there, or create them yourself (names: `fleetstream config`)."
+                ) from exc
             if created:
                 log.info("created topics %s", ", ".join(created))
         except BaseException:
