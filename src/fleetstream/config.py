@@ -111,6 +111,17 @@ class SparkSettings(_Frozen):
     driver_memory: str = "2g"
 
 
+class LakeSettings(_Frozen):
+    """Where the Delta tables and the reference data live: a local folder or an s3a:// URI."""
+
+    root: str = "lakehouse"
+
+    @property
+    def dims(self) -> str:
+        """Reference data (car models, colors, cars) as JSON lines."""
+        return f"{self.root.rstrip('/')}/dims"
+
+
 class Settings(BaseSettings):
     """All of fleetstream's configuration."""
 
@@ -129,6 +140,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     s3: S3Settings = S3Settings()
     spark: SparkSettings = SparkSettings()
+    lake: LakeSettings = LakeSettings()
 
     @field_validator("state_dir", "cache_dir")
     @classmethod

@@ -1,0 +1,1 @@
+"""Reference data: car models, colors and cars (the dimensions telemetry is enriched with)."""

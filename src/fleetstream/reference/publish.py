@@ -1,0 +1,31 @@
+"""Publishing the reference data to a folder or an S3 prefix, where the pipeline reads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleetstream.config import Settings
+from fleetstream.local import seaweedfs
+from fleetstream.reference.catalog import Car, tables, to_json_lines
+
+
+def publish(settings: Settings, target: str, cars: list[Car]) -> list[str]:
+    """Write car_models.json, car_colors.json and cars.json (JSON lines) under ``target``.
+
+    ``target`` is a folder, or ``s3://bucket/prefix`` / ``s3a://bucket/prefix`` on the configured S3
+    endpoint. Returns what was written.
+    """
+    written = []
+    for name, records in tables(cars).items():
+        body = to_json_lines(records)
+        if target.startswith(("s3://", "s3a://")):
+            bucket, _, prefix = target.split("://", 1)[1].partition("/")
+            key = f"{prefix.strip('/')}/{name}.json".lstrip("/")
+            seaweedfs.client(settings).put_object(Bucket=bucket, Key=key, Body=body)
+            written.append(f"s3://{bucket}/{key}")
+        else:
+            path = Path(target) / f"{name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body)
+            written.append(str(path))
+    return written

@@ -1,0 +1,19 @@
+"""The thresholds of the default rules (the seeds' three, plus overheating).
+
+The simulator uses them to label what it injects (ground truth); the pipeline's default rules use
+the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    overspeed_kmh: float = 120.0
+    over_rev_rpm: int = 6000
+    overheat_c: float = 110.0
+
+
+LIMITS = Limits()

@@ -1,0 +1,1 @@
+"""The fleet simulator: vehicle physics, driver profiles, fault injection with ground truth."""

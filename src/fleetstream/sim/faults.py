@@ -1,0 +1,138 @@
+"""Fault and bad-data injection settings, with presets, and the ground-truth record.
+
+Faults are physical episodes (overspeed, engine over-rev, wrong gear, overheating, sensor faults);
+each episode is recorded with the ids of the events in which it shows, judged on the emitted values
+with the default rules' limits. Bad data are broken messages for testing the pipeline's quarantine
+(malformed JSON, missing fields, wrong types, out-of-range values, duplicates, late and out-of-order
+events); each one is recorded too. Together they are the ground truth detection is scored against.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+FAULT_TYPES = ("overspeed", "over_rev", "wrong_gear", "overheat", "sensor")
+BAD_DATA_TYPES = (
+    "malformed_json", "missing_field", "bad_type", "out_of_range", "duplicate", "late", "out_of_order",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FaultRates:
+    """Episodes per car per hour of simulated time, for each fault type."""
+
+    overspeed: float = 0.0
+    over_rev: float = 0.0
+    wrong_gear: float = 0.0
+    overheat: float = 0.0
+    sensor: float = 0.0
+
+    def as_list(self) -> list[float]:
+        return [getattr(self, name) for name in FAULT_TYPES]
+
+
+@dataclass(frozen=True)
+class BadDataRates:
+    """Fraction of events turned into each kind of bad record."""
+
+    malformed_json: float = 0.0
+    missing_field: float = 0.0
+    bad_type: float = 0.0
+    out_of_range: float = 0.0
+    duplicate: float = 0.0
+    late: float = 0.0
+    out_of_order: float = 0.0
+
+    def as_list(self) -> list[float]:
+        return [getattr(self, name) for name in BAD_DATA_TYPES]
+
+
+FAULT_PRESETS: dict[str, FaultRates] = {
+    "none": FaultRates(),
+    "light": FaultRates(overspeed=0.5, over_rev=0.3, wrong_gear=0.5, overheat=0.1, sensor=0.2),
+    "default": FaultRates(overspeed=2.0, over_rev=1.0, wrong_gear=2.0, overheat=0.5, sensor=1.0),
+    "heavy": FaultRates(overspeed=12.0, over_rev=8.0, wrong_gear=12.0, overheat=3.0, sensor=6.0),
+}
+BAD_DATA_PRESETS: dict[str, BadDataRates] = {
+    "none": BadDataRates(),
+    "light": BadDataRates(0.0005, 0.0005, 0.0005, 0.0005, 0.001, 0.0005, 0.001),
+    "default": BadDataRates(0.002, 0.002, 0.002, 0.002, 0.005, 0.002, 0.005),
+    "heavy": BadDataRates(0.01, 0.01, 0.01, 0.01, 0.02, 0.01, 0.02),
+}
+
+LATE_BY_MS = 2 * 3600 * 1000  # far behind any watermark
+OUT_OF_ORDER_TICKS = 3  # held back this many ticks, then sent with its original event_time
+
+
+@dataclass
+class Episode:
+    """One injected fault: where, when, and the events in which it shows."""
+
+    episode_id: int
+    fault: str
+    car_id: str
+    started_ms: int
+    event_ids: list[str] = field(default_factory=list)
+    first_event_time: int | None = None
+    last_event_time: int | None = None
+    ended_ms: int | None = None
+
+    def add(self, event_id: str, event_time: int) -> None:
+        self.event_ids.append(event_id)
+        if self.first_event_time is None:
+            self.first_event_time = event_time
+        self.last_event_time = event_time
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    defect: str
+    event_id: str
+    car_id: str
+    event_time: int
+    detail: str = ""
+
+
+class GroundTruth:
+    """Collects episodes and bad records; writes them as JSON lines."""
+
+    def __init__(self) -> None:
+        self.episodes: list[Episode] = []
+        self.bad_records: list[BadRecord] = []
+
+    def new_episode(self, fault: str, car_id: str, started_ms: int) -> Episode:
+        episode = Episode(len(self.episodes), fault, car_id, started_ms)
+        self.episodes.append(episode)
+        return episode
+
+    def counts(self) -> dict[str, int]:
+        out = {name: 0 for name in (*FAULT_TYPES, *BAD_DATA_TYPES)}
+        for e in self.episodes:
+            out[e.fault] += 1
+        for b in self.bad_records:
+            out[b.defect] += 1
+        return out
+
+    def write(self, handle: IO[str]) -> None:
+        for e in self.episodes:
+            handle.write(json.dumps({"kind": "fault", **asdict(e)}, separators=(",", ":")) + "\n")
+        for b in self.bad_records:
+            handle.write(json.dumps({"kind": "bad_data", **asdict(b)}, separators=(",", ":")) + "\n")
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as handle:
+            self.write(handle)
+
+
+def load_ground_truth(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(fault episodes, bad records) from a ground-truth file."""
+    faults: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        (faults if record.pop("kind") == "fault" else bad).append(record)
+    return faults, bad

@@ -1,0 +1,441 @@
+"""The fleet: N vehicles advanced together with NumPy, one array per state variable.
+
+Per tick of ``dt`` seconds, every car: follows its lifecycle (parked, idling, driving), its driver
+picks a target speed for the road segment and works the pedals toward it, the engine's torque goes
+through the gearbox and final drive to the wheels against drag, rolling resistance, grade and
+brakes, the automatic gearbox picks the gear of the model's shift schedule, and temperatures, fuel,
+wear, odometer and position follow. Faults are injected as episodes and labelled on the values
+emitted (see :mod:`fleetstream.sim.faults`).
+
+>>> fleet = Fleet(FleetConfig(cars=4, seed=1))
+>>> frame = fleet.step()
+>>> sorted(frame)[:3]
+['brake', 'brake_wear', 'car_index']
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from fleetstream.reference.catalog import PROFILES, Car, generate_cars, model_by_id
+from fleetstream.rules import LIMITS, expected_gear_array
+from fleetstream.sim.faults import FAULT_TYPES, FaultRates, GroundTruth
+from fleetstream.sim.profiles import profile_arrays
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+B = npt.NDArray[np.bool_]
+
+G = 9.81
+AIR_DENSITY = 1.2
+ROLLING = 0.012
+DRIVELINE_EFFICIENCY = 0.9
+BRAKE_MU = 0.9
+AMBIENT_C = 20.0
+DISCIPLINED_MAX_KMH = LIMITS.overspeed_kmh - 1.0  # drivers hold the limit unless an overspeed is injected
+OVERSPEED_KMH = (128.0, 152.0)
+WRONG_GEAR_MIN_KMH = 10.0
+KM_PER_DEG_LAT = 111.32
+
+# Lifecycle states.
+PARKED, IDLE_OUT, DRIVING, IDLE_IN = 0, 1, 2, 3
+# Roads: (speed limit km/h, share of segments).
+ROADS = ((30.0, 0.25), (50.0, 0.35), (80.0, 0.25), (110.0, 0.15))
+FAULT = {name: i for i, name in enumerate(FAULT_TYPES)}
+FAULT_DURATION_S = {
+    "overspeed": (20.0, 60.0),
+    "over_rev": (3.0, 8.0),
+    "wrong_gear": (5.0, 20.0),
+    "overheat": (240.0, 600.0),
+    "sensor": (20.0, 60.0),
+}
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    cars: int = 50
+    seed: int = 42
+    dt: float = 1.0  # simulated seconds per tick
+    center_lat: float = 32.0853  # Tel Aviv
+    center_lon: float = 34.7818
+    radius_km: float = 8.0
+    faults: FaultRates = field(default_factory=FaultRates)
+
+
+class Fleet:
+    """Vectorised state of every car; :meth:`step` advances one tick and returns the emitted values."""
+
+    def __init__(self, config: FleetConfig, cars: list[Car] | None = None) -> None:
+        self.config = config
+        self.cars = cars if cars is not None else generate_cars(config.cars, config.seed)
+        n = self.n = len(self.cars)
+        seeds = np.random.SeedSequence([config.seed, 0x51]).spawn(3)
+        self.rng = np.random.default_rng(seeds[0])
+        self.fault_rng = np.random.default_rng(seeds[1])
+        self.noise_rng = np.random.default_rng(seeds[2])
+        self.car_ids = [c.car_id for c in self.cars]
+        self.ground_truth = GroundTruth()
+        self.t = 0.0  # simulated seconds since start
+        self._load_models()
+        rng = self.rng
+
+        profile_index = np.array([PROFILES.index(c.driver_profile) for c in self.cars], dtype=np.int64)
+        self.profile_index = profile_index
+        self.driver = profile_arrays(profile_index)
+
+        # Lifecycle: most cars start on the road.
+        self.mode = rng.choice([PARKED, DRIVING], size=n, p=[0.2, 0.8]).astype(np.int64)
+        self.mode_left = rng.uniform(5, 120, n)
+        self.engine_on = self.mode != PARKED
+        self.v = np.where(self.mode == DRIVING, rng.uniform(5, 20, n), 0.0)
+        self.segment_left = rng.uniform(5, 60, n)
+        self.road_limit = rng.choice([r[0] for r in ROADS], size=n)
+        self.target_kmh = np.minimum(self.road_limit * self.driver["cruise_factor"], DISCIPLINED_MAX_KMH)
+        self.stopping = np.zeros(n, dtype=bool)
+        self.grade = rng.uniform(-0.03, 0.03, n)
+        self.heading = rng.choice([0.0, 90.0, 180.0, 270.0], size=n)
+        angle = rng.uniform(0, 2 * math.pi, n)
+        dist = config.radius_km * np.sqrt(rng.uniform(0, 1, n))
+        self.lat = config.center_lat + dist * np.cos(angle) / KM_PER_DEG_LAT
+        self.lon = config.center_lon + dist * np.sin(angle) / (
+            KM_PER_DEG_LAT * math.cos(math.radians(config.center_lat))
+        )
+        self.gear: I64 = np.zeros(n, dtype=np.int64)
+        self.rpm = np.where(self.engine_on, self.idle_rpm, 0.0)
+        self.throttle: F64 = np.zeros(n)
+        self.brake: F64 = np.zeros(n)
+        self.coolant = np.where(self.engine_on, rng.uniform(80, 95, n), AMBIENT_C)
+        self.oil = self.coolant + np.where(self.engine_on, 6.0, 0.0)
+        self.fuel_l = self.tank_l * rng.uniform(0.3, 1.0, n)
+        self.fuel_rate: F64 = np.zeros(n)
+        years = np.array([c.year for c in self.cars], dtype=np.float64)
+        self.odometer = (2027 - years) * rng.uniform(8_000, 20_000, n)
+        self.tyre_wear = rng.uniform(0, 60, n)
+        self.brake_wear = rng.uniform(0, 60, n)
+
+        # Live control from driver commands.
+        self.manual = np.zeros(n, dtype=bool)
+        self.manual_throttle = np.zeros(n)
+        self.manual_brake = np.zeros(n)
+
+        # Faults: next scheduled start per (car, type), activity, cause end, parameters.
+        self.fault_rates = np.array(config.faults.as_list(), dtype=np.float64)
+        self.next_fault = np.full((n, len(FAULT_TYPES)), np.inf)
+        for k, rate in enumerate(self.fault_rates):
+            if rate > 0:
+                self.next_fault[:, k] = self.fault_rng.exponential(3600.0 / rate, n)
+        self.fault_active = np.zeros((n, len(FAULT_TYPES)), dtype=bool)
+        self.cause_end = np.zeros((n, len(FAULT_TYPES)))
+        self.episode_of = np.full((n, len(FAULT_TYPES)), -1, dtype=np.int64)
+        self.overspeed_kmh = np.zeros(n)
+        self.over_rev_rpm = np.zeros(n)
+        self.stuck_coolant = np.zeros(n)
+        self.gps_jump = np.zeros(n, dtype=bool)
+
+    def _load_models(self) -> None:
+        models = model_by_id()
+        chosen = [models[c.model_id] for c in self.cars]
+        n = len(chosen)
+        max_gears = max(m.gears for m in models.values())
+        self.model_index = np.array([c.model_id for c in self.cars], dtype=np.int64)
+        self.ratios = np.zeros((n, max_gears + 1))  # column 0 = neutral
+        self.upshift = np.full((n, max_gears - 1), np.inf)
+        for i, (m, car) in enumerate(zip(chosen, self.cars, strict=True)):
+            self.ratios[i, 1 : m.gears + 1] = m.gear_ratios
+            schedule = m.shift_schedule(car.driver_profile)
+            self.upshift[i, : len(schedule)] = schedule
+        self.top_gear = np.array([m.gears for m in chosen], dtype=np.int64)
+        self.final_drive = np.array([m.final_drive for m in chosen])
+        self.radius = np.array([m.tyre_radius_m for m in chosen])
+        self.idle_rpm = np.array([m.idle_rpm for m in chosen], dtype=np.float64)
+        self.redline = np.array([m.redline_rpm for m in chosen], dtype=np.float64)
+        self.max_torque = np.array([m.max_torque_nm for m in chosen])
+        self.peak_rpm = np.array([m.peak_torque_rpm for m in chosen], dtype=np.float64)
+        self.mass = np.array([m.mass_kg for m in chosen])
+        self.drag_area = np.array([m.drag_area_m2 for m in chosen])
+        self.max_speed = np.array([m.max_speed_kmh for m in chosen])
+        self.tank_l = np.array([m.tank_l for m in chosen])
+        self.fuel_l_per_kwh = np.array([0.27 if m.fuel == "diesel" else 0.32 for m in chosen])
+        self.can_over_rev = self.redline > LIMITS.over_rev_rpm + 100
+
+    # --- driver commands -------------------------------------------------------------------
+    def command(self, index: int, command: str, value: float | None = None) -> None:
+        """Apply a driver command to one car from the next tick on (the others are unaffected)."""
+        if command == "start_engine":
+            self.engine_on[index] = True
+            self.mode[index] = DRIVING
+            self.mode_left[index] = 1e9
+            self.manual[index] = True
+        elif command == "stop_engine":
+            self.engine_on[index] = False
+            self.manual[index] = True
+            self.manual_throttle[index] = 0.0
+        elif command == "set_throttle":
+            self.manual[index] = True
+            self.manual_throttle[index] = float(np.clip(value or 0.0, 0.0, 1.0))
+            self.manual_brake[index] = 0.0
+        elif command == "set_brake":
+            self.manual[index] = True
+            self.manual_brake[index] = float(np.clip(value or 0.0, 0.0, 1.0))
+            self.manual_throttle[index] = 0.0
+        elif command == "release":
+            self.manual[index] = False
+            self.manual_throttle[index] = 0.0
+            self.manual_brake[index] = 0.0
+            if self.engine_on[index]:
+                self.mode[index] = DRIVING
+                self.mode_left[index] = self.rng.uniform(300, 1500)
+        else:
+            raise ValueError(f"unknown driver command {command!r}")
+
+    # --- one tick ------------------------------------------------------------------------
+    def step(self) -> dict[str, np.ndarray]:
+        """Advance every car by ``dt``; return the values to emit, one array per field."""
+        dt = self.config.dt
+        self.t += dt
+        self._lifecycle(dt)
+        self._roads(dt)
+        self._faults_start()
+        self._drive(dt)
+        gear, expected = self._gearbox()
+        self._engine(gear)
+        self._thermal(dt)
+        self._position(dt)
+        return self._emit(gear, expected)
+
+    def _lifecycle(self, dt: float) -> None:
+        """At most one transition per car and tick: parked -> idle -> driving -> stop -> idle -> parked."""
+        rng, n = self.rng, self.n
+        self.mode_left -= dt
+        due = ~self.manual & (self.mode_left <= 0)
+        mode = self.mode.copy()  # transitions read the state at the start of the tick
+        go = due & (mode == PARKED)
+        self.mode[go], self.engine_on[go] = IDLE_OUT, True
+        self.mode_left[go] = rng.uniform(3, 10, n)[go]
+        leave = due & (mode == IDLE_OUT)
+        self.mode[leave] = DRIVING
+        self.mode_left[leave] = rng.uniform(300, 1500, n)[leave]
+        self.stopping[leave] = False
+        # The trip is over: the driver brakes to a stop, idles a few seconds, switches off.
+        arrived = due & (mode == DRIVING) & self.stopping & (self.v < 0.3)
+        self.stopping |= due & (mode == DRIVING)
+        self.mode[arrived] = IDLE_IN
+        self.mode_left[arrived] = rng.uniform(3, 8, n)[arrived]
+        off = due & (mode == IDLE_IN)
+        self.mode[off], self.engine_on[off] = PARKED, False
+        self.stopping[off] = False
+        self.mode_left[off] = rng.uniform(20, 150, n)[off]
+        refuel = off & (self.fuel_l < 0.15 * self.tank_l)
+        self.fuel_l[refuel] = self.tank_l[refuel]
+
+    def _roads(self, dt: float) -> None:
+        rng, n = self.rng, self.n
+        self.segment_left -= dt
+        new = self.segment_left <= 0
+        if not new.any():
+            return
+        limits = rng.choice([r[0] for r in ROADS], size=n, p=[r[1] for r in ROADS])
+        stop_here = rng.uniform(0, 1, n) < self.driver["stop_probability"]
+        trip_over = (self.mode == DRIVING) & (self.mode_left <= 0)
+        self.road_limit[new] = limits[new]
+        self.segment_left[new] = np.where(stop_here, rng.uniform(8, 40, n), rng.uniform(20, 120, n))[new]
+        # A stop segment (light, junction): target 0 until it ends. The trip's final stop stays.
+        self.stopping[new] = ((stop_here & (self.mode == DRIVING)) | trip_over)[new]
+        turn = rng.choice([-90.0, 0.0, 0.0, 90.0], size=n)
+        self.heading[new] = np.mod(self.heading + turn, 360.0)[new]
+        self.grade[new] = rng.uniform(-0.04, 0.04, n)[new]
+        self.target_kmh[new] = np.minimum(
+            self.road_limit * self.driver["cruise_factor"] * rng.uniform(0.9, 1.05, n), DISCIPLINED_MAX_KMH
+        )[new]
+
+    def _faults_start(self) -> None:
+        if not np.isfinite(self.next_fault).any():
+            return
+        n = self.n
+        moving_kmh = self.v * 3.6
+        eligible = np.stack(
+            [
+                self.engine_on & (self.mode == DRIVING) & ~self.stopping & ~self.manual,  # overspeed
+                self.engine_on & (self.v < 0.3) & self.can_over_rev & ~self.manual,  # over_rev
+                self.engine_on & (moving_kmh >= WRONG_GEAR_MIN_KMH + 5) & ~self.manual,  # wrong_gear
+                self.engine_on.copy(),  # overheat
+                self.engine_on & (self.coolant < 100.0),  # sensor
+            ],
+            axis=1,
+        )
+        start = (self.t >= self.next_fault) & ~self.fault_active & eligible
+        if not start.any():
+            return
+        rng = self.fault_rng
+        t_ms = int(self.t * 1000)
+        for i, k in zip(*np.nonzero(start), strict=True):
+            name = FAULT_TYPES[k]
+            low, high = FAULT_DURATION_S[name]
+            self.fault_active[i, k] = True
+            self.cause_end[i, k] = self.t + rng.uniform(low, high)
+            self.next_fault[i, k] = self.t + rng.exponential(3600.0 / self.fault_rates[k])
+            self.episode_of[i, k] = self.ground_truth.new_episode(name, self.car_ids[i], t_ms).episode_id
+            if name == "overspeed":
+                self.overspeed_kmh[i] = rng.uniform(*OVERSPEED_KMH)
+            elif name == "over_rev":
+                self.over_rev_rpm[i] = rng.uniform(LIMITS.over_rev_rpm + 100, self.redline[i])
+            elif name == "sensor":
+                self.stuck_coolant[i] = round(float(self.coolant[i]), 1)
+        del n
+
+    def _drive(self, dt: float) -> None:
+        d = self.driver
+        v = self.v
+        over = self.fault_active[:, FAULT["overspeed"]] & (self.t < self.cause_end[:, FAULT["overspeed"]])
+        revving = self.fault_active[:, FAULT["over_rev"]]
+        target = np.where(over, self.overspeed_kmh, self.target_kmh)
+        hold_still = self.stopping | (self.mode != DRIVING) | revving | ~self.engine_on
+        target_v = np.where(hold_still, 0.0, target / 3.6)
+
+        gear_now = np.clip(self.gear, 1, None)
+        ratio = np.take_along_axis(self.ratios, gear_now[:, None], axis=1)[:, 0]
+        torque = self._torque(np.maximum(self.rpm, self.idle_rpm))
+        f_drive_max = torque * ratio * self.final_drive * DRIVELINE_EFFICIENCY / self.radius
+        f_aero = 0.5 * AIR_DENSITY * self.drag_area * v * v
+        f_roll = np.where(v > 0.05, ROLLING * self.mass * G, 0.0)
+        f_grade = self.mass * G * self.grade
+        a_req = np.clip((target_v - v) / d["response_s"], -d["decel_max"], d["accel_max"])
+        f_need = self.mass * a_req + f_aero + f_roll + f_grade
+        throttle = np.clip(f_need / f_drive_max, 0.0, d["throttle_max"])
+        brake = np.clip(-f_need / (BRAKE_MU * self.mass * G), 0.0, 1.0)
+        brake = np.where(hold_still & (v < 0.5), np.maximum(brake, 0.3), brake)
+        throttle = np.where(self.manual, self.manual_throttle, throttle)
+        brake = np.where(self.manual, self.manual_brake, brake)
+        throttle = np.where(self.engine_on & ~revving, throttle, 0.0)
+
+        f_brake = brake * BRAKE_MU * self.mass * G
+        a = (throttle * f_drive_max - f_aero - f_roll - f_grade - f_brake) / self.mass
+        v_new = np.maximum(v + a * dt, 0.0)
+        v_new = np.where((v <= 0.05) & (a <= 0), 0.0, v_new)
+        cap = np.where(over, self.overspeed_kmh, np.where(self.manual, self.max_speed, DISCIPLINED_MAX_KMH))
+        v_new = np.minimum(v_new, np.minimum(cap, self.max_speed) / 3.6)
+        self.accel = (v_new - v) / dt
+        # What the car reports is what the state holds: speed at 0.01 km/h resolution.
+        self.speed_kmh = np.round(v_new * 3.6, 2)
+        self.v = self.speed_kmh / 3.6
+        self.throttle, self.brake = throttle, brake
+        self.power_kw = throttle * f_drive_max * self.v / 1000.0
+
+    def _torque(self, rpm: F64) -> F64:
+        shape = 1.0 - 1.2 * ((rpm - self.peak_rpm) / self.redline) ** 2
+        return self.max_torque * np.clip(shape, 0.45, 1.0)
+
+    def _gearbox(self) -> tuple[I64, I64]:
+        expected = expected_gear_array(self.speed_kmh, self.upshift)
+        gear = np.where(self.engine_on, expected, 0)
+        wrong = self.fault_active[:, FAULT["wrong_gear"]] & (self.t < self.cause_end[:, FAULT["wrong_gear"]])
+        wrong &= self.speed_kmh >= WRONG_GEAR_MIN_KMH
+        if wrong.any():
+            # Lugging in one gear too high, or (in top gear) one too low if the engine stays in range.
+            up = np.minimum(gear + 1, self.top_gear)
+            down = np.maximum(gear - 1, 1)
+            rpm_down = self._wheel_rpm(down)
+            alt = np.where(up != gear, up, np.where(rpm_down <= LIMITS.over_rev_rpm - 300, down, gear))
+            gear = np.where(wrong, alt, gear)
+        self.gear = gear
+        return gear, expected
+
+    def _wheel_rpm(self, gear: I64) -> F64:
+        ratio = np.take_along_axis(self.ratios, gear[:, None], axis=1)[:, 0]
+        return self.v / (2 * math.pi * self.radius) * 60.0 * ratio * self.final_drive
+
+    def _engine(self, gear: I64) -> None:
+        wheel = self._wheel_rpm(gear) * (1.0 + 0.02 * self.throttle)
+        rpm = np.where(gear > 0, np.maximum(wheel, self.idle_rpm), self.idle_rpm)
+        rpm = rpm + self.noise_rng.normal(0.0, 8.0, self.n)
+        revving = self.fault_active[:, FAULT["over_rev"]] & (self.t < self.cause_end[:, FAULT["over_rev"]])
+        rpm = np.where(revving, self.over_rev_rpm, rpm)
+        rpm = np.minimum(rpm, self.redline)
+        self.rpm = np.where(self.engine_on, np.round(rpm), 0.0)
+        idle_rate = np.where(self.engine_on, 0.7, 0.0)
+        self.fuel_rate = np.where(self.engine_on, idle_rate + self.fuel_l_per_kwh * self.power_kw, 0.0)
+
+    def _thermal(self, dt: float) -> None:
+        load = self.throttle * self.rpm / self.redline
+        airflow = np.minimum(self.v / 25.0, 1.0)
+        heating = self.fault_active[:, FAULT["overheat"]] & (self.t < self.cause_end[:, FAULT["overheat"]])
+        target = np.where(self.engine_on, 88.0 + 9.0 * load - 2.0 * airflow, AMBIENT_C)
+        target = np.where(heating, 124.0 + 4.0 * load, target)
+        self.coolant += (target - self.coolant) * (1.0 - math.exp(-dt / 90.0))
+        oil_target = np.where(self.engine_on, self.coolant + 6.0 + 12.0 * load, AMBIENT_C)
+        self.oil += (oil_target - self.oil) * (1.0 - math.exp(-dt / 150.0))
+        self.fuel_l = np.maximum(self.fuel_l - self.fuel_rate * dt / 3600.0, 0.0)
+        km = self.v * dt / 1000.0
+        self.odometer += km
+        self.tyre_wear = np.minimum(self.tyre_wear + km * 0.002 * (1.0 + np.abs(self.accel) / 2.0), 100.0)
+        self.brake_wear = np.minimum(self.brake_wear + self.brake * self.v * dt * 1.5e-6, 100.0)
+
+    def _position(self, dt: float) -> None:
+        c = self.config
+        km = self.v * dt / 1000.0
+        rad = np.radians(self.heading)
+        self.lat += km * np.cos(rad) / KM_PER_DEG_LAT
+        self.lon += km * np.sin(rad) / (KM_PER_DEG_LAT * np.cos(np.radians(self.lat)))
+        north_km = (self.lat - c.center_lat) * KM_PER_DEG_LAT
+        east_km = (self.lon - c.center_lon) * KM_PER_DEG_LAT * math.cos(math.radians(c.center_lat))
+        outside = north_km**2 + east_km**2 > c.radius_km**2
+        # Leaving the city: turn onto the grid street that heads back toward the centre.
+        back = np.where(np.abs(north_km) > np.abs(east_km), np.where(north_km > 0, 180.0, 0.0),
+                        np.where(east_km > 0, 270.0, 90.0))  # fmt: skip
+        self.heading = np.where(outside, back, self.heading)
+
+    def _emit(self, gear: I64, expected: I64) -> dict[str, np.ndarray]:
+        coolant = np.round(self.coolant, 1)
+        sensor = self.fault_active[:, FAULT["sensor"]] & (self.t < self.cause_end[:, FAULT["sensor"]])
+        coolant = np.where(sensor, self.stuck_coolant, coolant)
+        heading = np.mod(self.heading + self.noise_rng.normal(0.0, 0.5, self.n), 360.0)
+        frame: dict[str, np.ndarray] = {
+            "car_index": np.arange(self.n, dtype=np.int64),
+            "speed": self.speed_kmh,
+            "rpm": self.rpm.astype(np.int64),
+            "gear": gear,
+            "lat": np.round(self.lat, 6),
+            "lon": np.round(self.lon, 6),
+            "heading": np.round(heading, 1),
+            "throttle": np.round(self.throttle * 100.0, 1),
+            "brake": np.round(self.brake * 100.0, 1),
+            "coolant_temp": coolant,
+            "oil_temp": np.round(self.oil, 1),
+            "fuel_level": np.round(100.0 * self.fuel_l / self.tank_l, 2),
+            "fuel_rate": np.round(self.fuel_rate, 2),
+            "odometer": np.round(self.odometer, 3),
+            "engine_on": self.engine_on.copy(),
+            "tyre_wear": np.round(self.tyre_wear, 2),
+            "brake_wear": np.round(self.brake_wear, 2),
+        }
+        frame["manifest"] = self._manifest(frame, expected, sensor)
+        self._faults_end(frame["manifest"])
+        return frame
+
+    def _manifest(self, frame: dict[str, np.ndarray], expected: I64, sensor: B) -> np.ndarray:
+        """(cars, fault types): which active fault shows in this tick's emitted values."""
+        shows = np.stack(
+            [
+                frame["speed"] > LIMITS.overspeed_kmh,
+                frame["rpm"] > LIMITS.over_rev_rpm,
+                frame["gear"] != expected,
+                frame["coolant_temp"] > LIMITS.overheat_c,
+                sensor,
+            ],
+            axis=1,
+        )
+        return shows & self.fault_active
+
+    def _faults_end(self, manifest: np.ndarray) -> None:
+        over = self.fault_active & (self.t >= self.cause_end) & ~manifest
+        for i, k in zip(*np.nonzero(over), strict=True):
+            self.ground_truth.episodes[self.episode_of[i, k]].ended_ms = int(self.t * 1000)
+        self.fault_active &= ~over
+
+    @property
+    def driving(self) -> int:
+        return int(((self.mode == DRIVING) & (self.v > 0.3)).sum())
