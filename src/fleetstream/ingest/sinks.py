@@ -82,7 +82,6 @@ class KafkaSink:
                 "batch.size": str(1024 * 1024),
                 "queue.buffering.max.messages": "1000000",
                 "queue.buffering.max.kbytes": str(512 * 1024),
-                "delivery.report.only.error": "false",
                 **overrides,
             },
         )

@@ -60,8 +60,17 @@ def server_properties(settings: Settings) -> str:
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own generator, never one that starts with "-" (tools would read it as an option).
+
+    >>> all(not new_cluster_id().startswith("-") and len(new_cluster_id()) == 22 for _ in range(500))
+    True
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def prepare(settings: Settings) -> list[str]:
@@ -89,7 +98,7 @@ def prepare(settings: Settings) -> list[str]:
     if not (home / "data" / "meta.properties").exists():
         result = subprocess.run(
             [java, *jvm_flags, "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", new_cluster_id(), "-c", str(config)],
+             f"--cluster-id={new_cluster_id()}", f"--config={config}"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if result.returncode != 0:

@@ -277,7 +277,8 @@ class Fleet:
             low, high = FAULT_DURATION_S[name]
             self.fault_active[i, k] = True
             self.cause_end[i, k] = self.t + rng.uniform(low, high)
-            self.next_fault[i, k] = self.t + rng.exponential(3600.0 / self.fault_rates[k])
+            # From the scheduled time, not the start: waiting for a chance does not lower the rate.
+            self.next_fault[i, k] += rng.exponential(3600.0 / self.fault_rates[k])
             self.episode_of[i, k] = self.ground_truth.new_episode(name, self.car_ids[i], t_ms).episode_id
             if name == "overspeed":
                 self.overspeed_kmh[i] = rng.uniform(*OVERSPEED_KMH)
