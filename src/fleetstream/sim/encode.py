@@ -4,7 +4,7 @@
 >>> enc = Encoder(["car-00000"], run_id="ab12")
 >>> frame = {name: np.zeros(1) for name in enc.numeric_fields}
 >>> frame.update(rpm=np.array([800]), gear=np.array([0]), engine_on=np.array([True]))
->>> enc.encode(frame, tick=7, event_time=np.array([1767225600000]))[0][:75]
+>>> enc.encode(frame, tick=7, event_time=np.array([1767225600000]))[0][:74]
 b'{"schema_version":1,"event_id":"ab12-000000-00000007","car_id":"car-00000"'
 """
 
