@@ -39,8 +39,8 @@ python-deps: $(UV)
 jars: python-deps
 	@$(BIN)/fleetstream jars fetch
 
-run: setup ## start the local stack and the main job in the foreground (Ctrl-C stops all)
-	$(BIN)/fleetstream up
+run: setup ## start everything in the foreground: stack, reference data, simulator (Ctrl-C stops all)
+	$(BIN)/fleetstream run
 
 up: setup ## start the local stack in the background
 	$(BIN)/fleetstream up --detach

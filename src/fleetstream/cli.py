@@ -6,6 +6,7 @@ import enum
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.ingest.kafka import broker_count
 from fleetstream.local import stack
+from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
 from fleetstream.sim.faults import FAULT_TYPES as FAULT_NAMES
 from fleetstream.sim.runner import SimStats
 
@@ -64,11 +66,14 @@ def _fail(exc: FleetstreamError) -> typer.Exit:
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", envvar="FLEETSTREAM_VERBOSE", help="Debug logs.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
-    )
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=True)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:  # a log file or CI: one plain line per record, no wrapping
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -285,7 +290,6 @@ def simulate(
     """
     from fleetstream.ingest.commands import CommandListener
     from fleetstream.ingest.sinks import JsonlSink, KafkaSink, NullSink, Sink
-    from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
     from fleetstream.sim.runner import SimOptions, Simulation
 
     try:
@@ -345,7 +349,8 @@ def simulate(
         f"{stats.events:,} events from {cars} cars over {stats.sim_seconds:,.0f} simulated s in "
         f"{stats.wall_seconds:,.1f} s ({stats.events_per_second:,.0f} events/s); delivered "
         f"{target.stats.delivered:,}, failed {target.stats.failed:,}; injected {injected or 'nothing'}; "
-        f"ground truth: {truth_path}"
+        f"ground truth: {truth_path}",
+        soft_wrap=True,
     )
     if target.stats.failed:
         raise typer.Exit(1)
@@ -438,3 +443,76 @@ def schema_command(
         console.print(f"wrote {docs / 'schema.md'} and {docs / 'telemetry-v1.schema.json'}")
     else:
         out.print_json(json.dumps(schema.json_schema()))
+
+
+bench_app = typer.Typer(help="Benchmarks; results go to docs/benchmarks.md.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("sim")
+def bench_sim(
+    cars: Annotated[int, typer.Option(min=1, help="Fleet size.")] = 10_000,
+    ticks: Annotated[int, typer.Option(min=1, help="Ticks (one report per car each) per run.")] = 60,
+    repeat: Annotated[int, typer.Option(min=1, help="Runs per measure; the median is reported.")] = 5,
+    write: Annotated[Path | None, typer.Option(help="Markdown file whose simulator section is replaced.")] = Path(
+        "docs/benchmarks.md"
+    ),
+) -> None:
+    """Simulator throughput: generator alone on one core, and delivered into the local broker."""
+    from fleetstream.bench import sim as bench
+
+    try:
+        settings = _settings()
+        with console.status("benchmarking the simulator..."):
+            measures = bench.run(settings, cars, ticks, repeat)
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    section = bench.report(measures, cars, ticks, repeat)
+    out.print(section)
+    if write is not None:
+        bench.write_report(section, write)
+        console.print(f"updated {write}")
+
+
+@app.command("run")
+def run_all(
+    cars: Annotated[int, typer.Option(min=1, envvar="FLEETSTREAM_SIM_CARS", help="Simulated cars.")] = 50,
+    rate: Annotated[
+        float, typer.Option(min=0.01, envvar="FLEETSTREAM_SIM_RATE", help="Reports per car per second.")
+    ] = 1.0,
+    faults: Annotated[str, typer.Option(envvar="FLEETSTREAM_SIM_FAULTS", help="Fault preset.")] = "default",
+    bad_data: Annotated[str, typer.Option(envvar="FLEETSTREAM_SIM_BAD_DATA", help="Bad-data preset.")] = "light",
+    seed: Annotated[int, typer.Option(envvar="FLEETSTREAM_SIM_SEED")] = 42,
+    s3: Annotated[bool, typer.Option("--s3", envvar="FLEETSTREAM_WITH_S3", help="Also run SeaweedFS.")] = False,
+) -> None:
+    """Everything, in the foreground: the local stack, the reference data, the simulator.
+
+    Ctrl-C stops it all. This is what `make run` starts.
+    """
+    from fleetstream.reference.catalog import generate_cars
+    from fleetstream.reference.publish import publish
+
+    try:
+        settings = _settings()
+        _preset(faults, FAULT_PRESETS, "fault")
+        _preset(bad_data, BAD_DATA_PRESETS, "bad-data")
+        with console.status("starting the local stack..."):
+            services = stack.up(settings, with_s3=s3)
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    try:
+        for item in publish(settings, settings.lake.dims, generate_cars(cars, seed)):
+            log.info("reference data: %s", item)
+        argv = [sys.executable, "-m", "fleetstream", "simulate", "--cars", str(cars), "--rate", str(rate),
+                "--faults", faults, "--bad-data", bad_data, "--seed", str(seed)]  # fmt: skip
+        services.append(stack.start_app(settings, "simulator", argv))
+        _print_status(stack.status(settings))
+        console.print("running; press [bold]Ctrl-C[/] to stop everything")
+        code = stack.supervise(services, settings, lambda why: console.print(f"stopping: {why}"))
+    except BaseException:
+        stack.down(settings)
+        raise
+    console.print("stopped")
+    raise typer.Exit(code)

@@ -143,3 +143,38 @@ def test_external_kafka_is_checked_not_started(stack_env: dict[str, str]) -> Non
     assert result.returncode == 1
     assert "did not answer within 10 s" in " ".join(result.stderr.split())
     assert processes_under(stack_env["FLEETSTREAM_STATE_DIR"]) == []
+
+
+def test_run_starts_stack_and_simulator_and_ctrl_c_stops_all(stack_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**stack_env, "FLEETSTREAM_LAKE__ROOT": str(tmp_path / "lake"), "FLEETSTREAM_SIM_CARS": "20"}
+    log = (tmp_path / "run.log").open("w")
+    supervisor = subprocess.Popen(
+        [FLEETSTREAM, "run"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "press Ctrl-C" not in (tmp_path / "run.log").read_text():
+            assert supervisor.poll() is None, (tmp_path / "run.log").read_text()
+            time.sleep(0.5)
+        produced = 0
+        while time.monotonic() < deadline and produced < 60:  # 20 cars at 1 Hz: three seconds' worth
+            report = json.loads(run(env, "status", "--json").stdout)
+            produced = next(sum(t["end_offsets"]) for t in report["topics"] if t["name"] == "sensors-sample")
+            time.sleep(1)
+        assert produced >= 60
+        assert (tmp_path / "lake" / "dims" / "cars.json").read_text().count("\n") == 20
+        recorded = json.loads((Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "stack.json").read_text())["services"]
+        pids = {s["name"]: s["pid"] for s in recorded}
+        assert set(pids) == {"kafka", "simulator"}
+        assert all(psutil.pid_exists(pid) for pid in pids.values())
+        supervisor.send_signal(signal.SIGINT)
+        assert supervisor.wait(timeout=60) == 0
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+        log.close()
+    assert processes_under(stack_env["FLEETSTREAM_STATE_DIR"]) == []
+    assert not any(psutil.pid_exists(pid) for pid in pids.values())
+    simulator_log = Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "logs" / "simulator.log"
+    assert "failed 0" in simulator_log.read_text()

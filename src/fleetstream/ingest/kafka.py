@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,12 +42,16 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: str) -> di
     }
 
 
+# librdkafka's own log lines go through Python logging instead of raw stderr.
+CLIENT_LOG = logging.getLogger("fleetstream.kafka.client")
+
+
 def make_producer(kafka: KafkaSettings, **overrides: str) -> Producer:
-    return Producer(producer_config(kafka, **overrides))
+    return Producer({**producer_config(kafka, **overrides), "logger": CLIENT_LOG})
 
 
 def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: str) -> Consumer:
-    return Consumer(consumer_config(kafka, group_id, **overrides))
+    return Consumer({**consumer_config(kafka, group_id, **overrides), "logger": CLIENT_LOG})
 
 
 def make_admin(kafka: KafkaSettings, quiet: bool = False) -> AdminClient:

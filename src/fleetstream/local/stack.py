@@ -169,6 +169,19 @@ def _start_seaweedfs(settings: Settings, state: StateFile, started: list[Service
     return service
 
 
+def start_app(settings: Settings, name: str, argv: list[str]) -> Service:
+    """Start one of fleetstream's own jobs (simulator, stream, dashboard) as part of the stack.
+
+    It is recorded with the stack, so `down` and the foreground supervisor stop it too.
+    """
+    state = StateFile(settings.state_dir)
+    with state.locked():
+        service = spawn(name, argv, settings.state_dir / "logs" / f"{name}.log", address="-")
+        state.write([*state.read(), service])
+    log.info("%s started (pid %d), log: %s", name, service.pid, service.log)
+    return service
+
+
 def down(settings: Settings) -> list[Service]:
     """Stop every process this state directory's stack started (and nothing else)."""
     state = StateFile(settings.state_dir)

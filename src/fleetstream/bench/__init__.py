@@ -1,0 +1,1 @@
+"""Benchmarks behind `fleetstream bench`: workloads, measurements and the docs/benchmarks.md report."""
