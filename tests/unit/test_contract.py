@@ -82,3 +82,11 @@ def test_driver_commands_parse_and_reject() -> None:
     ):
         with pytest.raises(ValueError, match="not a driver command"):
             parse_command(bad)
+
+
+def test_public_surface_is_small_and_importable() -> None:
+    import fleetstream
+
+    assert sorted(fleetstream.__all__) == ["FleetstreamError", "Settings", "__version__"]
+    for name in fleetstream.__all__:
+        assert hasattr(fleetstream, name)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from fleetstream.config import Settings
@@ -46,6 +47,7 @@ def spark_session(settings: Settings, app_name: str = "fleetstream", with_s3: bo
     """A SparkSession with every jar taken from the local cache (nothing is resolved at start-up)."""
     from pyspark.sql import SparkSession
 
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per gateway call otherwise
     builder = SparkSession.builder.appName(app_name)
     for key, value in session_conf(settings, with_s3).items():
         builder = builder.config(key, value)
