@@ -45,3 +45,18 @@ def test_wrong_credentials_are_refused(stack_settings: Settings) -> None:
 def test_generated_credentials_are_private(stack_settings: Settings) -> None:
     stored = seaweedfs.seaweed_dir(stack_settings) / "credentials.json"
     assert stored.stat().st_mode & 0o077 == 0
+
+
+def test_reference_data_published_to_an_s3_prefix(stack_settings: Settings) -> None:
+    from fleetstream.reference.catalog import generate_cars
+    from fleetstream.reference.publish import publish
+
+    prefix = f"dims-{uuid.uuid4().hex[:8]}"
+    written = publish(stack_settings, f"s3a://{stack_settings.s3.bucket}/{prefix}", generate_cars(30, seed=2))
+    assert written == [
+        f"s3://{stack_settings.s3.bucket}/{prefix}/{name}.json" for name in ("car_models", "car_colors", "cars")
+    ]
+    body = seaweedfs.client(stack_settings).get_object(Bucket=stack_settings.s3.bucket, Key=f"{prefix}/cars.json")
+    lines = body["Body"].read().decode().splitlines()
+    assert len(lines) == 30
+    assert lines[0].startswith('{"car_id":"car-00000"')
