@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -26,6 +26,7 @@ from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.ingest.kafka import broker_count
 from fleetstream.local import stack
+from fleetstream.local.process import Service
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
 from fleetstream.sim.faults import FAULT_TYPES as FAULT_NAMES
 from fleetstream.sim.runner import SimStats
@@ -93,15 +94,7 @@ def up(
     In the foreground (the default) Ctrl-C stops everything it started; with --detach it keeps running
     until `fleetstream down`. Parts that settings point at an existing cluster are only checked.
     """
-    try:
-        settings = _settings()
-        with console.status("starting the local stack..."):
-            services = stack.up(settings, with_s3=s3)
-    except FleetstreamError as exc:
-        raise _fail(exc) from None
-    except KeyboardInterrupt:
-        console.print("interrupted during start-up; what had started was stopped")
-        raise typer.Exit(130) from None
+    settings, services = _start_stack(s3)
     if detach:
         _print_status(stack.status(settings))
         console.print("stack running in the background; stop it with [bold]fleetstream down[/]")
@@ -110,16 +103,39 @@ def up(
         _print_status(stack.status(settings))
         console.print("nothing to supervise: every part is external")
         return
+    _supervise_foreground(settings, services, lambda: None)
+
+
+def _start_stack(with_s3: bool) -> tuple[Settings, list[Service]]:
+    """`stack.up` for a command: clear errors, and Ctrl-C during start-up stops what had started."""
     try:
+        settings = _settings()
+        with console.status("starting the local stack..."):
+            return settings, stack.up(settings, with_s3=with_s3)
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        console.print("interrupted during start-up; what had started was stopped")
+        raise typer.Exit(130) from None
+
+
+def _supervise_foreground(
+    settings: Settings, services: list[Service], start_more: Callable[[], list[Service] | None]
+) -> None:
+    """Start the extra jobs, show the status, and stay until Ctrl-C or until a process dies.
+
+    Whatever goes wrong here (a Ctrl-C before supervision began, a failed job start), the processes
+    this command started must not outlive it.
+    """
+    try:
+        services = services + (start_more() or [])
         _print_status(stack.status(settings))
-        console.print("stack running; press [bold]Ctrl-C[/] to stop it")
-        code = stack.supervise(services, settings, lambda why: console.print(f"stopping the stack: {why}"))
+        console.print("running; press [bold]Ctrl-C[/] to stop everything")
+        code = stack.supervise(services, settings, lambda why: console.print(f"stopping: {why}"))
     except BaseException:
-        # Whatever goes wrong in the foreground (a Ctrl-C before supervision began, a failed status
-        # query), the processes this command started must not outlive it.
         stack.down(settings)
         raise
-    console.print("stack stopped")
+    console.print("stopped")
     raise typer.Exit(code)
 
 
@@ -492,27 +508,15 @@ def run_all(
     from fleetstream.reference.catalog import generate_cars
     from fleetstream.reference.publish import publish
 
-    try:
-        settings = _settings()
-        _preset(faults, FAULT_PRESETS, "fault")
-        _preset(bad_data, BAD_DATA_PRESETS, "bad-data")
-        with console.status("starting the local stack..."):
-            services = stack.up(settings, with_s3=s3)
-    except FleetstreamError as exc:
-        raise _fail(exc) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    try:
+    _preset(faults, FAULT_PRESETS, "fault")
+    _preset(bad_data, BAD_DATA_PRESETS, "bad-data")
+    settings, services = _start_stack(s3)
+
+    def start_simulator() -> list[Service]:
         for item in publish(settings, settings.lake.dims, generate_cars(cars, seed)):
             log.info("reference data: %s", item)
         argv = [sys.executable, "-m", "fleetstream", "simulate", "--cars", str(cars), "--rate", str(rate),
                 "--faults", faults, "--bad-data", bad_data, "--seed", str(seed)]  # fmt: skip
-        services.append(stack.start_app(settings, "simulator", argv))
-        _print_status(stack.status(settings))
-        console.print("running; press [bold]Ctrl-C[/] to stop everything")
-        code = stack.supervise(services, settings, lambda why: console.print(f"stopping: {why}"))
-    except BaseException:
-        stack.down(settings)
-        raise
-    console.print("stopped")
-    raise typer.Exit(code)
+        return [stack.start_app(settings, "simulator", argv)]
+
+    _supervise_foreground(settings, services, start_simulator)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -114,27 +115,33 @@ def test_taken_port_fails_clearly_and_starts_nothing(stack_env: dict[str, str]) 
     assert processes_under(stack_env["FLEETSTREAM_STATE_DIR"]) == []
 
 
+@contextlib.contextmanager
+def supervisor(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A foreground `fleetstream` command, returned once it says it is running; killed if left over."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [FLEETSTREAM, *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and "press Ctrl-C" not in log_path.read_text():
+                assert process.poll() is None, log_path.read_text()
+                time.sleep(0.5)
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 def test_foreground_up_stops_everything_on_ctrl_c(stack_env: dict[str, str], tmp_path: Path) -> None:
-    log = (tmp_path / "up.log").open("w")
-    supervisor = subprocess.Popen(
-        [FLEETSTREAM, "up"], env=stack_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and "stack running; press" not in (tmp_path / "up.log").read_text():
-            assert supervisor.poll() is None, (tmp_path / "up.log").read_text()
-            time.sleep(0.5)
+    with supervisor(["up"], stack_env, tmp_path / "up.log") as process:
         children = processes_under(stack_env["FLEETSTREAM_STATE_DIR"])
         assert len(children) == 1  # the broker (no --s3)
-        supervisor.send_signal(signal.SIGINT)
-        assert supervisor.wait(timeout=60) == 0
-    finally:
-        if supervisor.poll() is None:
-            supervisor.kill()
-            supervisor.wait()
-        log.close()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
     assert processes_under(stack_env["FLEETSTREAM_STATE_DIR"]) == []
-    assert "stack stopped" in (tmp_path / "up.log").read_text()
+    assert "stopping: SIGINT" in (tmp_path / "up.log").read_text()
 
 
 def test_external_kafka_is_checked_not_started(stack_env: dict[str, str]) -> None:
@@ -147,15 +154,8 @@ def test_external_kafka_is_checked_not_started(stack_env: dict[str, str]) -> Non
 
 def test_run_starts_stack_and_simulator_and_ctrl_c_stops_all(stack_env: dict[str, str], tmp_path: Path) -> None:
     env = {**stack_env, "FLEETSTREAM_LAKE__ROOT": str(tmp_path / "lake"), "FLEETSTREAM_SIM_CARS": "20"}
-    log = (tmp_path / "run.log").open("w")
-    supervisor = subprocess.Popen(
-        [FLEETSTREAM, "run"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and "press Ctrl-C" not in (tmp_path / "run.log").read_text():
-            assert supervisor.poll() is None, (tmp_path / "run.log").read_text()
-            time.sleep(0.5)
+    with supervisor(["run"], env, tmp_path / "run.log") as process:
+        deadline = time.monotonic() + 60
         produced = 0
         while time.monotonic() < deadline and produced < 60:  # 20 cars at 1 Hz: three seconds' worth
             report = json.loads(run(env, "status", "--json").stdout)
@@ -167,13 +167,8 @@ def test_run_starts_stack_and_simulator_and_ctrl_c_stops_all(stack_env: dict[str
         pids = {s["name"]: s["pid"] for s in recorded}
         assert set(pids) == {"kafka", "simulator"}
         assert all(psutil.pid_exists(pid) for pid in pids.values())
-        supervisor.send_signal(signal.SIGINT)
-        assert supervisor.wait(timeout=60) == 0
-    finally:
-        if supervisor.poll() is None:
-            supervisor.kill()
-            supervisor.wait()
-        log.close()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
     assert processes_under(stack_env["FLEETSTREAM_STATE_DIR"]) == []
     assert not any(psutil.pid_exists(pid) for pid in pids.values())
     simulator_log = Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "logs" / "simulator.log"
