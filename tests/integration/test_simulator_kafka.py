@@ -29,7 +29,8 @@ def test_roundtrip_through_the_broker_loses_nothing(
         cars=200, fast=True, duration=300, seed=33, faults=FAULT_PRESETS["heavy"], bad_data=BAD_DATA_PRESETS["heavy"]
     )
     sink = KafkaSink(stack_settings.kafka, topic)
-    stats = Simulation(options, sink).run()
+    simulation = Simulation(options, sink)
+    stats = simulation.run()
     assert sink.stats.failed == 0
     assert sink.stats.delivered == sink.stats.sent == stats.events
     # The same run written to a file is the reference for what the broker must hold.
@@ -54,6 +55,20 @@ def test_roundtrip_through_the_broker_loses_nothing(
             assert message.key() == car_id.encode()
             keyed += 1
     assert keyed > 0.95 * stats.events
+    # The message timestamp is when the car sent it: its event_time, except for late records.
+    late = {b.event_id: b.event_time for b in simulation.ground_truth.bad_records if b.defect == "late"}
+    checked = 0
+    for message in messages:
+        try:
+            event = json.loads(message.value())
+        except ValueError:
+            continue
+        if event.get("event_id") in late:
+            assert message.timestamp()[1] == late[event["event_id"]]
+            assert isinstance(event["event_time"], int)
+            assert message.timestamp()[1] - event["event_time"] == 2 * 3600 * 1000
+            checked += 1
+    assert checked == len(late) > 0
     [info] = describe_topics(stack_settings.kafka, [topic])
     assert info.messages == stats.events
 

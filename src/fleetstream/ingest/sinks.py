@@ -26,7 +26,7 @@ class SinkStats:
 class Sink(Protocol):
     stats: SinkStats
 
-    def send(self, keys: list[bytes], values: list[bytes]) -> None: ...
+    def send(self, keys: list[bytes], values: list[bytes], timestamps: list[int] | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -37,7 +37,7 @@ class NullSink:
     def __init__(self) -> None:
         self.stats = SinkStats()
 
-    def send(self, keys: list[bytes], values: list[bytes]) -> None:
+    def send(self, keys: list[bytes], values: list[bytes], timestamps: list[int] | None = None) -> None:
         self.stats.sent += len(values)
         self.stats.bytes += sum(map(len, values))
         self.stats.delivered = self.stats.sent
@@ -55,7 +55,7 @@ class JsonlSink:
         self._handle: IO[bytes] = path.open("wb")
         self.stats = SinkStats()
 
-    def send(self, keys: list[bytes], values: list[bytes]) -> None:
+    def send(self, keys: list[bytes], values: list[bytes], timestamps: list[int] | None = None) -> None:
         if not values:
             return
         data = b"\n".join(values) + b"\n"
@@ -96,12 +96,14 @@ class KafkaSink:
                 log.error("delivery to %s failed: %s", self.topic, reason)
             self.errors[reason] = self.errors.get(reason, 0) + 1
 
-    def send(self, keys: list[bytes], values: list[bytes]) -> None:
+    def send(self, keys: list[bytes], values: list[bytes], timestamps: list[int] | None = None) -> None:
+        """Produce every message; ``timestamps`` (ms) become the messages' CreateTime: when sent."""
         produce, topic, callback = self.producer.produce, self.topic, self._on_delivery
-        for key, value in zip(keys, values, strict=True):
+        stamps = timestamps if timestamps is not None else [0] * len(values)  # 0: the client's clock
+        for key, value, stamp in zip(keys, values, stamps, strict=True):
             while True:
                 try:
-                    produce(topic, value, key, on_delivery=callback)
+                    produce(topic, value, key, on_delivery=callback, timestamp=stamp)
                     break
                 except BufferError:
                     self.producer.poll(0.05)

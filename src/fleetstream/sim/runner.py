@@ -63,6 +63,7 @@ class Batch:
     event_time: np.ndarray
     extra_keys: list[bytes]
     extra_values: list[bytes]
+    sent_ms: int  # when the held-back extras are sent (this tick)
 
 
 def run_id(seed: int, start_ms: int) -> str:
@@ -123,7 +124,7 @@ class Simulation:
             )
         self.stats.ticks += 1
         self.stats.sim_seconds = self.stats.ticks * self.period
-        return Batch(self.encoder.keys, values, event_time, extra_keys, extra_values)
+        return Batch(self.encoder.keys, values, event_time, extra_keys, extra_values, tick_ms)
 
     def run(
         self, stop: threading.Event | None = None, on_progress: Callable[[SimStats], None] | None = None
@@ -136,17 +137,17 @@ class Simulation:
         while not stop.is_set() and (total_ticks is None or self.stats.ticks < total_ticks):
             batch = self.tick()
             if self.options.fast:
-                self._send(batch.keys, batch.values)
+                self._send(batch.keys, batch.values, batch.event_time.tolist())
             else:
                 self._send_paced(batch, stop)
-            self._send(batch.extra_keys, batch.extra_values)
+            self._send(batch.extra_keys, batch.extra_values, [batch.sent_ms] * len(batch.extra_values))
             self.stats.wall_seconds = time.monotonic() - began
             if on_progress is not None and time.monotonic() - last_progress >= 0.5:
                 self._refresh_stats()
                 on_progress(self.stats)
                 last_progress = time.monotonic()
         keys, values = self.bad.release_all()
-        self._send(keys, values)
+        self._send(keys, values, [self.start_ms + round(self.stats.ticks * self.period * 1000.0)] * len(values))
         self.sink.close()
         self.stats.wall_seconds = time.monotonic() - began
         self._refresh_stats()
@@ -154,14 +155,13 @@ class Simulation:
             on_progress(self.stats)
         return self.stats
 
-    def _send(self, keys: list[bytes], values: list[bytes | None] | list[bytes]) -> None:
+    def _send(self, keys: list[bytes], values: list[bytes | None] | list[bytes], timestamps: list[int]) -> None:
+        """Send, skipping held-back slots; a message's timestamp is when the car sent it."""
         if not values:
             return
-        if any(v is None for v in values):
-            pairs = [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
-            keys, values = [k for k, _ in pairs], [v for _, v in pairs]
-        self.sink.send(keys, values)  # type: ignore[arg-type]
-        self.stats.events += len(values)
+        kept = [(k, v, t) for k, v, t in zip(keys, values, timestamps, strict=True) if v is not None]
+        self.sink.send([k for k, _, _ in kept], [v for _, v, _ in kept], [t for _, _, t in kept])
+        self.stats.events += len(kept)
 
     def _refresh_stats(self) -> None:
         self.stats.driving = self.fleet.driving
@@ -177,4 +177,4 @@ class Simulation:
             delay = batch.event_time[lo] / 1000.0 - time.time()
             if delay > 0 and stop.wait(delay):
                 return
-            self._send(batch.keys[lo:hi], batch.values[lo:hi])
+            self._send(batch.keys[lo:hi], batch.values[lo:hi], batch.event_time[lo:hi].tolist())
