@@ -1,0 +1,77 @@
+"""Enrichment: the stream-static join with the reference data, and the expected gear column.
+
+>>> # expected_gear_col(speed, upshift) is the Spark twin of fleetstream.rules.expected_gear
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fleetstream.reference.catalog import PROFILES
+from fleetstream.rules import STOP_KMH
+
+
+def expected_gear_col(speed: Column, upshift_kmh: Column) -> Column:
+    """0 below STOP_KMH, else 1 + the number of upshift speeds at or below ``speed`` (see rules.gear)."""
+    count = F.aggregate(upshift_kmh, F.lit(0), lambda acc, t: acc + F.when(speed >= t, 1).otherwise(0))
+    return F.when(speed < F.lit(STOP_KMH), F.lit(0)).otherwise(F.lit(1) + count).cast("bigint")
+
+
+@dataclass(frozen=True)
+class Dims:
+    cars: DataFrame
+    models: DataFrame
+    colors: DataFrame
+
+
+def read_dims(spark: SparkSession, location: str) -> Dims:
+    """The three dimension tables (JSON lines) from a folder or an s3a:// prefix."""
+    base = location.rstrip("/")
+    return Dims(
+        cars=spark.read.json(f"{base}/cars.json"),
+        models=spark.read.json(f"{base}/car_models.json"),
+        colors=spark.read.json(f"{base}/car_colors.json"),
+    )
+
+
+def car_dimension(dims: Dims) -> DataFrame:
+    """One row per car with everything the stream needs from the dims (small: broadcast it)."""
+    schedule = F.create_map(*[x for p in PROFILES for x in (F.lit(p), F.col(f"m.upshift_kmh.{p}"))])
+    return (
+        dims.cars.alias("c")
+        .join(dims.models.alias("m"), F.col("c.model_id") == F.col("m.model_id"), "left")
+        .join(dims.colors.alias("k"), F.col("c.color_id") == F.col("k.color_id"), "left")
+        .select(
+            F.col("c.car_id").alias("dim_car_id"),
+            F.col("c.model_id").alias("model_id"),
+            F.concat_ws(" ", F.col("m.brand"), F.col("m.model")).alias("model"),
+            F.col("c.color_id").alias("color_id"),
+            F.col("k.color_name").alias("color"),
+            F.col("c.driver_profile").alias("driver_profile"),
+            F.col("c.year").alias("year"),
+            F.element_at(schedule, F.col("c.driver_profile")).alias("upshift_kmh"),
+        )
+    )
+
+
+def enrich(valid: DataFrame, cars: DataFrame) -> DataFrame:
+    """Join valid telemetry with the car dimension; mark cars the dims do not know; add expected_gear.
+
+    Rows of unknown cars keep flowing with ``reason = 'unknown_car'`` so the caller can quarantine them.
+    """
+    joined = valid.join(F.broadcast(cars), valid["car_id"] == cars["dim_car_id"], "left")
+    known = F.col("dim_car_id").isNotNull()
+    return (
+        joined.withColumn("reason", F.when(~known, F.lit("unknown_car")).otherwise(F.col("reason")))
+        .withColumn(
+            "reason_detail",
+            F.when(~known, F.concat(F.lit("car_id "), F.col("car_id"), F.lit(" not in the reference data"))).otherwise(
+                F.col("reason_detail")
+            ),
+        )
+        .withColumn("expected_gear", F.when(known, expected_gear_col(F.col("speed"), F.col("upshift_kmh"))))
+        .drop("dim_car_id")
+    )

@@ -1,0 +1,121 @@
+"""Enrichment, expected gear (Spark twin = Python rule) and the alert rules, on batch DataFrames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fleetstream import schema
+from fleetstream.errors import FleetstreamError
+from fleetstream.pipeline.enrich import car_dimension, enrich, expected_gear_col, read_dims
+from fleetstream.pipeline.validate import parse_telemetry
+from fleetstream.reference.catalog import MODELS, PROFILES, generate_cars, model_by_id, tables, to_json_lines
+from fleetstream.rules import expected_gear
+from fleetstream.rules.engine import alerts, load_rules
+
+
+def test_expected_gear_spark_twin_agrees_with_python_on_a_grid(spark: SparkSession) -> None:
+    speeds = [float(s) for s in np.round(np.concatenate([np.arange(0, 240, 0.37), [1.99, 2.0, 2.01]]), 2)]
+    rows, want = [], []
+    for model in MODELS:
+        for profile in PROFILES:
+            schedule = model.shift_schedule(profile)
+            # the exact boundaries too: at a threshold the higher gear is selected
+            for speed in [*speeds, *schedule]:
+                rows.append((speed, schedule))
+                want.append(expected_gear(speed, schedule))
+    frame = spark.createDataFrame(rows, "speed double, upshift array<double>")
+    got = [r[0] for r in frame.select(expected_gear_col(F.col("speed"), F.col("upshift"))).collect()]
+    assert len(got) > 20_000
+    assert got == want
+
+
+@pytest.fixture(scope="module")
+def dims_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("dims")
+    for name, records in tables(generate_cars(10, seed=1)).items():
+        (directory / f"{name}.json").write_bytes(to_json_lines(records))
+    return directory
+
+
+def silver_rows(spark: SparkSession, dims_dir: Path, events: list[dict[str, object]]) -> DataFrame:
+    import json
+
+    raw = spark.createDataFrame(
+        [(json.dumps({**schema.EXAMPLE, **e}), schema.EXAMPLE["event_time"]) for e in events],
+        "raw string, kafka_ts_ms long",
+    )
+    return enrich(parse_telemetry(raw), car_dimension(read_dims(spark, str(dims_dir))))
+
+
+def test_enrichment_joins_cars_models_and_colors(spark: SparkSession, dims_dir: Path) -> None:
+    cars = {c.car_id: c for c in generate_cars(10, seed=1)}
+    [row] = silver_rows(spark, dims_dir, [{"car_id": "car-00004", "speed": 55.0}]).collect()
+    car = cars["car-00004"]
+    model = model_by_id()[car.model_id]
+    assert row["reason"] is None
+    assert row["model"] == f"{model.brand} {model.model}"
+    assert row["driver_profile"] == car.driver_profile
+    assert row["color_id"] == car.color_id
+    assert row["color"]
+    assert list(row["upshift_kmh"]) == model.shift_schedule(car.driver_profile)
+    assert row["expected_gear"] == expected_gear(55.0, model.shift_schedule(car.driver_profile))
+
+
+def test_unknown_car_is_marked_not_dropped(spark: SparkSession, dims_dir: Path) -> None:
+    [row] = silver_rows(spark, dims_dir, [{"car_id": "car-99999"}]).collect()
+    assert row["reason"] == "unknown_car"
+    assert row["reason_detail"] == "car_id car-99999 not in the reference data"
+    assert row["expected_gear"] is None
+
+
+def test_default_rules_fire_exactly_on_their_conditions(spark: SparkSession, dims_dir: Path) -> None:
+    cars = {c.car_id: c for c in generate_cars(10, seed=1)}
+    car = cars["car-00002"]
+    schedule = model_by_id()[car.model_id].shift_schedule(car.driver_profile)
+    right_gear = expected_gear(130.0, schedule)
+    events = [
+        {"event_id": "calm", "car_id": car.car_id, "speed": 50.0, "rpm": 2000, "gear": expected_gear(50.0, schedule)},
+        {"event_id": "fast", "car_id": car.car_id, "speed": 130.0, "rpm": 3000, "gear": right_gear},
+        {"event_id": "rev", "car_id": car.car_id, "speed": 0.0, "rpm": 6500, "gear": 0},
+        {"event_id": "edge", "car_id": car.car_id, "speed": 120.0, "rpm": 6000, "gear": expected_gear(120.0, schedule)},
+        {
+            "event_id": "lug",
+            "car_id": car.car_id,
+            "speed": 50.0,
+            "rpm": 1200,
+            "gear": expected_gear(50.0, schedule) + 1,
+        },
+        {"event_id": "all", "car_id": car.car_id, "speed": 150.0, "rpm": 6400, "gear": right_gear - 1},
+    ]
+    fired = alerts(silver_rows(spark, dims_dir, events), load_rules()).collect()
+    got = sorted((r["event_id"], r["rule"]) for r in fired)
+    assert got == [
+        ("all", "engine_stress"), ("all", "gear_mismatch"), ("all", "overspeed"),
+        ("fast", "overspeed"), ("lug", "gear_mismatch"), ("rev", "engine_stress"),
+    ]  # fmt: skip
+    by_key = {(r["event_id"], r["rule"]): r for r in fired}
+    assert by_key[("fast", "overspeed")]["severity"] == "high"
+    assert by_key[("fast", "overspeed")]["speed"] == 130.0
+    assert by_key[("fast", "overspeed")]["model"]
+    ids = [r["alert_id"] for r in fired]
+    assert len(set(ids)) == len(ids)
+    again = alerts(silver_rows(spark, dims_dir, events), load_rules()).collect()
+    assert sorted(r["alert_id"] for r in again) == sorted(ids), "alert ids are deterministic"
+
+
+def test_rules_file_errors_are_clear(tmp_path: Path) -> None:
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("rules:\n  - name: x\n    condition: speed > 1\n    severity: urgent\n    message: m\n")
+    with pytest.raises(FleetstreamError, match="severity 'urgent'"):
+        load_rules(bad)
+    bad.write_text("rules:\n  - name: x\n    condition: speed > 1\n")
+    with pytest.raises(FleetstreamError, match="lacks message, severity"):
+        load_rules(bad)
+    bad.write_text("just text")
+    with pytest.raises(FleetstreamError, match="not a rules file"):
+        load_rules(bad)
