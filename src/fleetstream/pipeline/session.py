@@ -29,6 +29,7 @@ def session_conf(settings: Settings, with_s3: bool = False) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",
         "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.host": "127.0.0.1",
         "spark.hadoop.fs.s3a.endpoint": settings.s3.endpoint,

@@ -1,0 +1,262 @@
+"""`fleetstream stream`: one Spark application, several checkpointed queries, each runnable alone.
+
+- bronze:  Kafka sensors-sample -> Delta bronze/telemetry (append, exactly once through the checkpoint)
+- silver:  bronze -> parse, validate, enrich, deduplicate -> silver/telemetry + samples-enriched;
+           rejected -> quarantine/telemetry + sensors-dlq; later copies of an event -> silver/duplicates
+- alerts:  silver -> rules -> silver/alerts + alert-data
+- gold:    silver and alerts -> windowed KPIs and each car's latest state
+
+Delta writes inside foreachBatch carry the batch id as a Delta transaction version, so a batch that
+is retried after a crash is not written twice. Kafka writes are at least once; their ids (event_id,
+alert_id) let consumers drop repeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming.query import StreamingQuery
+from pyspark.sql.streaming.readwriter import DataStreamWriter
+
+from fleetstream.config import Settings
+from fleetstream.pipeline import transforms as T
+from fleetstream.pipeline.enrich import car_dimension, enrich, read_dims
+from fleetstream.pipeline.validate import parse_telemetry, split_valid
+from fleetstream.rules.engine import Rule, alerts, load_rules
+
+log = logging.getLogger(__name__)
+QUERIES = ("bronze", "silver", "alerts", "gold")
+WATERMARK = "10 minutes"
+
+
+@dataclass(frozen=True)
+class Lake:
+    root: str
+
+    def table(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def checkpoint(self, query: str) -> str:
+        return f"{self.root.rstrip('/')}/_checkpoints/{query}"
+
+
+@dataclass
+class DimsCache:
+    """The car dimension, reloaded from the dims location at most every ``refresh_s`` seconds."""
+
+    spark: SparkSession
+    location: str
+    refresh_s: float = 60.0
+    _frame: DataFrame | None = None
+    _loaded: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self) -> DataFrame:
+        with self._lock:
+            if self._frame is None or time.monotonic() - self._loaded > self.refresh_s:
+                if self._frame is not None:
+                    self._frame.unpersist()
+                self._frame = car_dimension(read_dims(self.spark, self.location)).cache()
+                self._loaded = time.monotonic()
+            return self._frame
+
+
+Trigger = dict[str, object]  # processingTime="2 seconds" | availableNow=True
+
+
+def _start(writer: DataStreamWriter, trigger: Trigger, path: str | None = None) -> StreamingQuery:
+    """Apply the trigger and start (one place for the keyword-only trigger overloads)."""
+    started = writer.trigger(**trigger)  # type: ignore[call-overload]
+    query: StreamingQuery = started.start(path) if path else started.start()
+    return query
+
+
+def _kafka_options(settings: Settings) -> dict[str, str]:
+    conf = settings.kafka.client_config()
+    return {f"kafka.{k}": v for k, v in conf.items() if k in ("bootstrap.servers", "security.protocol")}
+
+
+def _write_kafka(df: DataFrame, settings: Settings, topic: str) -> None:
+    df.write.format("kafka").options(**_kafka_options(settings)).option("topic", topic).save()
+
+
+def _append_delta(df: DataFrame, path: str, app_id: str, batch_id: int, partition: str | None = None) -> None:
+    writer = df.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", batch_id)
+    if partition:
+        writer = writer.partitionBy(partition)
+    writer.save(path)
+
+
+class Pipeline:
+    def __init__(self, spark: SparkSession, settings: Settings, rules: list[Rule] | None = None) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.lake = Lake(settings.lake.root)
+        self.rules = rules or load_rules()
+        self.dims = DimsCache(spark, settings.lake.dims)
+        self.topics = settings.kafka.topics
+
+    # --- bronze ------------------------------------------------------------------------------
+    def bronze(self, trigger: Trigger) -> StreamingQuery:
+        source = (
+            self.spark.readStream.format("kafka")
+            .options(**_kafka_options(self.settings))
+            .option("subscribe", self.topics.sensors)
+            .option("startingOffsets", "earliest")
+            .option("failOnDataLoss", "true")
+            .load()
+        )
+        return _start(
+            T.to_bronze(source)
+            .writeStream.format("delta")
+            .queryName("bronze")
+            .option("checkpointLocation", self.lake.checkpoint("bronze"))
+            .partitionBy("ingest_date"),
+            trigger,
+            self.lake.table("bronze/telemetry"),
+        )
+
+    # --- silver ------------------------------------------------------------------------------
+    def process_silver(self, batch: DataFrame, batch_id: int) -> None:
+        parsed = with_event_time_safe(parse_telemetry(T.bronze_for_parsing(batch)))
+        valid, rejected = split_valid(parsed)
+        enriched = enrich(valid, self.dims.get())
+        valid, unknown = split_valid(enriched)
+        first, later = T.first_per_event(valid)
+        silver_path = self.lake.table("silver/telemetry")
+        if _delta_exists(self.spark, silver_path):
+            dates = [r[0] for r in first.select("event_date").distinct().collect()]
+            seen = self.spark.read.format("delta").load(silver_path).where(F.col("event_date").isin(dates))
+            already = first.join(seen.select("event_id"), "event_id", "left_semi")
+            first = first.join(seen.select("event_id"), "event_id", "left_anti")
+            later = later.unionByName(already)
+        first = first.select(*T.SILVER_COLUMNS).persist()
+        quarantined = T.quarantine_rows(rejected.unionByName(unknown, allowMissingColumns=True)).persist()
+        _append_delta(first, silver_path, "silver", batch_id, "event_date")
+        _append_delta(quarantined, self.lake.table("quarantine/telemetry"), "quarantine", batch_id, "quarantine_date")
+        duplicates = later.select("event_id", "car_id", "kafka_partition", "kafka_offset", "kafka_ts", "ingest_time")
+        _append_delta(duplicates, self.lake.table("silver/duplicates"), "duplicates", batch_id)
+        _write_kafka(T.enriched_messages(first), self.settings, self.topics.enriched)
+        _write_kafka(T.dlq_messages(quarantined), self.settings, self.topics.dlq)
+        first.unpersist()
+        quarantined.unpersist()
+
+    def silver(self, trigger: Trigger) -> StreamingQuery:
+        return _start(
+            self.spark.readStream.format("delta")
+            .load(self.lake.table("bronze/telemetry"))
+            .writeStream.queryName("silver")
+            .option("checkpointLocation", self.lake.checkpoint("silver"))
+            .foreachBatch(self.process_silver),
+            trigger,
+            None,
+        )
+
+    # --- alerts ------------------------------------------------------------------------------
+    def process_alerts(self, batch: DataFrame, batch_id: int) -> None:
+        fired = alerts(batch, self.rules).persist()
+        _append_delta(fired, self.lake.table("silver/alerts"), "alerts", batch_id)
+        _write_kafka(T.alert_messages(fired), self.settings, self.topics.alerts)
+        fired.unpersist()
+
+    def alerts(self, trigger: Trigger) -> StreamingQuery:
+        return _start(
+            self.spark.readStream.format("delta")
+            .load(self.lake.table("silver/telemetry"))
+            .writeStream.queryName("alerts")
+            .option("checkpointLocation", self.lake.checkpoint("alerts"))
+            .foreachBatch(self.process_alerts),
+            trigger,
+            None,
+        )
+
+    # --- gold --------------------------------------------------------------------------------
+    def gold(self, trigger: Trigger) -> list[StreamingQuery]:
+        silver = self.spark.readStream.format("delta").load(self.lake.table("silver/telemetry"))
+        silver = silver.withWatermark("event_ts", WATERMARK)
+        queries = []
+        for name, frame in (("speed_by_model", T.speed_by_model(silver)), ("cars_by_color", T.cars_by_color(silver))):
+            queries.append(self._gold_append(name, frame, trigger))
+        alerts_stream = self.spark.readStream.format("delta").load(self.lake.table("silver/alerts"))
+        alerts_stream = alerts_stream.withColumn("event_ts", F.timestamp_millis("event_time")).withWatermark(
+            "event_ts", WATERMARK
+        )
+        queries.append(self._gold_append("alerts_per_minute", T.alerts_per_minute(alerts_stream), trigger))
+        queries.append(
+            _start(
+                self.spark.readStream.format("delta")
+                .load(self.lake.table("silver/telemetry"))
+                .writeStream.queryName("gold_car_state")
+                .option("checkpointLocation", self.lake.checkpoint("gold_car_state"))
+                .foreachBatch(self.process_car_state),
+                trigger,
+            )
+        )
+        return queries
+
+    def _gold_append(self, name: str, frame: DataFrame, trigger: Trigger) -> StreamingQuery:
+        return _start(
+            frame.writeStream.format("delta")
+            .queryName(f"gold_{name}")
+            .outputMode("append")
+            .option("checkpointLocation", self.lake.checkpoint(f"gold_{name}")),
+            trigger,
+            self.lake.table(f"gold/{name}"),
+        )
+
+    def process_car_state(self, batch: DataFrame, batch_id: int) -> None:
+        from delta.tables import DeltaTable
+
+        latest = T.latest_per_car(batch, alerts(batch, self.rules))
+        path = self.lake.table("gold/car_state")
+        if not _delta_exists(self.spark, path):
+            latest.write.format("delta").mode("append").save(path)
+            return
+        (
+            DeltaTable.forPath(self.spark, path)
+            .alias("t")
+            .merge(latest.alias("s"), "t.car_id = s.car_id")
+            .whenMatchedUpdateAll(condition="s.event_time >= t.event_time")
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    # --- running -----------------------------------------------------------------------------
+    def start(self, only: Iterable[str], trigger: Trigger) -> list[StreamingQuery]:
+        queries: list[StreamingQuery] = []
+        for name in QUERIES:
+            if name not in only:
+                continue
+            started = getattr(self, name)(trigger)
+            queries.extend(started if isinstance(started, list) else [started])
+        return queries
+
+    def run_available_now(self, only: Iterable[str], on_query: Callable[[str], None] | None = None) -> None:
+        """Process everything available, query after query in dependency order, then return."""
+        for name in QUERIES:
+            if name not in only:
+                continue
+            if on_query:
+                on_query(name)
+            started = getattr(self, name)({"availableNow": True})
+            for query in started if isinstance(started, list) else [started]:
+                query.awaitTermination()
+                if query.exception() is not None:
+                    raise RuntimeError(f"query {query.name} failed: {query.exception()}")
+
+
+def with_event_time_safe(df: DataFrame) -> DataFrame:
+    """event_ts/event_date for rows whose event_time parsed; null elsewhere (rejected rows)."""
+    return T.with_event_time(df)
+
+
+def _delta_exists(spark: SparkSession, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return bool(DeltaTable.isDeltaTable(spark, path))

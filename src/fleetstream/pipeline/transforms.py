@@ -1,0 +1,141 @@
+"""Bronze, deduplication and gold: pure DataFrame -> DataFrame functions (the I/O is in stream.py)."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from fleetstream import schema
+
+SILVER_COLUMNS = (
+    *schema.FIELD_NAMES,
+    "event_ts",
+    "event_date",
+    "model_id",
+    "model",
+    "color_id",
+    "color",
+    "driver_profile",
+    "year",
+    "expected_gear",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_ts",
+    "ingest_time",
+)
+QUARANTINE_COLUMNS = (
+    "reason",
+    "reason_detail",
+    "raw",
+    "event_id",
+    "car_id",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_ts",
+    "ingest_time",
+    "quarantine_date",
+)
+
+
+def to_bronze(kafka: DataFrame) -> DataFrame:
+    """Kafka rows as received: the value's bytes untouched, with key and Kafka coordinates."""
+    return kafka.select(
+        F.col("value"),
+        F.col("key").cast("string").alias("key"),
+        F.col("topic").alias("kafka_topic"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_ts"),
+        F.current_timestamp().alias("ingest_time"),
+        F.to_date(F.col("timestamp")).alias("ingest_date"),
+    )
+
+
+def bronze_for_parsing(bronze: DataFrame) -> DataFrame:
+    """The columns validation works on: the payload as text and the send time in milliseconds."""
+    return bronze.withColumn("raw", F.col("value").cast("string")).withColumn(
+        "kafka_ts_ms", F.unix_millis(F.col("kafka_ts"))
+    )
+
+
+def with_event_time(df: DataFrame) -> DataFrame:
+    return df.withColumn("event_ts", F.timestamp_millis(F.col("event_time"))).withColumn(
+        "event_date", F.to_date(F.col("event_ts"))
+    )
+
+
+def first_per_event(df: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(first copy of each event_id, the later copies), first by Kafka partition and offset."""
+    order = Window.partitionBy("event_id").orderBy("kafka_partition", "kafka_offset")
+    ranked = df.withColumn("_copy", F.row_number().over(order))
+    return ranked.where("_copy = 1").drop("_copy"), ranked.where("_copy > 1").drop("_copy")
+
+
+def quarantine_rows(rejected: DataFrame) -> DataFrame:
+    return rejected.withColumn("quarantine_date", F.to_date(F.col("ingest_time"))).select(*QUARANTINE_COLUMNS)
+
+
+def dlq_messages(quarantined: DataFrame) -> DataFrame:
+    """Kafka records for sensors-dlq: key = car_id (when known), value = reason, detail, raw payload."""
+    return quarantined.select(
+        F.col("car_id").alias("key"),
+        F.to_json(
+            F.struct("reason", "reason_detail", "raw", "kafka_topic", "kafka_partition", "kafka_offset", "kafka_ts")
+        ).alias("value"),
+    )
+
+
+def enriched_messages(silver: DataFrame) -> DataFrame:
+    """Kafka records for samples-enriched: the silver row as JSON, keyed by car_id."""
+    keep = [c for c in SILVER_COLUMNS if c not in ("kafka_partition", "kafka_offset", "kafka_ts", "ingest_time")]
+    return silver.select(F.col("car_id").alias("key"), F.to_json(F.struct(*keep)).alias("value"))
+
+
+def alert_messages(alerts: DataFrame) -> DataFrame:
+    return alerts.select(F.col("car_id").alias("key"), F.to_json(F.struct(*alerts.columns)).alias("value"))
+
+
+# --- gold ------------------------------------------------------------------------------------
+
+
+def speed_by_model(silver: DataFrame) -> DataFrame:
+    """15-minute windows sliding every minute: max and mean speed per model."""
+    return (
+        silver.groupBy(F.window("event_ts", "15 minutes", "1 minute").alias("window"), "model")
+        .agg(F.max("speed").alias("max_speed"), F.avg("speed").alias("avg_speed"), F.count("*").alias("events"))
+        .select(F.col("window.start").alias("window_start"), F.col("window.end").alias("window_end"), "*")
+        .drop("window")
+    )
+
+
+def cars_by_color(silver: DataFrame) -> DataFrame:
+    """15-minute windows sliding every minute: distinct cars seen per color (exact: two aggregations)."""
+    per_car = silver.groupBy(F.window("event_ts", "15 minutes", "1 minute").alias("window"), "color", "car_id").count()
+    return (
+        per_car.groupBy("window", "color")
+        .agg(F.count("*").alias("cars"), F.sum("count").alias("events"))
+        .select(F.col("window.start").alias("window_start"), F.col("window.end").alias("window_end"), "*")
+        .drop("window")
+    )
+
+
+def alerts_per_minute(alerts: DataFrame) -> DataFrame:
+    """1-minute tumbling windows: alert counts by rule, color and model (``event_ts`` = event time)."""
+    return (
+        alerts.groupBy(F.window("event_ts", "1 minute").alias("window"), "rule", "severity", "color", "model")
+        .agg(F.count("*").alias("alerts"))
+        .select(F.col("window.start").alias("window_start"), F.col("window.end").alias("window_end"), "*")
+        .drop("window")
+    )
+
+
+def latest_per_car(silver: DataFrame, alerting_ids: DataFrame | None = None) -> DataFrame:
+    """Each car's latest report (position, speed, rpm, gear) in a batch of silver rows."""
+    state = F.struct("event_time", "event_id", "lat", "lon", "heading", "speed", "rpm", "gear", "expected_gear",
+                     "coolant_temp", "fuel_level", "engine_on", "model", "color")  # fmt: skip
+    latest = silver.groupBy("car_id").agg(F.max_by(state, F.col("event_time")).alias("s")).select("car_id", "s.*")
+    if alerting_ids is None:
+        return latest.withColumn("alerting", F.lit(False))
+    flagged = alerting_ids.select("event_id").distinct().withColumn("alerting", F.lit(True))
+    return latest.join(flagged, "event_id", "left").withColumn("alerting", F.coalesce("alerting", F.lit(False)))
