@@ -500,8 +500,12 @@ def run_all(
     bad_data: Annotated[str, typer.Option(envvar="FLEETSTREAM_SIM_BAD_DATA", help="Bad-data preset.")] = "light",
     seed: Annotated[int, typer.Option(envvar="FLEETSTREAM_SIM_SEED")] = 42,
     s3: Annotated[bool, typer.Option("--s3", envvar="FLEETSTREAM_WITH_S3", help="Also run SeaweedFS.")] = False,
+    with_stream: Annotated[
+        bool,
+        typer.Option("--stream/--no-stream", envvar="FLEETSTREAM_RUN_STREAM", help="Also run the Spark pipeline."),
+    ] = True,
 ) -> None:
-    """Everything, in the foreground: the local stack, the reference data, the simulator.
+    """Everything, in the foreground: the local stack, the reference data, the simulator, the pipeline.
 
     Ctrl-C stops it all. This is what `make run` starts.
     """
@@ -515,9 +519,12 @@ def run_all(
     def start_simulator() -> list[Service]:
         for item in publish(settings, settings.lake.dims, generate_cars(cars, seed)):
             log.info("reference data: %s", item)
-        argv = [sys.executable, "-m", "fleetstream", "simulate", "--cars", str(cars), "--rate", str(rate),
-                "--faults", faults, "--bad-data", bad_data, "--seed", str(seed)]  # fmt: skip
-        return [stack.start_app(settings, "simulator", argv)]
+        simulate = [sys.executable, "-m", "fleetstream", "simulate", "--cars", str(cars), "--rate", str(rate),
+                    "--faults", faults, "--bad-data", bad_data, "--seed", str(seed)]  # fmt: skip
+        started = [stack.start_app(settings, "simulator", simulate)]
+        if with_stream:
+            started.append(stack.start_app(settings, "stream", [sys.executable, "-m", "fleetstream", "stream"]))
+        return started
 
     _supervise_foreground(settings, services, start_simulator)
 

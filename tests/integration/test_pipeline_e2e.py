@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 from pyspark.sql import SparkSession
@@ -30,7 +29,7 @@ RULE_OF_FAULT = {"overspeed": "overspeed", "over_rev": "engine_stress", "wrong_g
 @pytest.fixture(scope="module")
 def run(
     stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Settings, Simulation, SimStats, SparkSession]]:
+) -> tuple[Settings, Simulation, SimStats, SparkSession]:
     suffix = uuid.uuid4().hex[:8]
     topics = TopicNames(**{name: f"{value}-{suffix}" for name, value in TopicNames().model_dump().items()})
     settings = stack_settings.model_copy(
@@ -53,7 +52,7 @@ def run(
     stats = simulation.run()
     spark = spark_session(settings, "fleetstream-e2e")
     Pipeline(spark, settings).run_available_now(["bronze", "silver", "alerts", "gold"])
-    yield settings, simulation, stats, spark
+    return settings, simulation, stats, spark
 
 
 def table(spark: SparkSession, settings: Settings, name: str):  # type: ignore[no-untyped-def]

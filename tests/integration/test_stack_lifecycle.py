@@ -152,8 +152,11 @@ def test_external_kafka_is_checked_not_started(stack_env: dict[str, str]) -> Non
     assert processes_under(stack_env["FLEETSTREAM_STATE_DIR"]) == []
 
 
-def test_run_starts_stack_and_simulator_and_ctrl_c_stops_all(stack_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**stack_env, "FLEETSTREAM_LAKE__ROOT": str(tmp_path / "lake"), "FLEETSTREAM_SIM_CARS": "20"}
+def test_run_starts_stack_simulator_and_pipeline_and_ctrl_c_stops_all(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**stack_env, "FLEETSTREAM_LAKE__ROOT": str(tmp_path / "lake"), "FLEETSTREAM_SIM_CARS": "20",
+           "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1"}  # fmt: skip
     with supervisor(["run"], env, tmp_path / "run.log") as process:
         deadline = time.monotonic() + 60
         produced = 0
@@ -165,7 +168,13 @@ def test_run_starts_stack_and_simulator_and_ctrl_c_stops_all(stack_env: dict[str
         assert (tmp_path / "lake" / "dims" / "cars.json").read_text().count("\n") == 20
         recorded = json.loads((Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "stack.json").read_text())["services"]
         pids = {s["name"]: s["pid"] for s in recorded}
-        assert set(pids) == {"kafka", "simulator"}
+        assert set(pids) == {"kafka", "simulator", "stream"}
+        silver = tmp_path / "lake" / "silver" / "telemetry" / "_delta_log"
+        while time.monotonic() < deadline + 120 and not any(silver.glob("*.json")):
+            time.sleep(1)
+        assert any(silver.glob("*.json")), (
+            Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "logs" / "stream.log"
+        ).read_text()
         assert all(psutil.pid_exists(pid) for pid in pids.values())
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0

@@ -23,8 +23,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 from pyspark.sql.streaming.readwriter import DataStreamWriter
+from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
 
 from fleetstream.config import Settings
+from fleetstream.errors import FleetstreamError
 from fleetstream.pipeline import transforms as T
 from fleetstream.pipeline.enrich import car_dimension, enrich, read_dims
 from fleetstream.pipeline.validate import parse_telemetry, split_valid
@@ -140,8 +142,7 @@ class Pipeline:
         quarantined = T.quarantine_rows(rejected.unionByName(unknown, allowMissingColumns=True)).persist()
         _append_delta(first, silver_path, "silver", batch_id, "event_date")
         _append_delta(quarantined, self.lake.table("quarantine/telemetry"), "quarantine", batch_id, "quarantine_date")
-        duplicates = later.select("event_id", "car_id", "kafka_partition", "kafka_offset", "kafka_ts", "ingest_time")
-        _append_delta(duplicates, self.lake.table("silver/duplicates"), "duplicates", batch_id)
+        _append_delta(T.duplicate_rows(later), self.lake.table("silver/duplicates"), "duplicates", batch_id)
         _write_kafka(T.enriched_messages(first), self.settings, self.topics.enriched)
         _write_kafka(T.dlq_messages(quarantined), self.settings, self.topics.dlq)
         first.unpersist()
@@ -227,8 +228,46 @@ class Pipeline:
             .execute()
         )
 
+    # --- tables ------------------------------------------------------------------------------
+    def create_tables(self) -> None:
+        """Create every table the queries read or write, empty, with the schema the transforms give.
+
+        A query can then start on a fresh lake (or alone) before its upstream has written anything.
+        """
+        try:
+            cars = self.dims.get()
+        except Exception as exc:  # Spark raises AnalysisException subclasses for missing paths
+            raise FleetstreamError(
+                f"No reference data at {self.settings.lake.dims} ({exc.__class__.__name__}). Publish it with "
+                "`fleetstream reference publish` (`fleetstream run` does this), then start the stream again."
+            ) from exc
+        kafka_schema = StructType(
+            [
+                StructField("key", BinaryType()), StructField("value", BinaryType()),
+                StructField("topic", StringType()), StructField("partition", IntegerType()),
+                StructField("offset", LongType()), StructField("timestamp", TimestampType()),
+                StructField("timestampType", IntegerType()),
+            ]
+        )  # fmt: skip
+        bronze = T.to_bronze(self.spark.createDataFrame([], kafka_schema))
+        parsed = T.with_event_time(parse_telemetry(T.bronze_for_parsing(bronze)))
+        silver = enrich(parsed, cars).select(*T.SILVER_COLUMNS)
+        empty = {
+            "bronze/telemetry": (bronze, "ingest_date"),
+            "silver/telemetry": (silver, "event_date"),
+            "quarantine/telemetry": (T.quarantine_rows(parsed), "quarantine_date"),
+            "silver/duplicates": (T.duplicate_rows(parsed), None),
+            "silver/alerts": (alerts(silver, self.rules), None),
+        }
+        for name, (frame, partition) in empty.items():
+            path = self.lake.table(name)
+            if not _delta_exists(self.spark, path):
+                writer = frame.limit(0).write.format("delta").mode("ignore")
+                (writer.partitionBy(partition) if partition else writer).save(path)
+
     # --- running -----------------------------------------------------------------------------
     def start(self, only: Iterable[str], trigger: Trigger) -> list[StreamingQuery]:
+        self.create_tables()
         queries: list[StreamingQuery] = []
         for name in QUERIES:
             if name not in only:
@@ -239,6 +278,7 @@ class Pipeline:
 
     def run_available_now(self, only: Iterable[str], on_query: Callable[[str], None] | None = None) -> None:
         """Process everything available, query after query in dependency order, then return."""
+        self.create_tables()
         for name in QUERIES:
             if name not in only:
                 continue

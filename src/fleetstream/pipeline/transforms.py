@@ -76,6 +76,11 @@ def quarantine_rows(rejected: DataFrame) -> DataFrame:
     return rejected.withColumn("quarantine_date", F.to_date(F.col("ingest_time"))).select(*QUARANTINE_COLUMNS)
 
 
+def duplicate_rows(later_copies: DataFrame) -> DataFrame:
+    """What silver/duplicates keeps of a later copy of an event: which one it was and where it came from."""
+    return later_copies.select("event_id", "car_id", "kafka_partition", "kafka_offset", "kafka_ts", "ingest_time")
+
+
 def dlq_messages(quarantined: DataFrame) -> DataFrame:
     """Kafka records for sensors-dlq: key = car_id (when known), value = reason, detail, raw payload."""
     return quarantined.select(
