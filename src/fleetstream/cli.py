@@ -549,6 +549,12 @@ def stream(
     master: Annotated[
         str | None, typer.Option(envvar="FLEETSTREAM_SPARK__MASTER", help="Spark master; default local[*].")
     ] = None,
+    max_offsets_per_trigger: Annotated[
+        int | None,
+        typer.Option(
+            min=1, envvar="FLEETSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER", help="Cap on Kafka records per bronze batch."
+        ),
+    ] = None,
 ) -> None:
     """Run the streaming pipeline: bronze, silver, alerts and gold queries on Delta Lake.
 
@@ -577,7 +583,7 @@ def stream(
     except FleetstreamError as exc:
         raise _fail(exc) from None
     spark.sparkContext.setLogLevel("WARN")
-    pipeline = Pipeline(spark, settings)
+    pipeline = Pipeline(spark, settings, max_offsets=max_offsets_per_trigger)
     if available_now:
         began = time.monotonic()
         pipeline.run_available_now(chosen, lambda name: log.info("processing what is available: %s", name))

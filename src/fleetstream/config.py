@@ -51,6 +51,7 @@ class KafkaSettings(_Frozen):
     heap: str = Field("512m", pattern=r"^\d+[kmgKMG]$", description="local broker: JVM heap (-Xms/-Xmx)")
     partitions: int = Field(4, ge=1, description="partitions of each topic `up` creates")
     replication_factor: int = Field(1, ge=1)
+    retention_bytes: int = Field(1 << 30, ge=1 << 20, description="local broker: bytes kept per partition")
     topics: TopicNames = TopicNames()
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None

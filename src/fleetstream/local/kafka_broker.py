@@ -54,7 +54,10 @@ def server_properties(settings: Settings) -> str:
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
-        "log.retention.hours": "168",
+        # Retention by size, not age: a backfill (`simulate --fast`) carries old send times, and
+        # time-based retention would delete it as soon as it is written.
+        "log.retention.ms": "-1",
+        "log.retention.bytes": str(kafka.retention_bytes),
     }
     return "".join(f"{key}={value}\n" for key, value in props.items())
 

@@ -96,8 +96,11 @@ def _append_delta(df: DataFrame, path: str, app_id: str, batch_id: int, partitio
 
 
 class Pipeline:
-    def __init__(self, spark: SparkSession, settings: Settings, rules: list[Rule] | None = None) -> None:
+    def __init__(
+        self, spark: SparkSession, settings: Settings, rules: list[Rule] | None = None, max_offsets: int | None = None
+    ) -> None:
         self.spark = spark
+        self.max_offsets = max_offsets
         self.settings = settings
         self.lake = Lake(settings.lake.root)
         self.rules = rules or load_rules()
@@ -112,6 +115,7 @@ class Pipeline:
             .option("subscribe", self.topics.sensors)
             .option("startingOffsets", "earliest")
             .option("failOnDataLoss", "true")
+            .options(**({"maxOffsetsPerTrigger": str(self.max_offsets)} if self.max_offsets else {}))
             .load()
         )
         return _start(
@@ -134,7 +138,15 @@ class Pipeline:
         silver_path = self.lake.table("silver/telemetry")
         if _delta_exists(self.spark, silver_path):
             dates = [r[0] for r in first.select("event_date").distinct().collect()]
-            seen = self.spark.read.format("delta").load(silver_path).where(F.col("event_date").isin(dates))
+            # Pin the version read: the frames below are evaluated lazily, some after this batch's
+            # own append to silver, which must not count as "already there".
+            version = _delta_version(self.spark, silver_path)
+            seen = (
+                self.spark.read.format("delta")
+                .option("versionAsOf", version)
+                .load(silver_path)
+                .where(F.col("event_date").isin(dates))
+            )
             already = first.join(seen.select("event_id"), "event_id", "left_semi")
             first = first.join(seen.select("event_id"), "event_id", "left_anti")
             later = later.unionByName(already)
@@ -294,6 +306,15 @@ class Pipeline:
 def with_event_time_safe(df: DataFrame) -> DataFrame:
     """event_ts/event_date for rows whose event_time parsed; null elsewhere (rejected rows)."""
     return T.with_event_time(df)
+
+
+def _delta_version(spark: SparkSession, path: str) -> int:
+    from delta.tables import DeltaTable
+
+    latest = DeltaTable.forPath(spark, path).history(1).select("version").first()
+    if latest is None:
+        raise FleetstreamError(f"Delta table {path} has no history")
+    return int(latest[0])
 
 
 def _delta_exists(spark: SparkSession, path: str) -> bool:
