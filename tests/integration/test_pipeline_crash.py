@@ -59,11 +59,12 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
             [FLEETSTREAM, "stream"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         silver_log = lake / "silver" / "telemetry" / "_delta_log"
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and len(list(silver_log.glob("*.json"))) < 4:
+        deadline = time.monotonic() + 300
+        # The empty table's creation, then two micro-batches committed: kill in the middle of the run.
+        while time.monotonic() < deadline and len(list(silver_log.glob("*.json"))) < 3:
             assert first.poll() is None, (tmp_path / "first.log").read_text()
             time.sleep(0.5)
-        assert len(list(silver_log.glob("*.json"))) >= 4, "silver never committed a batch"
+        assert len(list(silver_log.glob("*.json"))) >= 3, "silver never committed a batch"
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
 
