@@ -139,18 +139,19 @@ class Pipeline:
         if _delta_exists(self.spark, silver_path):
             dates = [r[0] for r in first.select("event_date").distinct().collect()]
             # Pin the version read: the frames below are evaluated lazily, some after this batch's
-            # own append to silver, which must not count as "already there".
+            # own append. And leave out rows this batch id wrote: after a crash the batch is run
+            # again, its silver append may already be in, and it must not count itself as a duplicate.
             version = _delta_version(self.spark, silver_path)
             seen = (
                 self.spark.read.format("delta")
                 .option("versionAsOf", version)
                 .load(silver_path)
-                .where(F.col("event_date").isin(dates))
+                .where(F.col("event_date").isin(dates) & (F.col("silver_batch") != F.lit(batch_id)))
             )
             already = first.join(seen.select("event_id"), "event_id", "left_semi")
             first = first.join(seen.select("event_id"), "event_id", "left_anti")
             later = later.unionByName(already)
-        first = first.select(*T.SILVER_COLUMNS).persist()
+        first = first.withColumn("silver_batch", F.lit(batch_id).cast("long")).select(*T.SILVER_COLUMNS).persist()
         quarantined = T.quarantine_rows(rejected.unionByName(unknown, allowMissingColumns=True)).persist()
         _append_delta(first, silver_path, "silver", batch_id, "event_date")
         _append_delta(quarantined, self.lake.table("quarantine/telemetry"), "quarantine", batch_id, "quarantine_date")
@@ -263,7 +264,7 @@ class Pipeline:
         )  # fmt: skip
         bronze = T.to_bronze(self.spark.createDataFrame([], kafka_schema))
         parsed = T.with_event_time(parse_telemetry(T.bronze_for_parsing(bronze)))
-        silver = enrich(parsed, cars).select(*T.SILVER_COLUMNS)
+        silver = enrich(parsed, cars).withColumn("silver_batch", F.lit(0).cast("long")).select(*T.SILVER_COLUMNS)
         empty = {
             "bronze/telemetry": (bronze, "ingest_date"),
             "silver/telemetry": (silver, "event_date"),

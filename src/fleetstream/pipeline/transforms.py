@@ -22,6 +22,7 @@ SILVER_COLUMNS = (
     "kafka_offset",
     "kafka_ts",
     "ingest_time",
+    "silver_batch",  # the micro-batch that wrote the row: lets a retried batch decide as the first try did
 )
 QUARANTINE_COLUMNS = (
     "reason",
@@ -93,7 +94,8 @@ def dlq_messages(quarantined: DataFrame) -> DataFrame:
 
 def enriched_messages(silver: DataFrame) -> DataFrame:
     """Kafka records for samples-enriched: the silver row as JSON, keyed by car_id."""
-    keep = [c for c in SILVER_COLUMNS if c not in ("kafka_partition", "kafka_offset", "kafka_ts", "ingest_time")]
+    internal = ("kafka_partition", "kafka_offset", "kafka_ts", "ingest_time", "silver_batch")
+    keep = [c for c in SILVER_COLUMNS if c not in internal]
     return silver.select(F.col("car_id").alias("key"), F.to_json(F.struct(*keep)).alias("value"))
 
 
