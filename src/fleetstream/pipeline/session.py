@@ -49,7 +49,15 @@ def spark_session(settings: Settings, app_name: str = "fleetstream", with_s3: bo
     from pyspark.sql import SparkSession
 
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per gateway call otherwise
+    conf = session_conf(settings, with_s3)
     builder = SparkSession.builder.appName(app_name)
-    for key, value in session_conf(settings, with_s3).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    # getOrCreate may return a session that already runs (in tests, or a notebook); Hadoop settings
+    # (S3A endpoint and keys) only reach it through its Hadoop configuration.
+    hadoop = session.sparkContext._jsc.hadoopConfiguration()
+    for key, value in conf.items():
+        if key.startswith("spark.hadoop."):
+            hadoop.set(key.removeprefix("spark.hadoop."), value)
+    return session
