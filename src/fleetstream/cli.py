@@ -352,7 +352,7 @@ def simulate(
         simulation.encoder.run_id, sink.value,
     )  # fmt: skip
     try:
-        with _SimDisplay(simulation, target) as display:
+        with _SimDisplay(target) as display:
             stats = simulation.run(stop, display.update)
     finally:
         for sig, handler in previous.items():
@@ -375,7 +375,7 @@ def simulate(
 class _SimDisplay:
     """Live numbers while simulating: a rich table on a terminal, a log line every 10 s otherwise."""
 
-    def __init__(self, simulation: object, sink: object) -> None:
+    def __init__(self, sink: object) -> None:
         self.sink = sink
         self.live: Live | None = None
         self.last_log = 0.0

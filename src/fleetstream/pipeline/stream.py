@@ -130,7 +130,7 @@ class Pipeline:
 
     # --- silver ------------------------------------------------------------------------------
     def process_silver(self, batch: DataFrame, batch_id: int) -> None:
-        parsed = with_event_time_safe(parse_telemetry(T.bronze_for_parsing(batch)))
+        parsed = T.with_event_time(parse_telemetry(T.bronze_for_parsing(batch)))
         valid, rejected = split_valid(parsed)
         enriched = enrich(valid, self.dims.get())
         valid, unknown = split_valid(enriched)
@@ -302,11 +302,6 @@ class Pipeline:
                 query.awaitTermination()
                 if query.exception() is not None:
                     raise RuntimeError(f"query {query.name} failed: {query.exception()}")
-
-
-def with_event_time_safe(df: DataFrame) -> DataFrame:
-    """event_ts/event_date for rows whose event_time parsed; null elsewhere (rejected rows)."""
-    return T.with_event_time(df)
 
 
 def _delta_version(spark: SparkSession, path: str) -> int:

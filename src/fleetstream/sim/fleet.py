@@ -255,7 +255,6 @@ class Fleet:
     def _faults_start(self) -> None:
         if not np.isfinite(self.next_fault).any():
             return
-        n = self.n
         moving_kmh = self.v * 3.6
         eligible = np.stack(
             [
@@ -286,7 +285,6 @@ class Fleet:
                 self.over_rev_rpm[i] = rng.uniform(LIMITS.over_rev_rpm + 100, self.redline[i])
             elif name == "sensor":
                 self.stuck_coolant[i] = round(float(self.coolant[i]), 1)
-        del n
 
     def _drive(self, dt: float) -> None:
         d = self.driver
