@@ -16,6 +16,7 @@ from functools import reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructField, StructType, VariantType
 
 from fleetstream import schema
 
@@ -23,8 +24,8 @@ REASONS = ("malformed_json", "missing_field", "bad_type", "out_of_range", "too_l
 DEFAULT_MAX_LATENESS_S = 600
 DEFAULT_MAX_CLOCK_SKEW_S = 300
 
-_INTEGRAL = ("BIGINT", "INT", "SMALLINT", "TINYINT")
 _SPARK_TYPE = {"string": "string", "integer": "bigint", "number": "double", "boolean": "boolean"}
+_INTEGRAL = ("BIGINT", "INT", "SMALLINT", "TINYINT")
 
 
 def _type_ok(json_type: Column, field_type: str) -> Column:
@@ -43,6 +44,18 @@ def _names_where(checks: list[tuple[str, Column]]) -> Column:
     return F.concat_ws(",", *[F.when(check, F.lit(name)) for name, check in checks])
 
 
+def _fast_schema() -> StructType:
+    """The contract as the JSON reader should read it: string fields as VARIANT, to check they are strings."""
+    typed = schema.spark_schema()
+    return StructType(
+        [StructField(f.name, VariantType() if f.name in _STRINGS else f.dataType, True) for f in typed.fields]
+    )
+
+
+_STRINGS = tuple(f.name for f in schema.FIELDS if f.type == "string")
+_NUMBERS = tuple(f.name for f in schema.FIELDS if f.type == "number")
+
+
 def parse_telemetry(
     df: DataFrame,
     raw: str = "raw",
@@ -53,34 +66,71 @@ def parse_telemetry(
     """Add one typed column per schema field, ``reason`` (null when valid) and ``reason_detail``.
 
     ``raw`` is the payload as a string; ``sent_ms`` the Kafka timestamp in epoch milliseconds.
-    """
-    v = F.expr(f"try_parse_json(`{raw}`)")
-    parsed = df.withColumn("_v", v)
-    is_object = F.col("_v").isNotNull() & F.expr("schema_of_variant(_v)").startswith("OBJECT")
 
-    present, type_ok, in_range, values = [], [], [], {}
+    Two tiers. Spark's JSON reader reads every record into the typed contract (fast); a record in
+    which every field came out, the strings as JSON strings and no number as a NaN text, is clean.
+    Only the other records are parsed again as a VARIANT, to tell exactly what is wrong with them.
+    Each stage is its own projection, so that every lookup is computed once.
+    """
+    parsed = df.withColumn("_j", F.from_json(F.col(raw), _fast_schema()))
+    clean = reduce(
+        lambda a, b: a & b,
+        [F.col(f"_j.{f.name}").isNotNull() for f in schema.FIELDS]
+        + [F.expr(f"schema_of_variant(_j.{name})") == "STRING" for name in _STRINGS]
+        + [~F.isnan(F.col(f"_j.{name}")) for name in _NUMBERS],
+    )
+    parsed = parsed.withColumn("_clean", F.coalesce(clean, F.lit(False)))
+    parsed = parsed.withColumn("_v", F.when(~F.col("_clean"), F.expr(f"try_parse_json(`{raw}`)")))
+    parsed = parsed.select(
+        "*",
+        F.expr("schema_of_variant(_v)").alias("_root"),
+        *[F.expr(f"variant_get(_v, '$.{f.name}')").alias(f"_n_{f.name}") for f in schema.FIELDS],
+    )
+    parsed = parsed.select(
+        "*", *[F.expr(f"schema_of_variant(`_n_{f.name}`)").alias(f"_t_{f.name}") for f in schema.FIELDS]
+    )
+    is_clean = F.col("_clean")
+    is_object = is_clean | F.coalesce(F.col("_root").startswith("OBJECT"), F.lit(False))
+
+    present: list[tuple[str, Column]] = []
+    type_ok: list[tuple[str, Column]] = []
+    values: list[Column] = []
     for field in schema.FIELDS:
-        node = F.expr(f"variant_get(_v, '$.{field.name}')")
-        json_type = F.expr(f"schema_of_variant(variant_get(_v, '$.{field.name}'))")
-        exists = node.isNotNull() & ~F.expr(f"is_variant_null(variant_get(_v, '$.{field.name}'))")
+        json_type = F.col(f"_t_{field.name}")
+        exists = json_type.isNotNull() & (json_type != "VOID")
         good_type = exists & _type_ok(json_type, field.type)
-        value = F.when(good_type, F.expr(f"try_variant_get(_v, '$.{field.name}', '{_SPARK_TYPE[field.type]}')"))
-        values[field.name] = value
         if field.required:
             present.append((field.name, ~exists))
-        type_ok.append((field.name, exists & ~good_type))
+        spark_type = _SPARK_TYPE[field.type]
+        fast = (
+            F.expr(f"try_variant_get(_j.{field.name}, '$', 'string')")
+            if field.type == "string"
+            else F.col(f"_j.{field.name}")
+        )
+        slow = F.when(good_type, F.expr(f"try_variant_get(`_n_{field.name}`, '$', '{spark_type}')"))
+        values.append(F.when(is_clean, fast).otherwise(slow).alias(field.name))
+        type_ok.append((field.name, exists & slow.isNull()))  # wrong JSON type, or an integer beyond 64 bits
+    parsed = parsed.select(
+        "*",
+        *values,
+        F.when(is_clean, F.lit("")).otherwise(_names_where(present)).alias("_missing"),
+        F.when(is_clean, F.lit("")).otherwise(_names_where(type_ok)).alias("_bad_type"),
+        is_object.alias("_object"),
+    )
+    in_range: list[tuple[str, Column]] = []
+    for field in schema.FIELDS:
+        value = F.col(field.name)
         bounds = []
         if field.minimum is not None:
             bounds.append(value < F.lit(field.minimum))
         if field.maximum is not None:
             bounds.append(value > F.lit(field.maximum))
         if bounds:
-            in_range.append((field.name, good_type & reduce(lambda a, b: a | b, bounds)))
-
-    parsed = parsed.select("*", *[c.alias(name) for name, c in values.items()])
-    missing = _names_where(present)
-    bad_type = _names_where(type_ok)
-    out_of_range = _names_where(in_range)
+            in_range.append((field.name, value.isNotNull() & reduce(lambda a, b: a | b, bounds)))
+    any_out = reduce(lambda a, b: a | b, [check for _, check in in_range])
+    parsed = parsed.withColumn("_out_of_range", F.when(any_out, _names_where(in_range)).otherwise(F.lit("")))
+    missing, bad_type, out_of_range = F.col("_missing"), F.col("_bad_type"), F.col("_out_of_range")
+    is_object = F.col("_object")
     lateness_ms = F.col(sent_ms) - F.col("event_time")
     reason = (
         F.when(~is_object, F.lit("malformed_json"))
@@ -104,7 +154,9 @@ def parse_telemetry(
             F.format_string("%d s before event_time", (-lateness_ms / 1000).cast("long")),
         )
     )
-    return parsed.withColumn("reason", reason).withColumn("reason_detail", detail).drop("_v")
+    internal = ["_v", "_j", "_clean", "_object", "_root", "_missing", "_bad_type", "_out_of_range"]
+    internal += [f"_{kind}_{f.name}" for f in schema.FIELDS for kind in ("n", "t")]
+    return parsed.withColumn("reason", reason).withColumn("reason_detail", detail).drop(*internal)
 
 
 def split_valid(df: DataFrame) -> tuple[DataFrame, DataFrame]:
