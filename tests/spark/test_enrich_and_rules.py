@@ -119,3 +119,8 @@ def test_rules_file_errors_are_clear(tmp_path: Path) -> None:
     bad.write_text("just text")
     with pytest.raises(FleetstreamError, match="not a rules file"):
         load_rules(bad)
+
+
+def test_a_rejected_row_of_an_unknown_car_keeps_its_first_reason(spark: SparkSession, dims_dir: Path) -> None:
+    [row] = silver_rows(spark, dims_dir, [{"car_id": "car-99999", "speed": "fast"}]).collect()
+    assert (row["reason"], row["reason_detail"]) == ("bad_type", "speed")

@@ -57,21 +57,26 @@ def car_dimension(dims: Dims) -> DataFrame:
     )
 
 
-def enrich(valid: DataFrame, cars: DataFrame) -> DataFrame:
-    """Join valid telemetry with the car dimension; mark cars the dims do not know; add expected_gear.
+def enrich(checked: DataFrame, cars: DataFrame) -> DataFrame:
+    """Join parsed telemetry with the car dimension; mark valid rows of cars the dims do not know; add expected_gear.
 
-    Rows of unknown cars keep flowing with ``reason = 'unknown_car'`` so the caller can quarantine them.
+    Rows of unknown cars keep flowing with ``reason = 'unknown_car'`` so the caller can quarantine them;
+    rows already rejected keep their first reason.
     """
-    joined = valid.join(F.broadcast(cars), valid["car_id"] == cars["dim_car_id"], "left")
-    known = F.col("dim_car_id").isNotNull()
+    joined = checked.join(F.broadcast(cars), checked["car_id"] == cars["dim_car_id"], "left")
+    unknown = F.col("_unknown")
     return (
-        joined.withColumn("reason", F.when(~known, F.lit("unknown_car")).otherwise(F.col("reason")))
+        joined.withColumn("_unknown", F.col("reason").isNull() & F.col("dim_car_id").isNull())
+        .withColumn("reason", F.when(unknown, F.lit("unknown_car")).otherwise(F.col("reason")))
         .withColumn(
             "reason_detail",
-            F.when(~known, F.concat(F.lit("car_id "), F.col("car_id"), F.lit(" not in the reference data"))).otherwise(
+            F.when(unknown, F.concat(F.lit("car_id "), F.col("car_id"), F.lit(" not in the reference data"))).otherwise(
                 F.col("reason_detail")
             ),
         )
-        .withColumn("expected_gear", F.when(known, expected_gear_col(F.col("speed"), F.col("upshift_kmh"))))
-        .drop("dim_car_id")
+        .withColumn(
+            "expected_gear",
+            F.when(F.col("dim_car_id").isNotNull(), expected_gear_col(F.col("speed"), F.col("upshift_kmh"))),
+        )
+        .drop("dim_car_id", "_unknown")
     )

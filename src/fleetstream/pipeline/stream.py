@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
@@ -28,13 +29,13 @@ from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, Str
 from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.pipeline import transforms as T
-from fleetstream.pipeline.enrich import car_dimension, enrich, read_dims
-from fleetstream.pipeline.validate import parse_telemetry, split_valid
+from fleetstream.pipeline.enrich import car_dimension, read_dims
 from fleetstream.rules.engine import Rule, alerts, load_rules
 
 log = logging.getLogger(__name__)
 QUERIES = ("bronze", "silver", "alerts", "gold")
 WATERMARK = "10 minutes"
+DEDUP_WINDOW_MS = 10 * 60 * 1000  # a copy of an event up to this far apart in event time is a duplicate
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,9 @@ def _kafka_options(settings: Settings) -> dict[str, str]:
     return {f"kafka.{k}": v for k, v in conf.items() if k in ("bootstrap.servers", "security.protocol")}
 
 
-def _write_kafka(df: DataFrame, settings: Settings, topic: str) -> None:
-    df.write.format("kafka").options(**_kafka_options(settings)).option("topic", topic).save()
+def _write_kafka(df: DataFrame, settings: Settings) -> None:
+    """Write ``topic``, ``key``, ``value`` rows to Kafka."""
+    df.write.format("kafka").options(**_kafka_options(settings)).save()
 
 
 def _append_delta(df: DataFrame, path: str, app_id: str, batch_id: int, partition: str | None = None) -> None:
@@ -130,36 +132,49 @@ class Pipeline:
 
     # --- silver ------------------------------------------------------------------------------
     def process_silver(self, batch: DataFrame, batch_id: int) -> None:
-        parsed = T.with_event_time(parse_telemetry(T.bronze_for_parsing(batch)))
-        valid, rejected = split_valid(parsed)
-        enriched = enrich(valid, self.dims.get())
-        valid, unknown = split_valid(enriched)
-        first, later = T.first_per_event(valid)
+        checked = T.check_telemetry(batch, self.dims.get()).persist(StorageLevel.MEMORY_AND_DISK)
+        valid = checked.where(F.col("reason").isNull())
+        span = valid.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi")).first()
+        seen = None
         silver_path = self.lake.table("silver/telemetry")
-        if _delta_exists(self.spark, silver_path):
-            dates = [r[0] for r in first.select("event_date").distinct().collect()]
-            # Pin the version read: the frames below are evaluated lazily, some after this batch's
-            # own append. And leave out rows this batch id wrote: after a crash the batch is run
-            # again, its silver append may already be in, and it must not count itself as a duplicate.
-            version = _delta_version(self.spark, silver_path)
-            seen = (
-                self.spark.read.format("delta")
-                .option("versionAsOf", version)
-                .load(silver_path)
-                .where(F.col("event_date").isin(dates) & (F.col("silver_batch") != F.lit(batch_id)))
-            )
-            already = first.join(seen.select("event_id"), "event_id", "left_semi")
-            first = first.join(seen.select("event_id"), "event_id", "left_anti")
-            later = later.unionByName(already)
-        first = first.withColumn("silver_batch", F.lit(batch_id).cast("long")).select(*T.SILVER_COLUMNS).persist()
-        quarantined = T.quarantine_rows(rejected.unionByName(unknown, allowMissingColumns=True)).persist()
+        if span is not None and span["lo"] is not None:
+            seen = self._silver_seen(silver_path, batch_id, span["lo"] - DEDUP_WINDOW_MS, span["hi"] + DEDUP_WINDOW_MS)
+        marked = T.mark_copies(valid, seen).persist(StorageLevel.MEMORY_AND_DISK)
+        first = marked.where(~F.col("duplicate")).withColumn("silver_batch", F.lit(batch_id).cast("long"))
+        first = first.select(*T.SILVER_COLUMNS)
+        quarantined = T.quarantine_rows(checked.where(F.col("reason").isNotNull()))
+        later = marked.where(F.col("duplicate"))
         _append_delta(first, silver_path, "silver", batch_id, "event_date")
-        _append_delta(quarantined, self.lake.table("quarantine/telemetry"), "quarantine", batch_id, "quarantine_date")
-        _append_delta(T.duplicate_rows(later), self.lake.table("silver/duplicates"), "duplicates", batch_id)
-        _write_kafka(T.enriched_messages(first), self.settings, self.topics.enriched)
-        _write_kafka(T.dlq_messages(quarantined), self.settings, self.topics.dlq)
-        first.unpersist()
-        quarantined.unpersist()
+        if not quarantined.isEmpty():
+            _append_delta(
+                quarantined, self.lake.table("quarantine/telemetry"), "quarantine", batch_id, "quarantine_date"
+            )
+        if not later.isEmpty():
+            _append_delta(T.duplicate_rows(later), self.lake.table("silver/duplicates"), "duplicates", batch_id)
+        messages = T.enriched_messages(first, self.topics.enriched).unionByName(
+            T.dlq_messages(quarantined, self.topics.dlq)
+        )
+        _write_kafka(messages, self.settings)
+        marked.unpersist()
+        checked.unpersist()
+
+    def _silver_seen(self, path: str, batch_id: int, lo_ms: int, hi_ms: int) -> DataFrame:
+        """The event_ids silver already holds between two event times (the dedup window around a batch).
+
+        The version read is pinned: the frames built on it are evaluated lazily, some after this
+        batch's own append. Rows this batch id wrote are left out: after a crash the batch is run
+        again, its silver append may already be in, and it must not count itself as a duplicate.
+        Delta's file statistics on event_ts skip the files outside the window.
+        """
+        lo, hi = F.timestamp_millis(F.lit(lo_ms)), F.timestamp_millis(F.lit(hi_ms))
+        return (
+            self.spark.read.format("delta")
+            .option("versionAsOf", _delta_version(self.spark, path))
+            .load(path)
+            .where(F.col("event_date").between(F.to_date(lo), F.to_date(hi)))
+            .where(F.col("event_ts").between(lo, hi) & (F.col("silver_batch") != F.lit(batch_id)))
+            .select("event_id")
+        )
 
     def silver(self, trigger: Trigger) -> StreamingQuery:
         return _start(
@@ -176,7 +191,7 @@ class Pipeline:
     def process_alerts(self, batch: DataFrame, batch_id: int) -> None:
         fired = alerts(batch, self.rules).persist()
         _append_delta(fired, self.lake.table("silver/alerts"), "alerts", batch_id)
-        _write_kafka(T.alert_messages(fired), self.settings, self.topics.alerts)
+        _write_kafka(T.alert_messages(fired, self.topics.alerts), self.settings)
         fired.unpersist()
 
     def alerts(self, trigger: Trigger) -> StreamingQuery:
@@ -263,8 +278,8 @@ class Pipeline:
             ]
         )  # fmt: skip
         bronze = T.to_bronze(self.spark.createDataFrame([], kafka_schema))
-        parsed = T.with_event_time(parse_telemetry(T.bronze_for_parsing(bronze)))
-        silver = enrich(parsed, cars).withColumn("silver_batch", F.lit(0).cast("long")).select(*T.SILVER_COLUMNS)
+        parsed = T.check_telemetry(bronze, cars)
+        silver = parsed.withColumn("silver_batch", F.lit(0).cast("long")).select(*T.SILVER_COLUMNS)
         empty = {
             "bronze/telemetry": (bronze, "ingest_date"),
             "silver/telemetry": (silver, "event_date"),

@@ -6,6 +6,8 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from fleetstream import schema
+from fleetstream.pipeline.enrich import enrich
+from fleetstream.pipeline.validate import parse_telemetry
 
 SILVER_COLUMNS = (
     *schema.FIELD_NAMES,
@@ -66,11 +68,24 @@ def with_event_time(df: DataFrame) -> DataFrame:
     )
 
 
-def first_per_event(df: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(first copy of each event_id, the later copies), first by Kafka partition and offset."""
+def check_telemetry(bronze: DataFrame, cars: DataFrame) -> DataFrame:
+    """Parse, validate and enrich bronze rows: every row stays, ``reason`` is null on the good ones."""
+    return enrich(with_event_time(parse_telemetry(bronze_for_parsing(bronze))), cars)
+
+
+def mark_copies(valid: DataFrame, seen: DataFrame | None = None) -> DataFrame:
+    """Add ``duplicate``: true for every copy of an event but the first (by Kafka partition and offset),
+    and for every copy of an event_id already in ``seen`` (a frame with an ``event_id`` column)."""
     order = Window.partitionBy("event_id").orderBy("kafka_partition", "kafka_offset")
-    ranked = df.withColumn("_copy", F.row_number().over(order))
-    return ranked.where("_copy = 1").drop("_copy"), ranked.where("_copy > 1").drop("_copy")
+    ranked = valid.withColumn("duplicate", F.row_number().over(order) > 1)
+    if seen is None:
+        return ranked
+    known = seen.select("event_id").distinct().withColumn("_seen", F.lit(True))
+    return (
+        ranked.join(known, "event_id", "left")
+        .withColumn("duplicate", F.col("duplicate") | F.col("_seen").isNotNull())
+        .drop("_seen")
+    )
 
 
 def quarantine_rows(rejected: DataFrame) -> DataFrame:
@@ -82,9 +97,10 @@ def duplicate_rows(later_copies: DataFrame) -> DataFrame:
     return later_copies.select("event_id", "car_id", "kafka_partition", "kafka_offset", "kafka_ts", "ingest_time")
 
 
-def dlq_messages(quarantined: DataFrame) -> DataFrame:
+def dlq_messages(quarantined: DataFrame, topic: str) -> DataFrame:
     """Kafka records for sensors-dlq: key = car_id (when known), value = reason, detail, raw payload."""
     return quarantined.select(
+        F.lit(topic).alias("topic"),
         F.col("car_id").alias("key"),
         F.to_json(
             F.struct("reason", "reason_detail", "raw", "kafka_topic", "kafka_partition", "kafka_offset", "kafka_ts")
@@ -92,15 +108,20 @@ def dlq_messages(quarantined: DataFrame) -> DataFrame:
     )
 
 
-def enriched_messages(silver: DataFrame) -> DataFrame:
+def enriched_messages(silver: DataFrame, topic: str) -> DataFrame:
     """Kafka records for samples-enriched: the silver row as JSON, keyed by car_id."""
     internal = ("kafka_partition", "kafka_offset", "kafka_ts", "ingest_time", "silver_batch")
     keep = [c for c in SILVER_COLUMNS if c not in internal]
-    return silver.select(F.col("car_id").alias("key"), F.to_json(F.struct(*keep)).alias("value"))
+    return silver.select(
+        F.lit(topic).alias("topic"), F.col("car_id").alias("key"), F.to_json(F.struct(*keep)).alias("value")
+    )
 
 
-def alert_messages(alerts: DataFrame) -> DataFrame:
-    return alerts.select(F.col("car_id").alias("key"), F.to_json(F.struct(*alerts.columns)).alias("value"))
+def alert_messages(alerts: DataFrame, topic: str) -> DataFrame:
+    """Kafka records for alert-data: the alert as JSON, keyed by car_id."""
+    return alerts.select(
+        F.lit(topic).alias("topic"), F.col("car_id").alias("key"), F.to_json(F.struct(*alerts.columns)).alias("value")
+    )
 
 
 # --- gold ------------------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""Bronze, dedup, quarantine, Kafka messages and the gold windows, on small batch DataFrames."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fleetstream import schema
+from fleetstream.pipeline import transforms as T
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
+
+
+def at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(tzinfo=None)
+
+
+def test_to_bronze_keeps_the_bytes_and_the_kafka_coordinates(spark: SparkSession) -> None:
+    kafka = spark.createDataFrame(
+        [(b"car-1", b"\xff not json", "sensors-sample", 3, 42, at(T0), 0)],
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, timestampType int",
+    )
+    [row] = T.to_bronze(kafka).collect()
+    assert bytes(row["value"]) == b"\xff not json"
+    assert (row["key"], row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == (
+        "car-1",
+        "sensors-sample",
+        3,
+        42,
+    )
+    assert row["ingest_date"].isoformat() == "2026-01-01"
+    assert row["ingest_time"] is not None
+
+
+def valid_rows(spark: SparkSession, rows: list[tuple[str, int, int]]) -> DataFrame:
+    return spark.createDataFrame(rows, "event_id string, kafka_partition int, kafka_offset long")
+
+
+def test_mark_copies_keeps_the_first_copy_by_partition_and_offset(spark: SparkSession) -> None:
+    frame = valid_rows(spark, [("a", 1, 9), ("a", 0, 50), ("a", 0, 7), ("b", 2, 1), ("c", 0, 3)])
+    got = sorted(tuple(r) for r in T.mark_copies(frame).select("event_id", "kafka_offset", "duplicate").collect())
+    assert got == [("a", 7, False), ("a", 9, True), ("a", 50, True), ("b", 1, False), ("c", 3, False)]
+
+
+def test_mark_copies_against_ids_already_seen(spark: SparkSession) -> None:
+    frame = valid_rows(spark, [("a", 0, 1), ("b", 0, 2), ("b", 0, 3)])
+    seen = spark.createDataFrame([("b",), ("b",), ("z",)], "event_id string")
+    got = sorted(tuple(r) for r in T.mark_copies(frame, seen).select("event_id", "kafka_offset", "duplicate").collect())
+    assert got == [("a", 1, False), ("b", 2, True), ("b", 3, True)], "no row is lost or doubled by the join"
+
+
+def test_quarantine_and_dlq_message_carry_reason_and_raw(spark: SparkSession) -> None:
+    rejected = spark.createDataFrame(
+        [("bad_type", "speed", '{"speed":"fast"}', "e1", "car-1", "t", 0, 5, at(T0), at(T0 + 1000))],
+        "reason string, reason_detail string, raw string, event_id string, car_id string, kafka_topic string, "
+        "kafka_partition int, kafka_offset long, kafka_ts timestamp, ingest_time timestamp",
+    )
+    quarantined = T.quarantine_rows(rejected)
+    assert quarantined.columns == list(T.QUARANTINE_COLUMNS)
+    [message] = T.dlq_messages(quarantined, "sensors-dlq").collect()
+    assert (message["topic"], message["key"]) == ("sensors-dlq", "car-1")
+    value = json.loads(message["value"])
+    assert value["reason"] == "bad_type"
+    assert value["reason_detail"] == "speed"
+    assert value["raw"] == '{"speed":"fast"}'
+    assert value["kafka_offset"] == 5
+
+
+def silver(spark: SparkSession, rows: list[tuple[str, str, str, int, float]]) -> DataFrame:
+    """(event_id, car_id, model + color as 'model/color', event_time ms, speed)"""
+    frame = spark.createDataFrame(rows, "event_id string, car_id string, mc string, event_time long, speed double")
+    return T.with_event_time(
+        frame.withColumn("model", F.split("mc", "/")[0]).withColumn("color", F.split("mc", "/")[1]).drop("mc")
+    )
+
+
+MIN = 60_000
+
+
+def test_speed_by_model_slides_fifteen_minute_windows_every_minute(spark: SparkSession) -> None:
+    rows = [
+        ("1", "c1", "A/red", T0 + 30_000, 50.0),
+        ("2", "c2", "A/red", T0 + 5 * MIN, 90.0),
+        ("3", "c3", "B/blue", T0 + 5 * MIN, 30.0),
+    ]
+    out = T.speed_by_model(silver(spark, rows))
+    by = {(r["window_start"], r["model"]): r for r in out.collect()}
+    start = at(T0)
+    assert by[(start, "A")]["max_speed"] == 90.0
+    assert by[(start, "A")]["avg_speed"] == 70.0
+    assert by[(start, "A")]["events"] == 2
+    assert by[(start, "B")]["max_speed"] == 30.0
+    # the event at minute 0 falls in the 15 windows that start from minute -14 to minute 0
+    assert sum(1 for (_, model), r in by.items() if model == "A" and r["events"] >= 1) == 15 + 5
+    assert all((r["window_end"] - r["window_start"]).total_seconds() == 900 for r in by.values())
+
+
+def test_cars_by_color_counts_distinct_cars(spark: SparkSession) -> None:
+    rows = [
+        ("1", "c1", "A/red", T0 + 1_000, 1.0),
+        ("2", "c1", "A/red", T0 + 2_000, 1.0),
+        ("3", "c2", "B/red", T0 + 3_000, 1.0),
+        ("4", "c3", "A/blue", T0 + 4_000, 1.0),
+    ]
+    out = T.cars_by_color(silver(spark, rows)).where(F.col("window_start") == at(T0))
+    got = {r["color"]: (r["cars"], r["events"]) for r in out.collect()}
+    assert got == {"red": (2, 3), "blue": (1, 1)}
+
+
+def test_alerts_per_minute_are_tumbling_by_rule_color_and_model(spark: SparkSession) -> None:
+    alerts = spark.createDataFrame(
+        [
+            ("overspeed", "high", "red", "A", T0 + 1_000),
+            ("overspeed", "high", "red", "A", T0 + 59_000),
+            ("overspeed", "high", "red", "A", T0 + 61_000),
+            ("engine_stress", "medium", "blue", "B", T0 + 2_000),
+        ],
+        "rule string, severity string, color string, model string, event_time long",
+    ).withColumn("event_ts", F.timestamp_millis("event_time"))
+    got = sorted((r["window_start"], r["rule"], r["alerts"]) for r in T.alerts_per_minute(alerts).collect())
+    assert got == [
+        (at(T0), "engine_stress", 1),
+        (at(T0), "overspeed", 2),
+        (at(T0 + MIN), "overspeed", 1),
+    ]
+
+
+def test_latest_per_car_takes_the_newest_report_and_flags_alerting(spark: SparkSession) -> None:
+    event = {k: v for k, v in schema.EXAMPLE.items()}
+    rows = [
+        {**event, "event_id": "old", "car_id": "c1", "event_time": T0, "speed": 10.0},
+        {**event, "event_id": "new", "car_id": "c1", "event_time": T0 + 1_000, "speed": 20.0},
+        {**event, "event_id": "only", "car_id": "c2", "event_time": T0, "speed": 30.0},
+    ]
+    frame = spark.createDataFrame([json.dumps(r) for r in rows], "string").select(
+        F.from_json("value", schema.spark_schema()).alias("j")
+    )
+    frame = frame.select("j.*").withColumns(
+        {"expected_gear": F.col("gear"), "model": F.lit("A"), "color": F.lit("red")}
+    )
+    alerting = spark.createDataFrame([("new",)], "event_id string")
+    got = {r["car_id"]: r for r in T.latest_per_car(frame, alerting).collect()}
+    assert (got["c1"]["event_id"], got["c1"]["speed"], got["c1"]["alerting"]) == ("new", 20.0, True)
+    assert (got["c2"]["event_id"], got["c2"]["alerting"]) == ("only", False)
