@@ -116,11 +116,15 @@ class LakeSettings(_Frozen):
     """Where the Delta tables and the reference data live: a local folder or an s3a:// URI."""
 
     root: str = "lakehouse"
+    dims_location: str | None = Field(
+        None, description="folder or s3a:// prefix of the reference data; default: <root>/dims"
+    )
+    dims_refresh_s: float = Field(60.0, gt=0, description="the stream rereads the reference data this often")
 
     @property
     def dims(self) -> str:
         """Reference data (car models, colors, cars) as JSON lines."""
-        return f"{self.root.rstrip('/')}/dims"
+        return self.dims_location or f"{self.root.rstrip('/')}/dims"
 
 
 class Settings(BaseSettings):

@@ -124,3 +124,24 @@ def test_rules_file_errors_are_clear(tmp_path: Path) -> None:
 def test_a_rejected_row_of_an_unknown_car_keeps_its_first_reason(spark: SparkSession, dims_dir: Path) -> None:
     [row] = silver_rows(spark, dims_dir, [{"car_id": "car-99999", "speed": "fast"}]).collect()
     assert (row["reason"], row["reason_detail"]) == ("bad_type", "speed")
+
+
+def test_changed_dims_are_picked_up_at_the_refresh_interval(spark: SparkSession, tmp_path: Path) -> None:
+    from fleetstream.pipeline.stream import DimsCache
+
+    def publish(count: int) -> None:
+        for name, records in tables(generate_cars(count, seed=1)).items():
+            (tmp_path / f"{name}.json").write_bytes(to_json_lines(records))
+
+    publish(3)
+    cache = DimsCache(spark, str(tmp_path), refresh_s=3.0)
+    assert cache.get().count() == 3
+    publish(5)
+    assert cache.get().count() == 3, "within the interval the loaded dims are kept"
+    import time
+
+    time.sleep(3.1)
+    assert sorted(r["dim_car_id"] for r in cache.get().collect())[-1] == "car-00004"
+    (tmp_path / "cars.json").unlink()
+    time.sleep(3.1)
+    assert cache.get().count() == 5, "a failed reload keeps the dims it had"

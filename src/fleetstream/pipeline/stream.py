@@ -40,10 +40,15 @@ DEDUP_WINDOW_MS = 10 * 60 * 1000  # a copy of an event up to this far apart in e
 
 @dataclass(frozen=True)
 class Lake:
+    """Where the tables and checkpoints live. ``bronze_root``, when set, is where bronze is read
+    from instead (a replay rebuilds everything after bronze into a fresh root)."""
+
     root: str
+    bronze_root: str | None = None
 
     def table(self, name: str) -> str:
-        return f"{self.root.rstrip('/')}/{name}"
+        root = self.bronze_root if name.startswith("bronze/") and self.bronze_root else self.root
+        return f"{root.rstrip('/')}/{name}"
 
     def checkpoint(self, query: str) -> str:
         return f"{self.root.rstrip('/')}/_checkpoints/{query}"
@@ -61,12 +66,23 @@ class DimsCache:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self) -> DataFrame:
+        """The car dimension. A reload that fails (files half rewritten, store down) keeps the
+        previous one and is tried again after the interval; only the first load's failure is raised."""
         with self._lock:
             if self._frame is None or time.monotonic() - self._loaded > self.refresh_s:
+                try:
+                    frame = car_dimension(read_dims(self.spark, self.location)).cache()
+                    cars = frame.count()  # load now: a lazy cache would read files changed after this point
+                except Exception as exc:  # Spark raises many kinds (analysis, IO, parse)
+                    if self._frame is None:
+                        raise
+                    log.warning("reference data at %s not reloaded, keeping the previous: %s", self.location, exc)
+                    self._loaded = time.monotonic()
+                    return self._frame
+                log.info("reference data loaded from %s: %d cars", self.location, cars)
                 if self._frame is not None:
                     self._frame.unpersist()
-                self._frame = car_dimension(read_dims(self.spark, self.location)).cache()
-                self._loaded = time.monotonic()
+                self._frame, self._loaded = frame, time.monotonic()
             return self._frame
 
 
@@ -99,14 +115,21 @@ def _append_delta(df: DataFrame, path: str, app_id: str, batch_id: int, partitio
 
 class Pipeline:
     def __init__(
-        self, spark: SparkSession, settings: Settings, rules: list[Rule] | None = None, max_offsets: int | None = None
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        rules: list[Rule] | None = None,
+        max_offsets: int | None = None,
+        bronze_from: str | None = None,
+        publish: bool = True,
     ) -> None:
         self.spark = spark
         self.max_offsets = max_offsets
         self.settings = settings
-        self.lake = Lake(settings.lake.root)
+        self.lake = Lake(settings.lake.root, bronze_from)
         self.rules = rules or load_rules()
-        self.dims = DimsCache(spark, settings.lake.dims)
+        self.dims = DimsCache(spark, settings.lake.dims, settings.lake.dims_refresh_s)
+        self.publish = publish
         self.topics = settings.kafka.topics
 
     # --- bronze ------------------------------------------------------------------------------
@@ -154,7 +177,8 @@ class Pipeline:
         messages = T.enriched_messages(first, self.topics.enriched).unionByName(
             T.dlq_messages(quarantined, self.topics.dlq)
         )
-        _write_kafka(messages, self.settings)
+        if self.publish:
+            _write_kafka(messages, self.settings)
         marked.unpersist()
         checked.unpersist()
 
@@ -191,7 +215,8 @@ class Pipeline:
     def process_alerts(self, batch: DataFrame, batch_id: int) -> None:
         fired = alerts(batch, self.rules).persist()
         _append_delta(fired, self.lake.table("silver/alerts"), "alerts", batch_id)
-        _write_kafka(T.alert_messages(fired, self.topics.alerts), self.settings)
+        if self.publish:
+            _write_kafka(T.alert_messages(fired, self.topics.alerts), self.settings)
         fired.unpersist()
 
     def alerts(self, trigger: Trigger) -> StreamingQuery:
@@ -255,6 +280,49 @@ class Pipeline:
             .whenNotMatchedInsertAll()
             .execute()
         )
+
+    def bronze_exists(self) -> bool:
+        return _delta_exists(self.spark, self.lake.table("bronze/telemetry"))
+
+    def table_counts(self) -> dict[str, int]:
+        """Rows in each table of the lake (and in the bronze it reads)."""
+        names = ["bronze/telemetry", "silver/telemetry", "quarantine/telemetry", "silver/duplicates", "silver/alerts"]
+        names += [f"gold/{g}" for g in ("speed_by_model", "cars_by_color", "alerts_per_minute", "car_state")]
+        return {
+            name: self.spark.read.format("delta").load(self.lake.table(name)).count()
+            for name in names
+            if _delta_exists(self.spark, self.lake.table(name))
+        }
+
+    def gold_snapshot(self, limit: int = 12) -> dict[str, list[dict[str, object]]]:
+        """The newest complete window of each gold table, and the cars' state summed up (for --console)."""
+        views: dict[str, list[dict[str, object]]] = {}
+        for name, order in (
+            ("speed_by_model", F.desc("max_speed")),
+            ("cars_by_color", F.desc("cars")),
+            ("alerts_per_minute", F.desc("alerts")),
+        ):
+            path = self.lake.table(f"gold/{name}")
+            if not _delta_exists(self.spark, path):
+                continue
+            table = self.spark.read.format("delta").load(path)
+            newest = table.agg(F.max("window_start")).first()
+            if newest is None or newest[0] is None:
+                views[f"gold/{name}"] = []
+                continue
+            recent = table.where(F.col("window_start") == newest[0]).drop("window_end").orderBy(order).limit(limit)
+            views[f"gold/{name}"] = [r.asDict() for r in recent.collect()]
+        path = self.lake.table("gold/car_state")
+        if _delta_exists(self.spark, path):
+            state = self.spark.read.format("delta").load(path)
+            summary = state.agg(
+                F.count("*").alias("cars"),
+                F.sum(F.col("alerting").cast("int")).alias("alerting"),
+                F.max("speed").alias("top_speed"),
+                F.timestamp_millis(F.max("event_time")).alias("newest_event"),
+            )
+            views["gold/car_state"] = [r.asDict() for r in summary.collect()]
+        return views
 
     # --- tables ------------------------------------------------------------------------------
     def create_tables(self) -> None:

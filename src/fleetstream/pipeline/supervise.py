@@ -1,0 +1,106 @@
+"""Watching running queries: a live table on a terminal (log lines otherwise), the status file the
+dashboard reads, optional gold snapshots (``--console``), and a clean stop on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pyspark.sql.streaming.query import StreamingQuery
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from fleetstream.pipeline.monitor import QueryHealth, summarize, write_status
+
+log = logging.getLogger("fleetstream")
+
+
+def health(query: StreamingQuery) -> QueryHealth:
+    failure = query.exception()
+    progress = query.lastProgress or {"name": query.name, "batchId": -1}
+    if failure is not None:
+        return summarize(progress, state="failed", error=str(failure).splitlines()[0][:500])
+    return summarize(progress, state="running" if query.isActive else "stopped")
+
+
+def health_table(rows: list[QueryHealth]) -> Table:
+    table = Table(title="fleetstream stream", title_justify="left")
+    for column in ("query", "batch", "in rows/s", "processed rows/s", "batch ms", "lag", "watermark", "state"):
+        table.add_column(column, justify="left" if column in ("query", "watermark", "state") else "right")
+    for h in rows:
+        lag = "-" if h.lag is None else f"{h.lag:,} {h.lag_unit}"
+        table.add_row(
+            h.name, str(h.batch), f"{h.input_per_s:,.0f}", f"{h.processed_per_s:,.0f}", f"{h.batch_ms:,}", lag,
+            (h.watermark or "-").replace("T", " ").replace(".000Z", "Z"), h.state,
+        )  # fmt: skip
+    return table
+
+
+def rows_table(title: str, rows: list[dict[str, object]]) -> Table:
+    """A small table of records (the gold snapshots printed by ``--console``)."""
+    table = Table(title=title, title_justify="left")
+    for column in rows[0] if rows else ["(no rows yet)"]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row.values()])
+    return table
+
+
+def supervise(
+    queries: list[StreamingQuery],
+    status_path: Path,
+    console: Console,
+    interval_s: float = 2.0,
+    log_every_s: float = 10.0,
+    snapshot: Callable[[], list[Table]] | None = None,
+    snapshot_every_s: float = 10.0,
+) -> int:
+    """Until Ctrl-C/SIGTERM or a query fails: refresh the display and the status file. Then stop
+    every query and return the exit code (0 on a requested stop, 1 when a query failed)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    live = Live(console=console, refresh_per_second=1, transient=True) if console.is_terminal else None
+    last_log = last_snapshot = time.monotonic()
+    code = 0
+    try:
+        if live is not None:
+            live.__enter__()
+        while not stop.wait(interval_s):
+            rows = [health(q) for q in queries]
+            write_status(status_path, rows, time.time())
+            failed = [h for h in rows if h.state == "failed"]
+            if failed:
+                for h in failed:
+                    log.error("query %s failed: %s", h.name, h.error)
+                code = 1
+                break
+            now = time.monotonic()
+            if snapshot is not None and now - last_snapshot >= snapshot_every_s:
+                last_snapshot = now
+                for table in snapshot():
+                    console.print(table)
+            if live is not None:
+                live.update(health_table(rows))
+            elif now - last_log >= log_every_s:
+                last_log = now
+                for h in rows:
+                    log.info(
+                        "%s: batch %d, %.0f rows/s in, %.0f rows/s processed, batch %d ms, lag %s",
+                        h.name, h.batch, h.input_per_s, h.processed_per_s, h.batch_ms,
+                        "-" if h.lag is None else f"{h.lag} {h.lag_unit}",
+                    )  # fmt: skip
+    finally:
+        if live is not None:
+            live.__exit__(None, None, None)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("stopping %d queries", len(queries))
+        for query in queries:
+            query.stop()
+        write_status(status_path, [health(q) for q in queries], time.time())
+    return code
