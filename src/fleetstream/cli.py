@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -555,6 +556,14 @@ def stream(
             min=1, envvar="FLEETSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER", help="Cap on Kafka records per bronze batch."
         ),
     ] = None,
+    alerts_mode: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETSTREAM_STREAM_ALERTS_MODE",
+            help="microbatch: alert-data from the alerts query; realtime: from a Spark real-time query "
+            "reading Kafka directly (lower latency, trade-offs in docs/rules.md).",
+        ),
+    ] = "microbatch",
     show_gold: Annotated[
         bool,
         typer.Option(
@@ -570,7 +579,7 @@ def stream(
     """
     from fleetstream.config import SparkSettings
     from fleetstream.pipeline.session import spark_session
-    from fleetstream.pipeline.stream import QUERIES, Pipeline
+    from fleetstream.pipeline.stream import ALERT_MODES, QUERIES, Pipeline
 
     chosen = [q.strip() for q in only.split(",") if q.strip()]
     unknown = sorted(set(chosen) - set(QUERIES))
@@ -578,6 +587,12 @@ def stream(
         raise typer.BadParameter(f"unknown queries {unknown}; choose from {', '.join(QUERIES)}")
     try:
         settings = _settings()
+        if alerts_mode not in ALERT_MODES:
+            raise typer.BadParameter(f"--alerts-mode {alerts_mode!r}: choose {' or '.join(ALERT_MODES)}")
+        if not master and alerts_mode == "realtime" and settings.spark.master == "local[*]":
+            # real-time mode runs one long task per Kafka partition at once, besides the other queries
+            master = f"local[{max(os.cpu_count() or 2, settings.kafka.partitions + 2)}]"
+            log.info("real-time alerts: Spark master %s (a task slot for every Kafka partition)", master)
         if master:
             settings = settings.model_copy(
                 update={"spark": SparkSettings(master=master, driver_memory=settings.spark.driver_memory)}

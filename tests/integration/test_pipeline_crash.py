@@ -24,7 +24,6 @@ from fleetstream.sim.runner import SimOptions, Simulation
 
 pytestmark = pytest.mark.integration
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
-RULE_OF_FAULT = {"overspeed": "overspeed", "over_rev": "engine_stress", "wrong_gear": "gear_mismatch"}
 
 
 def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: Settings, tmp_path: Path) -> None:
@@ -87,11 +86,6 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
     assert duplicates.count() == simulation.ground_truth.counts()["duplicate"]
     fired = spark.read.format("delta").load(str(lake / "silver" / "alerts"))
     assert fired.select("alert_id").distinct().count() == fired.count()
-    expected = {
-        (event_id, RULE_OF_FAULT[e.fault])
-        for e in simulation.ground_truth.episodes
-        if e.fault in RULE_OF_FAULT
-        for event_id in e.event_ids
-    }
+    expected = simulation.ground_truth.expected_alerts()
     assert {(r["event_id"], r["rule"]) for r in fired.select("event_id", "rule").collect()} == expected
     assert fired.where(F.col("rule").isNull()).count() == 0

@@ -24,7 +24,6 @@ from fleetstream.sim.runner import SimOptions, SimStats, Simulation
 
 pytestmark = pytest.mark.integration
 CARS, SECONDS, SEED = 40, 1500, 77
-RULE_OF_FAULT = {"overspeed": "overspeed", "over_rev": "engine_stress", "wrong_gear": "gear_mismatch"}
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +88,7 @@ def test_every_bronze_row_is_accounted_for(run) -> None:  # type: ignore[no-unty
 
 def test_alerts_equal_the_ground_truth(run) -> None:  # type: ignore[no-untyped-def]
     settings, simulation, _, spark = run
-    expected = {
-        (event_id, RULE_OF_FAULT[e.fault])
-        for e in simulation.ground_truth.episodes
-        if e.fault in RULE_OF_FAULT
-        for event_id in e.event_ids
-    }
+    expected = simulation.ground_truth.expected_alerts()
     got = {
         (r["event_id"], r["rule"]) for r in table(spark, settings, "silver/alerts").select("event_id", "rule").collect()
     }

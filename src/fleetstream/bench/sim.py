@@ -161,11 +161,12 @@ def report(measures: list[Measure], cars: int, ticks: int, repeat: int) -> str:
 
 
 def write_report(section: str, path: Path) -> None:
-    """Replace the simulator section of docs/benchmarks.md (or add it)."""
+    """Replace a section of docs/benchmarks.md (or add it); its first and last lines are its markers."""
+    begin, end = section.splitlines()[0], section.splitlines()[-1]
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        tail = rest.split(MARK_END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + section + tail
     else:
         text = text.rstrip() + "\n\n" + section + "\n"

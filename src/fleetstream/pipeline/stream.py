@@ -34,6 +34,7 @@ from fleetstream.rules.engine import Rule, alerts, load_rules
 
 log = logging.getLogger(__name__)
 QUERIES = ("bronze", "silver", "alerts", "gold")
+ALERT_MODES = ("microbatch", "realtime")  # who publishes alert-data: the micro-batch query, or a real-time one
 WATERMARK = "10 minutes"
 DEDUP_WINDOW_MS = 10 * 60 * 1000  # a copy of an event up to this far apart in event time is a duplicate
 
@@ -71,8 +72,11 @@ class DimsCache:
         with self._lock:
             if self._frame is None or time.monotonic() - self._loaded > self.refresh_s:
                 try:
-                    frame = car_dimension(read_dims(self.spark, self.location)).cache()
-                    cars = frame.count()  # load now: a lazy cache would read files changed after this point
+                    # Read now, into the driver: a frame over the files would read them again later,
+                    # when they may have changed or gone. The dimension is small (one row per car).
+                    loaded = car_dimension(read_dims(self.spark, self.location))
+                    frame = self.spark.createDataFrame(loaded.collect(), loaded.schema).cache()
+                    cars = frame.count()
                 except Exception as exc:  # Spark raises many kinds (analysis, IO, parse)
                     if self._frame is None:
                         raise
@@ -122,6 +126,7 @@ class Pipeline:
         max_offsets: int | None = None,
         bronze_from: str | None = None,
         publish: bool = True,
+        alerts_mode: str = "microbatch",
     ) -> None:
         self.spark = spark
         self.max_offsets = max_offsets
@@ -130,6 +135,9 @@ class Pipeline:
         self.rules = rules or load_rules()
         self.dims = DimsCache(spark, settings.lake.dims, settings.lake.dims_refresh_s)
         self.publish = publish
+        if alerts_mode not in ALERT_MODES:
+            raise FleetstreamError(f"alerts mode {alerts_mode!r}: choose {' or '.join(ALERT_MODES)}")
+        self.alerts_mode = alerts_mode
         self.topics = settings.kafka.topics
 
     # --- bronze ------------------------------------------------------------------------------
@@ -215,7 +223,7 @@ class Pipeline:
     def process_alerts(self, batch: DataFrame, batch_id: int) -> None:
         fired = alerts(batch, self.rules).persist()
         _append_delta(fired, self.lake.table("silver/alerts"), "alerts", batch_id)
-        if self.publish:
+        if self.publish and self.alerts_mode == "microbatch":
             _write_kafka(T.alert_messages(fired, self.topics.alerts), self.settings)
         fired.unpersist()
 
@@ -228,6 +236,36 @@ class Pipeline:
             .foreachBatch(self.process_alerts),
             trigger,
             None,
+        )
+
+    def alerts_realtime(self, checkpoint_every: str = "1 minute") -> StreamingQuery:
+        """The stateless alert path in Spark's real-time mode: Kafka sensors -> validate -> join the
+        broadcast car dimension -> rules -> Kafka alert-data, record by record.
+
+        It starts at the latest offsets on its first run (a new alerting path does not replay
+        history), then resumes from its checkpoint. What it gives up against micro-batch is in
+        docs/rules.md: no dedup against silver, dims fixed at start, Kafka only (Delta alerts stay
+        with the micro-batch query).
+        """
+        source = (
+            self.spark.readStream.format("kafka")
+            .options(**_kafka_options(self.settings))
+            .option("subscribe", self.topics.sensors)
+            .option("startingOffsets", "latest")
+            .option("failOnDataLoss", "false")
+            .load()
+        )
+        checked = T.check_telemetry(T.to_bronze(source), self.dims.get()).where(F.col("reason").isNull())
+        wall_clock = F.timestamp_millis(F.expr("reflect('java.lang.System', 'currentTimeMillis')").cast("long"))
+        fired = alerts(checked, self.rules, detected_at=wall_clock)
+        return _start(
+            T.alert_messages(fired, self.topics.alerts)
+            .writeStream.format("kafka")
+            .queryName("alerts_realtime")
+            .options(**_kafka_options(self.settings))
+            .option("checkpointLocation", self.lake.checkpoint("alerts_realtime"))
+            .outputMode("update"),
+            {"realTime": checkpoint_every},
         )
 
     # --- gold --------------------------------------------------------------------------------
@@ -370,6 +408,8 @@ class Pipeline:
                 continue
             started = getattr(self, name)(trigger)
             queries.extend(started if isinstance(started, list) else [started])
+            if name == "alerts" and self.alerts_mode == "realtime":
+                queries.append(self.alerts_realtime())
         return queries
 
     def run_available_now(self, only: Iterable[str], on_query: Callable[[str], None] | None = None) -> None:

@@ -24,7 +24,7 @@ from fleetstream.rules.gear import STOP_KMH
 from fleetstream.rules.limits import LIMITS
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -80,8 +80,11 @@ def load_rules(path: Path | None = None) -> list[Rule]:
     return rules
 
 
-def alerts(silver: DataFrame, rules: list[Rule]) -> DataFrame:
-    """One row per (event, rule that fires), in a single pass over ``silver``."""
+def alerts(silver: DataFrame, rules: list[Rule], detected_at: Column | None = None) -> DataFrame:
+    """One row per (event, rule that fires), in a single pass over ``silver``.
+
+    ``detected_at`` defaults to the micro-batch's time; real-time mode passes a per-row clock.
+    """
     from pyspark.sql import functions as F
 
     fired = F.array(
@@ -109,5 +112,5 @@ def alerts(silver: DataFrame, rules: list[Rule]) -> DataFrame:
         "color",
         *ALERT_VALUE_COLUMNS,
         "event_time",
-        F.current_timestamp().alias("detected_at"),
+        (F.current_timestamp() if detected_at is None else detected_at).alias("detected_at"),
     )

@@ -96,6 +96,9 @@ class BadRecord:
     detail: str = ""
 
 
+RULE_OF_FAULT = {"overspeed": "overspeed", "over_rev": "engine_stress", "wrong_gear": "gear_mismatch"}
+
+
 class GroundTruth:
     """Collects episodes and bad records; writes them as JSON lines."""
 
@@ -115,6 +118,16 @@ class GroundTruth:
         for b in self.bad_records:
             out[b.defect] += 1
         return out
+
+    def expected_alerts(self) -> set[tuple[str, str]]:
+        """(event_id, rule) of every alert the default rules must raise: one per event of a fault episode
+        whose fault one of them detects (overheat and sensor faults have no default rule)."""
+        return {
+            (event_id, RULE_OF_FAULT[e.fault])
+            for e in self.episodes
+            if e.fault in RULE_OF_FAULT
+            for event_id in e.event_ids
+        }
 
     def write(self, handle: IO[str]) -> None:
         for e in self.episodes:
