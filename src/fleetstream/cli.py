@@ -491,6 +491,45 @@ def bench_sim(
         console.print(f"updated {write}")
 
 
+@bench_app.command("pipeline")
+def bench_pipeline(
+    repeat: Annotated[int, typer.Option(min=1, help="Throughput runs; the median is reported.")] = 3,
+    cars: Annotated[int, typer.Option(min=1, help="Fleet size of the throughput backlog.")] = 1000,
+    seconds: Annotated[int, typer.Option(min=10, help="Simulated seconds of backlog (cars x seconds events).")] = 300,
+    max_offsets: Annotated[int, typer.Option(min=1000, help="Kafka records per bronze batch at most.")] = 200_000,
+    rate: Annotated[int, typer.Option(min=100, help="Input rate (events/s) of the latency runs.")] = 5000,
+    latency_seconds: Annotated[int, typer.Option(min=10, help="Measured seconds of each latency run.")] = 60,
+    trigger_seconds: Annotated[float, typer.Option(min=0, help="Micro-batch interval of the latency run.")] = 0.5,
+    write: Annotated[Path | None, typer.Option(help="Markdown file whose pipeline section is replaced.")] = Path(
+        "docs/benchmarks.md"
+    ),
+) -> None:
+    """Pipeline throughput (a backlog through bronze, silver, alerts and gold) and event-to-alert
+    latency at a fixed rate, micro-batch and real-time. Needs the stack: `fleetstream up --detach`."""
+    from fleetstream.bench import pipeline as bench
+    from fleetstream.bench.sim import machine, write_report
+
+    try:
+        settings = _settings()
+        if broker_count(settings.kafka, timeout=5) == 0:
+            raise FleetstreamError(
+                f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
+            )
+        with console.status("benchmarking the pipeline (several minutes)..."):
+            results = bench.run(settings, repeat, cars, seconds, max_offsets, rate, latency_seconds, trigger_seconds)
+    except (FleetstreamError, RuntimeError) as exc:
+        raise _fail(FleetstreamError(str(exc))) from None
+    section = bench.report(results, machine())
+    out.print(section)
+    if write is not None:
+        write_report(section, write)
+        console.print(f"updated {write}")
+    wrong = [r.measure for r in results if not r.correct]
+    if wrong:
+        console.print(f"[bold red]alert sets differ from the ground truth:[/] {wrong}")
+        raise typer.Exit(1)
+
+
 @app.command("run")
 def run_all(
     cars: Annotated[int, typer.Option(min=1, envvar="FLEETSTREAM_SIM_CARS", help="Simulated cars.")] = 50,
@@ -564,6 +603,10 @@ def stream(
             "reading Kafka directly (lower latency, trade-offs in docs/rules.md).",
         ),
     ] = "microbatch",
+    rules: Annotated[
+        Path | None,
+        typer.Option(envvar="FLEETSTREAM_RULES", help="Rules YAML; default: the built-in rules (docs/rules.md)."),
+    ] = None,
     show_gold: Annotated[
         bool,
         typer.Option(
@@ -597,6 +640,9 @@ def stream(
             settings = settings.model_copy(
                 update={"spark": SparkSettings(master=master, driver_memory=settings.spark.driver_memory)}
             )
+        from fleetstream.rules.engine import load_rules
+
+        chosen_rules = load_rules(rules) if rules else None
         if broker_count(settings.kafka, timeout=5) == 0:
             raise FleetstreamError(
                 f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
@@ -605,7 +651,9 @@ def stream(
     except FleetstreamError as exc:
         raise _fail(exc) from None
     spark.sparkContext.setLogLevel("WARN")
-    pipeline = Pipeline(spark, settings, max_offsets=max_offsets_per_trigger)
+    pipeline = Pipeline(
+        spark, settings, rules=chosen_rules, max_offsets=max_offsets_per_trigger, alerts_mode=alerts_mode
+    )
     if available_now:
         began = time.monotonic()
         pipeline.run_available_now(chosen, lambda name: log.info("processing what is available: %s", name))

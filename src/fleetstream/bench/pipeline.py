@@ -238,7 +238,12 @@ def latency_worker(bootstrap: str, lake: str, mode: str, rate: int, seconds: int
     )  # fmt: skip
     simulation = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors))
     stats = simulation.run()
-    time.sleep(10)  # the last alerts
+    # the last alerts: until none has come for 10 s (at most 2 minutes)
+    seen, quiet_since, deadline = len(clock.samples), time.monotonic(), time.monotonic() + 120
+    while time.monotonic() - quiet_since < 10 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        if len(clock.samples) != seen:
+            seen, quiet_since = len(clock.samples), time.monotonic()
     clock.stop.set()
     clock.join()
     failed = [str(q.exception()) for q in queries if q.exception()]
@@ -339,8 +344,9 @@ def report(results: list[Result], machine: str) -> str:
     for r in throughput + latency:
         lat = [f"{r.latency_ms[k]:,.0f}" if r.latency_ms else "-" for k in ("p50", "p95", "p99")]
         rss = f"{r.peak_rss_mib:,.0f} MiB" if r.peak_rss_mib else "-"
+        flag = "" if r.correct else " **(wrong alerts)**"
         lines.append(
-            f"| {r.measure} | {r.rate:,.0f} | {' | '.join(lat)} | {r.alerts_got:,} / {r.alerts_expected:,} "
+            f"| {r.measure}{flag} | {r.rate:,.0f} | {' | '.join(lat)} | {r.alerts_got:,} / {r.alerts_expected:,} "
             f"| {r.precision:.3f} | {r.recall:.3f} | {rss} |"
         )
     if rates:

@@ -100,6 +100,9 @@ def supervise(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("stopping %d queries", len(queries))
+        if code == 0 and queries:
+            # A stop cancels the running tasks (a real-time query's always); Spark logs that as errors.
+            queries[0].sparkSession.sparkContext.setLogLevel("FATAL")
         for query in queries:
             query.stop()
         write_status(status_path, [health(q) for q in queries], time.time())
