@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pyspark.sql import SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 from rich.console import Console
 from rich.live import Live
@@ -100,9 +101,10 @@ def supervise(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("stopping %d queries", len(queries))
-        if code == 0 and queries:
+        active = SparkSession.getActiveSession()
+        if code == 0 and active is not None:
             # A stop cancels the running tasks (a real-time query's always); Spark logs that as errors.
-            queries[0].sparkSession.sparkContext.setLogLevel("FATAL")
+            active.sparkContext.setLogLevel("FATAL")
         for query in queries:
             query.stop()
         write_status(status_path, [health(q) for q in queries], time.time())
