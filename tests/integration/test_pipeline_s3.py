@@ -18,7 +18,7 @@ from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
 from fleetstream.sim.runner import SimOptions, Simulation
 
 pytestmark = pytest.mark.integration
-CARS, SEED = 20, 31
+CARS, SEED = 15, 31
 
 
 def test_bronze_to_gold_on_s3a(stack_settings: Settings) -> None:
@@ -34,7 +34,7 @@ def test_bronze_to_gold_on_s3a(stack_settings: Settings) -> None:
     ensure_topics(settings.kafka, topics.all())
     publish(settings, settings.lake.dims, generate_cars(CARS, SEED))
     options = SimOptions(
-        cars=CARS, fast=True, duration=300, seed=SEED, faults=FAULT_PRESETS["heavy"],
+        cars=CARS, fast=True, duration=1000, seed=SEED, faults=FAULT_PRESETS["heavy"],
         bad_data=BAD_DATA_PRESETS["default"],
     )  # fmt: skip
     simulation = Simulation(options, KafkaSink(settings.kafka, topics.sensors))
@@ -49,7 +49,7 @@ def test_bronze_to_gold_on_s3a(stack_settings: Settings) -> None:
     fired = spark.read.format("delta").load(f"{root}/silver/alerts").select("event_id", "rule").collect()
     assert {(r["event_id"], r["rule"]) for r in fired} == simulation.ground_truth.expected_alerts()
     assert counts["gold/car_state"] == CARS
-    assert counts["gold/speed_by_model"] > 0
+    assert counts["gold/speed_by_model"] > 0  # windows the watermark (10 min behind) has closed
     # the tables are really in the bucket, with their Delta logs
     bucket = seaweedfs.client(settings).list_objects_v2(
         Bucket=stack_settings.s3.bucket, Prefix=f"lake-{suffix}/silver/telemetry/_delta_log/"
