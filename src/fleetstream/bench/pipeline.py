@@ -230,7 +230,12 @@ def latency_worker(bootstrap: str, lake: str, mode: str, rate: int, seconds: int
     clock = AlertClock(settings.kafka, settings.kafka.topics.alerts)
     clock.start()
     clock.ready.wait(30)
-    time.sleep(15)  # the queries' first (empty) batches, the real-time query's tasks scheduled
+    # warm: every micro-batch query has finished its first (empty) batch; the real-time query's
+    # tasks get a few seconds to be scheduled (it reports progress only at its checkpoint interval)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and any(q.lastProgress is None for q in queries if q.name != "alerts_realtime"):
+        time.sleep(1)
+    time.sleep(5)
     warmup_s = 10
     options = SimOptions(
         cars=rate, rate=1.0, duration=seconds + warmup_s, seed=11, faults=FAULT_PRESETS["heavy"],
@@ -238,9 +243,9 @@ def latency_worker(bootstrap: str, lake: str, mode: str, rate: int, seconds: int
     )  # fmt: skip
     simulation = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors))
     stats = simulation.run()
-    # the last alerts: until none has come for 10 s (at most 2 minutes)
-    seen, quiet_since, deadline = len(clock.samples), time.monotonic(), time.monotonic() + 120
-    while time.monotonic() - quiet_since < 10 and time.monotonic() < deadline:
+    # the last alerts: until none has come for 10 s after the last one (at most 3 minutes)
+    seen, quiet_since, deadline = len(clock.samples), time.monotonic(), time.monotonic() + 180
+    while (not seen or time.monotonic() - quiet_since < 10) and time.monotonic() < deadline:
         time.sleep(0.5)
         if len(clock.samples) != seen:
             seen, quiet_since = len(clock.samples), time.monotonic()

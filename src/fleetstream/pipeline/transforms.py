@@ -68,9 +68,14 @@ def with_event_time(df: DataFrame) -> DataFrame:
     )
 
 
+def parse_bronze(bronze: DataFrame) -> DataFrame:
+    """Parse and validate bronze rows: every row stays, ``reason`` is null on the good ones."""
+    return with_event_time(parse_telemetry(bronze_for_parsing(bronze)))
+
+
 def check_telemetry(bronze: DataFrame, cars: DataFrame) -> DataFrame:
     """Parse, validate and enrich bronze rows: every row stays, ``reason`` is null on the good ones."""
-    return enrich(with_event_time(parse_telemetry(bronze_for_parsing(bronze))), cars)
+    return enrich(parse_bronze(bronze), cars)
 
 
 def mark_copies(valid: DataFrame, seen: DataFrame | None = None) -> DataFrame:
