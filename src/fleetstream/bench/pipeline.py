@@ -354,6 +354,12 @@ def report(results: list[Result], machine: str) -> str:
             f"| {r.measure}{flag} | {r.rate:,.0f} | {' | '.join(lat)} | {r.alerts_got:,} / {r.alerts_expected:,} "
             f"| {r.precision:.3f} | {r.recall:.3f} | {rss} |"
         )
+    lines += [
+        "",
+        "Latency rows count the alerts readable on `alert-data` until none has come for 10 s after "
+        "the input stopped (at most 3 minutes): a recall below 1 there means the pipeline had not "
+        "caught up, a precision below 1 that it raised alerts the ground truth does not imply.",
+    ]
     if rates:
         lines += [
             "",
