@@ -48,6 +48,10 @@ app.add_typer(reference_app, name="reference")
 
 log = logging.getLogger("fleetstream")
 console = Console(stderr=True)
+RulesFile = Annotated[
+    Path | None,
+    typer.Option(envvar="FLEETSTREAM_RULES", help="Rules YAML; default: the built-in rules (docs/rules.md)."),
+]
 out = Console()
 
 
@@ -603,10 +607,7 @@ def stream(
             "reading Kafka directly (lower latency, trade-offs in docs/rules.md).",
         ),
     ] = "microbatch",
-    rules: Annotated[
-        Path | None,
-        typer.Option(envvar="FLEETSTREAM_RULES", help="Rules YAML; default: the built-in rules (docs/rules.md)."),
-    ] = None,
+    rules: RulesFile = None,
     show_gold: Annotated[
         bool,
         typer.Option(
@@ -688,10 +689,7 @@ def replay(
             help="Lake root for the rebuilt tables (folder or s3a://); default: <lake>/replays/<UTC time>.",
         ),
     ] = None,
-    rules: Annotated[
-        Path | None,
-        typer.Option(envvar="FLEETSTREAM_RULES", help="Rules YAML; default: the built-in rules (docs/rules.md)."),
-    ] = None,
+    rules: RulesFile = None,
     publish: Annotated[
         bool,
         typer.Option(

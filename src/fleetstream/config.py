@@ -37,6 +37,14 @@ class TopicNames(_Frozen):
         """Every topic name, in a stable order."""
         return [self.sensors, self.enriched, self.alerts, self.dlq, self.commands]
 
+    def tagged(self, suffix: str, prefix: str = "") -> TopicNames:
+        """The same topics renamed ``<prefix><name>-<suffix>``: a private set for a test or a benchmark.
+
+        >>> TopicNames().tagged("x1", "bench-").alerts
+        'bench-alert-data-x1'
+        """
+        return TopicNames(**{k: f"{prefix}{v}-{suffix}" for k, v in self.model_dump().items()})
+
 
 class KafkaSettings(_Frozen):
     """The event bus: the local broker that `fleetstream up` runs, or any Kafka cluster.

@@ -31,7 +31,7 @@ CARS, SEED = 30, 23
 
 def test_realtime_alerts_equal_the_ground_truth(stack_settings: Settings, tmp_path: Path) -> None:
     suffix = uuid.uuid4().hex[:8]
-    topics = TopicNames(**{name: f"{value}-{suffix}" for name, value in TopicNames().model_dump().items()})
+    topics = TopicNames().tagged(suffix)
     kafka = KafkaSettings(**{**stack_settings.kafka.model_dump(), "topics": topics})
     settings = stack_settings.model_copy(update={"kafka": kafka})
     ensure_topics(kafka, topics.all())

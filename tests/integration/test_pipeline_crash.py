@@ -28,7 +28,7 @@ FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
 
 def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: Settings, tmp_path: Path) -> None:
     suffix = uuid.uuid4().hex[:8]
-    topics = TopicNames(**{name: f"{value}-{suffix}" for name, value in TopicNames().model_dump().items()})
+    topics = TopicNames().tagged(suffix)
     lake = tmp_path / "lake"
     settings = stack_settings.model_copy(
         update={

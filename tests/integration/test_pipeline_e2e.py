@@ -31,7 +31,7 @@ def run(
     stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Settings, Simulation, SimStats, SparkSession]:
     suffix = uuid.uuid4().hex[:8]
-    topics = TopicNames(**{name: f"{value}-{suffix}" for name, value in TopicNames().model_dump().items()})
+    topics = TopicNames().tagged(suffix)
     settings = stack_settings.model_copy(
         update={
             "kafka": KafkaSettings(**{**stack_settings.kafka.model_dump(), "topics": topics}),

@@ -23,7 +23,7 @@ CARS, SEED = 15, 31
 
 def test_bronze_to_gold_on_s3a(stack_settings: Settings) -> None:
     suffix = uuid.uuid4().hex[:8]
-    topics = TopicNames(**{name: f"{value}-{suffix}" for name, value in TopicNames().model_dump().items()})
+    topics = TopicNames().tagged(suffix)
     root = f"s3a://{stack_settings.s3.bucket}/lake-{suffix}"
     settings = stack_settings.model_copy(
         update={

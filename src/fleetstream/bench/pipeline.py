@@ -74,7 +74,7 @@ class Result:
 def _settings(bootstrap: str, lake: str, master: str | None = None) -> Settings:
     base = Settings()
     suffix = uuid.uuid4().hex[:8]
-    topics = TopicNames(**{name: f"bench-{value}-{suffix}" for name, value in TopicNames().model_dump().items()})
+    topics = TopicNames().tagged(suffix, "bench-")
     update: dict[str, Any] = {
         "kafka": KafkaSettings(**{**base.kafka.model_dump(), "bootstrap_servers": bootstrap, "topics": topics}),
         "lake": LakeSettings(root=lake),

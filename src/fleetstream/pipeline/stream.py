@@ -156,17 +156,15 @@ class Pipeline:
         self.alerts_mode = alerts_mode
         self.topics = settings.kafka.topics
 
+    def _sensors(self, **options: str) -> DataFrame:
+        """The sensors-sample topic as a stream, with the given Kafka source options."""
+        reader = self.spark.readStream.format("kafka").options(**_kafka_options(self.settings))
+        return reader.option("subscribe", self.topics.sensors).options(**options).load()
+
     # --- bronze ------------------------------------------------------------------------------
     def bronze(self, trigger: Trigger) -> StreamingQuery:
-        source = (
-            self.spark.readStream.format("kafka")
-            .options(**_kafka_options(self.settings))
-            .option("subscribe", self.topics.sensors)
-            .option("startingOffsets", "earliest")
-            .option("failOnDataLoss", "true")
-            .options(**({"maxOffsetsPerTrigger": str(self.max_offsets)} if self.max_offsets else {}))
-            .load()
-        )
+        cap = {"maxOffsetsPerTrigger": str(self.max_offsets)} if self.max_offsets else {}
+        source = self._sensors(startingOffsets="earliest", failOnDataLoss="true", **cap)
         return _start(
             T.to_bronze(source)
             .writeStream.format("delta")
@@ -272,14 +270,7 @@ class Pipeline:
         docs/rules.md: no dedup against silver, dims fixed at start, Kafka only (Delta alerts stay
         with the micro-batch query).
         """
-        source = (
-            self.spark.readStream.format("kafka")
-            .options(**_kafka_options(self.settings))
-            .option("subscribe", self.topics.sensors)
-            .option("startingOffsets", "latest")
-            .option("failOnDataLoss", "false")
-            .load()
-        )
+        source = self._sensors(startingOffsets="latest", failOnDataLoss="false")
         checked = T.check_telemetry(T.to_bronze(source), self.dims.get()).where(F.col("reason").isNull())
         wall_clock = F.timestamp_millis(F.expr("reflect('java.lang.System', 'currentTimeMillis')").cast("long"))
         fired = alerts(checked, self.rules, detected_at=wall_clock)
