@@ -243,7 +243,7 @@ def show_config() -> None:
     out.print_json(settings.model_dump_json())
 
 
-class SinkName(str, enum.Enum):
+class SinkName(enum.StrEnum):
     kafka = "kafka"
     jsonl = "jsonl"
     null = "null"
@@ -495,6 +495,43 @@ def bench_sim(
         console.print(f"updated {write}")
 
 
+@bench_app.command("dashboard")
+def bench_dashboard(
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Where the benchmark lake is written, kept for the next run [<cache_dir>/bench-dashboard]."),
+    ] = None,
+    repeat: Annotated[int, typer.Option(min=3, help="Refreshes timed per panel; the median is reported.")] = 20,
+    write: Annotated[Path | None, typer.Option(help="Markdown file whose dashboard section is replaced.")] = Path(
+        "docs/benchmarks.md"
+    ),
+) -> None:
+    """Dashboard panel refresh against a 1M-row gold and a 10M-row silver table, and first paint in Chromium.
+
+    Writes the tables once with delta-rs under --workdir (about 1 GB); needs the stack for the
+    page's Kafka feeds: `fleetstream up --detach`.
+    """
+    from fleetstream.bench import dashboard as bench
+    from fleetstream.bench.sim import machine, write_report
+
+    try:
+        settings = _settings()
+        if broker_count(settings.kafka, timeout=5) == 0:
+            raise FleetstreamError(
+                f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
+            )
+        with console.status("benchmarking the dashboard...") as status:
+            where = workdir or settings.cache_dir / "bench-dashboard"
+            timings, paint = bench.run(settings, where, repeat, lambda what: status.update(f"writing {what}"))
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    section = bench.report(timings, paint, machine())
+    out.print(section)
+    if write is not None:
+        write_report(section, write)
+        console.print(f"updated {write}")
+
+
 @bench_app.command("pipeline")
 def bench_pipeline(
     repeat: Annotated[int, typer.Option(min=1, help="Throughput runs; the median is reported.")] = 3,
@@ -548,8 +585,15 @@ def run_all(
         bool,
         typer.Option("--stream/--no-stream", envvar="FLEETSTREAM_RUN_STREAM", help="Also run the Spark pipeline."),
     ] = True,
+    with_dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard/--no-dashboard", envvar="FLEETSTREAM_RUN_DASHBOARD", help="Also serve the dashboard."
+        ),
+    ] = True,
 ) -> None:
-    """Everything, in the foreground: the local stack, the reference data, the simulator, the pipeline.
+    """Everything, in the foreground: the local stack, the reference data, the simulator, the pipeline
+    and the dashboard (its address is printed).
 
     Ctrl-C stops it all. This is what `make run` starts.
     """
@@ -568,6 +612,9 @@ def run_all(
         started = [stack.start_app(settings, "simulator", simulate)]
         if with_stream:
             started.append(stack.start_app(settings, "stream", [sys.executable, "-m", "fleetstream", "stream"]))
+        if with_dashboard:
+            started.append(stack.start_app(settings, "dashboard", [sys.executable, "-m", "fleetstream", "dashboard"]))
+            console.print(f"dashboard: [bold]{settings.dashboard.url}[/]")
         return started
 
     _supervise_foreground(settings, services, start_simulator)
@@ -678,6 +725,38 @@ def stream(
         log.info("pipeline stopped")
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def dashboard(
+    host: Annotated[
+        str | None, typer.Option(envvar="FLEETSTREAM_DASHBOARD__HOST", help="Address to listen on [127.0.0.1].")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, envvar="FLEETSTREAM_DASHBOARD__PORT", help="Port to listen on [8501]."),
+    ] = None,
+) -> None:
+    """Serve the live dashboard: fleet overview, alerts, vehicle cockpit, pipeline health.
+
+    It reads the gold and silver tables with delta-rs (no Spark), alert-data and sensors-sample from
+    Kafka, and the stream's status file; the cockpit sends driver commands to the simulator. Panels
+    refresh by themselves every FLEETSTREAM_DASHBOARD__REFRESH_S seconds (2). Ctrl-C stops it.
+    """
+    from fleetstream.config import DashboardSettings
+    from fleetstream.dashboard import streamlit_argv
+
+    try:
+        settings = _settings()
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    chosen = DashboardSettings(
+        **{**settings.dashboard.model_dump(), **({"host": host} if host else {}), **({"port": port} if port else {})}
+    )
+    console.print(f"dashboard on [bold]{chosen.url}[/] (Ctrl-C stops it)")
+    env = {**os.environ, "FLEETSTREAM_DASHBOARD__HOST": chosen.host, "FLEETSTREAM_DASHBOARD__PORT": str(chosen.port)}
+    argv = streamlit_argv(chosen)
+    os.execve(argv[0], argv, env)  # noqa: S606 (argv is ours) Streamlit owns the process from here: its Ctrl-C handling, no orphan child
 
 
 @app.command()

@@ -135,6 +135,22 @@ class LakeSettings(_Frozen):
         return self.dims_location or f"{self.root.rstrip('/')}/dims"
 
 
+class DashboardSettings(_Frozen):
+    """The Streamlit dashboard: where it listens, how often panels refresh, the map's tiles."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8501, ge=1, le=65535)
+    refresh_s: float = Field(2.0, ge=0.5, le=60, description="panels re-read their data this often")
+    map_tiles: str | None = Field(
+        "https://basemaps.cartocdn.com/dark_all/{z}/{x}/{y}.png",
+        description="raster tile URL under the map; empty: a plain dark background (offline)",
+    )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
 class Settings(BaseSettings):
     """All of fleetstream's configuration."""
 
@@ -154,6 +170,7 @@ class Settings(BaseSettings):
     s3: S3Settings = S3Settings()
     spark: SparkSettings = SparkSettings()
     lake: LakeSettings = LakeSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @field_validator("state_dir", "cache_dir")
     @classmethod

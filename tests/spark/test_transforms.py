@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -15,7 +15,7 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
 
 
 def at(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
 
 
 def test_to_bronze_keeps_the_bytes_and_the_kafka_coordinates(spark: SparkSession) -> None:
@@ -108,6 +108,17 @@ def test_cars_by_color_counts_distinct_cars(spark: SparkSession) -> None:
     out = T.cars_by_color(silver(spark, rows)).where(F.col("window_start") == at(T0))
     got = {r["color"]: (r["cars"], r["events"]) for r in out.collect()}
     assert got == {"red": (2, 3), "blue": (1, 1)}
+
+
+def test_car_windows_keep_one_row_per_car_and_window(spark: SparkSession) -> None:
+    rows = [
+        ("1", "c1", "A/red", T0 + 1_000, 40.0),
+        ("2", "c1", "A/red", T0 + 2_000, 60.0),
+        ("3", "c2", "A/red", T0 + 3_000, 10.0),
+    ]
+    out = T.car_windows(silver(spark, rows)).where(F.col("window_start") == at(T0))
+    got = {r["car_id"]: (r["model"], r["color"], r["max_speed"], r["sum_speed"], r["events"]) for r in out.collect()}
+    assert got == {"c1": ("A", "red", 60.0, 100.0, 2), "c2": ("A", "red", 10.0, 10.0, 1)}
 
 
 def test_alerts_per_minute_are_tumbling_by_rule_color_and_model(spark: SparkSession) -> None:

@@ -6,6 +6,11 @@
 - alerts:  silver -> rules -> silver/alerts + alert-data
 - gold:    silver and alerts -> windowed KPIs and each car's latest state
 
+When silver runs in the same application as alerts (and gold), the alerts and each car's latest
+state are computed inside silver's micro-batch, from the rows it has just written: one read of the
+data and two streaming queries fewer. Started alone, alerts and the car state run as their own
+queries on the silver table, which is how they scale out to another application.
+
 Delta writes inside foreachBatch carry the batch id as a Delta transaction version, so a batch that
 is retried after a crash is not written twice. Kafka writes are at least once; their ids (event_id,
 alert_id) let consumers drop repeats.
@@ -155,6 +160,10 @@ class Pipeline:
             raise FleetstreamError(f"alerts mode {alerts_mode!r}: choose {' or '.join(ALERT_MODES)}")
         self.alerts_mode = alerts_mode
         self.topics = settings.kafka.topics
+        # Set by start(): when silver runs in this application, the alerts and the cars' latest
+        # state are computed inside silver's batch (no second read of silver, one query fewer).
+        self.fused_alerts = False
+        self.fused_state = False
 
     def _sensors(self, **options: str) -> DataFrame:
         """The sensors-sample topic as a stream, with the given Kafka source options."""
@@ -197,6 +206,14 @@ class Pipeline:
         later = marked.where(F.col("duplicate"))
         _append_delta(first, silver_path, "silver", batch_id, "event_date")
         clock.mark("silver")
+        fired = None
+        if self.fused_alerts or self.fused_state:
+            fired = alerts(first, self.rules).persist()
+        if self.fused_alerts and fired is not None:
+            _append_delta(fired, self.lake.table("silver/alerts"), "alerts-in-silver", batch_id)
+        if self.fused_state and fired is not None:
+            self._merge_car_state(first, fired)
+        clock.mark("alerts+state")
         if not quarantined.isEmpty():
             _append_delta(
                 quarantined, self.lake.table("quarantine/telemetry"), "quarantine", batch_id, "quarantine_date"
@@ -207,9 +224,13 @@ class Pipeline:
         messages = T.enriched_messages(first, self.topics.enriched).unionByName(
             T.dlq_messages(quarantined, self.topics.dlq)
         )
+        if self.fused_alerts and fired is not None and self.alerts_mode == "microbatch":
+            messages = messages.unionByName(T.alert_messages(fired, self.topics.alerts))
         if self.publish:
             _write_kafka(messages, self.settings)
         marked.unpersist()
+        if fired is not None:
+            fired.unpersist()
         clock.mark("kafka")
         clock.log()
 
@@ -287,41 +308,62 @@ class Pipeline:
     # --- gold --------------------------------------------------------------------------------
     def gold(self, trigger: Trigger) -> list[StreamingQuery]:
         silver = self.spark.readStream.format("delta").load(self.lake.table("silver/telemetry"))
-        silver = silver.withWatermark("event_ts", WATERMARK)
-        queries = []
-        for name, frame in (("speed_by_model", T.speed_by_model(silver)), ("cars_by_color", T.cars_by_color(silver))):
-            queries.append(self._gold_append(name, frame, trigger))
+        per_car = T.car_windows(silver.withWatermark("event_ts", WATERMARK))
+        queries = [
+            _start(
+                per_car.writeStream.queryName("gold_fleet")
+                .outputMode("append")
+                .option("checkpointLocation", self.lake.checkpoint("gold_fleet"))
+                .foreachBatch(self.process_fleet_windows),
+                trigger,
+            )
+        ]
         alerts_stream = self.spark.readStream.format("delta").load(self.lake.table("silver/alerts"))
         alerts_stream = alerts_stream.withColumn("event_ts", F.timestamp_millis("event_time")).withWatermark(
             "event_ts", WATERMARK
         )
-        queries.append(self._gold_append("alerts_per_minute", T.alerts_per_minute(alerts_stream), trigger))
         queries.append(
             _start(
-                self.spark.readStream.format("delta")
-                .load(self.lake.table("silver/telemetry"))
-                .writeStream.queryName("gold_car_state")
-                .option("checkpointLocation", self.lake.checkpoint("gold_car_state"))
-                .foreachBatch(self.process_car_state),
+                T.alerts_per_minute(alerts_stream)
+                .writeStream.format("delta")
+                .queryName("gold_alerts_per_minute")
+                .outputMode("append")
+                .option("checkpointLocation", self.lake.checkpoint("gold_alerts_per_minute")),
                 trigger,
+                self.lake.table("gold/alerts_per_minute"),
             )
         )
+        if not self.fused_state:
+            queries.append(
+                _start(
+                    self.spark.readStream.format("delta")
+                    .load(self.lake.table("silver/telemetry"))
+                    .writeStream.queryName("gold_car_state")
+                    .option("checkpointLocation", self.lake.checkpoint("gold_car_state"))
+                    .foreachBatch(self.process_car_state),
+                    trigger,
+                )
+            )
         return queries
 
-    def _gold_append(self, name: str, frame: DataFrame, trigger: Trigger) -> StreamingQuery:
-        return _start(
-            frame.writeStream.format("delta")
-            .queryName(f"gold_{name}")
-            .outputMode("append")
-            .option("checkpointLocation", self.lake.checkpoint(f"gold_{name}")),
-            trigger,
-            self.lake.table(f"gold/{name}"),
-        )
+    def process_fleet_windows(self, closed: DataFrame, batch_id: int) -> None:
+        """Windows the watermark has closed, one row per car: both fleet tables from them."""
+        closed = closed.persist()
+        for name, frame in (
+            ("speed_by_model", T.speed_by_model(closed, closed)),
+            ("cars_by_color", T.cars_by_color(closed, closed)),
+        ):
+            _append_delta(frame, self.lake.table(f"gold/{name}"), f"gold-{name}", batch_id)
+        closed.unpersist()
 
     def process_car_state(self, batch: DataFrame, batch_id: int) -> None:
+        self._merge_car_state(batch, alerts(batch, self.rules))
+
+    def _merge_car_state(self, silver: DataFrame, fired: DataFrame) -> None:
+        """Each car's latest report into gold/car_state (a merge: replays and retries are harmless)."""
         from delta.tables import DeltaTable
 
-        latest = T.latest_per_car(batch, alerts(batch, self.rules))
+        latest = T.latest_per_car(silver, fired)
         path = self.lake.table("gold/car_state")
         if not _delta_exists(self.spark, path):
             latest.write.format("delta").mode("append").save(path)
@@ -416,11 +458,21 @@ class Pipeline:
                 (writer.partitionBy(partition) if partition else writer).save(path)
 
     # --- running -----------------------------------------------------------------------------
+    def _fuse(self, only: Iterable[str]) -> list[str]:
+        """The queries to start: alerts and the cars' state ride in silver's batch when silver runs
+        here too (``--only alerts`` or ``--only gold`` in another application keep their own query)."""
+        chosen = [name for name in QUERIES if name in set(only)]
+        self.fused_alerts = "silver" in chosen and "alerts" in chosen
+        self.fused_state = "silver" in chosen and "gold" in chosen
+        return chosen
+
     def start(self, only: Iterable[str], trigger: Trigger) -> list[StreamingQuery]:
         self.create_tables()
         queries: list[StreamingQuery] = []
-        for name in QUERIES:
-            if name not in only:
+        for name in self._fuse(only):
+            if name == "alerts" and self.fused_alerts:
+                if self.alerts_mode == "realtime":
+                    queries.append(self.alerts_realtime())
                 continue
             started = getattr(self, name)(trigger)
             queries.extend(started if isinstance(started, list) else [started])
@@ -431,8 +483,8 @@ class Pipeline:
     def run_available_now(self, only: Iterable[str], on_query: Callable[[str], None] | None = None) -> None:
         """Process everything available, query after query in dependency order, then return."""
         self.create_tables()
-        for name in QUERIES:
-            if name not in only:
+        for name in self._fuse(only):
+            if name == "alerts" and self.fused_alerts:
                 continue
             if on_query:
                 on_query(name)

@@ -132,24 +132,36 @@ def alert_messages(alerts: DataFrame, topic: str) -> DataFrame:
 # --- gold ------------------------------------------------------------------------------------
 
 
-def speed_by_model(silver: DataFrame) -> DataFrame:
-    """15-minute windows sliding every minute: max and mean speed per model."""
+FLEET_WINDOW = ("15 minutes", "1 minute")  # length, slide
+
+
+def car_windows(silver: DataFrame) -> DataFrame:
+    """15-minute windows sliding every minute, one row per car: its model, color, top and summed
+    speed and its events. The one stateful aggregation behind both fleet tables below: a window is
+    closed for every car at the same watermark, so a streaming batch holds all of a window's cars."""
     return (
-        silver.groupBy(F.window("event_ts", "15 minutes", "1 minute").alias("window"), "model")
-        .agg(F.max("speed").alias("max_speed"), F.avg("speed").alias("avg_speed"), F.count("*").alias("events"))
+        silver.groupBy(F.window("event_ts", *FLEET_WINDOW).alias("window"), "car_id", "model", "color")
+        .agg(F.max("speed").alias("max_speed"), F.sum("speed").alias("sum_speed"), F.count("*").alias("events"))
         .select(F.col("window.start").alias("window_start"), F.col("window.end").alias("window_end"), "*")
         .drop("window")
     )
 
 
-def cars_by_color(silver: DataFrame) -> DataFrame:
-    """15-minute windows sliding every minute: distinct cars seen per color (exact: two aggregations)."""
-    per_car = silver.groupBy(F.window("event_ts", "15 minutes", "1 minute").alias("window"), "color", "car_id").count()
-    return (
-        per_car.groupBy("window", "color")
-        .agg(F.count("*").alias("cars"), F.sum("count").alias("events"))
-        .select(F.col("window.start").alias("window_start"), F.col("window.end").alias("window_end"), "*")
-        .drop("window")
+def speed_by_model(silver: DataFrame, per_car: DataFrame | None = None) -> DataFrame:
+    """15-minute windows sliding every minute: max and mean speed per model (from ``car_windows``)."""
+    cars = car_windows(silver) if per_car is None else per_car
+    return cars.groupBy("window_start", "window_end", "model").agg(
+        F.max("max_speed").alias("max_speed"),
+        (F.sum("sum_speed") / F.sum("events")).alias("avg_speed"),
+        F.sum("events").alias("events"),
+    )
+
+
+def cars_by_color(silver: DataFrame, per_car: DataFrame | None = None) -> DataFrame:
+    """15-minute windows sliding every minute: distinct cars seen per color (from ``car_windows``)."""
+    cars = car_windows(silver) if per_car is None else per_car
+    return cars.groupBy("window_start", "window_end", "color").agg(
+        F.count_distinct("car_id").alias("cars"), F.sum("events").alias("events")
     )
 
 

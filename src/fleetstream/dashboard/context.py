@@ -1,0 +1,91 @@
+"""What every page shares: settings, the Kafka feeds (one set per dashboard process), reading the
+lake and the pipeline's status without ever raising into the page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import streamlit as st
+from confluent_kafka import TopicPartition
+
+from fleetstream.config import Settings
+from fleetstream.dashboard import shape
+from fleetstream.dashboard.feeds import Feeds
+from fleetstream.ingest.kafka import make_consumer
+from fleetstream.pipeline.monitor import STATUS_FILE, read_status
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@st.cache_resource
+def settings() -> Settings:
+    return Settings()
+
+
+@st.cache_resource
+def feeds() -> Feeds:
+    return Feeds(settings().kafka)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def safely(what: str, read: Callable[[], T], default: T) -> T:
+    """Read something for a panel; on any failure log it, note it on the page, return ``default``.
+
+    The dashboard never crashes on a missing table, a store that is down or a half-written file."""
+    try:
+        return read()
+    except Exception as exc:  # delta-rs, object store, Kafka and Arrow each raise their own kinds
+        log.warning("%s: %s", what, exc)
+        st.caption(f":orange[{what} unavailable: {exc.__class__.__name__}]")
+        return default
+
+
+def health() -> shape.Health:
+    status = safely("pipeline status", lambda: read_status(settings().state_dir / STATUS_FILE), None)
+    return shape.pipeline_health(status, feeds().broker_up(), now())
+
+
+def banner() -> shape.Health:
+    """Show what is down, if anything, at the top of a page."""
+    state = health()
+    if state.banner:
+        st.error(state.banner, icon=":material/warning:")
+    return state
+
+
+@st.cache_resource
+def _offsets_consumer() -> object:
+    return make_consumer(settings().kafka, group_id="fleetstream-dashboard-offsets", log_level="0")
+
+
+def input_rate() -> float | None:
+    """Events/s into sensors-sample, from its end offsets at this refresh and the previous one."""
+
+    def messages() -> int:
+        consumer = _offsets_consumer()
+        topic = settings().kafka.topics.sensors
+        metadata = consumer.list_topics(topic, timeout=1.0)  # type: ignore[attr-defined]
+        partitions = metadata.topics[topic].partitions
+        ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=1.0)[1] for p in partitions]  # type: ignore[attr-defined]
+        return int(sum(ends))
+
+    if not feeds().broker_up():
+        return None
+    current = (time.monotonic(), safely("Kafka offsets", messages, -1))
+    if current[1] < 0:
+        return None
+    previous = st.session_state.get("_input_offsets")
+    st.session_state["_input_offsets"] = current
+    got = shape.rate(previous, current)
+    if got is None and (remembered := st.session_state.get("_input_rate")) is not None:
+        return float(remembered)
+    st.session_state["_input_rate"] = got
+    return got

@@ -1,0 +1,228 @@
+"""The dashboard's data shaping: pure functions from records and frames to what a panel shows.
+
+No Streamlit, Kafka or files here, so each is unit-tested on small inputs (tests/unit/test_dashboard_shape.py).
+Times are UTC; ``now`` is passed in, never read from the clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from fleetstream.pipeline.monitor import QueryHealth
+
+ACTIVE_S = 60  # a car that reported within this many seconds is active
+STATUS_STALE_S = 30  # a status file older than this means the pipeline is not running
+ENGINE_STRESS_RULE = "engine_stress"
+CRITICAL = "high"
+
+ALERT_SCHEMA = {
+    "alert_id": pl.String, "rule": pl.String, "severity": pl.String, "message": pl.String,
+    "event_id": pl.String, "car_id": pl.String, "model": pl.String, "color": pl.String,
+    "speed": pl.Float64, "rpm": pl.Float64, "gear": pl.Int64, "expected_gear": pl.Int64,
+    "coolant_temp": pl.Float64, "lat": pl.Float64, "lon": pl.Float64, "event_time": pl.Int64,
+}  # fmt: skip
+
+
+def alerts_frame(records: list[dict[str, Any]]) -> pl.DataFrame:
+    """Alert records (JSON from alert-data) as a frame with a fixed schema and ``event_ts``; newest first."""
+    rows = [{name: record.get(name) for name in ALERT_SCHEMA} for record in records]
+    frame = pl.DataFrame(rows, schema=ALERT_SCHEMA, strict=False)
+    return frame.with_columns(
+        pl.from_epoch("event_time", time_unit="ms").dt.replace_time_zone("UTC").alias("event_ts")
+    ).sort("event_time", descending=True)
+
+
+def filter_alerts(alerts: pl.DataFrame, **chosen: list[str] | None) -> pl.DataFrame:
+    """Keep the alerts whose column value is among the chosen ones (rule=[...], car_id=[...]; empty: all)."""
+    for column, values in chosen.items():
+        if values:
+            alerts = alerts.filter(pl.col(column).is_in(values))
+    return alerts
+
+
+def since(alerts: pl.DataFrame, now: dt.datetime, minutes: float) -> pl.DataFrame:
+    return alerts.filter(pl.col("event_ts") >= now - dt.timedelta(minutes=minutes))
+
+
+def alerts_per_minute(alerts: pl.DataFrame, now: dt.datetime, minutes: int = 30) -> pl.DataFrame:
+    """Alerts per event-time minute and rule over the last ``minutes``: minute, rule, alerts."""
+    recent = since(alerts, now, minutes)
+    return (
+        recent.group_by(pl.col("event_ts").dt.truncate("1m").alias("minute"), "rule")
+        .agg(pl.len().alias("alerts"))
+        .sort("minute", "rule")
+    )
+
+
+def latest_critical(alerts: pl.DataFrame) -> dict[str, Any] | None:
+    """The newest alert of critical severity, or None."""
+    critical = alerts.filter(pl.col("severity") == CRITICAL).sort("event_time", descending=True)
+    return critical.row(0, named=True) if critical.height else None
+
+
+def fleet_clock(state: pl.DataFrame | None, now: dt.datetime) -> int:
+    """The time (epoch ms) the fleet's state is as of: its newest report, never later than ``now``.
+
+    "Active" is measured from it, not from the wall clock, so a pipeline running minutes behind
+    shows the fleet as it was then (the page says how far behind) rather than every car as idle."""
+    now_ms = int(now.timestamp() * 1000)
+    if state is None or state.is_empty():
+        return now_ms
+    newest = state["event_time"].max()
+    return min(now_ms, int(newest)) if isinstance(newest, int) else now_ms
+
+
+def active_cars(state: pl.DataFrame | None, now: dt.datetime) -> pl.DataFrame:
+    """The cars whose latest report is at most ACTIVE_S older than the fleet's newest report."""
+    if state is None or state.is_empty():
+        return pl.DataFrame()
+    return state.filter(pl.col("event_time") >= fleet_clock(state, now) - ACTIVE_S * 1000)
+
+
+@dataclass(frozen=True)
+class Kpis:
+    active_cars: int
+    events_per_s: float | None
+    alerts_15m: int
+    engine_stress_15m: int
+    top_speed: float | None
+
+
+def kpis(state: pl.DataFrame | None, alerts: pl.DataFrame, events_per_s: float | None, now: dt.datetime) -> Kpis:
+    active = active_cars(state, now)
+    recent = since(alerts, now, 15)
+    top = active["speed"].max() if active.height else None
+    return Kpis(
+        active_cars=active.height,
+        events_per_s=events_per_s,
+        alerts_15m=recent.height,
+        engine_stress_15m=recent.filter(pl.col("rule") == ENGINE_STRESS_RULE).height,
+        top_speed=float(top) if isinstance(top, int | float) else None,
+    )
+
+
+def rate(previous: tuple[float, int] | None, current: tuple[float, int]) -> float | None:
+    """Events per second between two (time, messages so far) readings of a topic; None without two."""
+    if previous is None or current[0] <= previous[0] or current[1] < previous[1]:
+        return None
+    return (current[1] - previous[1]) / (current[0] - previous[0])
+
+
+def newest_window(windows: pl.DataFrame | None) -> pl.DataFrame:
+    """The rows of the newest window_start of a gold window table (empty when there is none)."""
+    if windows is None or windows.is_empty():
+        return pl.DataFrame()
+    return windows.filter(pl.col("window_start") == windows["window_start"].max())
+
+
+def color_distribution(
+    windows: pl.DataFrame | None, state: pl.DataFrame | None, now: dt.datetime
+) -> tuple[pl.DataFrame, str]:
+    """Cars per color: from the newest closed 15-minute window, else from the active cars' latest state.
+
+    Returns (color, cars) rows and where they came from (for the chart's subtitle)."""
+    newest = newest_window(windows)
+    if newest.height:
+        start = newest["window_start"][0]
+        return newest.select("color", "cars").sort("cars", descending=True), f"15-min window from {start:%H:%M} UTC"
+    active = active_cars(state, now)
+    if not active.height:
+        return pl.DataFrame(schema={"color": pl.String, "cars": pl.UInt32}), "no data yet"
+    counted = active.group_by("color").agg(pl.len().alias("cars")).sort("cars", descending=True)
+    return counted, "active cars now"
+
+
+def speed_by_model(
+    windows: pl.DataFrame | None, state: pl.DataFrame | None, now: dt.datetime
+) -> tuple[pl.DataFrame, str]:
+    """Max speed per model: from the newest closed 15-minute window, else from the active cars now."""
+    newest = newest_window(windows)
+    if newest.height:
+        start = newest["window_start"][0]
+        return newest.select("model", "max_speed").sort(
+            "max_speed", descending=True
+        ), f"15-min window from {start:%H:%M} UTC"
+    active = active_cars(state, now)
+    if not active.height:
+        return pl.DataFrame(schema={"model": pl.String, "max_speed": pl.Float64}), "no data yet"
+    top = active.group_by("model").agg(pl.col("speed").max().alias("max_speed")).sort("max_speed", descending=True)
+    return top, "active cars now"
+
+
+def map_points(state: pl.DataFrame | None, now: dt.datetime) -> pl.DataFrame:
+    """Every car's latest position with its state: alerting, ok, or idle (no report for ACTIVE_S)."""
+    if state is None or state.is_empty():
+        return pl.DataFrame(schema={"car_id": pl.String, "lat": pl.Float64, "lon": pl.Float64, "state": pl.String})
+    horizon = fleet_clock(state, now) - ACTIVE_S * 1000
+    status = (
+        pl.when(pl.col("event_time") < horizon)
+        .then(pl.lit("idle"))
+        .when(pl.col("alerting"))
+        .then(pl.lit("alerting"))
+        .otherwise(pl.lit("ok"))
+    )
+    return state.with_columns(status.alias("state")).select(
+        "car_id", "lat", "lon", "state", "speed", "rpm", "gear", "model", "color"
+    )
+
+
+def dlq_per_minute(quarantine: pl.DataFrame | None) -> pl.DataFrame:
+    """Quarantined records per ingest minute and reason: minute, reason, records."""
+    if quarantine is None or quarantine.is_empty():
+        return pl.DataFrame(schema={"minute": pl.Datetime("us", "UTC"), "reason": pl.String, "records": pl.UInt32})
+    return (
+        quarantine.group_by(pl.col("ingest_time").dt.truncate("1m").alias("minute"), "reason")
+        .agg(pl.len().alias("records"))
+        .sort("minute", "reason")
+    )
+
+
+@dataclass(frozen=True)
+class Health:
+    banner: str | None  # what is wrong, in one sentence; None when all is well
+    queries: list[QueryHealth]
+    updated: dt.datetime | None
+
+
+def pipeline_health(status: tuple[float, list[QueryHealth]] | None, broker_up: bool, now: dt.datetime) -> Health:
+    """The pipeline's state from its status file and whether the broker answers."""
+    problems = []
+    if not broker_up:
+        problems.append("Kafka does not answer: live feeds are paused")
+    if status is None:
+        problems.append("the streaming pipeline has not reported (is `fleetstream stream` running?)")
+        return Health("; ".join(problems), [], None)
+    written, queries = status
+    updated = dt.datetime.fromtimestamp(written, dt.UTC)
+    age = now.timestamp() - written
+    if age > STATUS_STALE_S:
+        problems.append(f"the streaming pipeline last reported {age:.0f} s ago: it is not running")
+    failed = [q.name for q in queries if q.state == "failed"]
+    if failed:
+        problems.append(f"failed queries: {', '.join(failed)}")
+    return Health("; ".join(problems) or None, queries, updated)
+
+
+def health_table(queries: list[QueryHealth]) -> pl.DataFrame:
+    """One row per query: input and processing rate, batch duration, lag."""
+    return pl.DataFrame(
+        [
+            {
+                "query": q.name,
+                "state": q.state,
+                "batch": q.batch,
+                "input rows/s": round(q.input_per_s, 1),
+                "processed rows/s": round(q.processed_per_s, 1),
+                "batch ms": q.batch_ms,
+                "lag": None if q.lag is None else f"{q.lag:,} {q.lag_unit}",
+                "watermark": q.watermark,
+            }
+            for q in queries
+        ],
+        schema={"query": pl.String, "state": pl.String, "batch": pl.Int64, "input rows/s": pl.Float64,
+                "processed rows/s": pl.Float64, "batch ms": pl.Int64, "lag": pl.String, "watermark": pl.String},
+    )  # fmt: skip

@@ -1,0 +1,52 @@
+"""Alerts: the live feed from alert-data, newest first, with filters; a row opens its car in the cockpit."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from fleetstream.dashboard import context, shape
+
+FILTERS = (("rule", "Rule"), ("severity", "Severity"), ("model", "Model"), ("color", "Color"), ("car_id", "Car"))
+SHOWN = 500
+
+
+def render() -> None:
+    st.title("Alerts")
+    context.banner()
+    alerts = shape.alerts_frame(context.feeds().alerts.alerts())
+    columns = st.columns(len(FILTERS))
+    chosen = {
+        column: columns[i].multiselect(label, sorted(alerts[column].drop_nulls().unique().to_list()), key=f"f-{column}")
+        for i, (column, label) in enumerate(FILTERS)
+    }
+    feed(chosen)
+
+
+@st.fragment(run_every=context.settings().dashboard.refresh_s)
+def feed(chosen: dict[str, list[str]]) -> None:
+    alerts = shape.filter_alerts(shape.alerts_frame(context.feeds().alerts.alerts()), **chosen)
+    shown = min(alerts.height, SHOWN)
+    st.caption(
+        f"{alerts.height:,} alerts in the last 35 minutes match; the newest {shown} are shown. "
+        "Select a row to open its car in the cockpit."
+    )
+    table = alerts.head(SHOWN).select(
+        "event_ts", "rule", "severity", "car_id", "model", "color", "speed", "rpm", "gear", "expected_gear", "message"
+    )
+    picked = st.dataframe(
+        table.to_pandas(),
+        key="alerts-table",
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={
+            "event_ts": st.column_config.DatetimeColumn("event time (UTC)", format="HH:mm:ss"),
+            "speed": st.column_config.ProgressColumn("speed (km/h)", min_value=0, max_value=240, format="%.0f"),
+            "rpm": st.column_config.ProgressColumn("RPM", min_value=0, max_value=8000, format="%.0f"),
+            "expected_gear": st.column_config.NumberColumn("expected gear"),
+        },
+    )
+    rows = picked.selection.rows if picked is not None else []
+    if rows:
+        st.session_state["car"] = table["car_id"][rows[0]]
+        st.switch_page(st.session_state["pages"]["cockpit"])

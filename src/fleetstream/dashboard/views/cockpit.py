@@ -1,0 +1,104 @@
+"""Vehicle cockpit: one car's live gauges and strip chart, and controls that drive it through
+driver-commands (the simulator obeys within a tick)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import polars as pl
+import streamlit as st
+
+from fleetstream.dashboard import charts, context
+from fleetstream.lake import read
+
+HISTORY_MIN = 5
+LIVE_COLUMNS = ["event_ts", "speed", "rpm", "gear", "coolant_temp", "fuel_level", "engine_on"]
+
+
+def render() -> None:
+    st.title("Vehicle cockpit")
+    settings = context.settings()
+    state = context.safely("gold/car_state", lambda: read.car_state(settings), None)
+    cars = sorted(state["car_id"].to_list()) if state is not None and state.height else []
+    wanted = st.query_params.get("car") or st.session_state.get("car")
+    if wanted and wanted not in cars:
+        cars.insert(0, wanted)
+    if not cars:
+        context.banner()
+        st.info("No car has reported yet. Start the simulator and the pipeline (`make run`).")
+        return
+    car = st.selectbox("Car", cars, index=cars.index(wanted) if wanted in cars else 0, key="cockpit-car")
+    st.session_state["car"] = car
+    st.query_params["car"] = car
+    context.feeds().cars.watch(car)
+    controls(car)
+    gauges(car)
+
+
+def _send(car: str, command: str, value: float | None = None) -> None:
+    try:
+        context.feeds().send(car, command, value)
+        st.toast(f"{command} {'' if value is None else f'{value:.0%} '}sent to {car}")
+    except Exception as exc:  # the broker is down or refused: say so, keep the page
+        st.error(f"{command} not sent: {exc}")
+
+
+def controls(car: str) -> None:
+    st.subheader("Take the wheel")
+    cols = st.columns([1, 1, 1.3, 3])
+    if cols[0].button("Start engine", key="start", use_container_width=True):
+        _send(car, "start_engine")
+    if cols[1].button("Stop engine", key="stop", use_container_width=True):
+        _send(car, "stop_engine")
+    if cols[2].button("Hand back to driver", key="release", use_container_width=True):
+        _send(car, "release")
+    pedals = st.columns(2)
+    pedals[0].slider(
+        "Throttle (%)", 0, 100, 0, 5, key=f"throttle-{car}",
+        on_change=lambda: _send(car, "set_throttle", st.session_state[f"throttle-{car}"] / 100),
+    )  # fmt: skip
+    pedals[1].slider(
+        "Brake (%)", 0, 100, 0, 5, key=f"brake-{car}",
+        on_change=lambda: _send(car, "set_brake", st.session_state[f"brake-{car}"] / 100),
+    )  # fmt: skip
+
+
+def _history(car: str) -> pl.DataFrame:
+    """The last minutes from silver, then the live readings from Kafka after them."""
+    settings, now = context.settings(), context.now()
+    since = now - dt.timedelta(minutes=HISTORY_MIN)
+    stored = context.safely("silver/telemetry", lambda: read.car_history(settings, car, since, LIVE_COLUMNS), None)
+    live = context.feeds().cars.readings(car)
+    frames = [stored] if stored is not None and stored.height else []
+    if live:
+        rows: list[dict[str, Any]] = [
+            {c: r.get(c) for c in LIVE_COLUMNS[1:]} | {"event_time": r["event_time"]} for r in live
+        ]
+        fresh = pl.DataFrame(rows, strict=False).with_columns(
+            pl.from_epoch("event_time", time_unit="ms").dt.replace_time_zone("UTC").alias("event_ts")
+        )
+        if frames:
+            fresh = fresh.filter(pl.col("event_ts") > frames[0]["event_ts"].max())
+        frames.append(
+            fresh.select([pl.col(c).cast(frames[0].schema[c]) if frames else pl.col(c) for c in LIVE_COLUMNS])
+        )
+    if not frames:
+        return pl.DataFrame(schema={c: pl.Float64 for c in LIVE_COLUMNS})
+    return pl.concat(frames, how="vertical_relaxed").filter(pl.col("event_ts") >= since).sort("event_ts")
+
+
+@st.fragment(run_every=min(1.0, context.settings().dashboard.refresh_s))
+def gauges(car: str) -> None:
+    context.banner()
+    history = _history(car)
+    latest = history.row(-1, named=True) if history.height else {}
+    cols = st.columns(4)
+    cols[0].plotly_chart(charts.gauge(latest.get("speed"), "Speed", "km/h", 240, 120), key="g-speed")
+    cols[1].plotly_chart(charts.gauge(latest.get("rpm"), "Engine", "rpm", 8000, 6000), key="g-rpm")
+    cols[2].plotly_chart(charts.gauge(latest.get("coolant_temp"), "Coolant", "°C", 140, 110), key="g-coolant")
+    cols[3].plotly_chart(charts.gauge(latest.get("fuel_level"), "Fuel", "%", 100), key="g-fuel")
+    if latest:
+        engine = "on" if latest.get("engine_on") else "off"
+        st.caption(f"{car}: gear {latest.get('gear')}, engine {engine}, last report {latest['event_ts']:%H:%M:%S} UTC")
+    st.plotly_chart(charts.strip_chart(history), key="strip")

@@ -1,0 +1,78 @@
+"""Fleet overview: KPI cards, the latest critical alert's gauges, alerts per minute, colors, models, map."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import streamlit as st
+
+from fleetstream.dashboard import charts, context, shape
+from fleetstream.lake import read
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def render() -> None:
+    st.title("Fleet overview")
+    live()
+
+
+@st.fragment(run_every=context.settings().dashboard.refresh_s)
+def live() -> None:
+    settings, now = context.settings(), context.now()
+    context.banner()
+    state = context.safely("gold/car_state", lambda: read.car_state(settings), None)
+    alerts = shape.alerts_frame(context.feeds().alerts.alerts())
+    figures = shape.kpis(state, alerts, context.input_rate(), now)
+    behind_s = (now.timestamp() * 1000 - shape.fleet_clock(state, now)) / 1000
+    if state is not None and state.height:
+        st.caption(
+            f"Fleet state as of {now - dt.timedelta(seconds=behind_s):%H:%M:%S} UTC ({behind_s:,.0f} s behind now)"
+        )
+    cards = st.columns(5)
+    cards[0].metric(
+        "Active cars", f"{figures.active_cars:,}", help=f"reported within {shape.ACTIVE_S} s of the newest report"
+    )
+    cards[1].metric("Events/s in", _fmt(figures.events_per_s), help="into sensors-sample, from Kafka offsets")
+    cards[2].metric("Alerts, last 15 min", f"{figures.alerts_15m:,}")
+    cards[3].metric("Engine stress, 15 min", f"{figures.engine_stress_15m:,}")
+    cards[4].metric("Top speed now", f"{_fmt(figures.top_speed)} km/h")
+
+    critical = shape.latest_critical(alerts) or {}
+    left, right, info = st.columns([1, 1, 1])
+    left.plotly_chart(
+        charts.gauge(critical.get("speed"), "Latest critical alert: speed", "km/h", 240, 120),
+        key="critical-speed",
+    )
+    right.plotly_chart(
+        charts.gauge(critical.get("rpm"), "Latest critical alert: RPM", "rpm", 8000, 6000),
+        key="critical-rpm",
+    )
+    with info:
+        st.subheader("Latest critical alert")
+        if critical:
+            st.markdown(
+                f"**{critical['rule']}** on **{critical['car_id']}** ({critical['model']}, {critical['color']})  \n"
+                f"{critical['message']}  \nat {critical['event_ts']:%H:%M:%S} UTC"
+            )
+        else:
+            st.caption("none in the last 35 minutes")
+
+    counts = shape.alerts_per_minute(alerts, now)
+    axes = ("event time (UTC)", "alerts / min")
+    st.plotly_chart(
+        charts.per_minute(counts, "rule", "alerts", "Alerts per minute by rule", axes, now), key="alerts-per-minute"
+    )
+    since = now - dt.timedelta(minutes=30)
+    colors_w = context.safely("gold/cars_by_color", lambda: read.recent_windows(settings, "cars_by_color", since), None)
+    models_w = context.safely(
+        "gold/speed_by_model", lambda: read.recent_windows(settings, "speed_by_model", since), None
+    )
+    left, right = st.columns(2)
+    left.plotly_chart(charts.color_distribution(*shape.color_distribution(colors_w, state, now)), key="colors")
+    right.plotly_chart(charts.speed_by_model(*shape.speed_by_model(models_w, state, now)), key="models")
+    st.plotly_chart(
+        charts.fleet_map(shape.map_points(state, now), settings.dashboard.map_tiles or None), key="fleet-map"
+    )

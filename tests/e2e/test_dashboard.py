@@ -1,0 +1,256 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright), against a running
+simulator, pipeline and broker: every page shows values from this run, and the cockpit drives a car.
+
+Screenshots of every page go to test-artifacts/dashboard/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetstream.config import KafkaSettings, Settings, TopicNames
+from fleetstream.ingest.kafka import ensure_topics
+from fleetstream.lake import read
+from fleetstream.reference.catalog import generate_cars
+from fleetstream.reference.publish import publish
+
+pytestmark = pytest.mark.integration
+FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
+CARS, SEED = 12, 5
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(what: str, check: Any, timeout: float, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def live(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, str]]:
+    """Simulator, pipeline and dashboard as the user runs them (subprocesses of the CLI), on private topics."""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    topics = TopicNames().tagged(uuid.uuid4().hex[:8])
+    kafka = KafkaSettings(**{**stack_settings.kafka.model_dump(), "topics": topics})
+    port = _free_port()
+    lake = tmp / "lake"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")},
+        "FLEETSTREAM_STATE_DIR": str(tmp / "state"),
+        "FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "FLEETSTREAM_LAKE__ROOT": str(lake),
+        "FLEETSTREAM_DASHBOARD__PORT": str(port),
+        "FLEETSTREAM_DASHBOARD__REFRESH_S": "1",
+        "FLEETSTREAM_DASHBOARD__MAP_TILES": "",  # no network here; the map draws on its dark background
+        **{f"FLEETSTREAM_KAFKA__TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
+    }
+    settings = stack_settings.model_copy(
+        update={"kafka": kafka, "lake": stack_settings.lake.model_copy(update={"root": str(lake)})}
+    )
+    ensure_topics(kafka, topics.all())
+    publish(settings, settings.lake.dims, generate_cars(CARS, SEED))
+    commands = {
+        "simulator": [FLEETSTREAM, "simulate", "--cars", str(CARS), "--seed", str(SEED), "--faults", "heavy",
+                      "--bad-data", "light"],
+        "stream": [FLEETSTREAM, "stream", "--trigger-seconds", "1"],
+        "dashboard": [FLEETSTREAM, "dashboard"],
+    }  # fmt: skip
+    processes = []
+    for name, argv in commands.items():
+        with (tmp / f"{name}.log").open("w") as log:
+            processes.append(
+                subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            )
+    try:
+        _wait("the first cars in gold/car_state", lambda: _rows(read.car_state(settings)) > 0, 420, 3)
+        yield settings, f"http://127.0.0.1:{port}"
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGINT)
+        for process in processes:
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        for name in commands:
+            print(f"--- {name} log (tail)\n" + "\n".join((tmp / f"{name}.log").read_text().splitlines()[-15:]))
+
+
+def _rows(frame: Any) -> int:
+    return 0 if frame is None else int(frame.height)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield opened
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def _metrics(page: Any) -> dict[str, str]:
+    labels = page.locator("[data-testid=stMetricLabel]").all_inner_texts()
+    values = page.locator("[data-testid=stMetricValue]").all_inner_texts()
+    return {label.strip(): value.strip() for label, value in zip(labels, values, strict=False)}
+
+
+def _number(text: str) -> float | None:
+    cleaned = text.replace(",", "").replace("km/h", "").strip()
+    try:
+        return float(cleaned)
+    except ValueError:
+        return None
+
+
+def _plot_data(page: Any, key: str) -> list[dict[str, Any]]:
+    """The traces Plotly drew for the chart with this Streamlit key (read from the page's own graph div)."""
+    data: list[dict[str, Any]] = page.evaluate(
+        """(key) => {
+            const div = document.querySelector(`.st-key-${key} .js-plotly-plot`);
+            return div && div.data ? JSON.parse(JSON.stringify(div.data)) : [];
+        }""",
+        key,
+    )
+    return data
+
+
+def _shoot(page: Any, name: str) -> None:
+    """A screenshot of the whole page (Streamlit scrolls inside its own element: a tall viewport)."""
+    page.set_viewport_size({"width": 1366, "height": 2200})
+    page.wait_for_timeout(2500)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.set_viewport_size({"width": 1366, "height": 768})
+
+
+def _no_exceptions(page: Any) -> None:
+    assert page.locator("[data-testid=stException]").count() == 0, page.locator(
+        "[data-testid=stException]"
+    ).first.inner_text()
+
+
+def test_overview_shows_this_runs_fleet(live: tuple[Settings, str], page: Any) -> None:
+    settings, url = live
+    page.goto(url)
+
+    def ready() -> dict[str, str] | None:
+        shown = _metrics(page)
+        active, alerts = _number(shown.get("Active cars", "")), _number(shown.get("Alerts, last 15 min", ""))
+        return shown if active and alerts and _number(shown.get("Events/s in", "")) else None
+
+    shown = _wait("the overview's KPIs to show this run", ready, 180)
+    assert 1 <= float(shown["Active cars"]) <= CARS
+    # the map holds one point per car that gold/car_state holds, at the positions it holds
+    state = read.car_state(settings)
+    assert state is not None
+
+    def mapped() -> list[dict[str, Any]] | None:
+        traces = _plot_data(page, "fleet-map")
+        return traces if sum(len(t.get("lat", [])) for t in traces) >= state.height else None
+
+    traces = _wait("the map to show every car", mapped, 60)
+    points = {(round(lat, 4), round(lon, 4)) for t in traces for lat, lon in zip(t["lat"], t["lon"], strict=True)}
+    stored = {(round(lat, 4), round(lon, 4)) for lat, lon in zip(state["lat"], state["lon"], strict=True)}
+    assert points & stored, "the map's points are not the cars' stored positions"
+    bars = _plot_data(page, "alerts-per-minute")
+    assert sum(sum(t.get("y", [])) for t in bars) > 0, "no alert bars"
+    _no_exceptions(page)
+    _shoot(page, "overview")
+
+
+def test_alerts_page_lists_this_runs_alerts(live: tuple[Settings, str], page: Any) -> None:
+    _, url = live
+    page.goto(f"{url}/alerts")
+    caption = _wait(
+        "the alert feed",
+        lambda: next(
+            (
+                t
+                for t in page.locator("[data-testid=stCaptionContainer]").all_inner_texts()
+                if "match" in t and not t.startswith("0 ")
+            ),
+            None,
+        ),
+        120,
+    )
+    assert int(caption.split()[0].replace(",", "")) > 0
+    assert page.locator("[data-testid=stDataFrame]").count() == 1
+    _no_exceptions(page)
+    _shoot(page, "alerts")
+
+
+def test_health_page_lists_the_queries(live: tuple[Settings, str], page: Any) -> None:
+    _, url = live
+    page.goto(f"{url}/health")
+    _wait("the query table", lambda: "bronze" in page.inner_text("[data-testid=stMain]"), 60)
+    text = page.inner_text("[data-testid=stMain]")
+    for query in ("bronze", "silver", "gold_fleet"):
+        assert query in text
+    _no_exceptions(page)
+    _shoot(page, "health")
+
+
+def test_cockpit_throttle_makes_the_car_faster(live: tuple[Settings, str], page: Any) -> None:
+    _, url = live
+    car = generate_cars(CARS, SEED)[3].car_id
+    page.goto(f"{url}/cockpit?car={car}")
+
+    def reading(key: str) -> float | None:
+        traces = _plot_data(page, key)
+        return float(traces[0]["value"]) if traces and traces[0].get("value") is not None else None
+
+    _wait("the cockpit's live gauges", lambda: "last report" in page.inner_text("[data-testid=stMain]"), 90)
+    throttle, brake = page.get_by_role("slider").nth(0), page.get_by_role("slider").nth(1)
+    # first bring it to a stop: engine off, full brake (the slider's on_change sends set_brake 1.0)
+    page.get_by_role("button", name="Stop engine").click()
+    brake.focus()
+    brake.press("End")
+    _wait("the car to stand still", lambda: (v := reading("g-speed")) is not None and v < 3, 90)
+    stopped_rpm = reading("g-rpm") or 0.0
+    page.get_by_role("button", name="Start engine").click()
+    throttle.focus()
+    throttle.press("End")  # full throttle (set_throttle 1.0 also releases the brake)
+    speed = _wait("the speed to rise", lambda: (v := reading("g-speed")) is not None and v > 20 and v, 60)
+    rpm = reading("g-rpm")
+    assert speed > 20
+    assert rpm is not None
+    assert rpm > max(stopped_rpm, 1000)
+    _no_exceptions(page)
+    _shoot(page, "cockpit")
