@@ -28,7 +28,7 @@ def feed(chosen: dict[str, list[str]]) -> None:
     shown = min(alerts.height, SHOWN)
     st.caption(
         f"{alerts.height:,} alerts in the last 35 minutes match; the newest {shown} are shown. "
-        "Select a row to open its car in the cockpit."
+        "Select a row for a link to its car in the cockpit."
     )
     table = alerts.head(SHOWN).select(
         "event_ts", "rule", "severity", "car_id", "model", "color", "speed", "rpm", "gear", "expected_gear", "message"
@@ -37,6 +37,7 @@ def feed(chosen: dict[str, list[str]]) -> None:
         table.to_pandas(),
         key="alerts-table",
         hide_index=True,
+        height=560,
         on_select="rerun",
         selection_mode="single-row",
         column_config={
@@ -44,9 +45,14 @@ def feed(chosen: dict[str, list[str]]) -> None:
             "speed": st.column_config.ProgressColumn("speed (km/h)", min_value=0, max_value=240, format="%.0f"),
             "rpm": st.column_config.ProgressColumn("RPM", min_value=0, max_value=8000, format="%.0f"),
             "expected_gear": st.column_config.NumberColumn("expected gear"),
+            "car_id": st.column_config.TextColumn("car"),
         },
     )
     rows = picked.selection.rows if picked is not None else []
-    if rows:
-        st.session_state["car"] = table["car_id"][rows[0]]
-        st.switch_page(st.session_state["pages"]["cockpit"])
+    if rows and rows[0] < table.height:
+        # A link, not st.switch_page: switching pages from inside a running fragment breaks the page.
+        car = str(table["car_id"][rows[0]])
+        st.page_link(
+            st.session_state["pages"]["cockpit"], label=f"Open {car} in the cockpit", icon=":material/speed:",
+            query_params={"car": car},
+        )  # fmt: skip
