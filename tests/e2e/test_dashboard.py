@@ -165,6 +165,16 @@ def _shoot(page: Any, name: str) -> None:
     page.set_viewport_size({"width": 1366, "height": 768})
 
 
+def _all_the_way(page: Any, slider: Any) -> bool:
+    """Press End on a slider (its on_change sends the command) and say whether it shows 100.
+
+    A keypress can land while the page re-runs after a button click; the caller presses again."""
+    slider.focus()
+    slider.press("End")
+    page.wait_for_timeout(1000)
+    return bool(slider.input_value() == "100")
+
+
 def _no_exceptions(page: Any) -> None:
     assert page.locator("[data-testid=stException]").count() == 0, page.locator(
         "[data-testid=stException]"
@@ -246,16 +256,15 @@ def test_cockpit_throttle_makes_the_car_faster(live: tuple[Settings, str], page:
         return float(traces[0]["value"]) if traces and traces[0].get("value") is not None else None
 
     _wait("the cockpit's live gauges", lambda: "last report" in page.inner_text("[data-testid=stMain]"), 90)
-    throttle, brake = page.get_by_role("slider").nth(0), page.get_by_role("slider").nth(1)
+    throttle, brake = page.get_by_role("slider", name="Throttle (%)"), page.get_by_role("slider", name="Brake (%)")
     # first bring it to a stop: engine off, full brake (the slider's on_change sends set_brake 1.0)
     page.get_by_role("button", name="Stop engine").click()
-    brake.focus()
-    brake.press("End")
+    _wait("the brake at 100 %", lambda: _all_the_way(page, brake), 30, 0.5)
     _wait("the car to stand still", lambda: (v := reading("g-speed")) is not None and v < 3, 90)
     stopped_rpm = reading("g-rpm") or 0.0
     page.get_by_role("button", name="Start engine").click()
-    throttle.focus()
-    throttle.press("End")  # full throttle (set_throttle 1.0 also releases the brake)
+    _wait("the engine to run", lambda: (reading("g-rpm") or 0) > max(stopped_rpm, 300), 60)
+    _wait("the throttle at 100 %", lambda: _all_the_way(page, throttle), 30, 0.5)  # also releases the brake
     speed = _wait("the speed to rise", lambda: (v := reading("g-speed")) is not None and v > 20 and v, 60)
     rpm = reading("g-rpm")
     assert speed > 20

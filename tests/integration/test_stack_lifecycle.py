@@ -45,6 +45,16 @@ def run(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Com
     return subprocess.run([FLEETSTREAM, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 def processes_under(state_dir: str) -> list[psutil.Process]:
     """Every live process whose command line mentions the state directory."""
     found = []
@@ -152,11 +162,14 @@ def test_external_kafka_is_checked_not_started(stack_env: dict[str, str]) -> Non
     assert processes_under(stack_env["FLEETSTREAM_STATE_DIR"]) == []
 
 
-def test_run_starts_stack_simulator_and_pipeline_and_ctrl_c_stops_all(
+def test_run_starts_stack_simulator_pipeline_and_dashboard_and_ctrl_c_stops_all(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dashboard_port = probe.getsockname()[1]
     env = {**stack_env, "FLEETSTREAM_LAKE__ROOT": str(tmp_path / "lake"), "FLEETSTREAM_SIM_CARS": "20",
-           "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1"}  # fmt: skip
+           "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1", "FLEETSTREAM_DASHBOARD__PORT": str(dashboard_port)}  # fmt: skip
     with supervisor(["run"], env, tmp_path / "run.log") as process:
         deadline = time.monotonic() + 60
         produced = 0
@@ -168,7 +181,12 @@ def test_run_starts_stack_simulator_and_pipeline_and_ctrl_c_stops_all(
         assert (tmp_path / "lake" / "dims" / "cars.json").read_text().count("\n") == 20
         recorded = json.loads((Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "stack.json").read_text())["services"]
         pids = {s["name"]: s["pid"] for s in recorded}
-        assert set(pids) == {"kafka", "simulator", "stream"}
+        assert set(pids) == {"kafka", "simulator", "stream", "dashboard"}
+        health = f"http://127.0.0.1:{dashboard_port}/_stcore/health"
+        while time.monotonic() < deadline + 60 and not _answers(health):
+            time.sleep(1)
+        assert _answers(health), "the dashboard does not answer"
+        assert f"http://127.0.0.1:{dashboard_port}" in (tmp_path / "run.log").read_text()
         silver = tmp_path / "lake" / "silver" / "telemetry" / "_delta_log"
         while time.monotonic() < deadline + 120 and not any(silver.glob("*.json")):
             time.sleep(1)
