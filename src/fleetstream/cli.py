@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -569,6 +569,82 @@ def bench_pipeline(
     if wrong:
         console.print(f"[bold red]alert sets differ from the ground truth:[/] {wrong}")
         raise typer.Exit(1)
+
+
+@bench_app.command("compare")
+def bench_compare(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A small version (1,000 cars, one rate, a 30k burst): a few minutes.")
+    ] = False,
+    systems: Annotated[
+        str,
+        typer.Option(help="Comma-separated systems: fleetstream-microbatch,fleetstream-realtime,seed-style,quix."),
+    ] = "fleetstream-microbatch,fleetstream-realtime,seed-style,quix",
+    rates: Annotated[
+        str | None, typer.Option(help="Comma-separated fixed input rates (events/s) [1000,5000,20000; quick: 1000].")
+    ] = None,
+    cars: Annotated[int | None, typer.Option(min=1, help="Fleet size [5,000; quick: 1,000].")] = None,
+    seconds: Annotated[int | None, typer.Option(min=5, help="Measured seconds per fixed rate [45; quick: 20].")] = None,
+    burst: Annotated[
+        int | None,
+        typer.Option(min=0, help="Events of the as-fast-as-possible burst; 0 skips it [200,000; quick: 30,000]."),
+    ] = None,
+    write: Annotated[Path | None, typer.Option(help="Markdown file whose compare section is replaced.")] = Path(
+        "docs/benchmarks.md"
+    ),
+    plot_file: Annotated[Path, typer.Option("--plot", help="Where the latency plot (PNG) goes.")] = Path(
+        "docs/images/bench-compare.png"
+    ),
+) -> None:
+    """fleetstream (micro-batch and real-time), the seed-style pipeline (three Spark applications chained
+    through Kafka, a Python UDF) and a Quix Streams application on the same workload, one after the other:
+    event-to-alert latency at fixed input rates, burst throughput, CPU, peak memory and alert correctness
+    against the simulator's ground truth. Needs the stack: `fleetstream up --detach`. The full run takes
+    about 40 minutes; --quick about 10.
+    """
+    from dataclasses import replace
+
+    from fleetstream.bench import compare as bench
+    from fleetstream.bench.contenders import SYSTEMS
+    from fleetstream.bench.sim import machine, write_report
+
+    chosen = tuple(s.strip() for s in systems.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in SYSTEMS]
+    if unknown:
+        raise _fail(FleetstreamError(f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS)}"))
+    workload = bench.QUICK if quick else bench.Workload()
+    changes: dict[str, Any] = {}
+    if rates:
+        try:
+            changes["rates"] = tuple(sorted(int(r) for r in rates.split(",") if r.strip()))
+        except ValueError:
+            raise _fail(FleetstreamError(f"--rates takes whole numbers separated by commas, not {rates!r}")) from None
+    for key, value in (("cars", cars), ("seconds", seconds), ("max_events", burst)):
+        if value is not None:
+            changes[key] = value
+    workload = replace(workload, **changes)
+    try:
+        settings = _settings()
+        if broker_count(settings.kafka, timeout=5) == 0:
+            raise FleetstreamError(
+                f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
+            )
+        results = bench.run(settings, workload, chosen, say=lambda line: console.print(line, highlight=False))
+    except (FleetstreamError, RuntimeError) as exc:
+        raise _fail(FleetstreamError(str(exc))) from None
+    bench.plot(results, plot_file)
+    console.print(f"wrote {plot_file}")
+    relative = plot_file
+    if write is not None:
+        try:
+            relative = plot_file.resolve().relative_to(write.resolve().parent)
+        except ValueError:
+            relative = plot_file.resolve()
+    section = bench.report(results, workload, machine(), str(relative))
+    out.print(section)
+    if write is not None:
+        write_report(section, write)
+        console.print(f"updated {write}")
 
 
 @app.command("run")

@@ -193,6 +193,7 @@ class AlertClock(threading.Thread):
         self.consumer.subscribe([topic])
         self.samples: list[tuple[int, float]] = []  # (event_time, latency ms)
         self.alerts: set[tuple[str, str]] = set()
+        self.seen: dict[tuple[str, str], tuple[int, float]] = {}  # first (event_time, readable-at ms)
         self.ready = threading.Event()
         self.stop = threading.Event()
 
@@ -208,8 +209,10 @@ class AlertClock(threading.Thread):
                 alert = json.loads(m.value() or b"{}")
                 if "event_time" not in alert:
                     continue
+                key = (alert["event_id"], alert["rule"])
                 self.samples.append((int(alert["event_time"]), now - alert["event_time"]))
-                self.alerts.add((alert["event_id"], alert["rule"]))
+                self.alerts.add(key)
+                self.seen.setdefault(key, (int(alert["event_time"]), now))
         self.consumer.close()
 
 

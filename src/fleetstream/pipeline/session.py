@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import TYPE_CHECKING
 
 from fleetstream.config import Settings
@@ -50,6 +52,10 @@ def spark_session(settings: Settings, app_name: str = "fleetstream", with_s3: bo
 
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per gateway call otherwise
     conf = session_conf(settings, with_s3)
+    if settings.spark.master.startswith("local"):
+        # local Python workers (UDFs) run this interpreter, where fleetstream is importable, unless
+        # PYSPARK_PYTHON says otherwise; on a cluster the executors' own Python applies
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     for key, value in conf.items():
         builder = builder.config(key, value)

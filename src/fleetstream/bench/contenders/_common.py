@@ -1,0 +1,59 @@
+"""What every contender process shares: the READY line and a clean stop on SIGTERM / SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+READY = "READY"
+
+
+def stop_event() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (the bench stops contenders with SIGTERM)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def ready() -> None:
+    print(READY, flush=True)
+
+
+def serve_queries(queries: Iterable[Any], realtime: Iterable[str] = ()) -> int:
+    """Wait until every micro-batch query has finished a batch, say READY, run until stopped.
+
+    A real-time query reports progress only at its checkpoint interval, so queries named in
+    ``realtime`` get a few seconds to be scheduled instead. Returns the exit code (1 if a query failed).
+    """
+    queries = list(queries)
+    stop = stop_event()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not stop.is_set():
+        if all(q.lastProgress is not None for q in queries if q.name not in set(realtime)):
+            break
+        time.sleep(0.5)
+    if any(q.name in set(realtime) for q in queries):
+        time.sleep(5)
+    ready()
+    failed = None
+    while not stop.is_set() and failed is None:
+        failed = next((q for q in queries if q.exception() is not None), None)
+        stop.wait(0.5)
+    for query in queries:
+        try:
+            query.stop()
+        except Exception as exc:  # stopping the rest matters more than one stop's error
+            print(f"stopping {query.name}: {exc}", file=sys.stderr, flush=True)
+    if failed is not None:
+        print(f"query {failed.name} failed: {failed.exception()}", file=sys.stderr, flush=True)
+        return 1
+    return 0

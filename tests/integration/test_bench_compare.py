@@ -1,0 +1,40 @@
+"""`bench compare` end to end on the real broker, with the contender that starts in seconds (Quix):
+the system is started, meets a burst and two fixed rates, is measured and stopped, nothing left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+
+from fleetstream.bench.compare import MAX, Workload, report, run_system
+from fleetstream.config import Settings
+
+
+def test_quix_through_a_small_workload(stack_settings: Settings, tmp_path: Path) -> None:
+    workload = Workload(cars=200, rates=(200, 1000), seconds=8, warmup_s=2, max_events=4000, drain_s=30,
+                        burst_timeout_s=60)  # fmt: skip
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    lines: list[str] = []
+    runs = run_system("quix", workload, stack_settings.kafka.bootstrap, tmp_path, lines.append)
+
+    assert [r.rate for r in runs] == [MAX, "200", "1,000"]
+    for run in runs:
+        assert run.correct, run  # every expected alert, and no other
+        assert run.alerts_expected > 0
+        assert run.peak_rss_mib > 20  # the Quix process was measured
+    burst, slow, fast = runs
+    assert burst.events == 4000
+    assert burst.throughput > 0
+    assert 150 < slow.input_rate < 250
+    assert 800 < fast.input_rate < 1200
+    for run in (slow, fast):
+        assert run.samples > 0
+        assert 0 < run.latency_ms["p50"] <= run.latency_ms["p99"] < 5000
+        assert run.sustained
+    assert lines[0] == "quix: starting"
+    assert lines[-1] == "quix: stopped"
+    assert (tmp_path / "quix" / "quix-quix.log").exists()
+    left = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert not left, f"processes left behind: {left}"
+    assert "| quix | 1,000 |" in report(runs, workload, "test machine")
