@@ -20,6 +20,7 @@ simulator's ground truth: a fast but wrong system is reported as wrong.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -431,6 +432,15 @@ def run(
 # --- reporting -------------------------------------------------------------------------------------
 
 
+def ratio(value: float) -> str:
+    """Three decimals, truncated: anything short of exactly 1 never shows as 1.000.
+
+    >>> ratio(1.0), ratio(2772 / 2773), ratio(0.0)
+    ('1.000', '0.999', '0.000')
+    """
+    return "1.000" if value == 1.0 else f"{math.floor(value * 1000) / 1000:.3f}"
+
+
 def verdict(run: Run) -> str:
     if run.rate == "-":
         return "did not run"
@@ -467,7 +477,7 @@ def report(runs: list[Run], workload: Workload, machine: str, plot_path: str | N
         note = f" ({r.note})" if r.note else ""
         lines.append(
             f"| {r.system} | {r.rate} | {r.input_rate:,.0f} | {' | '.join(lat)} | {burst} "
-            f"| {r.alerts_got:,} / {r.alerts_expected:,} | {r.precision:.3f} | {r.recall:.3f} "
+            f"| {r.alerts_got:,} / {r.alerts_expected:,} | {ratio(r.precision)} | {ratio(r.recall)} "
             f"| {r.cpu_cores:.2f} | {r.peak_rss_mib:,.0f} MiB | {verdict(r)}{note} |"
         )
     lines += ["", "Highest fixed input rate sustained (latency flat, every alert delivered, none wrong):", ""]
