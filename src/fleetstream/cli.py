@@ -599,8 +599,9 @@ def bench_compare(
     """fleetstream (micro-batch and real-time), the seed-style pipeline (three Spark applications chained
     through Kafka, a Python UDF) and a Quix Streams application on the same workload, one after the other:
     event-to-alert latency at fixed input rates, burst throughput, CPU, peak memory and alert correctness
-    against the simulator's ground truth. Needs the stack: `fleetstream up --detach`. The full run takes
-    about 40 minutes; --quick about 10.
+    against the simulator's ground truth. Needs the stack: `fleetstream up --detach`. The full run took
+    19 minutes on two cores (a system is not run at rates above the first it cannot hold); --quick is a
+    smaller version of the same.
     """
     from dataclasses import replace
 
