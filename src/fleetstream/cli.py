@@ -630,7 +630,11 @@ def bench_compare(
             raise FleetstreamError(
                 f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
             )
-        results = bench.run(settings, workload, chosen, say=lambda line: console.print(line, highlight=False))
+        logs = settings.state_dir / "bench-compare"
+        console.print(f"logs of the systems under test: {logs}", highlight=False)
+        results = bench.run(
+            settings, workload, chosen, say=lambda line: console.print(line, highlight=False), logs=logs
+        )
     except (FleetstreamError, RuntimeError) as exc:
         raise _fail(FleetstreamError(str(exc))) from None
     bench.plot(results, plot_file)

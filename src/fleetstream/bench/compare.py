@@ -360,15 +360,20 @@ def _segment(
     return run
 
 
-def run_system(name: str, workload: Workload, bootstrap: str, workdir: Path, say: Callable[[str], None]) -> list[Run]:
-    """Start one system, put it through every segment, stop it."""
+def run_system(
+    name: str, workload: Workload, bootstrap: str, workdir: Path, say: Callable[[str], None], logs: Path | None = None
+) -> list[Run]:
+    """Start one system, put it through every segment, stop it; its processes' output goes to ``logs``
+    (default: the work folder)."""
     from fleetstream.bench.pipeline import _prepare
 
     settings = _settings(bootstrap, str(workdir / name / "lake"))
     (workdir / name).mkdir(parents=True, exist_ok=True)
     _prepare(settings, workload.cars, workload.seed)
     say(f"{name}: starting")
-    system = System(name, settings, workdir / name)
+    logs = logs or workdir / name
+    logs.mkdir(parents=True, exist_ok=True)
+    system = System(name, settings, logs)
     runs: list[Run] = []
     try:
         system.wait_ready(workload.start_timeout_s)
@@ -420,12 +425,16 @@ def run(
     workload: Workload,
     systems: tuple[str, ...] = tuple(SYSTEMS),
     say: Callable[[str], None] = print,
+    logs: Path | None = None,
 ) -> list[Run]:
-    """Every system through the workload, one after the other, against the configured Kafka."""
+    """Every system through the workload, one after the other, against the configured Kafka.
+
+    The lakes and checkpoints are temporary; the processes' logs are kept under ``logs`` if given.
+    """
     results: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="fleetstream-bench-compare-") as tmp:
         for name in systems:
-            results += run_system(name, workload, settings.kafka.bootstrap, Path(tmp), say)
+            results += run_system(name, workload, settings.kafka.bootstrap, Path(tmp), say, logs)
     return results
 
 

@@ -45,9 +45,14 @@ def serve_queries(queries: Iterable[Any], realtime: Iterable[str] = ()) -> int:
         time.sleep(5)
     ready()
     failed = None
+    logged = time.monotonic()
     while not stop.is_set() and failed is None:
         failed = next((q for q in queries if q.exception() is not None), None)
         stop.wait(0.5)
+        if time.monotonic() - logged >= 10:
+            logged = time.monotonic()
+            for query in queries:
+                print(progress_line(query.name, query.lastProgress), file=sys.stderr, flush=True)
     for query in queries:
         try:
             query.stop()
@@ -57,3 +62,21 @@ def serve_queries(queries: Iterable[Any], realtime: Iterable[str] = ()) -> int:
         print(f"query {failed.name} failed: {failed.exception()}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def progress_line(name: str, progress: dict[str, Any] | None) -> str:
+    """One log line from a query's last progress: batch, rows, rows/s, batch time.
+
+    >>> progress_line("silver", {"batchId": 7, "numInputRows": 1200, "processedRowsPerSecond": 950.4,
+    ...                          "durationMs": {"triggerExecution": 1262}})
+    '[silver] batch 7: 1200 rows, 950 rows/s, 1262 ms'
+    >>> progress_line("alerts_realtime", None)
+    '[alerts_realtime] no batch yet'
+    """
+    if not progress:
+        return f"[{name}] no batch yet"
+    took = (progress.get("durationMs") or {}).get("triggerExecution", 0)
+    return (
+        f"[{name}] batch {progress.get('batchId')}: {progress.get('numInputRows', 0)} rows, "
+        f"{progress.get('processedRowsPerSecond', 0) or 0:.0f} rows/s, {took} ms"
+    )
