@@ -600,8 +600,8 @@ def bench_compare(
     through Kafka, a Python UDF) and a Quix Streams application on the same workload, one after the other:
     event-to-alert latency at fixed input rates, burst throughput, CPU, peak memory and alert correctness
     against the simulator's ground truth. Needs the stack: `fleetstream up --detach`. The full run took
-    19 minutes on two cores (a system is not run at rates above the first it cannot hold); --quick is a
-    smaller version of the same.
+    19 minutes on two cores (a system is not run at rates above the first it cannot hold); --quick took
+    9. Ctrl-C (or SIGTERM) stops the systems under test and writes nothing.
     """
     from dataclasses import replace
 
@@ -632,11 +632,18 @@ def bench_compare(
             )
         logs = settings.state_dir / "bench-compare"
         console.print(f"logs of the systems under test: {logs}", highlight=False)
+        # SIGTERM as Ctrl-C: the systems under test run in process groups of their own, and only an
+        # interrupt (not a bare exit) stops them on the way out
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         results = bench.run(
             settings, workload, chosen, say=lambda line: console.print(line, highlight=False), logs=logs
         )
     except (FleetstreamError, RuntimeError) as exc:
         raise _fail(FleetstreamError(str(exc))) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: the systems under test are stopped; nothing was written")
+        raise typer.Exit(130) from None
     bench.plot(results, plot_file)
     console.print(f"wrote {plot_file}")
     relative = plot_file
