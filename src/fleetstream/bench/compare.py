@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ import psutil
 from fleetstream.bench.contenders import SYSTEMS
 from fleetstream.bench.contenders._common import READY
 from fleetstream.bench.pipeline import AlertClock, alert_score, percentiles
-from fleetstream.config import KafkaSettings, LakeSettings, Settings
+from fleetstream.config import Settings
 
 MARK_BEGIN = "<!-- bench:compare:begin -->"
 MARK_END = "<!-- bench:compare:end -->"
@@ -202,13 +201,6 @@ class TreeMeter(threading.Thread):
 # --- running ---------------------------------------------------------------------------------------
 
 
-def _settings(bootstrap: str, lake: str) -> Settings:
-    base = Settings()
-    topics = base.kafka.topics.tagged(uuid.uuid4().hex[:8], "cmp-")
-    kafka = KafkaSettings(**{**base.kafka.model_dump(), "bootstrap_servers": bootstrap, "topics": topics})
-    return base.model_copy(update={"kafka": kafka, "lake": LakeSettings(root=lake)})
-
-
 def contender_env(settings: Settings, system: str) -> dict[str, str]:
     """The environment a contender reads its settings from (as any fleetstream process does)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")}
@@ -365,7 +357,7 @@ def run_system(
 ) -> list[Run]:
     """Start one system, put it through every segment, stop it; its processes' output goes to ``logs``
     (default: the work folder)."""
-    from fleetstream.bench.pipeline import _prepare
+    from fleetstream.bench.pipeline import _prepare, _settings
 
     settings = _settings(bootstrap, str(workdir / name / "lake"))
     (workdir / name).mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from fleetstream.rules import LIMITS, STOP_KMH, expected_gear
+from fleetstream.rules.engine import load_rules
 
-RULES: tuple[tuple[str, str], ...] = (("overspeed", "high"), ("engine_stress", "high"), ("gear_mismatch", "medium"))
+#: the default rules' names and severities (defaults.yaml); their conditions, in Python, are in ``fire``
+SEVERITY = {rule.name: rule.severity for rule in load_rules()}
 
 
 def car_table(dims: str) -> dict[str, dict[str, Any]]:
@@ -46,13 +48,17 @@ def fire(event: dict[str, Any], cars: dict[str, dict[str, Any]]) -> list[dict[st
     if car is None or speed is None or rpm is None or gear is None:
         return []
     expected = expected_gear(speed, car["upshift"])
-    hits = (speed > LIMITS.overspeed_kmh, rpm > LIMITS.over_rev_rpm, speed >= STOP_KMH and gear != expected)
+    hits = {
+        "overspeed": speed > LIMITS.overspeed_kmh,
+        "engine_stress": rpm > LIMITS.over_rev_rpm,
+        "gear_mismatch": speed >= STOP_KMH and gear != expected,
+    }
     now = int(time.time() * 1000)
     return [
         {
             "alert_id": hashlib.sha256(f"{event['event_id']}:{rule}".encode()).hexdigest()[:32],
             "rule": rule,
-            "severity": severity,
+            "severity": SEVERITY[rule],
             "event_id": event["event_id"],
             "car_id": event["car_id"],
             "model": car["model"],
@@ -64,7 +70,7 @@ def fire(event: dict[str, Any], cars: dict[str, dict[str, Any]]) -> list[dict[st
             "event_time": event["event_time"],
             "detected_at": now,
         }
-        for (rule, severity), hit in zip(RULES, hits, strict=True)
+        for rule, hit in hits.items()
         if hit
     ]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-ENRICHED_EXTRA = (("model", "string"), ("color", "string"), ("driver_profile", "string"), ("expected_gear", "int"))
+ENRICHED_EXTRA = (("model", "string"), ("color", "string"), ("driver_profile", "string"), ("expected_gear", "integer"))
 
 
 def _kafka_source(spark: Any, settings: Any, topic: str) -> Any:
@@ -77,14 +77,13 @@ def enrich_frame(raw: Any, cars: Any, models: Any, colors: Any) -> Any:
 def detect_frame(enriched: Any) -> Any:
     """Enriched JSON values -> alert JSON values (one per event and rule that fires)."""
     from pyspark.sql import functions as F
-    from pyspark.sql.types import StructField, StructType, _parse_datatype_string
 
     from fleetstream.rules.engine import alerts, load_rules
     from fleetstream.schema import spark_schema
 
-    schema = StructType(
-        [*spark_schema().fields, *(StructField(n, _parse_datatype_string(t)) for n, t in ENRICHED_EXTRA)]
-    )
+    schema = spark_schema()
+    for name, type_name in ENRICHED_EXTRA:
+        schema = schema.add(name, type_name)
     rows = enriched.select(F.from_json(F.col("value").cast("string"), schema).alias("e")).select("e.*")
     fired = alerts(rows, load_rules())
     return fired.select(F.col("car_id").alias("key"), F.to_json(F.struct(*fired.columns)).alias("value"))
