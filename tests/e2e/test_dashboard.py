@@ -175,6 +175,18 @@ def _all_the_way(page: Any, slider: Any) -> bool:
     return bool(slider.input_value() == "100")
 
 
+def _sent(page: Any, button: str, toast: str) -> bool:
+    """Click a command button and say whether the page confirmed the command (its toast).
+
+    A click can land while the page re-runs after a slider change and be lost; the caller clicks again."""
+    page.get_by_role("button", name=button).click()
+    for _ in range(10):
+        page.wait_for_timeout(500)
+        if any(toast in text for text in page.locator("[data-testid=stToast]").all_inner_texts()):
+            return True
+    return False
+
+
 def _no_exceptions(page: Any) -> None:
     assert page.locator("[data-testid=stException]").count() == 0, page.locator(
         "[data-testid=stException]"
@@ -258,11 +270,12 @@ def test_cockpit_throttle_makes_the_car_faster(live: tuple[Settings, str], page:
     _wait("the cockpit's live gauges", lambda: "last report" in page.inner_text("[data-testid=stMain]"), 90)
     throttle, brake = page.get_by_role("slider", name="Throttle (%)"), page.get_by_role("slider", name="Brake (%)")
     # first bring it to a stop: engine off, full brake (the slider's on_change sends set_brake 1.0)
-    page.get_by_role("button", name="Stop engine").click()
+    _wait("the stop command sent", lambda: _sent(page, "Stop engine", f"stop_engine sent to {car}"), 30, 0)
     _wait("the brake at 100 %", lambda: _all_the_way(page, brake), 30, 0.5)
     _wait("the car to stand still", lambda: (v := reading("g-speed")) is not None and v < 3, 90)
+    _wait("the engine to stop", lambda: (reading("g-rpm") or 0) < 300, 60)
     stopped_rpm = reading("g-rpm") or 0.0
-    page.get_by_role("button", name="Start engine").click()
+    _wait("the start command sent", lambda: _sent(page, "Start engine", f"start_engine sent to {car}"), 30, 0)
     _wait("the engine to run", lambda: (reading("g-rpm") or 0) > max(stopped_rpm, 300), 60)
     _wait("the throttle at 100 %", lambda: _all_the_way(page, throttle), 30, 0.5)  # also releases the brake
     speed = _wait("the speed to rise", lambda: (v := reading("g-speed")) is not None and v > 20 and v, 60)
