@@ -118,6 +118,10 @@ class SparkSettings(_Frozen):
 
     master: str = "local[*]"
     driver_memory: str = "2g"
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra Spark properties, over fleetstream's defaults (JSON object in the environment)",
+    )
 
 
 class LakeSettings(_Frozen):

@@ -156,3 +156,21 @@ def test_latest_per_car_takes_the_newest_report_and_flags_alerting(spark: SparkS
     got = {r["car_id"]: r for r in T.latest_per_car(frame, alerting).collect()}
     assert (got["c1"]["event_id"], got["c1"]["speed"], got["c1"]["alerting"]) == ("new", 20.0, True)
     assert (got["c2"]["event_id"], got["c2"]["alerting"]) == ("only", False)
+
+
+def test_newest_per_car_keeps_the_newer_report_and_the_batch_on_a_tie(spark: SparkSession) -> None:
+    columns = "car_id string, event_id string, event_time long, alerting boolean"
+    current = spark.createDataFrame(
+        [("c1", "kept", T0 + 5_000, True), ("c2", "replaced", T0, False), ("c3", "tie-old", T0, False)], columns
+    )
+    batch = spark.createDataFrame(
+        [
+            ("c1", "older", T0, False),
+            ("c2", "newer", T0 + 1, True),
+            ("c3", "tie-new", T0, True),
+            ("c4", "new", T0, False),
+        ],
+        columns,
+    )
+    got = {r["car_id"]: (r["event_id"], r["alerting"]) for r in T.newest_per_car(current, batch).collect()}
+    assert got == {"c1": ("kept", True), "c2": ("newer", True), "c3": ("tie-new", True), "c4": ("new", False)}

@@ -85,3 +85,15 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(ValueError, match="frozen"):
         settings.kafka.port = 1  # type: ignore[misc]
+
+
+def test_extra_spark_properties_come_from_a_json_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetstream.pipeline.session import session_conf
+
+    monkeypatch.setenv(
+        "FLEETSTREAM_SPARK__CONF", '{"spark.sql.shuffle.partitions": "200", "spark.executor.memory": "8g"}'
+    )
+    conf = session_conf(Settings())
+    assert conf["spark.sql.shuffle.partitions"] == "200"  # over fleetstream's default of 4
+    assert conf["spark.executor.memory"] == "8g"
+    assert conf["spark.sql.session.timeZone"] == "UTC"  # the other defaults stay

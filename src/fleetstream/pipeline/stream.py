@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
@@ -34,7 +33,7 @@ from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, Str
 from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.pipeline import transforms as T
-from fleetstream.pipeline.enrich import car_dimension, read_dims
+from fleetstream.pipeline.enrich import car_dimension, enrich, read_dims
 from fleetstream.rules.engine import Rule, alerts, load_rules
 
 log = logging.getLogger(__name__)
@@ -164,6 +163,9 @@ class Pipeline:
         # state are computed inside silver's batch (no second read of silver, one query fewer).
         self.fused_alerts = False
         self.fused_state = False
+        # Whether silver's batch publishes the alerts it computes to alert-data: in catch-up runs
+        # (available-now, replay). A running stream publishes them from a query of their own.
+        self.publish_in_batch = False
 
     def _sensors(self, **options: str) -> DataFrame:
         """The sensors-sample topic as a stream, with the given Kafka source options."""
@@ -186,51 +188,64 @@ class Pipeline:
 
     # --- silver ------------------------------------------------------------------------------
     def process_silver(self, batch: DataFrame, batch_id: int) -> None:
-        """One micro-batch of bronze rows: parse, validate, enrich, deduplicate, write."""
-        # Checkpointed (materialised, lineage cut) so that each action below plans a small tree,
-        # not the whole parse again.
+        """One micro-batch of parsed bronze rows (``T.parse_bronze``): enrich, deduplicate, write.
+
+        Parsing is part of the streaming query (``silver``), so its large plan is analysed once
+        when the query starts, not again in every batch.
+
+        When the alerts ride in this batch, it writes them to the Delta alerts table (first copies
+        only, after deduplication); in catch-up runs (available-now, replay) it also publishes them
+        to alert-data, with the enriched and dead-letter records. A running stream publishes them
+        from a query of its own (``alerts_published``), which does not wait for this batch.
+        """
         clock = _StepClock(f"silver batch {batch_id}")
-        checked = T.check_telemetry(batch, self.dims.get()).localCheckpoint(eager=True)
+        # Materialised once (lineage cut), so that each action below plans a small tree.
+        checked = enrich(batch, self.dims.get()).localCheckpoint(eager=True)
         clock.mark("parse")
         valid = checked.where(F.col("reason").isNull())
-        span = valid.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi")).first()
-        seen = None
+        stats = checked.agg(
+            F.min(F.when(F.col("reason").isNull(), F.col("event_time"))).alias("lo"),
+            F.max(F.when(F.col("reason").isNull(), F.col("event_time"))).alias("hi"),
+            F.count("reason").alias("rejected"),
+        ).first()
+        if stats is None or (stats["lo"] is None and not stats["rejected"]):
+            clock.log()
+            return  # nothing at all in this batch
         silver_path = self.lake.table("silver/telemetry")
-        if span is not None and span["lo"] is not None:
-            seen = self._silver_seen(silver_path, batch_id, span["lo"] - DEDUP_WINDOW_MS, span["hi"] + DEDUP_WINDOW_MS)
-        marked = T.mark_copies(valid, seen).persist(StorageLevel.MEMORY_AND_DISK)
-        clock.mark("span")
+        seen = None
+        if stats["lo"] is not None:
+            seen = self._silver_seen(
+                silver_path, batch_id, stats["lo"] - DEDUP_WINDOW_MS, stats["hi"] + DEDUP_WINDOW_MS
+            )
+        marked = T.mark_copies(valid, seen).localCheckpoint(eager=True)
+        copies = marked.where(F.col("duplicate")).count()
+        clock.mark("dedup")
         first = marked.where(~F.col("duplicate")).withColumn("silver_batch", F.lit(batch_id).cast("long"))
         first = first.select(*T.SILVER_COLUMNS)
         quarantined = T.quarantine_rows(checked.where(F.col("reason").isNotNull()))
-        later = marked.where(F.col("duplicate"))
         _append_delta(first, silver_path, "silver", batch_id, "event_date")
         clock.mark("silver")
-        fired = None
-        if self.fused_alerts or self.fused_state:
-            fired = alerts(first, self.rules).persist()
+        fired = alerts(first, self.rules) if self.fused_alerts or self.fused_state else None
         if self.fused_alerts and fired is not None:
             _append_delta(fired, self.lake.table("silver/alerts"), "alerts-in-silver", batch_id)
         if self.fused_state and fired is not None:
-            self._merge_car_state(first, fired)
+            self._write_car_state(first, fired, batch_id)
         clock.mark("alerts+state")
-        if not quarantined.isEmpty():
+        if stats["rejected"]:
             _append_delta(
                 quarantined, self.lake.table("quarantine/telemetry"), "quarantine", batch_id, "quarantine_date"
             )
-        if not later.isEmpty():
+        if copies:
+            later = marked.where(F.col("duplicate"))
             _append_delta(T.duplicate_rows(later), self.lake.table("silver/duplicates"), "duplicates", batch_id)
         clock.mark("quarantine+duplicates")
-        messages = T.enriched_messages(first, self.topics.enriched).unionByName(
-            T.dlq_messages(quarantined, self.topics.dlq)
-        )
-        if self.fused_alerts and fired is not None and self.alerts_mode == "microbatch":
-            messages = messages.unionByName(T.alert_messages(fired, self.topics.alerts))
         if self.publish:
+            messages = T.enriched_messages(first, self.topics.enriched).unionByName(
+                T.dlq_messages(quarantined, self.topics.dlq)
+            )
+            if self.fused_alerts and self.publish_in_batch and fired is not None:
+                messages = messages.unionByName(T.alert_messages(fired, self.topics.alerts))
             _write_kafka(messages, self.settings)
-        marked.unpersist()
-        if fired is not None:
-            fired.unpersist()
         clock.mark("kafka")
         clock.log()
 
@@ -253,9 +268,9 @@ class Pipeline:
         )
 
     def silver(self, trigger: Trigger) -> StreamingQuery:
+        bronze = self.spark.readStream.format("delta").load(self.lake.table("bronze/telemetry"))
         return _start(
-            self.spark.readStream.format("delta")
-            .load(self.lake.table("bronze/telemetry"))
+            T.parse_bronze(bronze)
             .writeStream.queryName("silver")
             .option("checkpointLocation", self.lake.checkpoint("silver"))
             .foreachBatch(self.process_silver),
@@ -281,6 +296,29 @@ class Pipeline:
             trigger,
             None,
         )
+
+    def alerts_published(self, trigger: Trigger) -> StreamingQuery:
+        """alert-data from a stateless micro-batch query of its own: Kafka sensors -> parse ->
+        enrich -> rules -> Kafka. This is the latency path of micro-batch mode: it does not wait
+        for bronze, silver's Delta commits or gold, and its jobs run in a scheduler pool of their
+        own (``alerts``), so that they are not queued behind the other queries' jobs. The Delta
+        alerts table is still written by silver's batch, after deduplication; here a repeated event
+        publishes its alert again, with the same alert_id. It reads the topic from its start on the
+        first run, as bronze does, then resumes from its checkpoint."""
+        source = self._sensors(startingOffsets="earliest", failOnDataLoss="false")
+        return _start(
+            T.parse_bronze(T.to_bronze(source))
+            .writeStream.queryName("alerts")
+            .option("checkpointLocation", self.lake.checkpoint("alerts_kafka"))
+            .foreachBatch(self.publish_alerts),
+            trigger,
+        )
+
+    def publish_alerts(self, batch: DataFrame, batch_id: int) -> None:
+        """One micro-batch of parsed sensor records: the alerts of the valid ones to alert-data."""
+        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", "alerts")
+        valid = enrich(batch, self.dims.get()).where(F.col("reason").isNull())
+        _write_kafka(T.alert_messages(alerts(valid, self.rules), self.topics.alerts), self.settings)
 
     def alerts_realtime(self, checkpoint_every: str = "1 minute") -> StreamingQuery:
         """The stateless alert path in Spark's real-time mode: Kafka sensors -> validate -> join the
@@ -357,25 +395,22 @@ class Pipeline:
         closed.unpersist()
 
     def process_car_state(self, batch: DataFrame, batch_id: int) -> None:
-        self._merge_car_state(batch, alerts(batch, self.rules))
+        self._write_car_state(batch, alerts(batch, self.rules), batch_id)
 
-    def _merge_car_state(self, silver: DataFrame, fired: DataFrame) -> None:
-        """Each car's latest report into gold/car_state (a merge: replays and retries are harmless)."""
-        from delta.tables import DeltaTable
-
+    def _write_car_state(self, silver: DataFrame, fired: DataFrame, batch_id: int) -> None:
+        """Each car's latest report into gold/car_state: the table is small (one row per car), so it
+        is rewritten whole from its last version and this batch's latest rows, a newer report
+        winning. One job and one commit, where a MERGE costs several jobs; the batch id as Delta
+        transaction version makes a retried batch a no-op."""
         latest = T.latest_per_car(silver, fired)
         path = self.lake.table("gold/car_state")
-        if not _delta_exists(self.spark, path):
-            latest.write.format("delta").mode("append").save(path)
-            return
-        (
-            DeltaTable.forPath(self.spark, path)
-            .alias("t")
-            .merge(latest.alias("s"), "t.car_id = s.car_id")
-            .whenMatchedUpdateAll(condition="s.event_time >= t.event_time")
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+        app_id = "car-state-" + ("silver" if self.fused_state else "query")
+        if _delta_exists(self.spark, path):
+            latest = T.newest_per_car(self.spark.read.format("delta").load(path), latest)
+            mode = "overwrite"
+        else:
+            mode = "append"
+        latest.write.format("delta").mode(mode).option("txnAppId", app_id).option("txnVersion", batch_id).save(path)
 
     def bronze_exists(self) -> bool:
         return _delta_exists(self.spark, self.lake.table("bronze/telemetry"))
@@ -469,10 +504,13 @@ class Pipeline:
     def start(self, only: Iterable[str], trigger: Trigger) -> list[StreamingQuery]:
         self.create_tables()
         queries: list[StreamingQuery] = []
+        self.publish_in_batch = False
         for name in self._fuse(only):
             if name == "alerts" and self.fused_alerts:
                 if self.alerts_mode == "realtime":
                     queries.append(self.alerts_realtime())
+                elif self.publish:
+                    queries.append(self.alerts_published(trigger))
                 continue
             started = getattr(self, name)(trigger)
             queries.extend(started if isinstance(started, list) else [started])
@@ -483,6 +521,7 @@ class Pipeline:
     def run_available_now(self, only: Iterable[str], on_query: Callable[[str], None] | None = None) -> None:
         """Process everything available, query after query in dependency order, then return."""
         self.create_tables()
+        self.publish_in_batch = self.alerts_mode == "microbatch"
         for name in self._fuse(only):
             if name == "alerts" and self.fused_alerts:
                 continue

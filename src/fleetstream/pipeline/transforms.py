@@ -85,7 +85,10 @@ def mark_copies(valid: DataFrame, seen: DataFrame | None = None) -> DataFrame:
     ranked = valid.withColumn("duplicate", F.row_number().over(order) > 1)
     if seen is None:
         return ranked
-    known = seen.select("event_id").distinct().withColumn("_seen", F.lit(True))
+    # Only the batch's own ids are looked up: the window of silver can hold millions of ids, the
+    # batch a few thousand, so the batch's side is broadcast and the window's side is only scanned.
+    ids = F.broadcast(valid.select("event_id").distinct())
+    known = seen.select("event_id").join(ids, "event_id", "left_semi").distinct().withColumn("_seen", F.lit(True))
     return (
         ranked.join(known, "event_id", "left")
         .withColumn("duplicate", F.col("duplicate") | F.col("_seen").isNotNull())
@@ -184,3 +187,11 @@ def latest_per_car(silver: DataFrame, alerting_ids: DataFrame | None = None) -> 
         return latest.withColumn("alerting", F.lit(False))
     flagged = alerting_ids.select("event_id").distinct().withColumn("alerting", F.lit(True))
     return latest.join(flagged, "event_id", "left").withColumn("alerting", F.coalesce("alerting", F.lit(False)))
+
+
+def newest_per_car(current: DataFrame, batch: DataFrame) -> DataFrame:
+    """The cars' state after a batch: one row per car, from the table's ``current`` rows and a batch's
+    ``latest_per_car`` rows, the newest event_time winning and the batch's row winning a tie."""
+    order = Window.partitionBy("car_id").orderBy(F.desc("event_time"), F.desc("_newer"))
+    both = current.withColumn("_newer", F.lit(0)).unionByName(batch.withColumn("_newer", F.lit(1)))
+    return both.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") == 1).drop("_newer", "_rank")
