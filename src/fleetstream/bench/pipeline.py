@@ -80,7 +80,7 @@ def _settings(bootstrap: str, lake: str, master: str | None = None) -> Settings:
         "lake": LakeSettings(root=lake),
     }
     if master:
-        update["spark"] = SparkSettings(master=master, driver_memory=base.spark.driver_memory)
+        update["spark"] = base.spark.model_copy(update={"master": master})
     return base.model_copy(update=update)
 
 
@@ -298,7 +298,7 @@ def run(
     repeat: int = 3,
     cars: int = 1000,
     seconds: int = 300,
-    max_offsets: int = 200_000,
+    max_offsets: int = 50_000,
     rate: int = 5000,
     latency_seconds: int = 60,
     trigger_s: float = 0.5,

@@ -61,37 +61,56 @@ class Lake:
 
 @dataclass
 class DimsCache:
-    """The car dimension, reloaded from the dims location at most every ``refresh_s`` seconds."""
+    """The car dimension, reloaded from the dims location at most every ``refresh_s`` seconds.
+
+    The first load happens in the caller; later reloads run in a background thread, so that no
+    batch waits the second or two a reload takes (reading the files, a Spark job or three): a
+    batch gets the dimension loaded last, and the next batch after a reload the new one."""
 
     spark: SparkSession
     location: str
     refresh_s: float = 60.0
     _frame: DataFrame | None = None
     _loaded: float = 0.0
+    _reload: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self) -> DataFrame:
-        """The car dimension. A reload that fails (files half rewritten, store down) keeps the
-        previous one and is tried again after the interval; only the first load's failure is raised."""
+        """The car dimension; only the first load's failure is raised."""
         with self._lock:
-            if self._frame is None or time.monotonic() - self._loaded > self.refresh_s:
-                try:
-                    # Read now, into the driver: a frame over the files would read them again later,
-                    # when they may have changed or gone. The dimension is small (one row per car).
-                    loaded = car_dimension(read_dims(self.spark, self.location))
-                    frame = self.spark.createDataFrame(loaded.collect(), loaded.schema).cache()
-                    cars = frame.count()
-                except Exception as exc:  # Spark raises many kinds (analysis, IO, parse)
-                    if self._frame is None:
-                        raise
-                    log.warning("reference data at %s not reloaded, keeping the previous: %s", self.location, exc)
-                    self._loaded = time.monotonic()
-                    return self._frame
-                log.info("reference data loaded from %s: %d cars", self.location, cars)
-                if self._frame is not None:
-                    self._frame.unpersist()
-                self._frame, self._loaded = frame, time.monotonic()
+            if self._frame is None:
+                self._frame, self._loaded = self._load(), time.monotonic()
+            elif time.monotonic() - self._loaded > self.refresh_s and self._reload is None:
+                self._reload = threading.Thread(target=self._reload_now, name="dims-reload", daemon=True)
+                self._reload.start()
             return self._frame
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for a reload under way, if any."""
+        reload = self._reload
+        if reload is not None:
+            reload.join(timeout)
+
+    def _load(self) -> DataFrame:
+        # Read now, into the driver: a frame over the files would read them again later, when they
+        # may have changed or gone. The dimension is small (one row per car).
+        loaded = car_dimension(read_dims(self.spark, self.location))
+        frame = self.spark.createDataFrame(loaded.collect(), loaded.schema).cache()
+        log.info("reference data loaded from %s: %d cars", self.location, frame.count())
+        return frame
+
+    def _reload_now(self) -> None:
+        """A reload that fails (files half rewritten, store down) keeps the previous dimension and
+        is tried again after the interval."""
+        try:
+            frame: DataFrame | None = self._load()
+        except Exception as exc:  # Spark raises many kinds (analysis, IO, parse)
+            log.warning("reference data at %s not reloaded, keeping the previous: %s", self.location, exc)
+            frame = None
+        with self._lock:
+            if frame is not None:
+                self._frame = frame  # the previous one stays cached for batches still using it
+            self._loaded, self._reload = time.monotonic(), None
 
 
 class _StepClock:
