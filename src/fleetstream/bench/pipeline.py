@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fleetstream.config import KafkaSettings, LakeSettings, Settings, SparkSettings, TopicNames
+from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
 
 MARK_BEGIN = "<!-- bench:pipeline:begin -->"
 MARK_END = "<!-- bench:pipeline:end -->"
