@@ -74,7 +74,7 @@ FIELDS: tuple[Field, ...] = (
     Field("fuel_level", "number", "%", "Fuel left in the tank.",
           "Vehicle.Powertrain.FuelSystem.RelativeLevel", 0, 100),
     Field("fuel_rate", "number", "l/h", "Instantaneous fuel consumption.",
-          "Vehicle.Powertrain.FuelSystem.InstantConsumption", 0, 100),
+          "Vehicle.Powertrain.FuelSystem.InstantConsumption", 0, 200),
     Field("odometer", "number", "km", "Total distance travelled.", "Vehicle.TraveledDistance", 0, 2_000_000),
     Field("engine_on", "boolean", "-", "Whether the engine runs.",
           "Vehicle.Powertrain.CombustionEngine.IsRunning"),

@@ -147,3 +147,25 @@ def test_every_injected_fault_shows_and_is_labelled() -> None:
     speed, rpm = stacked(frames, "speed"), stacked(frames, "rpm")
     assert ((speed > LIMITS.overspeed_kmh) <= manifest[:, :, FAULT_TYPES.index("overspeed")]).all()
     assert ((rpm > LIMITS.over_rev_rpm) <= manifest[:, :, FAULT_TYPES.index("over_rev")]).all()
+
+
+def test_no_model_can_report_a_fuel_rate_the_contract_rejects() -> None:
+    # A simulated record out of the contract's range is quarantined as out_of_range by the pipeline
+    # while the ground truth, which knows no bad data was injected, expects its alerts (seen: a
+    # Porsche 911 at full load reported 102.69 l/h when the maximum was 100).
+    from fleetstream import schema
+    from fleetstream.reference.catalog import MODELS
+    from fleetstream.sim.fleet import peak_fuel_rate
+
+    [fuel_rate] = [f for f in schema.FIELDS if f.name == "fuel_rate"]
+    assert fuel_rate.maximum is not None
+    for model in MODELS:
+        assert 0 < peak_fuel_rate(model) <= fuel_rate.maximum, model.model
+
+
+def test_reported_fuel_rate_stays_under_its_peak(clean_run: tuple[Fleet, list[dict[str, np.ndarray]]]) -> None:
+    from fleetstream.sim.fleet import peak_fuel_rate
+
+    fleet, frames = clean_run
+    peaks = np.array([peak_fuel_rate(model_by_id()[car.model_id]) for car in fleet.cars])
+    assert (stacked(frames, "fuel_rate") <= peaks + 0.01).all()

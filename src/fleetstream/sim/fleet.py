@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from fleetstream.reference.catalog import PROFILES, Car, generate_cars, model_by_id
+from fleetstream.reference.catalog import PROFILES, Car, CarModel, generate_cars, model_by_id
 from fleetstream.rules import LIMITS, expected_gear_array
 from fleetstream.sim.faults import FAULT_TYPES, FaultRates, GroundTruth
 from fleetstream.sim.profiles import profile_arrays
@@ -53,6 +53,17 @@ FAULT_DURATION_S = {
     "overheat": (240.0, 600.0),
     "sensor": (20.0, 60.0),
 }
+
+
+FUEL_L_PER_KWH = {"diesel": 0.27, "petrol": 0.32}  # fuel per unit of engine work, full load
+IDLE_FUEL_L_PER_H = 0.7
+
+
+def peak_fuel_rate(model: CarModel) -> float:
+    """The most fuel (l/h) a model can report: idle plus the engine's work at its torque limit and
+    redline (the drive force never exceeds the torque curve, and the engine never turns faster)."""
+    peak_kw = model.max_torque_nm * model.redline_rpm * 2 * math.pi / 60 / 1000
+    return IDLE_FUEL_L_PER_H + FUEL_L_PER_KWH[model.fuel] * peak_kw
 
 
 @dataclass(frozen=True)
@@ -159,7 +170,7 @@ class Fleet:
         self.drag_area = np.array([m.drag_area_m2 for m in chosen])
         self.max_speed = np.array([m.max_speed_kmh for m in chosen])
         self.tank_l = np.array([m.tank_l for m in chosen])
-        self.fuel_l_per_kwh = np.array([0.27 if m.fuel == "diesel" else 0.32 for m in chosen])
+        self.fuel_l_per_kwh = np.array([FUEL_L_PER_KWH[m.fuel] for m in chosen])
         self.can_over_rev = self.redline > LIMITS.over_rev_rpm + 100
 
     # --- driver commands -------------------------------------------------------------------
@@ -355,7 +366,7 @@ class Fleet:
         rpm = np.where(revving, self.over_rev_rpm, rpm)
         rpm = np.minimum(rpm, self.redline)
         self.rpm = np.where(self.engine_on, np.round(rpm), 0.0)
-        idle_rate = np.where(self.engine_on, 0.7, 0.0)
+        idle_rate = np.where(self.engine_on, IDLE_FUEL_L_PER_H, 0.0)
         self.fuel_rate = np.where(self.engine_on, idle_rate + self.fuel_l_per_kwh * self.power_kw, 0.0)
 
     def _thermal(self, dt: float) -> None:
