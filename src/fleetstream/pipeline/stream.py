@@ -109,7 +109,10 @@ class DimsCache:
             frame = None
         with self._lock:
             if frame is not None:
-                self._frame = frame  # the previous one stays cached for batches still using it
+                previous, self._frame = self._frame, frame
+                if previous is not None:
+                    # a batch still using it recomputes it from its rows, held in the plan
+                    previous.unpersist()
             self._loaded, self._reload = time.monotonic(), None
 
 
