@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from fleetstream.config import Settings
-from fleetstream.ingest.kafka import consume, describe_topics, make_consumer, make_producer
+from fleetstream.ingest.kafka import consume, delete_topics, describe_topics, make_admin, make_consumer, make_producer
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +104,22 @@ def test_fleetstream_message_is_read_by_kcat(
         capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
     assert result.stdout.strip() == 'car-007|{"rpm": 6500}|0'
+
+
+def test_delete_topics_removes_them_with_their_data_and_ignores_missing_ones(
+    stack_settings: Settings, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=2)
+    producer = make_producer(stack_settings.kafka)
+    producer.produce(topic, key="car-1", value="x")
+    assert producer.flush(30) == 0
+    gone = f"never-created-{uuid.uuid4().hex[:8]}"
+
+    assert delete_topics(stack_settings.kafka, [topic, gone]) == [topic]
+
+    admin = make_admin(stack_settings.kafka)
+    deadline = time.monotonic() + 30
+    while topic in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
+        time.sleep(0.2)  # deletion completes asynchronously on the controller
+    assert topic not in admin.list_topics(timeout=10).topics
+    assert delete_topics(stack_settings.kafka, [topic]) == []

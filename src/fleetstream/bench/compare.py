@@ -396,7 +396,10 @@ def run_system(
         say(f"{name}: {exc}")
     finally:
         system.stop()
-        say(f"{name}: stopped")
+        from fleetstream.ingest.kafka import delete_topics
+
+        delete_topics(settings.kafka, settings.kafka.topics.all())  # the workload's data, on the broker
+        say(f"{name}: stopped, its topics deleted")
     return runs
 
 

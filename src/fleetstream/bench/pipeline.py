@@ -71,10 +71,10 @@ class Result:
         return self.precision == 1.0 and self.recall == 1.0
 
 
-def _settings(bootstrap: str, lake: str, master: str | None = None) -> Settings:
+def _settings(bootstrap: str, lake: str, master: str | None = None, suffix: str | None = None) -> Settings:
+    """Settings for one measure: its own topics (``bench-<name>-<suffix>``) and lake."""
     base = Settings()
-    suffix = uuid.uuid4().hex[:8]
-    topics = TopicNames().tagged(suffix, "bench-")
+    topics = TopicNames().tagged(suffix or uuid.uuid4().hex[:8], "bench-")
     update: dict[str, Any] = {
         "kafka": KafkaSettings(**{**base.kafka.model_dump(), "bootstrap_servers": bootstrap, "topics": topics}),
         "lake": LakeSettings(root=lake),
@@ -108,7 +108,9 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def throughput_worker(bootstrap: str, lake: str, cars: int, seconds: int, max_offsets: int) -> dict[str, Any]:
+def throughput_worker(
+    bootstrap: str, lake: str, cars: int, seconds: int, max_offsets: int, suffix: str | None = None
+) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     from fleetstream.ingest.sinks import KafkaSink
@@ -117,7 +119,7 @@ def throughput_worker(bootstrap: str, lake: str, cars: int, seconds: int, max_of
     from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
     from fleetstream.sim.runner import SimOptions, Simulation
 
-    settings = _settings(bootstrap, lake)
+    settings = _settings(bootstrap, lake, suffix=suffix)
     _prepare(settings, cars, seed=7)
     options = SimOptions(
         cars=cars,
@@ -216,7 +218,9 @@ class AlertClock(threading.Thread):
         self.consumer.close()
 
 
-def latency_worker(bootstrap: str, lake: str, mode: str, rate: int, seconds: int, trigger_s: float) -> dict[str, Any]:
+def latency_worker(
+    bootstrap: str, lake: str, mode: str, rate: int, seconds: int, trigger_s: float, suffix: str | None = None
+) -> dict[str, Any]:
     from fleetstream.ingest.sinks import KafkaSink
     from fleetstream.pipeline.session import spark_session
     from fleetstream.pipeline.stream import QUERIES, Pipeline
@@ -224,7 +228,7 @@ def latency_worker(bootstrap: str, lake: str, mode: str, rate: int, seconds: int
     from fleetstream.sim.runner import SimOptions, Simulation
 
     master = f"local[{max(os.cpu_count() or 2, 6)}]" if mode == "realtime" else None
-    settings = _settings(bootstrap, lake, master)
+    settings = _settings(bootstrap, lake, master, suffix)
     _prepare(settings, rate, seed=11)
     spark = spark_session(settings, f"fleetstream-bench-latency-{mode}")
     spark.sparkContext.setLogLevel("ERROR")
@@ -279,12 +283,21 @@ def latency_worker(bootstrap: str, lake: str, mode: str, rate: int, seconds: int
     )
 
 
-def _in_subprocess(function: str, **kwargs: Any) -> Result:
+def _in_subprocess(function: str, kafka: KafkaSettings, **kwargs: Any) -> Result:
+    """Run one worker in its own process; its topics (tens to hundreds of MB on the broker) are
+    deleted when it ends, failed or not."""
+    from fleetstream.ingest.kafka import delete_topics
+
+    suffix = uuid.uuid4().hex[:8]
+    arguments = {**kwargs, "bootstrap": kafka.bootstrap, "suffix": suffix}
     code = (
         f"import json; from fleetstream.bench.pipeline import {function}; "
-        f"print('RESULT ' + json.dumps({function}(**json.loads({json.dumps(json.dumps(kwargs))}))))"
+        f"print('RESULT ' + json.dumps({function}(**json.loads({json.dumps(json.dumps(arguments))}))))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    finally:
+        delete_topics(kafka, TopicNames().tagged(suffix, "bench-").all())
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
@@ -304,14 +317,13 @@ def run(
     trigger_s: float = 0.5,
 ) -> list[Result]:
     """Every measure, against the configured Kafka (which must answer)."""
-    bootstrap = settings.kafka.bootstrap
     results = []
     with tempfile.TemporaryDirectory(prefix="fleetstream-bench-lake-") as tmp:
         for i in range(repeat):
             results.append(
                 _in_subprocess(
                     "throughput_worker",
-                    bootstrap=bootstrap,
+                    kafka=settings.kafka,
                     lake=f"{tmp}/t{i}",
                     cars=cars,
                     seconds=seconds,
@@ -322,7 +334,7 @@ def run(
             results.append(
                 _in_subprocess(
                     "latency_worker",
-                    bootstrap=bootstrap,
+                    kafka=settings.kafka,
                     lake=f"{tmp}/l-{mode}",
                     mode=mode,
                     rate=rate,

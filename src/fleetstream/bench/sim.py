@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetstream.config import KafkaSettings, S3Settings, Settings
-from fleetstream.ingest.kafka import broker_count, ensure_topics
+from fleetstream.ingest.kafka import broker_count, delete_topics, ensure_topics
 from fleetstream.testing import free_port_base
 
 MARK_BEGIN = "<!-- bench:sim:begin -->"
@@ -90,7 +90,10 @@ def measure_broker(settings: Settings, cars: int, ticks: int, repeat: int) -> Me
         topic = f"bench-sim-{uuid.uuid4().hex[:8]}"
         ensure_topics(settings.kafka, [topic])
         sink = KafkaSink(settings.kafka, topic)
-        events, seconds = _run_simulation(cars, ticks, sink)
+        try:
+            events, seconds = _run_simulation(cars, ticks, sink)
+        finally:
+            delete_topics(settings.kafka, [topic])  # 600,000 events a run: not left on the broker
         if sink.stats.failed or sink.stats.delivered != events:
             raise RuntimeError(f"benchmark lost messages: {sink.stats}")
         runs.append(events / seconds)

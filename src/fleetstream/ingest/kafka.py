@@ -93,6 +93,26 @@ def ensure_topics(kafka: KafkaSettings, names: Iterable[str], partitions: int | 
     return created
 
 
+def delete_topics(kafka: KafkaSettings, names: Iterable[str], timeout: float = 30.0) -> list[str]:
+    """Delete the named topics that exist (a benchmark's scratch topics, with their data).
+
+    Returns the names deleted; a topic that is already gone is not an error.
+    """
+    admin = make_admin(kafka)
+    existing = set(admin.list_topics(timeout=10).topics)
+    doomed = [name for name in dict.fromkeys(names) if name in existing]
+    deleted: list[str] = []
+    futures = admin.delete_topics(doomed, operation_timeout=timeout) if doomed else {}
+    for name, future in futures.items():
+        try:
+            future.result()
+            deleted.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+    return deleted
+
+
 def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
