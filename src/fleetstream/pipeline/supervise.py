@@ -105,6 +105,8 @@ def supervise(
         if code == 0 and active is not None:
             # A stop cancels the running tasks (a real-time query's always); Spark logs that as errors.
             active.sparkContext.setLogLevel("FATAL")
+            # py4j logs the interruption of a batch under way (pipeline.stream.stoppable) as an error
+            logging.getLogger("py4j").setLevel(logging.CRITICAL)
         for query in queries:
             query.stop()
         write_status(status_path, [health(q) for q in queries], time.time())
