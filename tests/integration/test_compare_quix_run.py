@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 
 from fleetstream.bench.compare import MAX, Workload, report, run_system
 from fleetstream.config import Settings
+from fleetstream.ingest.kafka import make_admin
 
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
 
@@ -21,6 +23,8 @@ def test_quix_through_a_small_workload(stack_settings: Settings, tmp_path: Path)
     workload = Workload(cars=200, rates=(200, 1000), seconds=8, warmup_s=2, max_events=4000, drain_s=30,
                         burst_timeout_s=60)  # fmt: skip
     before = {p.pid for p in psutil.Process().children(recursive=True)}
+    admin = make_admin(stack_settings.kafka)
+    topics_before = set(admin.list_topics(timeout=10).topics) | {"__consumer_offsets"}  # the broker's own
     lines: list[str] = []
     runs = run_system("quix", workload, stack_settings.kafka.bootstrap, tmp_path, lines.append)
 
@@ -39,7 +43,11 @@ def test_quix_through_a_small_workload(stack_settings: Settings, tmp_path: Path)
         assert 0 < run.latency_ms["p50"] <= run.latency_ms["p99"] < 5000
         assert run.sustained
     assert lines[0] == "quix: starting"
-    assert lines[-1] == "quix: stopped"
+    assert lines[-1] == "quix: stopped, its topics deleted"
+    deadline = time.monotonic() + 15  # the broker's metadata catches up with a deletion within moments
+    while (left_topics := set(admin.list_topics(timeout=10).topics) - topics_before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left_topics, f"the workload's topics are still on the broker: {left_topics}"
     assert (tmp_path / "quix" / "quix-quix.log").exists()
     left = {p.pid for p in psutil.Process().children(recursive=True)} - before
     assert not left, f"processes left behind: {left}"
