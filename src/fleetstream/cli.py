@@ -28,6 +28,7 @@ from fleetstream.errors import FleetstreamError
 from fleetstream.ingest.kafka import broker_count
 from fleetstream.local import stack
 from fleetstream.local.process import Service
+from fleetstream.local.process import stop as stop_service
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
 from fleetstream.sim.faults import FAULT_TYPES as FAULT_NAMES
 from fleetstream.sim.runner import SimStats
@@ -541,12 +542,16 @@ def bench_pipeline(
     rate: Annotated[int, typer.Option(min=100, help="Input rate (events/s) of the latency runs.")] = 5000,
     latency_seconds: Annotated[int, typer.Option(min=10, help="Measured seconds of each latency run.")] = 60,
     trigger_seconds: Annotated[float, typer.Option(min=0, help="Micro-batch interval of the latency run.")] = 0.5,
+    realtime_checkpoint_seconds: Annotated[
+        float, typer.Option(min=1, help="Real-time batch length; a real-time run lasts at least this long.")
+    ] = 300.0,
     write: Annotated[Path | None, typer.Option(help="Markdown file whose pipeline section is replaced.")] = Path(
         "docs/benchmarks.md"
     ),
 ) -> None:
     """Pipeline throughput (a backlog through bronze, silver, alerts and gold) and event-to-alert
-    latency at a fixed rate, micro-batch and real-time. Needs the stack: `fleetstream up --detach`."""
+    latency at a fixed rate, micro-batch and real-time, each with every query in one application and
+    with the alert publisher in its own (--separate-alert-app). Needs the stack: `fleetstream up --detach`."""
     from fleetstream.bench import pipeline as bench
     from fleetstream.bench.sim import machine, write_report
 
@@ -557,7 +562,17 @@ def bench_pipeline(
                 f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
             )
         with console.status("benchmarking the pipeline (several minutes)..."):
-            results = bench.run(settings, repeat, cars, seconds, max_offsets, rate, latency_seconds, trigger_seconds)
+            results = bench.run(
+                settings,
+                repeat,
+                cars,
+                seconds,
+                max_offsets,
+                rate,
+                latency_seconds,
+                trigger_seconds,
+                realtime_checkpoint_seconds,
+            )
     except (FleetstreamError, RuntimeError) as exc:
         raise _fail(FleetstreamError(str(exc))) from None
     section = bench.report(results, machine())
@@ -712,7 +727,11 @@ def run_all(
 def stream(
     only: Annotated[
         str,
-        typer.Option(envvar="FLEETSTREAM_STREAM_ONLY", help="Comma-separated queries: bronze,silver,alerts,gold."),
+        typer.Option(
+            envvar="FLEETSTREAM_STREAM_ONLY",
+            help="Comma-separated queries: bronze,silver,alerts,gold; alert-data is the alert-data publisher "
+            "alone (part of alerts otherwise).",
+        ),
     ] = "bronze,silver,alerts,gold",
     available_now: Annotated[
         bool,
@@ -742,6 +761,34 @@ def stream(
             "reading Kafka directly (lower latency, trade-offs in docs/rules.md).",
         ),
     ] = "microbatch",
+    realtime_checkpoint_seconds: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            envvar="FLEETSTREAM_STREAM_REALTIME_CHECKPOINT_SECONDS",
+            help="Real-time mode: the batch length, after which offsets are checkpointed and progress is "
+            "reported; each new batch holds alerts up for a moment (docs/rules.md).",
+        ),
+    ] = 300.0,
+    separate_alert_app: Annotated[
+        bool,
+        typer.Option(
+            "--separate-alert-app/--one-app",
+            envvar="FLEETSTREAM_STREAM_SEPARATE_ALERT_APP",
+            help="Run the alert-data publisher as a Spark application of its own (a child process, log in "
+            "<state_dir>/logs/stream-alert-data.log), and this application's queries at a lower CPU priority "
+            "(--lake-nice): alerts are then not held up by the lake's batches.",
+        ),
+    ] = False,
+    lake_nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            envvar="FLEETSTREAM_STREAM_LAKE_NICE",
+            help="With --separate-alert-app: how much to lower the lake queries' CPU priority (nice).",
+        ),
+    ] = 10,
     rules: RulesFile = None,
     show_gold: Annotated[
         bool,
@@ -757,18 +804,26 @@ def stream(
     <state_dir>/stream-status.json for the dashboard). Ctrl-C stops the queries cleanly.
     """
     from fleetstream.config import SparkSettings
+    from fleetstream.pipeline import separate
     from fleetstream.pipeline.session import spark_session
-    from fleetstream.pipeline.stream import ALERT_MODES, QUERIES, Pipeline
+    from fleetstream.pipeline.stream import ALERT_MODES, PUBLISHER, QUERIES, Pipeline
 
     chosen = [q.strip() for q in only.split(",") if q.strip()]
-    unknown = sorted(set(chosen) - set(QUERIES))
+    unknown = sorted(set(chosen) - {*QUERIES, PUBLISHER})
     if unknown:
-        raise typer.BadParameter(f"unknown queries {unknown}; choose from {', '.join(QUERIES)}")
+        raise typer.BadParameter(f"unknown queries {unknown}; choose from {', '.join([*QUERIES, PUBLISHER])}")
+    if available_now and PUBLISHER in chosen:
+        raise typer.BadParameter(
+            f"{PUBLISHER} is a live publisher; with --available-now, silver's batches publish the alerts"
+        )
+    # the publisher in a child application: only when this one would run it, and not for a backfill
+    split = separate_alert_app and "alerts" in chosen and PUBLISHER not in chosen and not available_now
     try:
         settings = _settings()
         if alerts_mode not in ALERT_MODES:
             raise typer.BadParameter(f"--alerts-mode {alerts_mode!r}: choose {' or '.join(ALERT_MODES)}")
-        if not master and alerts_mode == "realtime" and settings.spark.master == "local[*]":
+        asked_master = master
+        if not master and alerts_mode == "realtime" and not split and settings.spark.master == "local[*]":
             # real-time mode runs one long task per Kafka partition at once, besides the other queries
             master = f"local[{max(os.cpu_count() or 2, settings.kafka.partitions + 2)}]"
             log.info("real-time alerts: Spark master %s (a task slot for every Kafka partition)", master)
@@ -783,12 +838,32 @@ def stream(
             raise FleetstreamError(
                 f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
             )
-        spark = spark_session(settings, "fleetstream-stream", with_s3=settings.lake.root.startswith("s3a://"))
+        publisher = None
+        if split:
+            argv = separate.publisher_argv(
+                alerts_mode, trigger_seconds, realtime_checkpoint_seconds, asked_master, rules
+            )
+            publisher = separate.start_publisher(settings, argv)
+            log.info("alert-data publisher started (pid %d), log: %s", publisher.pid, publisher.log)
+            # this process and the JVM it starts (inherited) yield the cores to the publisher
+            os.nice(lake_nice)
+        try:
+            spark = spark_session(settings, "fleetstream-stream", with_s3=settings.lake.root.startswith("s3a://"))
+        except BaseException:
+            if publisher is not None:
+                stop_service(publisher, group=False)  # it stops its own JVM
+            raise
     except FleetstreamError as exc:
         raise _fail(exc) from None
     spark.sparkContext.setLogLevel("WARN")
     pipeline = Pipeline(
-        spark, settings, rules=chosen_rules, max_offsets=max_offsets_per_trigger, alerts_mode=alerts_mode
+        spark,
+        settings,
+        rules=chosen_rules,
+        max_offsets=max_offsets_per_trigger,
+        alerts_mode=alerts_mode,
+        separate_publisher=split,
+        realtime_checkpoint_s=realtime_checkpoint_seconds,
     )
     if available_now:
         began = time.monotonic()
@@ -796,7 +871,7 @@ def stream(
         log.info("done in %.1f s", time.monotonic() - began)
         spark.stop()
         return
-    from fleetstream.pipeline.monitor import STATUS_FILE
+    from fleetstream.pipeline.monitor import STATUS_FILE, QueryHealth
     from fleetstream.pipeline.supervise import rows_table, supervise
 
     queries = pipeline.start(chosen, {"processingTime": f"{trigger_seconds} seconds"})
@@ -806,9 +881,28 @@ def stream(
         def snapshot() -> list[Table]:
             return [rows_table(name, rows) for name, rows in pipeline.gold_snapshot().items()]
 
+    others = None
+    if publisher is not None:
+        child, child_status = publisher, settings.state_dir / separate.PUBLISHER_STATUS_FILE
+
+        def others() -> list[QueryHealth]:
+            return separate.publisher_rows(child, child_status)
+
+    # the publisher alone writes a status of its own (merged by the application that started it)
+    status_file = separate.PUBLISHER_STATUS_FILE if set(chosen) == {PUBLISHER} else STATUS_FILE
     try:
-        code = supervise(queries, settings.state_dir / STATUS_FILE, console, snapshot=snapshot)
+        code = supervise(
+            queries,
+            settings.state_dir / status_file,
+            console,
+            snapshot=snapshot,
+            others=others,
+            stop_when=separate.parent_gone,
+        )
     finally:
+        if publisher is not None:
+            stop_service(publisher, group=False)  # it stops its own JVM
+            log.info("alert-data publisher stopped")
         spark.stop()
         log.info("pipeline stopped")
     if code:

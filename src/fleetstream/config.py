@@ -10,6 +10,7 @@ Every variable starts with ``FLEETSTREAM_``; nested keys use ``__``, for example
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -180,3 +181,19 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+
+def process_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` (an environment) without its FLEETSTREAM_* variables, plus those that make a child
+    process see these settings' Kafka, topics and lake (a benchmark's or a test's private ones).
+
+    >>> env = process_env(Settings(lake=LakeSettings(root="/tmp/l")), {"PATH": "/bin", "FLEETSTREAM_X": "1"})
+    >>> env["PATH"], env["FLEETSTREAM_LAKE__ROOT"], env["FLEETSTREAM_KAFKA__TOPICS__ALERTS"], "FLEETSTREAM_X" in env
+    ('/bin', '/tmp/l', 'alert-data', False)
+    """
+    env = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)}
+    env[f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap
+    for name, topic in settings.kafka.topics.model_dump().items():
+        env[f"{ENV_PREFIX}KAFKA__TOPICS__{name.upper()}"] = topic
+    env[f"{ENV_PREFIX}LAKE__ROOT"] = settings.lake.root
+    return env

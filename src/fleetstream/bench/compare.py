@@ -39,7 +39,7 @@ import psutil
 from fleetstream.bench.contenders import SYSTEMS
 from fleetstream.bench.contenders._common import READY
 from fleetstream.bench.pipeline import AlertClock, alert_score, percentiles
-from fleetstream.config import Settings
+from fleetstream.config import Settings, process_env
 
 MARK_BEGIN = "<!-- bench:compare:begin -->"
 MARK_END = "<!-- bench:compare:end -->"
@@ -203,11 +203,7 @@ class TreeMeter(threading.Thread):
 
 def contender_env(settings: Settings, system: str) -> dict[str, str]:
     """The environment a contender reads its settings from (as any fleetstream process does)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")}
-    env["FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap
-    for name, topic in settings.kafka.topics.model_dump().items():
-        env[f"FLEETSTREAM_KAFKA__TOPICS__{name.upper()}"] = topic
-    env["FLEETSTREAM_LAKE__ROOT"] = settings.lake.root
+    env = process_env(settings, os.environ)
     if system == "fleetstream-realtime":  # a task slot per Kafka partition plus two (docs/rules.md)
         env["FLEETSTREAM_SPARK__MASTER"] = f"local[{max(os.cpu_count() or 2, 6)}]"
     return env

@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
+from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames, process_env
 
 MARK_BEGIN = "<!-- bench:pipeline:begin -->"
 MARK_END = "<!-- bench:pipeline:end -->"
+PROBE_PREFIX = "probe-"
 
 
 def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> dict[str, float]:
@@ -211,6 +212,8 @@ class AlertClock(threading.Thread):
                 alert = json.loads(m.value() or b"{}")
                 if "event_time" not in alert:
                     continue
+                if str(alert.get("event_id", "")).startswith(PROBE_PREFIX):
+                    continue  # the readiness probe's, not the measured run's
                 key = (alert["event_id"], alert["rule"])
                 self.samples.append((int(alert["event_time"]), now - alert["event_time"]))
                 self.alerts.add(key)
@@ -218,22 +221,133 @@ class AlertClock(threading.Thread):
         self.consumer.close()
 
 
+class StreamProcess:
+    """`fleetstream stream` as the product runs it (here: with ``--separate-alert-app``), in a
+    process group of its own, stopped with Ctrl-C's signal."""
+
+    def __init__(self, settings: Settings, argv: list[str]) -> None:
+        from fleetstream.pipeline.monitor import STATUS_FILE
+
+        self.state_dir = Path(f"{settings.lake.root}-state")
+        self.status_path = self.state_dir / STATUS_FILE
+        self.log_path = self.state_dir / "stream.log"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fleetstream", "stream", *argv],
+                env={**process_env(settings, os.environ), "FLEETSTREAM_STATE_DIR": str(self.state_dir)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"fleetstream stream exited ({self.proc.returncode}):\n{self.tail()}")
+
+    def tail(self, lines: int = 15) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def warm(self, names: set[str], timeout: float = 300) -> None:
+        """Until every query named has finished a batch (the status file the dashboard reads)."""
+        from fleetstream.pipeline.monitor import read_status
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check()
+            status = read_status(self.status_path)
+            if status and names <= {q.name for q in status[1] if q.batch >= 0}:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"queries {sorted(names)} did not start within {timeout:.0f} s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        """Ctrl-C, then wait; a non-zero exit (a query failed) is an error."""
+        import signal
+
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            code = self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise RuntimeError(f"fleetstream stream did not stop within 120 s:\n{self.tail()}") from None
+        if code != 0:
+            raise RuntimeError(f"fleetstream stream exited {code}:\n{self.tail()}")
+
+
+def _probe_until_alert(settings: Settings, car_id: str, timeout: float = 180) -> None:
+    """Send overspeed reports until one's alert is readable on alert-data: the alert path is live
+    (a real-time query starts at the latest offsets, so nothing measured may come before this)."""
+    from confluent_kafka import Consumer, Producer
+
+    from fleetstream import schema
+
+    kafka = settings.kafka
+    consumer = Consumer(
+        {**kafka.client_config(), "group.id": f"probe-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([kafka.topics.alerts])
+    producer = Producer(kafka.client_config())
+    deadline, n = time.monotonic() + timeout, 0
+    try:
+        while time.monotonic() < deadline:
+            n += 1
+            now = int(time.time() * 1000)
+            event = {**schema.EXAMPLE, "event_id": f"{PROBE_PREFIX}{n}", "car_id": car_id, "event_time": now}
+            event["speed"] = 150.0
+            producer.produce(kafka.topics.sensors, json.dumps(event).encode(), key=car_id.encode(), timestamp=now)
+            producer.flush(10)
+            for m in consumer.consume(100, 2.0):
+                if m.error() is None and str(json.loads(m.value() or b"{}").get("event_id", "")).startswith(
+                    PROBE_PREFIX
+                ):
+                    return
+    finally:
+        consumer.close()
+    raise RuntimeError(f"no alert for the probe within {timeout:.0f} s")
+
+
 def latency_worker(
-    bootstrap: str, lake: str, mode: str, rate: int, seconds: int, trigger_s: float, suffix: str | None = None
+    bootstrap: str,
+    lake: str,
+    mode: str,
+    rate: int,
+    seconds: int,
+    trigger_s: float,
+    suffix: str | None = None,
+    separate: bool = False,
+    lake_nice: int = 10,
+    realtime_checkpoint_s: float = 300.0,
 ) -> dict[str, Any]:
+    """Event-to-alert latency at ``rate`` events/s: the pipeline in this process (one application),
+    or, when ``separate``, `fleetstream stream --separate-alert-app` in a process of its own."""
     from fleetstream.ingest.sinks import KafkaSink
-    from fleetstream.pipeline.session import spark_session
     from fleetstream.pipeline.stream import QUERIES, Pipeline
+    from fleetstream.reference.catalog import generate_cars
     from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
     from fleetstream.sim.runner import SimOptions, Simulation
 
-    master = f"local[{max(os.cpu_count() or 2, 6)}]" if mode == "realtime" else None
+    master = f"local[{max(os.cpu_count() or 2, 6)}]" if mode == "realtime" and not separate else None
     settings = _settings(bootstrap, lake, master, suffix)
     _prepare(settings, rate, seed=11)
-    spark = spark_session(settings, f"fleetstream-bench-latency-{mode}")
-    spark.sparkContext.setLogLevel("ERROR")
-    pipeline = Pipeline(spark, settings, alerts_mode=mode)
-    queries = pipeline.start(QUERIES, {"processingTime": f"{trigger_s} seconds"})
+    queries: list[Any] = []
+    stream = None
+    spark = None
+    if separate:
+        argv = ["--separate-alert-app", "--lake-nice", str(lake_nice), "--alerts-mode", mode]
+        argv += ["--realtime-checkpoint-seconds", f"{realtime_checkpoint_s:g}"]
+        stream = StreamProcess(settings, [*argv, "--trigger-seconds", f"{trigger_s:g}"])
+        publisher = "alerts_realtime" if mode == "realtime" else "alerts"
+        stream.warm({"bronze", "silver", "gold_fleet", *({publisher} - {"alerts_realtime"})})
+        _probe_until_alert(settings, generate_cars(rate, 11)[0].car_id)
+    else:
+        from fleetstream.pipeline.session import spark_session
+
+        spark = spark_session(settings, f"fleetstream-bench-latency-{mode}")
+        spark.sparkContext.setLogLevel("ERROR")
+        pipeline = Pipeline(spark, settings, alerts_mode=mode, realtime_checkpoint_s=realtime_checkpoint_s)
+        queries = pipeline.start(QUERIES, {"processingTime": f"{trigger_s} seconds"})
     clock = AlertClock(settings.kafka, settings.kafka.topics.alerts)
     clock.start()
     clock.ready.wait(30)
@@ -258,19 +372,28 @@ def latency_worker(
             seen, quiet_since = len(clock.samples), time.monotonic()
     clock.stop.set()
     clock.join()
+    if stream is not None:
+        stream.stop()
     failed = [str(q.exception()) for q in queries if q.exception()]
     for query in queries:
         query.stop()
-    spark.stop()
+    if spark is not None:
+        spark.stop()
     if failed:
         raise RuntimeError(f"a query failed: {failed}")
     measured_from = simulation.start_ms + warmup_s * 1000
     latencies = [lat for event_time, lat in clock.samples if event_time >= measured_from]
     expected = simulation.ground_truth.expected_alerts()
+    how = f", alert app separate (lake nice {lake_nice})" if separate else ", one app"
     return asdict(
         Result(
-            measure=f"latency, {mode}, {rate:,} events/s"
-            + (f", trigger {trigger_s:g} s" if mode == "microbatch" else ""),
+            measure=f"latency, {mode}, {rate:,} events/s, {seconds} s"
+            + (
+                f", trigger {trigger_s:g} s"
+                if mode == "microbatch"
+                else f", checkpoint every {realtime_checkpoint_s:g} s"
+            )
+            + how,
             events=stats.events,
             seconds=float(seconds + warmup_s),
             alerts_expected=len(expected),
@@ -315,6 +438,7 @@ def run(
     rate: int = 5000,
     latency_seconds: int = 60,
     trigger_s: float = 0.5,
+    realtime_checkpoint_s: float = 300.0,
 ) -> list[Result]:
     """Every measure, against the configured Kafka (which must answer)."""
     results = []
@@ -331,17 +455,24 @@ def run(
                 )
             )
         for mode in ("microbatch", "realtime"):
-            results.append(
-                _in_subprocess(
-                    "latency_worker",
-                    kafka=settings.kafka,
-                    lake=f"{tmp}/l-{mode}",
-                    mode=mode,
-                    rate=rate,
-                    seconds=latency_seconds,
-                    trigger_s=trigger_s,
+            for separate in (False, True):
+                results.append(
+                    _in_subprocess(
+                        "latency_worker",
+                        kafka=settings.kafka,
+                        lake=f"{tmp}/l-{mode}-{'separate' if separate else 'one'}",
+                        mode=mode,
+                        rate=rate,
+                        # real-time: as long as one of its batches, so that one batch start (its
+                        # checkpoint) falls in the run, as often as it does in a long run
+                        seconds=max(latency_seconds, int(realtime_checkpoint_s))
+                        if mode == "realtime"
+                        else latency_seconds,
+                        trigger_s=trigger_s,
+                        separate=separate,
+                        realtime_checkpoint_s=realtime_checkpoint_s,
+                    )
                 )
-            )
     return results
 
 
@@ -373,7 +504,11 @@ def report(results: list[Result], machine: str) -> str:
         "",
         "Latency rows count the alerts readable on `alert-data` until none has come for 10 s after "
         "the input stopped (at most 3 minutes): a recall below 1 there means the pipeline had not "
-        "caught up, a precision below 1 that it raised alerts the ground truth does not imply.",
+        "caught up, a precision below 1 that it raised alerts the ground truth does not imply. "
+        '"one app": every query in one Spark application (`fleetstream stream`); "alert app separate": '
+        "the alert-data publisher in an application of its own and the lake's at a lower CPU priority "
+        "(`fleetstream stream --separate-alert-app`). A real-time run lasts one real-time batch, so it holds "
+        "one batch start (its checkpoint), as a long run does once per batch.",
     ]
     if rates:
         lines += [

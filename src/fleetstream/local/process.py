@@ -73,14 +73,18 @@ def spawn(name: str, argv: Sequence[str], log: Path, address: str, env: Mapping[
     return Service(name, popen.pid, proc.create_time(), address, str(log))
 
 
-def stop(service: Service, timeout: float = 20.0) -> None:
-    """SIGTERM the service's process group, then SIGKILL what is left after ``timeout`` seconds."""
+def stop(service: Service, timeout: float = 20.0, group: bool = True) -> None:
+    """SIGTERM the service's process group (only its leader when not ``group``: a supervisor that
+    stops its own children in order), then SIGKILL what is left after ``timeout`` seconds."""
     proc = service.process()
     if proc is None:
         return
     members = [proc, *proc.children(recursive=True)]
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(service.pid, signal.SIGTERM)
+        if group:
+            os.killpg(service.pid, signal.SIGTERM)
+        else:
+            os.kill(service.pid, signal.SIGTERM)
     _, alive = psutil.wait_procs(members, timeout=timeout)
     for member in alive:
         with contextlib.suppress(psutil.Error):

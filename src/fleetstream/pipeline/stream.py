@@ -11,6 +11,10 @@ state are computed inside silver's micro-batch, from the rows it has just writte
 data and two streaming queries fewer. Started alone, alerts and the car state run as their own
 queries on the silver table, which is how they scale out to another application.
 
+The alert-data publisher (the latency path: Kafka sensors -> rules -> Kafka alert-data, micro-batch
+or real-time) is a query of its own, named ``alert-data`` in ``--only``. It can run in a Spark
+application of its own (``--separate-alert-app``), so that the lake queries' jobs never hold it up.
+
 Delta writes inside foreachBatch carry the batch id as a Delta transaction version, so a batch that
 is retried after a crash is not written twice. Kafka writes are at least once; their ids (event_id,
 alert_id) let consumers drop repeats.
@@ -39,9 +43,27 @@ from fleetstream.rules.engine import Rule, alerts, load_rules
 
 log = logging.getLogger(__name__)
 QUERIES = ("bronze", "silver", "alerts", "gold")
+PUBLISHER = "alert-data"  # the alert-data publisher alone (part of "alerts" unless it runs elsewhere)
 ALERT_MODES = ("microbatch", "realtime")  # who publishes alert-data: the micro-batch query, or a real-time one
 WATERMARK = "10 minutes"
 DEDUP_WINDOW_MS = 10 * 60 * 1000  # a copy of an event up to this far apart in event time is a duplicate
+
+
+def wants_publisher(chosen: set[str], alerts_mode: str, separate: bool, fused: bool, publish: bool) -> bool:
+    """Whether an application running the ``chosen`` queries starts the alert-data publisher query:
+    asked for by name, or as part of "alerts" (unless another application runs it). A micro-batch
+    alerts query without silver beside it (not ``fused``) publishes from its own batch instead.
+
+    >>> wants_publisher({"bronze", "silver", "alerts"}, "microbatch", False, True, True)
+    True
+    >>> wants_publisher({"bronze", "silver", "alerts"}, "microbatch", True, True, True)
+    False
+    """
+    if PUBLISHER in chosen:
+        return True
+    if "alerts" not in chosen or separate:
+        return False
+    return alerts_mode == "realtime" or (fused and publish)
 
 
 @dataclass(frozen=True)
@@ -218,6 +240,8 @@ class Pipeline:
         bronze_from: str | None = None,
         publish: bool = True,
         alerts_mode: str = "microbatch",
+        separate_publisher: bool = False,
+        realtime_checkpoint_s: float = 300.0,
     ) -> None:
         self.spark = spark
         self.max_offsets = max_offsets
@@ -229,6 +253,12 @@ class Pipeline:
         if alerts_mode not in ALERT_MODES:
             raise FleetstreamError(f"alerts mode {alerts_mode!r}: choose {' or '.join(ALERT_MODES)}")
         self.alerts_mode = alerts_mode
+        # True when another application runs the alert-data publisher: "alerts" here then means
+        # the Delta alerts table only.
+        self.separate_publisher = separate_publisher
+        # Real-time mode's batch length: its offsets are checkpointed (and its progress reported)
+        # at each batch end, and the next batch's start holds alerts up for a moment (docs/rules.md).
+        self.realtime_checkpoint_s = realtime_checkpoint_s
         self.topics = settings.kafka.topics
         # Set by start(): when silver runs in this application, the alerts and the cars' latest
         # state are computed inside silver's batch (no second read of silver, one query fewer).
@@ -353,7 +383,7 @@ class Pipeline:
     def process_alerts(self, batch: DataFrame, batch_id: int) -> None:
         fired = alerts(batch, self.rules).persist()
         _append_delta(fired, self.lake.table("silver/alerts"), "alerts", batch_id)
-        if self.publish and self.alerts_mode == "microbatch":
+        if self.publish and self.alerts_mode == "microbatch" and not self.separate_publisher:
             _write_kafka(T.alert_messages(fired, self.topics.alerts), self.settings)
         fired.unpersist()
 
@@ -391,7 +421,7 @@ class Pipeline:
         valid = enrich(batch, self.dims.get()).where(F.col("reason").isNull())
         _write_kafka(T.alert_messages(alerts(valid, self.rules), self.topics.alerts), self.settings)
 
-    def alerts_realtime(self, checkpoint_every: str = "1 minute") -> StreamingQuery:
+    def alerts_realtime(self) -> StreamingQuery:
         """The stateless alert path in Spark's real-time mode: Kafka sensors -> validate -> join the
         broadcast car dimension -> rules -> Kafka alert-data, record by record.
 
@@ -411,7 +441,7 @@ class Pipeline:
             .options(**_kafka_options(self.settings))
             .option("checkpointLocation", self.lake.checkpoint("alerts_realtime"))
             .outputMode("update"),
-            {"realTime": checkpoint_every},
+            {"realTime": f"{self.realtime_checkpoint_s:g} seconds"},
         )
 
     # --- gold --------------------------------------------------------------------------------
@@ -572,21 +602,24 @@ class Pipeline:
         self.fused_state = "silver" in chosen and "gold" in chosen
         return chosen
 
+    def publisher(self, trigger: Trigger) -> StreamingQuery:
+        """The alert-data publisher of the chosen alerts mode."""
+        return self.alerts_realtime() if self.alerts_mode == "realtime" else self.alerts_published(trigger)
+
     def start(self, only: Iterable[str], trigger: Trigger) -> list[StreamingQuery]:
-        self.create_tables()
+        chosen = set(only)
+        if chosen - {PUBLISHER}:
+            # (the publisher alone writes no table: it must not race the lake's application here)
+            self.create_tables()
         queries: list[StreamingQuery] = []
         self.publish_in_batch = False
-        for name in self._fuse(only):
+        for name in self._fuse(chosen):
             if name == "alerts" and self.fused_alerts:
-                if self.alerts_mode == "realtime":
-                    queries.append(self.alerts_realtime())
-                elif self.publish:
-                    queries.append(self.alerts_published(trigger))
                 continue
             started = getattr(self, name)(trigger)
             queries.extend(started if isinstance(started, list) else [started])
-            if name == "alerts" and self.alerts_mode == "realtime":
-                queries.append(self.alerts_realtime())
+        if wants_publisher(chosen, self.alerts_mode, self.separate_publisher, self.fused_alerts, self.publish):
+            queries.append(self.publisher(trigger))
         return queries
 
     def run_available_now(self, only: Iterable[str], on_query: Callable[[str], None] | None = None) -> None:

@@ -60,9 +60,13 @@ def supervise(
     log_every_s: float = 10.0,
     snapshot: Callable[[], list[Table]] | None = None,
     snapshot_every_s: float = 10.0,
+    others: Callable[[], list[QueryHealth]] | None = None,
+    stop_when: Callable[[], bool] | None = None,
 ) -> int:
-    """Until Ctrl-C/SIGTERM or a query fails: refresh the display and the status file. Then stop
-    every query and return the exit code (0 on a requested stop, 1 when a query failed)."""
+    """Until Ctrl-C/SIGTERM, ``stop_when()`` or a query fails: refresh the display and the status
+    file. Then stop every query and return the exit code (0 on a requested stop, 1 when a query
+    failed). ``others`` gives the rows of queries another application runs for this one (the
+    alert-data publisher): shown and written with these, and their failure stops these too."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     live = Live(console=console, refresh_per_second=1, transient=True) if console.is_terminal else None
@@ -72,7 +76,10 @@ def supervise(
         if live is not None:
             live.__enter__()
         while not stop.wait(interval_s):
-            rows = [health(q) for q in queries]
+            if stop_when is not None and stop_when():
+                log.info("stopping: the application that started this one is gone")
+                break
+            rows = [health(q) for q in queries] + (others() if others else [])
             write_status(status_path, rows, time.time())
             failed = [h for h in rows if h.state == "failed"]
             if failed:

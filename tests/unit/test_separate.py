@@ -1,0 +1,115 @@
+"""The alert-data publisher in an application of its own: who starts it, its rows in the parent's
+status, its stop when the parent is gone (the end-to-end run is tests/integration/test_separate_alert_app.py)."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from rich.console import Console
+
+from fleetstream.local import process
+from fleetstream.pipeline import separate
+from fleetstream.pipeline.monitor import QueryHealth, read_status, write_status
+from fleetstream.pipeline.stream import wants_publisher
+from fleetstream.pipeline.supervise import supervise
+
+LAKE = {"bronze", "silver", "alerts", "gold"}
+
+
+@pytest.mark.parametrize(
+    ("chosen", "mode", "separate_app", "fused", "publish", "expected"),
+    [
+        (LAKE, "microbatch", False, True, True, True),  # the default: one application does it all
+        (LAKE, "realtime", False, True, True, True),
+        (LAKE, "microbatch", True, True, True, False),  # --separate-alert-app: the child publishes
+        (LAKE, "realtime", True, True, True, False),
+        ({"alert-data"}, "microbatch", False, False, True, True),  # the child itself
+        ({"alert-data"}, "realtime", False, False, True, True),
+        ({"alerts"}, "microbatch", False, False, True, False),  # the alerts query publishes from its batch
+        ({"alerts"}, "realtime", False, False, True, True),
+        ({"bronze", "silver", "gold"}, "microbatch", False, False, True, False),
+        (LAKE, "microbatch", False, True, False, False),  # a replay that publishes nothing
+    ],
+)
+def test_which_application_runs_the_publisher(
+    chosen: set[str], mode: str, separate_app: bool, fused: bool, publish: bool, expected: bool
+) -> None:
+    assert wants_publisher(chosen, mode, separate_app, fused, publish) is expected
+
+
+def test_publisher_argv_carries_the_parents_choices(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    argv = separate.publisher_argv("microbatch", 1.0, 60, "spark://h:7077", rules)
+    assert argv[:3] == [sys.executable, "-m", "fleetstream"]
+    assert argv[3:] == [
+        "stream", "--only", "alert-data", "--alerts-mode", "microbatch", "--trigger-seconds", "1",
+        "--realtime-checkpoint-seconds", "60", "--master", "spark://h:7077", "--rules", str(rules.resolve()),
+    ]  # fmt: skip
+
+
+def _row(name: str) -> QueryHealth:
+    return QueryHealth(name, 3, "2026-01-01T00:00:00.000Z", 10, 5.0, 5.0, 100, 0, "records", None)
+
+
+def test_publisher_rows_are_its_status_while_it_runs_and_failed_once_it_exits(tmp_path: Path) -> None:
+    status = tmp_path / separate.PUBLISHER_STATUS_FILE
+    service = process.spawn("child", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "c.log", "-")
+    try:
+        assert separate.publisher_rows(service, status) == []  # not reported yet, alive: nothing to show
+        write_status(status, [_row("alerts")], time.time())
+        assert [(r.name, r.state) for r in separate.publisher_rows(service, status)] == [("alerts", "running")]
+    finally:
+        process.stop(service, timeout=5, group=False)
+    rows = separate.publisher_rows(service, status)
+    assert [(r.name, r.state) for r in rows] == [("alerts", "failed")]
+    assert rows[0].error is not None
+    assert str(tmp_path / "c.log") in rows[0].error
+    status.unlink()
+    rows = separate.publisher_rows(service, status)
+    assert [(r.name, r.state) for r in rows] == [("alert-data", "failed")]
+
+
+def test_stop_of_a_leader_only_leaves_no_process_behind(tmp_path: Path) -> None:
+    code = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
+    service = process.spawn("leader", [sys.executable, "-c", code], tmp_path / "l.log", "-")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not psutil.Process(service.pid).children():
+        time.sleep(0.1)
+    members = [psutil.Process(service.pid), *psutil.Process(service.pid).children(recursive=True)]
+    assert len(members) == 2
+    process.stop(service, timeout=2, group=False)
+    assert not [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_parent_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(separate.PARENT_ENV, raising=False)
+    assert not separate.parent_gone()  # not a child: never
+    monkeypatch.setenv(separate.PARENT_ENV, str(os.getppid()))
+    assert not separate.parent_gone()
+    monkeypatch.setenv(separate.PARENT_ENV, str(os.getppid() + 100_000))  # re-parented: the parent is gone
+    assert separate.parent_gone()
+
+
+def test_supervise_stops_when_the_other_application_fails_and_shows_its_rows(tmp_path: Path) -> None:
+    status = tmp_path / "stream-status.json"
+    failed = QueryHealth("alerts", -1, "", 0, 0.0, 0.0, 0, None, "", None, state="failed", error="exited")
+    console = Console(file=io.StringIO())
+    assert supervise([], status, console, interval_s=0.05, others=lambda: [failed]) == 1
+    seen: list[str] = []
+
+    def written() -> bool:  # stop once the status file has been written once, noting what it holds
+        got = read_status(status)
+        if got is None:
+            return False
+        seen.extend(q.name for q in got[1])
+        return True
+
+    status.unlink()
+    assert supervise([], status, console, interval_s=0.05, others=lambda: [_row("alerts")], stop_when=written) == 0
+    assert seen == ["alerts"]
