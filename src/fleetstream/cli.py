@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import os
@@ -871,7 +872,7 @@ def stream(
         log.info("done in %.1f s", time.monotonic() - began)
         spark.stop()
         return
-    from fleetstream.pipeline.monitor import STATUS_FILE, QueryHealth
+    from fleetstream.pipeline.monitor import STATUS_FILE
     from fleetstream.pipeline.supervise import rows_table, supervise
 
     queries = pipeline.start(chosen, {"processingTime": f"{trigger_seconds} seconds"})
@@ -883,11 +884,9 @@ def stream(
 
     others = None
     if publisher is not None:
-        child, child_status = publisher, settings.state_dir / separate.PUBLISHER_STATUS_FILE
-
-        def others() -> list[QueryHealth]:
-            return separate.publisher_rows(child, child_status)
-
+        others = functools.partial(
+            separate.publisher_rows, publisher, settings.state_dir / separate.PUBLISHER_STATUS_FILE
+        )
     # the publisher alone writes a status of its own (merged by the application that started it)
     status_file = separate.PUBLISHER_STATUS_FILE if set(chosen) == {PUBLISHER} else STATUS_FILE
     try:

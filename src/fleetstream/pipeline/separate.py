@@ -3,8 +3,8 @@
 In one application the publisher's jobs share the driver's scheduler and the two cores with the lake
 queries' (bronze, silver's Delta commits, gold's windows); a long silver batch then delays alerts by
 seconds. Run as a child process, the publisher has its own driver and JVM, and the lake queries run
-at a lower CPU priority (``nice``), so the operating system gives the cores to alerts first. The lake
-still gets every cycle the alerts leave: throughput falls only by what the second JVM costs.
+at a lower CPU priority (``nice``), so the operating system gives the cores to alerts first and the
+lake the cycles they leave (the cost: a second driver JVM; docs/benchmarks.md has the latencies).
 
 The child is ``fleetstream stream --only alert-data`` with the parent's settings (it reads the same
 environment and .env). It writes its status to a file of its own, which the parent merges into its
