@@ -7,10 +7,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pyspark.sql import SparkSession
 
-from fleetstream.config import KafkaSettings, S3Settings, Settings
+from fleetstream.config import KafkaSettings, S3Settings, Settings, SparkSettings
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.local import stack
+from fleetstream.pipeline.session import spark_session
 from fleetstream.testing import free_port_base
 
 
@@ -46,3 +48,11 @@ def new_topic(stack_settings: Settings) -> Callable[..., str]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[SparkSession]:
+    """One local Spark session for the tests that run Spark in this process (transforms, queries)."""
+    session = spark_session(Settings(spark=SparkSettings(master="local[2]", driver_memory="1g")), "fleetstream-unit")
+    yield session
+    session.stop()

@@ -340,7 +340,7 @@ def simulate(
                     f"Kafka at {settings.kafka.bootstrap} does not answer. Start the local stack with "
                     "`fleetstream up --detach` (or `make run`), or set FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS."
                 )
-            target = KafkaSink(settings.kafka, settings.kafka.topics.sensors)
+            target = KafkaSink(settings.kafka, settings.kafka.topics.sensors, paced=not fast)
     except FleetstreamError as exc:
         raise _fail(exc) from None
     listener = None
@@ -771,6 +771,15 @@ def stream(
             "reported; each new batch holds alerts up for a moment (docs/rules.md).",
         ),
     ] = 300.0,
+    alerts_trigger_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            envvar="FLEETSTREAM_STREAM_ALERTS_TRIGGER_SECONDS",
+            help="Micro-batch mode: the alert-data publisher's interval (a batch that takes longer is "
+            "followed at once by the next); the lake queries keep --trigger-seconds.",
+        ),
+    ] = 0.1,
     separate_alert_app: Annotated[
         bool,
         typer.Option(
@@ -842,7 +851,7 @@ def stream(
         publisher = None
         if split:
             argv = separate.publisher_argv(
-                alerts_mode, trigger_seconds, realtime_checkpoint_seconds, asked_master, rules
+                alerts_mode, alerts_trigger_seconds, realtime_checkpoint_seconds, asked_master, rules
             )
             publisher = separate.start_publisher(settings, argv)
             log.info("alert-data publisher started (pid %d), log: %s", publisher.pid, publisher.log)
@@ -865,6 +874,7 @@ def stream(
         alerts_mode=alerts_mode,
         separate_publisher=split,
         realtime_checkpoint_s=realtime_checkpoint_seconds,
+        alerts_trigger_s=alerts_trigger_seconds,
     )
     if available_now:
         began = time.monotonic()

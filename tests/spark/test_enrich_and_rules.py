@@ -127,7 +127,7 @@ def test_a_rejected_row_of_an_unknown_car_keeps_its_first_reason(spark: SparkSes
 
 
 def test_changed_dims_are_picked_up_at_the_refresh_interval(spark: SparkSession, tmp_path: Path) -> None:
-    from fleetstream.pipeline.stream import DimsCache
+    from fleetstream.pipeline.dims import DimsCache
 
     def publish(count: int) -> None:
         for name, records in tables(generate_cars(count, seed=1)).items():

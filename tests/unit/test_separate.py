@@ -48,7 +48,7 @@ def test_publisher_argv_carries_the_parents_choices(tmp_path: Path) -> None:
     argv = separate.publisher_argv("microbatch", 1.0, 60, "spark://h:7077", rules)
     assert argv[:3] == [sys.executable, "-m", "fleetstream"]
     assert argv[3:] == [
-        "stream", "--only", "alert-data", "--alerts-mode", "microbatch", "--trigger-seconds", "1",
+        "stream", "--only", "alert-data", "--alerts-mode", "microbatch", "--alerts-trigger-seconds", "1",
         "--realtime-checkpoint-seconds", "60", "--master", "spark://h:7077", "--rules", str(rules.resolve()),
     ]  # fmt: skip
 

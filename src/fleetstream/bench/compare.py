@@ -306,7 +306,7 @@ def _segment(
         # apart from the next segment's (segments are told apart by event time)
         start_ms=int(time.time() * 1000) + (-(duration * 1000) - 5000 if fast else 1000),
     )  # fmt: skip
-    simulation = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors))
+    simulation = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors, paced=not fast))
     meter.mark()
     began = time.time()
     stats = simulation.run()

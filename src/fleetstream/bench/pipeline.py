@@ -33,6 +33,7 @@ from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
 
 MARK_BEGIN = "<!-- bench:pipeline:begin -->"
 MARK_END = "<!-- bench:pipeline:end -->"
+ALERTS_TRIGGER_S = 0.1  # the micro-batch alert publisher's interval (the product's default)
 PROBE_PREFIX = "probe-"
 
 
@@ -336,6 +337,7 @@ def latency_worker(
     if separate:
         argv = ["--separate-alert-app", "--lake-nice", str(lake_nice), "--alerts-mode", mode]
         argv += ["--realtime-checkpoint-seconds", f"{realtime_checkpoint_s:g}"]
+        argv += ["--alerts-trigger-seconds", f"{ALERTS_TRIGGER_S:g}"]
         stream = StreamProcess(settings, [*argv, "--trigger-seconds", f"{trigger_s:g}"])
         # a real-time query reports progress only at its batch end: the probe below waits for it
         stream.warm({"bronze", "silver", "gold_fleet"} | ({"alerts"} if mode == "microbatch" else set()))
@@ -345,7 +347,13 @@ def latency_worker(
 
         spark = spark_session(settings, f"fleetstream-bench-latency-{mode}")
         spark.sparkContext.setLogLevel("ERROR")
-        pipeline = Pipeline(spark, settings, alerts_mode=mode, realtime_checkpoint_s=realtime_checkpoint_s)
+        pipeline = Pipeline(
+            spark,
+            settings,
+            alerts_mode=mode,
+            realtime_checkpoint_s=realtime_checkpoint_s,
+            alerts_trigger_s=ALERTS_TRIGGER_S,
+        )
         queries = pipeline.start(QUERIES, {"processingTime": f"{trigger_s} seconds"})
     clock = AlertClock(settings.kafka, settings.kafka.topics.alerts)
     clock.start()
@@ -361,7 +369,7 @@ def latency_worker(
         cars=rate, rate=1.0, duration=seconds + warmup_s, seed=11, faults=FAULT_PRESETS["heavy"],
         bad_data=BAD_DATA_PRESETS["none"],
     )  # fmt: skip
-    simulation = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors))
+    simulation = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors, paced=True))
     stats = simulation.run()
     # the last alerts: until none has come for 10 s after the last one (at most 3 minutes)
     seen, quiet_since, deadline = len(clock.samples), time.monotonic(), time.monotonic() + 180
@@ -388,7 +396,7 @@ def latency_worker(
         Result(
             measure=f"latency, {mode}, {rate:,} events/s, {seconds} s"
             + (
-                f", trigger {trigger_s:g} s"
+                f", trigger {trigger_s:g} s (alert publisher {ALERTS_TRIGGER_S:g} s)"
                 if mode == "microbatch"
                 else f", checkpoint every {realtime_checkpoint_s:g} s"
             )

@@ -28,16 +28,16 @@ PUBLISHER_STATUS_FILE = "stream-status.alert-data.json"
 
 
 def publisher_argv(
-    alerts_mode: str, trigger_seconds: float, realtime_checkpoint_s: float, master: str | None, rules: Path | None
+    alerts_mode: str, alerts_trigger_s: float, realtime_checkpoint_s: float, master: str | None, rules: Path | None
 ) -> list[str]:
     """The child's command line: the alert-data publisher alone, with the parent's choices.
 
     >>> publisher_argv("realtime", 0.5, 300, None, None)[3:]  # doctest: +NORMALIZE_WHITESPACE
-    ['stream', '--only', 'alert-data', '--alerts-mode', 'realtime', '--trigger-seconds', '0.5',
+    ['stream', '--only', 'alert-data', '--alerts-mode', 'realtime', '--alerts-trigger-seconds', '0.5',
      '--realtime-checkpoint-seconds', '300']
     """
     argv = [sys.executable, "-m", "fleetstream", "stream", "--only", "alert-data"]
-    argv += ["--alerts-mode", alerts_mode, "--trigger-seconds", f"{trigger_seconds:g}"]
+    argv += ["--alerts-mode", alerts_mode, "--alerts-trigger-seconds", f"{alerts_trigger_s:g}"]
     argv += ["--realtime-checkpoint-seconds", f"{realtime_checkpoint_s:g}"]
     if master:
         argv += ["--master", master]

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 from pyspark.sql.streaming.readwriter import DataStreamWriter
@@ -38,7 +37,8 @@ from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, Str
 from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.pipeline import transforms as T
-from fleetstream.pipeline.enrich import car_dimension, enrich, read_dims
+from fleetstream.pipeline.dims import DimsBoundQuery, DimsCache
+from fleetstream.pipeline.enrich import enrich
 from fleetstream.rules.engine import Rule, alerts, load_rules
 
 log = logging.getLogger(__name__)
@@ -80,63 +80,6 @@ class Lake:
 
     def checkpoint(self, query: str) -> str:
         return f"{self.root.rstrip('/')}/_checkpoints/{query}"
-
-
-@dataclass
-class DimsCache:
-    """The car dimension, reloaded from the dims location at most every ``refresh_s`` seconds.
-
-    The first load happens in the caller; later reloads run in a background thread, so that no
-    batch waits the second or two a reload takes (reading the files, a Spark job or three): a
-    batch gets the dimension loaded last, and the next batch after a reload the new one."""
-
-    spark: SparkSession
-    location: str
-    refresh_s: float = 60.0
-    _frame: DataFrame | None = None
-    _loaded: float = 0.0
-    _reload: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def get(self) -> DataFrame:
-        """The car dimension; only the first load's failure is raised."""
-        with self._lock:
-            if self._frame is None:
-                self._frame, self._loaded = self._load(), time.monotonic()
-            elif time.monotonic() - self._loaded > self.refresh_s and self._reload is None:
-                self._reload = threading.Thread(target=self._reload_now, name="dims-reload", daemon=True)
-                self._reload.start()
-            return self._frame
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for a reload under way, if any."""
-        reload = self._reload
-        if reload is not None:
-            reload.join(timeout)
-
-    def _load(self) -> DataFrame:
-        # Read now, into the driver: a frame over the files would read them again later, when they
-        # may have changed or gone. The dimension is small (one row per car).
-        loaded = car_dimension(read_dims(self.spark, self.location))
-        frame = self.spark.createDataFrame(loaded.collect(), loaded.schema).cache()
-        log.info("reference data loaded from %s: %d cars", self.location, frame.count())
-        return frame
-
-    def _reload_now(self) -> None:
-        """A reload that fails (files half rewritten, store down) keeps the previous dimension and
-        is tried again after the interval."""
-        try:
-            frame: DataFrame | None = self._load()
-        except Exception as exc:  # Spark raises many kinds (analysis, IO, parse)
-            log.warning("reference data at %s not reloaded, keeping the previous: %s", self.location, exc)
-            frame = None
-        with self._lock:
-            if frame is not None:
-                previous, self._frame = self._frame, frame
-                if previous is not None:
-                    # a batch still using it recomputes it from its rows, held in the plan
-                    previous.unpersist()
-            self._loaded, self._reload = time.monotonic(), None
 
 
 class _StepClock:
@@ -242,6 +185,7 @@ class Pipeline:
         alerts_mode: str = "microbatch",
         separate_publisher: bool = False,
         realtime_checkpoint_s: float = 300.0,
+        alerts_trigger_s: float = 0.1,
     ) -> None:
         self.spark = spark
         self.max_offsets = max_offsets
@@ -259,6 +203,8 @@ class Pipeline:
         # Real-time mode's batch length: its offsets are checkpointed (and its progress reported)
         # at each batch end, and the next batch's start holds alerts up for a moment (docs/rules.md).
         self.realtime_checkpoint_s = realtime_checkpoint_s
+        # Micro-batch mode: the alert-data publisher's interval (the lake queries' is start()'s).
+        self.alerts_trigger_s = alerts_trigger_s
         self.topics = settings.kafka.topics
         # Set by start(): when silver runs in this application, the alerts and the cars' latest
         # state are computed inside silver's batch (no second read of silver, one query fewer).
@@ -398,51 +344,69 @@ class Pipeline:
             None,
         )
 
+    def alert_data(self, sensors: DataFrame, cars: DataFrame, detected_at: Column | None = None) -> DataFrame:
+        """The publisher's plan over the sensors stream: validate -> join the broadcast car
+        dimension -> rules -> alert-data messages. Stateless, no Python per batch."""
+        checked = T.check_telemetry(T.to_bronze(sensors), cars).where(F.col("reason").isNull())
+        return T.alert_messages(alerts(checked, self.rules, detected_at=detected_at), self.topics.alerts)
+
     def alerts_published(self, trigger: Trigger) -> StreamingQuery:
         """alert-data from a stateless micro-batch query of its own: Kafka sensors -> parse ->
         enrich -> rules -> Kafka. This is the latency path of micro-batch mode: it does not wait
-        for bronze, silver's Delta commits or gold, and its jobs run in a scheduler pool of their
-        own (``alerts``), so that they are not queued behind the other queries' jobs. The Delta
-        alerts table is still written by silver's batch, after deduplication; here a repeated event
-        publishes its alert again, with the same alert_id. It reads the topic from its start on the
-        first run, as bronze does, then resumes from its checkpoint."""
-        source = self._sensors(startingOffsets="earliest", failOnDataLoss="false")
-        return _start(
-            T.parse_bronze(T.to_bronze(source))
-            .writeStream.queryName("alerts")
-            .option("checkpointLocation", self.lake.checkpoint("alerts_kafka"))
-            .foreachBatch(stoppable(self.publish_alerts)),
-            trigger,
-        )
+        for bronze, silver's Delta commits or gold; its jobs run in a scheduler pool of their own
+        (``alerts``), so that they are not queued behind the other queries' jobs, and its offsets
+        are checkpointed in the background (Spark's asynchronous progress tracking, Kafka sinks
+        only), not between batches. The Delta alerts table is still written by silver's batch,
+        after deduplication; here a repeated event publishes its alert again, with the same
+        alert_id. It reads the topic from its start on the first run, as bronze does, then resumes
+        from its checkpoint. A reference data reload that changes the cars restarts it
+        (:class:`~fleetstream.pipeline.dims.DimsBoundQuery`)."""
+        sensors = self._sensors(startingOffsets="earliest", failOnDataLoss="false")
 
-    def publish_alerts(self, batch: DataFrame, batch_id: int) -> None:
-        """One micro-batch of parsed sensor records: the alerts of the valid ones to alert-data."""
-        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", "alerts")
-        valid = enrich(batch, self.dims.get()).where(F.col("reason").isNull())
-        _write_kafka(T.alert_messages(alerts(valid, self.rules), self.topics.alerts), self.settings)
+        def build(cars: DataFrame) -> StreamingQuery:
+            context = self.spark.sparkContext
+            context.setLocalProperty("spark.scheduler.pool", "alerts")  # the query's thread inherits it
+            try:
+                return _start(
+                    self.alert_data(sensors, cars)
+                    .writeStream.format("kafka")
+                    .queryName("alerts")
+                    .options(**_kafka_options(self.settings))
+                    .option("checkpointLocation", self.lake.checkpoint("alerts_kafka"))
+                    .option("asyncProgressTrackingEnabled", "true"),
+                    trigger,
+                )
+            finally:
+                context.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
+
+        return DimsBoundQuery(build, self.dims, boundary_wait_s=30.0)
 
     def alerts_realtime(self) -> StreamingQuery:
         """The stateless alert path in Spark's real-time mode: Kafka sensors -> validate -> join the
         broadcast car dimension -> rules -> Kafka alert-data, record by record.
 
         It starts at the latest offsets on its first run (a new alerting path does not replay
-        history), then resumes from its checkpoint. What it gives up against micro-batch is in
-        docs/rules.md: no dedup against silver, dims fixed at start, Kafka only (Delta alerts stay
-        with the micro-batch query).
+        history), then resumes from its checkpoint. A reference data reload that changes the cars
+        restarts it at its next batch end (so it reads nothing twice). What it gives up against
+        micro-batch is in docs/rules.md: no dedup against silver, new reference data only from the
+        next real-time batch, Kafka only (Delta alerts stay with the micro-batch query).
         """
-        source = self._sensors(startingOffsets="latest", failOnDataLoss="false")
-        checked = T.check_telemetry(T.to_bronze(source), self.dims.get()).where(F.col("reason").isNull())
+        sensors = self._sensors(startingOffsets="latest", failOnDataLoss="false")
+        # a real-time batch lasts minutes: the batch's start time (current_timestamp) would be stale
         wall_clock = F.timestamp_millis(F.expr("reflect('java.lang.System', 'currentTimeMillis')").cast("long"))
-        fired = alerts(checked, self.rules, detected_at=wall_clock)
-        return _start(
-            T.alert_messages(fired, self.topics.alerts)
-            .writeStream.format("kafka")
-            .queryName("alerts_realtime")
-            .options(**_kafka_options(self.settings))
-            .option("checkpointLocation", self.lake.checkpoint("alerts_realtime"))
-            .outputMode("update"),
-            {"realTime": f"{self.realtime_checkpoint_s:g} seconds"},
-        )
+
+        def build(cars: DataFrame) -> StreamingQuery:
+            return _start(
+                self.alert_data(sensors, cars, detected_at=wall_clock)
+                .writeStream.format("kafka")
+                .queryName("alerts_realtime")
+                .options(**_kafka_options(self.settings))
+                .option("checkpointLocation", self.lake.checkpoint("alerts_realtime"))
+                .outputMode("update"),
+                {"realTime": f"{self.realtime_checkpoint_s:g} seconds"},
+            )
+
+        return DimsBoundQuery(build, self.dims, boundary_wait_s=self.realtime_checkpoint_s + 60)
 
     # --- gold --------------------------------------------------------------------------------
     def gold(self, trigger: Trigger) -> list[StreamingQuery]:
@@ -602,9 +566,11 @@ class Pipeline:
         self.fused_state = "silver" in chosen and "gold" in chosen
         return chosen
 
-    def publisher(self, trigger: Trigger) -> StreamingQuery:
+    def publisher(self) -> StreamingQuery:
         """The alert-data publisher of the chosen alerts mode."""
-        return self.alerts_realtime() if self.alerts_mode == "realtime" else self.alerts_published(trigger)
+        if self.alerts_mode == "realtime":
+            return self.alerts_realtime()
+        return self.alerts_published({"processingTime": f"{self.alerts_trigger_s:g} seconds"})
 
     def start(self, only: Iterable[str], trigger: Trigger) -> list[StreamingQuery]:
         chosen = set(only)
@@ -619,7 +585,7 @@ class Pipeline:
             started = getattr(self, name)(trigger)
             queries.extend(started if isinstance(started, list) else [started])
         if wants_publisher(chosen, self.alerts_mode, self.separate_publisher, self.fused_alerts, self.publish):
-            queries.append(self.publisher(trigger))
+            queries.append(self.publisher())
         return queries
 
     def run_available_now(self, only: Iterable[str], on_query: Callable[[str], None] | None = None) -> None:
