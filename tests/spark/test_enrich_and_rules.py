@@ -144,8 +144,14 @@ def test_changed_dims_are_picked_up_at_the_refresh_interval(spark: SparkSession,
     assert cache.get().count() == 3, "a batch does not wait for the reload"
     cache.join(60)
     assert sorted(r["dim_car_id"] for r in cache.get().collect())[-1] == "car-00004"
+    assert cache.version == 1, "a reload that changed the cars counts"
+    time.sleep(3.1)
+    cache.get()
+    cache.join(60)
+    assert cache.version == 1, "a reload of the same rows does not"
     (tmp_path / "cars.json").unlink()
     time.sleep(3.1)
     cache.get()
     cache.join(60)
     assert cache.get().count() == 5, "a failed reload keeps the dims it had"
+    assert cache.version == 1

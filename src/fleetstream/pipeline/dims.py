@@ -99,8 +99,8 @@ class DimsBoundQuery(StreamingQuery):
     when a reload changed it.
 
     ``build(cars)`` starts the query. The watch thread checks the dimension every ``poll_s``; once
-    it changed, it waits for the end of the running batch (the next progress report; at most
-    ``boundary_wait_s``), stops the query and starts it again from its checkpoint. The handle
+    it changed, it waits until no batch runs or one has ended (at most ``boundary_wait_s``), stops
+    the query and starts it again from its checkpoint. The handle
     stays the same: every :class:`StreamingQuery` method answers for the query running now. A
     restart that fails is this query's failure (:meth:`exception`)."""
 
@@ -136,13 +136,18 @@ class DimsBoundQuery(StreamingQuery):
         progress = self.lastProgress
         return -1 if progress is None else int(progress["batchId"])
 
+    def _at_boundary(self, batch: int) -> bool:
+        """Between two batches: a batch ended since ``batch``, or none is running (an idle
+        micro-batch query; a real-time batch runs all the time)."""
+        return self._batch() != batch or not self.status["isTriggerActive"]
+
     def _watch_dims(self) -> None:
         while not self._closed.wait(self._poll_s):
             self._dims.get()  # starts a reload when one is due
             if self._dims.version == self._version or not self.isActive:
                 continue
             batch, until = self._batch(), time.monotonic() + self._boundary_wait_s
-            while self._batch() == batch and time.monotonic() < until and not self._closed.wait(0.05):
+            while not self._at_boundary(batch) and time.monotonic() < until and not self._closed.wait(0.05):
                 pass
             with self._lock:
                 if self._closed.is_set():
