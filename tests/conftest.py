@@ -51,8 +51,15 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[SparkSession]:
-    """One local Spark session for the tests that run Spark in this process (transforms, queries)."""
-    session = spark_session(Settings(spark=SparkSettings(master="local[2]", driver_memory="1g")), "fleetstream-unit")
-    yield session
-    session.stop()
+def _spark_stopped_at_end() -> Iterator[None]:
+    yield
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
+@pytest.fixture(scope="module")
+def spark(_spark_stopped_at_end: None) -> SparkSession:
+    """The local Spark session for a module whose tests run Spark in this process: the one running,
+    or a new one when none runs (a module may stop the session it got, as test_spark_jars does)."""
+    return spark_session(Settings(spark=SparkSettings(master="local[2]", driver_memory="1g")), "fleetstream-unit")
