@@ -55,8 +55,18 @@ class Service:
         return self.process() is not None
 
 
-def spawn(name: str, argv: Sequence[str], log: Path, address: str, env: Mapping[str, str] | None = None) -> Service:
-    """Start ``argv`` in its own session with output appended to ``log``."""
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    log: Path,
+    address: str,
+    env: Mapping[str, str] | None = None,
+    own_session: bool = True,
+) -> Service:
+    """Start ``argv`` with output appended to ``log``, in its own session, or (not ``own_session``)
+    in this session but a process group of its own: either way the terminal's Ctrl-C does not
+    reach it. Linux shares CPU time fairly between sessions (autogroups) and applies ``nice`` only
+    within one, so a child whose CPU priority must count against this process's stays in its session."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         popen = subprocess.Popen(
@@ -64,7 +74,8 @@ def spawn(name: str, argv: Sequence[str], log: Path, address: str, env: Mapping[
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=own_session,
+            process_group=None if own_session else 0,
             env=dict(env) if env is not None else None,
             close_fds=True,
         )

@@ -50,9 +50,10 @@ def start_publisher(settings: Settings, argv: list[str]) -> process.Service:
     """Start the publisher application; its output goes to <state_dir>/logs/stream-alert-data.log."""
     env = {**os.environ, PARENT_ENV: str(os.getpid())}
     (settings.state_dir / PUBLISHER_STATUS_FILE).unlink(missing_ok=True)  # no stale rows from a last run
-    return process.spawn(
-        "stream-alert-data", argv, settings.state_dir / "logs" / "stream-alert-data.log", address="-", env=env
-    )
+    # In this session: the lake's `nice` then yields the cores to the publisher (across sessions,
+    # Linux's autogroups share CPU time equally, whatever the nice values).
+    log_path = settings.state_dir / "logs" / "stream-alert-data.log"
+    return process.spawn("stream-alert-data", argv, log_path, address="-", env=env, own_session=False)
 
 
 def publisher_rows(service: process.Service, status_path: Path) -> list[QueryHealth]:
