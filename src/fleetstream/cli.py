@@ -30,6 +30,7 @@ from fleetstream.ingest.kafka import broker_count
 from fleetstream.local import stack
 from fleetstream.local.process import Service
 from fleetstream.local.process import stop as stop_service
+from fleetstream.pipeline import ALERTS_TRIGGER_S, LAKE_NICE, LAKE_TRIGGER_S
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
 from fleetstream.sim.faults import FAULT_TYPES as FAULT_NAMES
 from fleetstream.sim.runner import SimStats
@@ -542,7 +543,12 @@ def bench_pipeline(
     max_offsets: Annotated[int, typer.Option(min=1000, help="Kafka records per bronze batch at most.")] = 50_000,
     rate: Annotated[int, typer.Option(min=100, help="Input rate (events/s) of the latency runs.")] = 5000,
     latency_seconds: Annotated[int, typer.Option(min=10, help="Measured seconds of each latency run.")] = 60,
-    trigger_seconds: Annotated[float, typer.Option(min=0, help="Micro-batch interval of the latency run.")] = 0.5,
+    warmup_seconds: Annotated[
+        int, typer.Option(min=0, help="Seconds at the latency runs' rate before the measure starts.")
+    ] = 60,
+    trigger_seconds: Annotated[
+        float, typer.Option(min=0, help="The lake queries' micro-batch interval in the latency runs.")
+    ] = LAKE_TRIGGER_S,
     realtime_checkpoint_seconds: Annotated[
         float, typer.Option(min=1, help="Real-time batch length; a real-time run lasts at least this long.")
     ] = 300.0,
@@ -551,8 +557,8 @@ def bench_pipeline(
     ),
 ) -> None:
     """Pipeline throughput (a backlog through bronze, silver, alerts and gold) and event-to-alert
-    latency at a fixed rate, micro-batch and real-time, each with every query in one application and
-    with the alert publisher in its own (--separate-alert-app). Needs the stack: `fleetstream up --detach`."""
+    latency at a fixed rate, micro-batch and real-time, each with the alert publisher in an application
+    of its own (the default) and with every query in one (--one-app). Needs the stack: `fleetstream up --detach`."""
     from fleetstream.bench import pipeline as bench
     from fleetstream.bench.sim import machine, write_report
 
@@ -573,6 +579,7 @@ def bench_pipeline(
                 latency_seconds,
                 trigger_seconds,
                 realtime_checkpoint_seconds,
+                warmup_seconds,
             )
     except (FleetstreamError, RuntimeError) as exc:
         raise _fail(FleetstreamError(str(exc))) from None
@@ -744,7 +751,7 @@ def stream(
     ] = False,
     trigger_seconds: Annotated[
         float, typer.Option(min=0, envvar="FLEETSTREAM_STREAM_TRIGGER_SECONDS", help="Micro-batch interval.")
-    ] = 2.0,
+    ] = LAKE_TRIGGER_S,
     master: Annotated[
         str | None, typer.Option(envvar="FLEETSTREAM_SPARK__MASTER", help="Spark master; default local[*].")
     ] = None,
@@ -779,7 +786,7 @@ def stream(
             help="Micro-batch mode: the alert-data publisher's interval (a batch that takes longer is "
             "followed at once by the next); the lake queries keep --trigger-seconds.",
         ),
-    ] = 0.1,
+    ] = ALERTS_TRIGGER_S,
     separate_alert_app: Annotated[
         bool,
         typer.Option(
@@ -787,9 +794,10 @@ def stream(
             envvar="FLEETSTREAM_STREAM_SEPARATE_ALERT_APP",
             help="Run the alert-data publisher as a Spark application of its own (a child process, log in "
             "<state_dir>/logs/stream-alert-data.log), and this application's queries at a lower CPU priority "
-            "(--lake-nice): alerts are then not held up by the lake's batches.",
+            "(--lake-nice): alerts are then not held up by the lake's batches (the default; --one-app saves "
+            "the second driver JVM at the cost of alert latency, docs/benchmarks.md).",
         ),
-    ] = False,
+    ] = True,
     lake_nice: Annotated[
         int,
         typer.Option(
@@ -798,7 +806,7 @@ def stream(
             envvar="FLEETSTREAM_STREAM_LAKE_NICE",
             help="With --separate-alert-app: how much to lower the lake queries' CPU priority (nice).",
         ),
-    ] = 10,
+    ] = LAKE_NICE,
     rules: RulesFile = None,
     show_gold: Annotated[
         bool,

@@ -1,4 +1,5 @@
-"""kill -9 the streaming application mid-stream, restart it: nothing lost, nothing doubled."""
+"""kill -9 the streaming application mid-stream, restart it: nothing lost, nothing doubled, and its
+alert publisher application (a child) stops by itself."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 from pyspark.sql import functions as F
 
@@ -65,8 +67,14 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
             assert first.poll() is None, (tmp_path / "first.log").read_text()
             time.sleep(0.5)
         assert len(list(silver_log.glob("*.json"))) >= 3, "silver never committed a batch"
+        tree = psutil.Process(first.pid).children(recursive=True)
+        assert any("alert-data" in p.cmdline() for p in tree), "no alert publisher application"
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
+        # The publisher, in a process group of its own, outlives the kill; it must see its parent
+        # gone and stop (with its JVM): no orphan, and no second writer once the stream restarts.
+        _, alive = psutil.wait_procs(tree, timeout=120)
+        assert not alive, [p.cmdline()[:6] for p in alive]
 
     second = subprocess.run(
         [FLEETSTREAM, "stream", "--available-now"], env=env, capture_output=True, text=True, timeout=600, check=False

@@ -201,12 +201,10 @@ class TreeMeter(threading.Thread):
 # --- running ---------------------------------------------------------------------------------------
 
 
-def contender_env(settings: Settings, system: str) -> dict[str, str]:
-    """The environment a contender reads its settings from (as any fleetstream process does)."""
-    env = process_env(settings, os.environ)
-    if system == "fleetstream-realtime":  # a task slot per Kafka partition plus two (docs/rules.md)
-        env["FLEETSTREAM_SPARK__MASTER"] = f"local[{max(os.cpu_count() or 2, 6)}]"
-    return env
+def contender_env(settings: Settings) -> dict[str, str]:
+    """The environment a contender reads its settings from (as any fleetstream process does).
+    fleetstream's own choose their Spark master as `fleetstream stream` does (docs/rules.md)."""
+    return process_env(settings, os.environ)
 
 
 class System:
@@ -218,7 +216,7 @@ class System:
         self.ready: list[threading.Event] = []
         self._logs: list[IO[str]] = []
         self._watchers: list[threading.Thread] = []
-        env = contender_env(settings, name)
+        env = contender_env(settings)
         for process in SYSTEMS[name]:
             log = (logs / f"{name}-{process}.log").open("w", encoding="utf-8")
             self._logs.append(log)

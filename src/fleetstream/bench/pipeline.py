@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames, process_env
+from fleetstream.pipeline import ALERTS_TRIGGER_S, LAKE_NICE, LAKE_TRIGGER_S
 
 MARK_BEGIN = "<!-- bench:pipeline:begin -->"
 MARK_END = "<!-- bench:pipeline:end -->"
-ALERTS_TRIGGER_S = 0.1  # the micro-batch alert publisher's interval (the product's default)
 PROBE_PREFIX = "probe-"
 
 
@@ -224,10 +224,10 @@ class AlertClock(threading.Thread):
 
 
 class StreamProcess:
-    """`fleetstream stream` as the product runs it (here: with ``--separate-alert-app``), in a
-    process group of its own, stopped with Ctrl-C's signal."""
+    """`fleetstream stream` as the product runs it, in a session of its own (or, not
+    ``new_session``, in the caller's process group), stopped with Ctrl-C's signal."""
 
-    def __init__(self, settings: Settings, argv: list[str]) -> None:
+    def __init__(self, settings: Settings, argv: list[str], new_session: bool = True) -> None:
         from fleetstream.pipeline.monitor import STATUS_FILE
 
         self.state_dir = Path(f"{settings.lake.root}-state")
@@ -240,7 +240,7 @@ class StreamProcess:
                 env={**process_env(settings, os.environ), "FLEETSTREAM_STATE_DIR": str(self.state_dir)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=new_session,
             )
 
     def check(self) -> None:
@@ -276,7 +276,7 @@ class StreamProcess:
             raise RuntimeError(f"fleetstream stream exited {code}:\n{self.tail()}")
 
 
-def _probe_until_alert(settings: Settings, car_id: str, timeout: float = 180) -> None:
+def probe_until_alert(settings: Settings, car_id: str, timeout: float = 180) -> None:
     """Send overspeed reports until one's alert is readable on alert-data: the alert path is live
     (a real-time query starts at the latest offsets, so nothing measured may come before this)."""
     from confluent_kafka import Consumer, Producer
@@ -316,91 +316,62 @@ def latency_worker(
     seconds: int,
     trigger_s: float,
     suffix: str | None = None,
-    separate: bool = False,
-    lake_nice: int = 10,
+    separate: bool = True,
+    lake_nice: int = LAKE_NICE,
     realtime_checkpoint_s: float = 300.0,
+    warmup_s: int = 60,
 ) -> dict[str, Any]:
-    """Event-to-alert latency at ``rate`` events/s: the pipeline in this process (one application),
-    or, when ``separate``, `fleetstream stream --separate-alert-app` in a process of its own."""
+    """Event-to-alert latency at ``rate`` events/s, measured for ``seconds`` after ``warmup_s`` at that
+    rate, of `fleetstream stream` in a process of its own: the alert publisher in an application of
+    its own (``separate``, the default) or every query in one (``--one-app``)."""
     from fleetstream.ingest.sinks import KafkaSink
-    from fleetstream.pipeline.stream import QUERIES, Pipeline
     from fleetstream.reference.catalog import generate_cars
     from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
     from fleetstream.sim.runner import SimOptions, Simulation
 
-    master = f"local[{max(os.cpu_count() or 2, 6)}]" if mode == "realtime" and not separate else None
-    settings = _settings(bootstrap, lake, master, suffix)
+    settings = _settings(bootstrap, lake, suffix=suffix)
     _prepare(settings, rate, seed=11)
-    queries: list[Any] = []
-    stream = None
-    spark = None
-    if separate:
-        argv = ["--separate-alert-app", "--lake-nice", str(lake_nice), "--alerts-mode", mode]
-        argv += ["--realtime-checkpoint-seconds", f"{realtime_checkpoint_s:g}"]
-        argv += ["--alerts-trigger-seconds", f"{ALERTS_TRIGGER_S:g}"]
-        stream = StreamProcess(settings, [*argv, "--trigger-seconds", f"{trigger_s:g}"])
+    argv = ["--alerts-mode", mode, "--trigger-seconds", f"{trigger_s:g}"]
+    argv += ["--alerts-trigger-seconds", f"{ALERTS_TRIGGER_S:g}"]
+    argv += ["--realtime-checkpoint-seconds", f"{realtime_checkpoint_s:g}"]
+    argv += ["--separate-alert-app", "--lake-nice", str(lake_nice)] if separate else ["--one-app"]
+    stream = StreamProcess(settings, argv)
+    try:
         # a real-time query reports progress only at its batch end: the probe below waits for it
         stream.warm({"bronze", "silver", "gold_fleet"} | ({"alerts"} if mode == "microbatch" else set()))
-        _probe_until_alert(settings, generate_cars(rate, 11)[0].car_id)
-    else:
-        from fleetstream.pipeline.session import spark_session
-
-        spark = spark_session(settings, f"fleetstream-bench-latency-{mode}")
-        spark.sparkContext.setLogLevel("ERROR")
-        pipeline = Pipeline(
-            spark,
-            settings,
-            alerts_mode=mode,
-            realtime_checkpoint_s=realtime_checkpoint_s,
-            alerts_trigger_s=ALERTS_TRIGGER_S,
-        )
-        queries = pipeline.start(QUERIES, {"processingTime": f"{trigger_s} seconds"})
-    clock = AlertClock(settings.kafka, settings.kafka.topics.alerts)
-    clock.start()
-    clock.ready.wait(30)
-    # warm: every micro-batch query has finished its first (empty) batch; the real-time query's
-    # tasks get a few seconds to be scheduled (it reports progress only at its checkpoint interval)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and any(q.lastProgress is None for q in queries if q.name != "alerts_realtime"):
-        time.sleep(1)
-    time.sleep(5)
-    warmup_s = 10
-    options = SimOptions(
-        cars=rate, rate=1.0, duration=seconds + warmup_s, seed=11, faults=FAULT_PRESETS["heavy"],
-        bad_data=BAD_DATA_PRESETS["none"],
-    )  # fmt: skip
-    simulation = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors, paced=True))
-    stats = simulation.run()
-    # the last alerts: until none has come for 10 s after the last one (at most 3 minutes)
-    seen, quiet_since, deadline = len(clock.samples), time.monotonic(), time.monotonic() + 180
-    while (not seen or time.monotonic() - quiet_since < 10) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        if len(clock.samples) != seen:
-            seen, quiet_since = len(clock.samples), time.monotonic()
-    clock.stop.set()
-    clock.join()
-    if stream is not None:
+        probe_until_alert(settings, generate_cars(rate, 11)[0].car_id)
+        clock = AlertClock(settings.kafka, settings.kafka.topics.alerts)
+        clock.start()
+        clock.ready.wait(30)
+        options = SimOptions(
+            cars=rate, rate=1.0, duration=seconds + warmup_s, seed=11, faults=FAULT_PRESETS["heavy"],
+            bad_data=BAD_DATA_PRESETS["none"],
+        )  # fmt: skip
+        simulation = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors, paced=True))
+        stats = simulation.run()
+        # the last alerts: until none has come for 10 s after the last one (at most 3 minutes)
+        seen, quiet_since, deadline = len(clock.samples), time.monotonic(), time.monotonic() + 180
+        while (not seen or time.monotonic() - quiet_since < 10) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            stream.check()
+            if len(clock.samples) != seen:
+                seen, quiet_since = len(clock.samples), time.monotonic()
+        clock.stop.set()
+        clock.join()
+    finally:
         stream.stop()
-    failed = [str(q.exception()) for q in queries if q.exception()]
-    for query in queries:
-        query.stop()
-    if spark is not None:
-        spark.stop()
-    if failed:
-        raise RuntimeError(f"a query failed: {failed}")
     measured_from = simulation.start_ms + warmup_s * 1000
     latencies = [lat for event_time, lat in clock.samples if event_time >= measured_from]
     expected = simulation.ground_truth.expected_alerts()
     how = f", alert app separate (lake nice {lake_nice})" if separate else ", one app"
+    batches = (
+        f", trigger {trigger_s:g} s (alert publisher {ALERTS_TRIGGER_S:g} s)"
+        if mode == "microbatch"
+        else f", checkpoint every {realtime_checkpoint_s:g} s"
+    )
     return asdict(
         Result(
-            measure=f"latency, {mode}, {rate:,} events/s, {seconds} s"
-            + (
-                f", trigger {trigger_s:g} s (alert publisher {ALERTS_TRIGGER_S:g} s)"
-                if mode == "microbatch"
-                else f", checkpoint every {realtime_checkpoint_s:g} s"
-            )
-            + how,
+            measure=f"latency, {mode}, {rate:,} events/s, {seconds} s after {warmup_s} s warm-up{batches}{how}",
             events=stats.events,
             seconds=float(seconds + warmup_s),
             alerts_expected=len(expected),
@@ -444,8 +415,9 @@ def run(
     max_offsets: int = 50_000,
     rate: int = 5000,
     latency_seconds: int = 60,
-    trigger_s: float = 0.5,
+    trigger_s: float = LAKE_TRIGGER_S,
     realtime_checkpoint_s: float = 300.0,
+    warmup_s: int = 60,
 ) -> list[Result]:
     """Every measure, against the configured Kafka (which must answer)."""
     results = []
@@ -478,6 +450,7 @@ def run(
                         trigger_s=trigger_s,
                         separate=separate,
                         realtime_checkpoint_s=realtime_checkpoint_s,
+                        warmup_s=warmup_s,
                     )
                 )
     return results
@@ -509,12 +482,14 @@ def report(results: list[Result], machine: str) -> str:
         )
     lines += [
         "",
-        "Latency rows count the alerts readable on `alert-data` until none has come for 10 s after "
-        "the input stopped (at most 3 minutes): a recall below 1 there means the pipeline had not "
-        "caught up, a precision below 1 that it raised alerts the ground truth does not imply. "
-        '"one app": every query in one Spark application (`fleetstream stream`); "alert app separate": '
+        "Latency rows measure the alerts of the reports sent after the warm-up (the input runs at the "
+        "same rate from the start: JIT compilation, the first Delta and state store versions and the "
+        "lake's first batches happen in it), and count the alerts readable on `alert-data` until none "
+        "has come for 10 s after the input stopped (at most 3 minutes): a recall below 1 there means "
+        "the pipeline had not caught up, a precision below 1 that it raised alerts the ground truth does not imply. "
+        '"one app": every query in one Spark application (`fleetstream stream --one-app`); "alert app separate": '
         "the alert-data publisher in an application of its own and the lake's at a lower CPU priority "
-        "(`fleetstream stream --separate-alert-app`). A real-time run lasts one real-time batch, so it holds "
+        "(`fleetstream stream`, the default). A real-time run lasts one real-time batch, so it holds "
         "one batch start (its checkpoint), as a long run does once per batch.",
     ]
     if rates:

@@ -36,6 +36,7 @@ from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, Str
 
 from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
+from fleetstream.pipeline import ALERTS_TRIGGER_S
 from fleetstream.pipeline import transforms as T
 from fleetstream.pipeline.dims import DimsBoundQuery, DimsCache
 from fleetstream.pipeline.enrich import enrich
@@ -185,7 +186,7 @@ class Pipeline:
         alerts_mode: str = "microbatch",
         separate_publisher: bool = False,
         realtime_checkpoint_s: float = 300.0,
-        alerts_trigger_s: float = 0.1,
+        alerts_trigger_s: float = ALERTS_TRIGGER_S,
     ) -> None:
         self.spark = spark
         self.max_offsets = max_offsets

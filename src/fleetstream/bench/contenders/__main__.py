@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
             "quix",
         ),
     )
-    parser.add_argument("--trigger-seconds", type=float, default=0.5, help="fleetstream's micro-batch interval")
+    parser.add_argument(
+        "--trigger-seconds", type=float, default=None, help="fleetstream's lake micro-batch interval [its default]"
+    )
     args = parser.parse_args(argv)
     if args.process.startswith("fleetstream-"):
         from fleetstream.bench.contenders import ours
