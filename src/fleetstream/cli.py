@@ -623,7 +623,7 @@ def bench_compare(
     through Kafka, a Python UDF) and a Quix Streams application on the same workload, one after the other:
     event-to-alert latency at fixed input rates, burst throughput, CPU, peak memory and alert correctness
     against the simulator's ground truth. Needs the stack: `fleetstream up --detach`. The full run took
-    16 minutes on two cores (a system is not run at rates above the first it cannot hold); --quick took
+    20 minutes on two cores (a system is not run at rates above the first it cannot hold); --quick took
     9. Ctrl-C (or SIGTERM) stops the systems under test and writes nothing.
     """
     from dataclasses import replace
