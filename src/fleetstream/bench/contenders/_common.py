@@ -28,21 +28,16 @@ def ready() -> None:
     print(READY, flush=True)
 
 
-def serve_queries(queries: Iterable[Any], realtime: Iterable[str] = ()) -> int:
-    """Wait until every micro-batch query has finished a batch, say READY, run until stopped.
-
-    A real-time query reports progress only at its checkpoint interval, so queries named in
-    ``realtime`` get a few seconds to be scheduled instead. Returns the exit code (1 if a query failed).
-    """
+def serve_queries(queries: Iterable[Any]) -> int:
+    """Wait until every (micro-batch) query has finished a batch, say READY, run until stopped.
+    Returns the exit code (1 if a query failed)."""
     queries = list(queries)
     stop = stop_event()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not stop.is_set():
-        if all(q.lastProgress is not None for q in queries if q.name not in set(realtime)):
+        if all(q.lastProgress is not None for q in queries):
             break
         time.sleep(0.5)
-    if any(q.name in set(realtime) for q in queries):
-        time.sleep(5)
     ready()
     failed = None
     logged = time.monotonic()
