@@ -34,6 +34,11 @@ def session_conf(settings: Settings, with_s3: bool = False) -> dict[str, str]:
         # pipeline's writes idempotent) with this many tasks; the default, 50, makes every commit
         # of a small streaming batch seconds slower on a few cores. Raise it on a cluster.
         "spark.databricks.delta.snapshotPartitions": "2",
+        # A generated function longer than HotSpot compiles (8,000 bytes of bytecode) runs in the
+        # JVM's interpreter: Spark's guide advises this limit on HotSpot, above which that part of
+        # the plan is evaluated without whole-stage code generation instead. Validation's plan is
+        # such a part: 8.4 against 14.5 µs per record with the default (docs/benchmarks.md).
+        "spark.sql.codegen.hugeMethodLimit": "8000",
         # Queries share the cores by pools (the alert path has its own), not first come first served.
         "spark.scheduler.mode": "FAIR",
         "spark.ui.enabled": "false",

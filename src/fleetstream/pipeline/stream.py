@@ -38,6 +38,7 @@ from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.pipeline import ALERTS_TRIGGER_S
 from fleetstream.pipeline import transforms as T
+from fleetstream.pipeline.dedup import RecentIds
 from fleetstream.pipeline.dims import DimsBoundQuery, DimsCache
 from fleetstream.pipeline.enrich import enrich
 from fleetstream.rules.engine import Rule, alerts, load_rules
@@ -174,6 +175,39 @@ def _append_delta(df: DataFrame, path: str, app_id: str, batch_id: int, partitio
     writer.save(path)
 
 
+def at_once(steps: list[Callable[[], None]]) -> None:
+    """Run independent steps of one micro-batch (writes to different tables) at the same time.
+
+    Each step runs in a thread of its own, so Spark schedules their jobs side by side and their
+    Delta commits (mostly waiting on the file system, not the CPU) overlap. The threads inherit the
+    batch's Spark local properties (its job group), so stopping the query cancels their jobs too.
+    Every step is waited for; then the first failure, if any, is raised, which fails the batch: it
+    runs again on restart and its writes are idempotent (Delta transaction versions).
+    """
+    from pyspark import InheritableThread
+
+    failures: list[BaseException] = []
+
+    def guarded(step: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                step()
+            except BaseException as exc:  # raised in the batch's thread below
+                failures.append(exc)
+
+        return run
+
+    threads = [InheritableThread(target=guarded(step), daemon=True) for step in steps[1:]]
+    for thread in threads:
+        thread.start()
+    if steps:
+        guarded(steps[0])()  # the first in this thread
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
 class Pipeline:
     def __init__(
         self,
@@ -194,6 +228,7 @@ class Pipeline:
         self.lake = Lake(settings.lake.root, bronze_from)
         self.rules = rules or load_rules()
         self.dims = DimsCache(spark, settings.lake.dims, settings.lake.dims_refresh_s)
+        self.recent_ids = RecentIds(self._silver_seen, DEDUP_WINDOW_MS)  # silver's dedup lookup
         self.publish = publish
         if alerts_mode not in ALERT_MODES:
             raise FleetstreamError(f"alerts mode {alerts_mode!r}: choose {' or '.join(ALERT_MODES)}")
@@ -248,72 +283,89 @@ class Pipeline:
         """
         clock = _StepClock(f"silver batch {batch_id}")
         # Materialised once (lineage cut), so that each action below plans a small tree.
-        checked = enrich(batch, self.dims.get()).localCheckpoint(eager=True)
+        # The payload is kept once, as text, and only where the quarantine needs it (rejected rows).
+        checked = enrich(batch, self.dims.get()).drop("value")
+        checked = checked.withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))
+        checked = checked.localCheckpoint(eager=True)
         clock.mark("parse")
-        valid = checked.where(F.col("reason").isNull())
+        # Valid rows keep silver's columns only: every later step reads them, some several times.
+        valid = checked.where(F.col("reason").isNull()).select(*[c for c in T.SILVER_COLUMNS if c != "silver_batch"])
         stats = checked.agg(
             F.min(F.when(F.col("reason").isNull(), F.col("event_time"))).alias("lo"),
             F.max(F.when(F.col("reason").isNull(), F.col("event_time"))).alias("hi"),
             F.count("reason").alias("rejected"),
         ).first()
         if stats is None or (stats["lo"] is None and not stats["rejected"]):
+            self.recent_ids.add(batch_id)
             clock.log()
             return  # nothing at all in this batch
         silver_path = self.lake.table("silver/telemetry")
         seen = None
         if stats["lo"] is not None:
-            seen = self._silver_seen(
-                silver_path, batch_id, stats["lo"] - DEDUP_WINDOW_MS, stats["hi"] + DEDUP_WINDOW_MS
-            )
+            seen = self.recent_ids.seen(batch_id, stats["lo"], stats["hi"])
         marked = T.mark_copies(valid, seen).localCheckpoint(eager=True)
         copies = marked.where(F.col("duplicate")).count()
         clock.mark("dedup")
         first = marked.where(~F.col("duplicate")).withColumn("silver_batch", F.lit(batch_id).cast("long"))
         first = first.select(*T.SILVER_COLUMNS)
         quarantined = T.quarantine_rows(checked.where(F.col("reason").isNotNull()))
-        _append_delta(first, silver_path, "silver", batch_id, "event_date")
-        clock.mark("silver")
+        # The writes below depend only on the frames above, not on each other: they run at once.
+        writes: dict[str, Callable[[], None]] = {
+            "silver": lambda: _append_delta(first, silver_path, "silver", batch_id, "event_date")
+        }
         fired = alerts(first, self.rules) if self.fused_alerts or self.fused_state else None
         if self.fused_alerts and fired is not None:
-            _append_delta(fired, self.lake.table("silver/alerts"), "alerts-in-silver", batch_id)
+            writes["alerts"] = lambda: _append_delta(
+                fired, self.lake.table("silver/alerts"), "alerts-in-silver", batch_id
+            )
         if self.fused_state and fired is not None:
-            self._write_car_state(first, fired, batch_id)
-        clock.mark("alerts+state")
+            writes["car_state"] = lambda: self._write_car_state(first, fired, batch_id)
         if stats["rejected"]:
-            _append_delta(
+            writes["quarantine"] = lambda: _append_delta(
                 quarantined, self.lake.table("quarantine/telemetry"), "quarantine", batch_id, "quarantine_date"
             )
         if copies:
-            later = marked.where(F.col("duplicate"))
-            _append_delta(T.duplicate_rows(later), self.lake.table("silver/duplicates"), "duplicates", batch_id)
-        clock.mark("quarantine+duplicates")
+            later = T.duplicate_rows(marked.where(F.col("duplicate")))
+            writes["duplicates"] = lambda: _append_delta(
+                later, self.lake.table("silver/duplicates"), "duplicates", batch_id
+            )
         if self.publish:
             messages = T.enriched_messages(first, self.topics.enriched).unionByName(
                 T.dlq_messages(quarantined, self.topics.dlq)
             )
             if self.fused_alerts and self.publish_in_batch and fired is not None:
                 messages = messages.unionByName(T.alert_messages(fired, self.topics.alerts))
-            _write_kafka(messages, self.settings)
-        clock.mark("kafka")
+            writes["kafka"] = lambda: _write_kafka(messages, self.settings)
+        chunk: list[DataFrame] = []  # this batch's first copies, for the next batches' dedup
+        if stats["lo"] is not None:
+            writes["dedup ids"] = lambda: chunk.append(self.recent_ids.chunk(first))
+        at_once(list(writes.values()))
+        self.recent_ids.add(batch_id, chunk[0] if chunk else None, stats["hi"] or 0)
+        clock.mark(f"write {'+'.join(writes)}")
         clock.log()
 
-    def _silver_seen(self, path: str, batch_id: int, lo_ms: int, hi_ms: int) -> DataFrame:
-        """The event_ids silver already holds between two event times (the dedup window around a batch).
+    def _silver_seen(self, lo_ms: int, hi_ms: int | None, batch_id: int) -> DataFrame:
+        """Silver's event_ids and event times between two event times (``hi_ms`` None: no upper
+        bound), read from its files: what :class:`RecentIds` starts from.
 
-        The version read is pinned: the frames built on it are evaluated lazily, some after this
+        The version read is pinned: the frames built on it may be evaluated lazily, after this
         batch's own append. Rows this batch id wrote are left out: after a crash the batch is run
         again, its silver append may already be in, and it must not count itself as a duplicate.
         Delta's file statistics on event_ts skip the files outside the window.
         """
-        lo, hi = F.timestamp_millis(F.lit(lo_ms)), F.timestamp_millis(F.lit(hi_ms))
-        return (
+        path = self.lake.table("silver/telemetry")
+        lo = F.timestamp_millis(F.lit(lo_ms))
+        rows = (
             self.spark.read.format("delta")
             .option("versionAsOf", _delta_version(self.spark, path))
             .load(path)
-            .where(F.col("event_date").between(F.to_date(lo), F.to_date(hi)))
-            .where(F.col("event_ts").between(lo, hi) & (F.col("silver_batch") != F.lit(batch_id)))
-            .select("event_id")
+            .where((F.col("event_date") >= F.to_date(lo)) & (F.col("event_ts") >= lo))
+            .where(F.col("silver_batch") != F.lit(batch_id))
         )
+        if hi_ms is not None:
+            hi = F.timestamp_millis(F.lit(hi_ms))
+            rows = rows.where((F.col("event_date") <= F.to_date(hi)) & (F.col("event_ts") <= hi))
+        return rows.select("event_id", "event_time")
 
     def silver(self, trigger: Trigger) -> StreamingQuery:
         bronze = self.spark.readStream.format("delta").load(self.lake.table("bronze/telemetry"))

@@ -80,19 +80,24 @@ def check_telemetry(bronze: DataFrame, cars: DataFrame) -> DataFrame:
 
 def mark_copies(valid: DataFrame, seen: DataFrame | None = None) -> DataFrame:
     """Add ``duplicate``: true for every copy of an event but the first (by Kafka partition and offset),
-    and for every copy of an event_id already in ``seen`` (a frame with an ``event_id`` column)."""
+    and for every copy of an event_id already in ``seen`` (a frame with an ``event_id`` column).
+
+    The copies are found on three narrow columns (event_id and the Kafka coordinates, which name
+    a record), then flagged by a broadcast join on the coordinates: the batch's wide rows are never
+    shuffled. There are at most as many copies as rows in the batch, and usually a few.
+    """
+    keys = valid.select("event_id", "kafka_partition", "kafka_offset")
     order = Window.partitionBy("event_id").orderBy("kafka_partition", "kafka_offset")
-    ranked = valid.withColumn("duplicate", F.row_number().over(order) > 1)
-    if seen is None:
-        return ranked
-    # Only the batch's own ids are looked up: the window of silver can hold millions of ids, the
-    # batch a few thousand, so the batch's side is broadcast and the window's side is only scanned.
-    ids = F.broadcast(valid.select("event_id").distinct())
-    known = seen.select("event_id").join(ids, "event_id", "left_semi").distinct().withColumn("_seen", F.lit(True))
-    return (
-        ranked.join(known, "event_id", "left")
-        .withColumn("duplicate", F.col("duplicate") | F.col("_seen").isNotNull())
-        .drop("_seen")
+    copies = keys.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") > 1).drop("_rank")
+    if seen is not None:
+        # Only the batch's own ids are looked up: the window of silver can hold millions of ids, the
+        # batch a few thousand, so the batch's side is broadcast and the window's side only scanned.
+        ids = F.broadcast(keys.select("event_id").distinct())
+        known = seen.select("event_id").join(ids, "event_id", "left_semi").distinct()
+        copies = copies.unionByName(keys.join(F.broadcast(known), "event_id", "left_semi"))
+    flagged = copies.select("kafka_partition", "kafka_offset").distinct().withColumn("duplicate", F.lit(True))
+    return valid.join(F.broadcast(flagged), ["kafka_partition", "kafka_offset"], "left").withColumn(
+        "duplicate", F.coalesce(F.col("duplicate"), F.lit(False))
     )
 
 
