@@ -34,19 +34,16 @@ class RecentIds:
         self.floor_ms = 0  # the ids kept reach back to this event time
         self.newest_ms = 0  # the newest event_time of the batches added
         self.next_batch: int | None = None  # the batch the chunks are ready for
-        self.scans = 0  # reads of silver's files (the first batch, a batch run again, a late batch)
 
     def seen(self, batch_id: int, lo_ms: int, hi_ms: int) -> DataFrame:
         """The event_ids silver holds within the dedup window of a batch whose events run from
         ``lo_ms`` to ``hi_ms``, written by the batches before ``batch_id``."""
         lo, hi = lo_ms - self.window_ms, hi_ms + self.window_ms
         if self.next_batch != batch_id:  # the first batch here, or a batch run again: start from the files
-            self.scans += 1
             first = self.scan(lo, None, batch_id).select("event_id", "event_time")
             self.chunks = [first.localCheckpoint(eager=True)]
             self.floor_ms, self.newest_ms, self.next_batch = lo, hi_ms, batch_id
         elif lo < self.floor_ms:  # further back than the ids kept: read the files
-            self.scans += 1
             return self.scan(lo, hi, batch_id).select("event_id")
         ids = reduce(DataFrame.unionByName, self.chunks)
         return ids.where(F.col("event_time").between(lo, hi)).select("event_id")
