@@ -539,8 +539,10 @@ def bench_dashboard(
 def bench_pipeline(
     repeat: Annotated[int, typer.Option(min=1, help="Throughput runs; the median is reported.")] = 3,
     cars: Annotated[int, typer.Option(min=1, help="Fleet size of the throughput backlog.")] = 1000,
-    seconds: Annotated[int, typer.Option(min=10, help="Simulated seconds of backlog (cars x seconds events).")] = 300,
-    max_offsets: Annotated[int, typer.Option(min=1000, help="Kafka records per bronze batch at most.")] = 50_000,
+    seconds: Annotated[int, typer.Option(min=10, help="Simulated seconds of backlog (cars x seconds events).")] = 1200,
+    max_offsets: Annotated[
+        int, typer.Option(min=1000, help="Kafka records per bronze batch at most (5 s of input at 50,000 events/s).")
+    ] = 250_000,
     rate: Annotated[int, typer.Option(min=100, help="Input rate (events/s) of the latency runs.")] = 5000,
     latency_seconds: Annotated[int, typer.Option(min=10, help="Measured seconds of each latency run.")] = 60,
     warmup_seconds: Annotated[

@@ -39,17 +39,29 @@ def valid_rows(spark: SparkSession, rows: list[tuple[str, int, int]]) -> DataFra
     return spark.createDataFrame(rows, "event_id string, kafka_partition int, kafka_offset long")
 
 
-def test_mark_copies_keeps_the_first_copy_by_partition_and_offset(spark: SparkSession) -> None:
+def split(valid: DataFrame, seen: DataFrame | None = None) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(first copies, later copies) as sorted (event_id, kafka_offset)."""
+    first, later = T.split_copies(valid, T.later_copies(valid, seen))
+
+    def ids(frame: DataFrame) -> list[tuple[str, int]]:
+        return sorted((r["event_id"], r["kafka_offset"]) for r in frame.collect())
+
+    return ids(first), ids(later)
+
+
+def test_later_copies_keep_the_first_copy_by_partition_and_offset(spark: SparkSession) -> None:
     frame = valid_rows(spark, [("a", 1, 9), ("a", 0, 50), ("a", 0, 7), ("b", 2, 1), ("c", 0, 3)])
-    got = sorted(tuple(r) for r in T.mark_copies(frame).select("event_id", "kafka_offset", "duplicate").collect())
-    assert got == [("a", 7, False), ("a", 9, True), ("a", 50, True), ("b", 1, False), ("c", 3, False)]
+    first, later = split(frame)
+    assert first == [("a", 7), ("b", 1), ("c", 3)]
+    assert later == [("a", 9), ("a", 50)]
 
 
-def test_mark_copies_against_ids_already_seen(spark: SparkSession) -> None:
+def test_later_copies_against_ids_already_seen(spark: SparkSession) -> None:
     frame = valid_rows(spark, [("a", 0, 1), ("b", 0, 2), ("b", 0, 3)])
     seen = spark.createDataFrame([("b",), ("b",), ("z",)], "event_id string")
-    got = sorted(tuple(r) for r in T.mark_copies(frame, seen).select("event_id", "kafka_offset", "duplicate").collect())
-    assert got == [("a", 1, False), ("b", 2, True), ("b", 3, True)], "no row is lost or doubled by the join"
+    first, later = split(frame, seen)
+    assert first == [("a", 1)]
+    assert later == [("b", 2), ("b", 3)], "no row is lost or doubled by the joins"
 
 
 def test_quarantine_and_dlq_message_carry_reason_and_raw(spark: SparkSession) -> None:

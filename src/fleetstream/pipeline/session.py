@@ -31,9 +31,10 @@ def session_conf(settings: Settings, with_s3: bool = False) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",
         # Delta rebuilds a table's state (its files, and the transaction ids that make the
-        # pipeline's writes idempotent) with this many tasks; the default, 50, makes every commit
-        # of a small streaming batch seconds slower on a few cores. Raise it on a cluster.
-        "spark.databricks.delta.snapshotPartitions": "2",
+        # pipeline's writes idempotent) at every commit, with this many tasks. The default, 50,
+        # costs 3.8 s of CPU per small commit on two cores, 2 costs 0.58 s and 1 costs 0.50 s
+        # (docs/benchmarks.md). Raise it on a cluster, for tables of many files.
+        "spark.databricks.delta.snapshotPartitions": "1",
         # A generated function longer than HotSpot compiles (8,000 bytes of bytecode) runs in the
         # JVM's interpreter: Spark's guide advises this limit on HotSpot, above which that part of
         # the plan is evaluated without whole-stage code generation instead. Validation's plan is

@@ -305,11 +305,12 @@ class Pipeline:
         seen = None
         if stats["lo"] is not None:
             seen = self.recent_ids.seen(batch_id, stats["lo"], stats["hi"])
-        marked = T.mark_copies(valid, seen).localCheckpoint(eager=True)
-        copies = marked.where(F.col("duplicate")).count()
+        # Only the copies' coordinates are materialised; the rows are read from ``checked`` again.
+        copies_at = T.later_copies(valid, seen).localCheckpoint(eager=True)
+        copies = copies_at.count()
         clock.mark("dedup")
-        first = marked.where(~F.col("duplicate")).withColumn("silver_batch", F.lit(batch_id).cast("long"))
-        first = first.select(*T.SILVER_COLUMNS)
+        first, later = T.split_copies(valid, copies_at) if copies else (valid, None)
+        first = first.withColumn("silver_batch", F.lit(batch_id).cast("long")).select(*T.SILVER_COLUMNS)
         quarantined = T.quarantine_rows(checked.where(F.col("reason").isNotNull()))
         # The writes below depend only on the frames above, not on each other: they run at once.
         writes: dict[str, Callable[[], None]] = {
@@ -326,10 +327,10 @@ class Pipeline:
             writes["quarantine"] = lambda: _append_delta(
                 quarantined, self.lake.table("quarantine/telemetry"), "quarantine", batch_id, "quarantine_date"
             )
-        if copies:
-            later = T.duplicate_rows(marked.where(F.col("duplicate")))
+        if later is not None:
+            duplicates = T.duplicate_rows(later)
             writes["duplicates"] = lambda: _append_delta(
-                later, self.lake.table("silver/duplicates"), "duplicates", batch_id
+                duplicates, self.lake.table("silver/duplicates"), "duplicates", batch_id
             )
         if self.publish:
             messages = T.enriched_messages(first, self.topics.enriched).unionByName(

@@ -78,27 +78,37 @@ def check_telemetry(bronze: DataFrame, cars: DataFrame) -> DataFrame:
     return enrich(parse_bronze(bronze), cars)
 
 
-def mark_copies(valid: DataFrame, seen: DataFrame | None = None) -> DataFrame:
-    """Add ``duplicate``: true for every copy of an event but the first (by Kafka partition and offset),
-    and for every copy of an event_id already in ``seen`` (a frame with an ``event_id`` column).
+COPY_KEYS = ("kafka_partition", "kafka_offset")  # a Kafka record's coordinates: they name one copy
 
-    The copies are found on three narrow columns (event_id and the Kafka coordinates, which name
-    a record), then flagged by a broadcast join on the coordinates: the batch's wide rows are never
-    shuffled. There are at most as many copies as rows in the batch, and usually a few.
+
+def later_copies(valid: DataFrame, seen: DataFrame | None = None) -> DataFrame:
+    """The Kafka coordinates (``COPY_KEYS``) of every copy of an event but the first (by partition and
+    offset), and of every copy of an event_id already in ``seen`` (a frame with an ``event_id`` column).
+
+    Only three narrow columns are read and aggregated, never the batch's wide rows. There are at most
+    as many copies as rows in the batch, and usually a few.
     """
-    keys = valid.select("event_id", "kafka_partition", "kafka_offset")
-    order = Window.partitionBy("event_id").orderBy("kafka_partition", "kafka_offset")
-    copies = keys.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") > 1).drop("_rank")
+    keys = valid.select("event_id", *COPY_KEYS)
+    first = F.min(F.struct(*COPY_KEYS))
+    repeated = keys.groupBy("event_id").agg(F.count(F.lit(1)).alias("_n"), first.alias("_first")).where("_n > 1")
+    copies = (
+        keys.join(F.broadcast(repeated.drop("_n")), "event_id")
+        .where(F.struct(*COPY_KEYS) != F.col("_first"))
+        .select(*COPY_KEYS)
+    )
     if seen is not None:
         # Only the batch's own ids are looked up: the window of silver can hold millions of ids, the
         # batch a few thousand, so the batch's side is broadcast and the window's side only scanned.
         ids = F.broadcast(keys.select("event_id").distinct())
         known = seen.select("event_id").join(ids, "event_id", "left_semi").distinct()
-        copies = copies.unionByName(keys.join(F.broadcast(known), "event_id", "left_semi"))
-    flagged = copies.select("kafka_partition", "kafka_offset").distinct().withColumn("duplicate", F.lit(True))
-    return valid.join(F.broadcast(flagged), ["kafka_partition", "kafka_offset"], "left").withColumn(
-        "duplicate", F.coalesce(F.col("duplicate"), F.lit(False))
-    )
+        copies = copies.unionByName(keys.join(F.broadcast(known), "event_id", "left_semi").select(*COPY_KEYS))
+    return copies.distinct()
+
+
+def split_copies(valid: DataFrame, copies: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """``valid`` split into first copies and later copies by ``later_copies``' coordinates (broadcast)."""
+    flagged = F.broadcast(copies.select(*COPY_KEYS))
+    return valid.join(flagged, list(COPY_KEYS), "left_anti"), valid.join(flagged, list(COPY_KEYS), "left_semi")
 
 
 def quarantine_rows(rejected: DataFrame) -> DataFrame:
