@@ -175,8 +175,9 @@ def _append_delta(df: DataFrame, path: str, app_id: str, batch_id: int, partitio
     writer.save(path)
 
 
-def at_once(steps: list[Callable[[], None]]) -> None:
-    """Run independent steps of one micro-batch (writes to different tables) at the same time.
+def at_once(steps: dict[str, Callable[[], object]]) -> dict[str, object]:
+    """Run independent steps of one micro-batch (writes to different tables) at the same time, and
+    return each step's result by its name.
 
     Each step runs in a thread of its own, so Spark schedules their jobs side by side: a step's
     fixed costs (planning, a Delta commit) overlap the others' work when a core is free. (With
@@ -188,26 +189,29 @@ def at_once(steps: list[Callable[[], None]]) -> None:
     """
     from pyspark import InheritableThread
 
+    results: dict[str, object] = {}
     failures: list[BaseException] = []
 
-    def guarded(step: Callable[[], None]) -> Callable[[], None]:
+    def guarded(name: str, step: Callable[[], object]) -> Callable[[], None]:
         def run() -> None:
             try:
-                step()
+                results[name] = step()
             except BaseException as exc:  # raised in the batch's thread below
                 failures.append(exc)
 
         return run
 
-    threads = [InheritableThread(target=guarded(step), daemon=True) for step in steps[1:]]
+    named = list(steps.items())
+    threads = [InheritableThread(target=guarded(name, step), daemon=True) for name, step in named[1:]]
     for thread in threads:
         thread.start()
-    if steps:
-        guarded(steps[0])()  # the first in this thread
+    if named:
+        guarded(*named[0])()  # the first in this thread
     for thread in threads:
         thread.join()
     if failures:
         raise failures[0]
+    return results
 
 
 class Pipeline:
@@ -313,7 +317,7 @@ class Pipeline:
         first = first.withColumn("silver_batch", F.lit(batch_id).cast("long")).select(*T.SILVER_COLUMNS)
         quarantined = T.quarantine_rows(checked.where(F.col("reason").isNotNull()))
         # The writes below depend only on the frames above, not on each other: they run at once.
-        writes: dict[str, Callable[[], None]] = {
+        writes: dict[str, Callable[[], object]] = {
             "silver": lambda: _append_delta(first, silver_path, "silver", batch_id, "event_date")
         }
         fired = alerts(first, self.rules) if self.fused_alerts or self.fused_state else None
@@ -339,11 +343,10 @@ class Pipeline:
             if self.fused_alerts and self.publish_in_batch and fired is not None:
                 messages = messages.unionByName(T.alert_messages(fired, self.topics.alerts))
             writes["kafka"] = lambda: _write_kafka(messages, self.settings)
-        chunk: list[DataFrame] = []  # this batch's first copies, for the next batches' dedup
-        if stats["lo"] is not None:
-            writes["dedup ids"] = lambda: chunk.append(self.recent_ids.chunk(first))
-        at_once(list(writes.values()))
-        self.recent_ids.add(batch_id, chunk[0] if chunk else None, stats["hi"] or 0)
+        if stats["lo"] is not None:  # this batch's first copies, for the next batches' dedup
+            writes["dedup ids"] = lambda: self.recent_ids.chunk(first)
+        chunk = at_once(writes).get("dedup ids")
+        self.recent_ids.add(batch_id, chunk if isinstance(chunk, DataFrame) else None, stats["hi"] or 0)
         clock.mark(f"write {'+'.join(writes)}")
         clock.log()
 
