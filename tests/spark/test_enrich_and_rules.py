@@ -127,31 +127,69 @@ def test_a_rejected_row_of_an_unknown_car_keeps_its_first_reason(spark: SparkSes
 
 
 def test_changed_dims_are_picked_up_at_the_refresh_interval(spark: SparkSession, tmp_path: Path) -> None:
+    import os
+    import time
+
     from fleetstream.pipeline.dims import DimsCache
 
     def publish(count: int) -> None:
         for name, records in tables(generate_cars(count, seed=1)).items():
             (tmp_path / f"{name}.json").write_bytes(to_json_lines(records))
 
+    def reload() -> None:
+        time.sleep(3.1)
+        cache.get()
+        cache.join(60)
+
     publish(3)
     cache = DimsCache(spark, str(tmp_path), refresh_s=3.0)
     assert cache.get().count() == 3
     publish(5)
     assert cache.get().count() == 3, "within the interval the loaded dims are kept"
-    import time
-
     time.sleep(3.1)
     assert cache.get().count() == 3, "a batch does not wait for the reload"
     cache.join(60)
     assert sorted(r["dim_car_id"] for r in cache.get().collect())[-1] == "car-00004"
-    assert cache.version == 1, "a reload that changed the cars counts"
-    time.sleep(3.1)
-    cache.get()
-    cache.join(60)
-    assert cache.version == 1, "a reload of the same rows does not"
-    (tmp_path / "cars.json").unlink()
-    time.sleep(3.1)
-    cache.get()
-    cache.join(60)
+    assert (cache.version, cache.reads) == (1, 2), "a reload that changed the cars counts"
+    reload()
+    assert (cache.version, cache.reads) == (1, 2), "files listed unchanged are not read again"
+    cars = tmp_path / "cars.json"
+    cars.write_bytes(cars.read_bytes())
+    os.utime(cars, (time.time() + 5, time.time() + 5))  # rewritten, whatever the clock's resolution
+    reload()
+    assert (cache.version, cache.reads) == (1, 3), "a rewritten file is read; the same rows do not count"
+    cars.unlink()
+    reload()
     assert cache.get().count() == 5, "a failed reload keeps the dims it had"
     assert cache.version == 1
+    publish(4)
+    reload()
+    assert (cache.get().count(), cache.version) == (4, 2), "after a failed reload, the next one reads"
+
+
+def test_the_publisher_session_has_its_own_sql_settings_and_joins_the_cached_dimension(
+    spark: SparkSession, dims_dir: Path
+) -> None:
+    import json
+
+    from fleetstream.pipeline.dims import DimsCache
+    from fleetstream.pipeline.session import PUBLISHER_SQL_CONF, publisher_session
+
+    before = {key: spark.conf.get(key) for key in PUBLISHER_SQL_CONF}
+    assert before != PUBLISHER_SQL_CONF
+    session = publisher_session(spark)
+    assert {key: session.conf.get(key) for key in PUBLISHER_SQL_CONF} == PUBLISHER_SQL_CONF
+    assert {key: spark.conf.get(key) for key in PUBLISHER_SQL_CONF} == before, "the pipeline's session is unchanged"
+    cars = DimsCache(spark, str(dims_dir)).get()  # cached in the pipeline's session, as the publisher finds it
+    events = [{"car_id": "car-00004", "speed": 55.0}, {"car_id": "car-99999"}]
+    raw = session.createDataFrame(
+        [(json.dumps({**schema.EXAMPLE, **e}), schema.EXAMPLE["event_time"]) for e in events],
+        "raw string, kafka_ts_ms long",
+    )
+    rows = enrich(parse_telemetry(raw), cars)
+    plan = rows._jdf.queryExecution().executedPlan().toString()
+    assert "AdaptiveSparkPlan" not in plan and "InMemoryTableScan" in plan, plan
+    assert sorted((r["car_id"], r["reason"]) for r in rows.collect()) == [
+        ("car-00004", None),
+        ("car-99999", "unknown_car"),
+    ]

@@ -23,7 +23,7 @@ from pyspark.errors.exceptions.captured import StreamingQueryException as Captur
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 
-from fleetstream.pipeline.enrich import car_dimension, read_dims
+from fleetstream.pipeline.enrich import car_dimension, dims_fingerprint, read_dims
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,21 @@ class DimsCache:
     The first load happens in the caller; later reloads run in a background thread, so that no
     batch waits the second or two a reload takes (reading the files, a Spark job or three): a
     batch gets the dimension loaded last, and the next batch after a reload the new one.
-    ``version`` counts the reloads that changed it (the same rows again do not count)."""
+    ``version`` counts the reloads that changed it (the same rows again do not count).
+
+    A reload first lists the files (sizes and modification times): when none changed since the
+    last read, it reads nothing. A read runs Spark jobs on the cores the queries use, which
+    delayed the alert publisher's batch by up to a second, once a minute (docs/benchmarks.md).
+    ``reads`` counts the reads."""
 
     spark: SparkSession
     location: str
     refresh_s: float = 60.0
     version: int = 0
     _frame: DataFrame | None = None
+    reads: int = 0
     _digest: str = ""
+    _fingerprint: str = ""
     _loaded: float = 0.0
     _reload: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -51,7 +58,7 @@ class DimsCache:
         """The car dimension; only the first load's failure is raised."""
         with self._lock:
             if self._frame is None:
-                self._frame, self._digest = self._load()
+                self._frame, self._digest, self._fingerprint = self._load()
                 self._loaded = time.monotonic()
             elif time.monotonic() - self._loaded > self.refresh_s and self._reload is None:
                 self._reload = threading.Thread(target=self._reload_now, name="dims-reload", daemon=True)
@@ -64,7 +71,11 @@ class DimsCache:
         if reload is not None:
             reload.join(timeout)
 
-    def _load(self) -> tuple[DataFrame, str]:
+    def _load(self) -> tuple[DataFrame, str, str]:
+        """The dimension, its rows' digest and the files' fingerprint (listed before the read: a file
+        rewritten during the read differs from it next time, and is read again)."""
+        fingerprint = dims_fingerprint(self.spark, self.location)
+        self.reads += 1
         # Read now, into the driver: a frame over the files would read them again later, when they
         # may have changed or gone. The dimension is small (one row per car).
         loaded = car_dimension(read_dims(self.spark, self.location))
@@ -72,17 +83,22 @@ class DimsCache:
         digest = hashlib.sha256(repr([tuple(r) for r in rows]).encode()).hexdigest()
         frame = self.spark.createDataFrame(rows, loaded.schema).cache()
         log.info("reference data loaded from %s: %d cars", self.location, frame.count())
-        return frame, digest
+        return frame, digest, fingerprint
 
     def _reload_now(self) -> None:
         """A reload that fails (files half rewritten, store down) keeps the previous dimension and
         is tried again after the interval."""
         try:
-            frame, digest = self._load()
+            if dims_fingerprint(self.spark, self.location) == self._fingerprint:
+                with self._lock:
+                    self._loaded, self._reload = time.monotonic(), None
+                return
+            frame, digest, fingerprint = self._load()
         except Exception as exc:  # Spark raises many kinds (analysis, IO, parse)
             log.warning("reference data at %s not reloaded, keeping the previous: %s", self.location, exc)
-            frame, digest = None, ""
+            frame, digest, fingerprint = None, "", self._fingerprint
         with self._lock:
+            self._fingerprint = fingerprint
             if frame is not None and digest == self._digest:
                 frame.unpersist()  # the same rows: keep the frame the running plans hold
             elif frame is not None:

@@ -27,14 +27,29 @@ class Dims:
     colors: DataFrame
 
 
+#: the dimension tables' files (JSON lines) under the dims location, by table
+DIM_FILES = {"cars": "cars.json", "models": "car_models.json", "colors": "car_colors.json"}
+
+
 def read_dims(spark: SparkSession, location: str) -> Dims:
     """The three dimension tables (JSON lines) from a folder or an s3a:// prefix."""
     base = location.rstrip("/")
-    return Dims(
-        cars=spark.read.json(f"{base}/cars.json"),
-        models=spark.read.json(f"{base}/car_models.json"),
-        colors=spark.read.json(f"{base}/car_colors.json"),
-    )
+    return Dims(**{table: spark.read.json(f"{base}/{name}") for table, name in DIM_FILES.items()})
+
+
+def dims_fingerprint(spark: SparkSession, location: str) -> str:
+    """The dimension files' paths, sizes and modification times, read from the file system (a
+    directory listing, or S3 HEAD and LIST requests): no Spark job, no file read. A file that is
+    missing raises, as reading it would."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    base, parts = location.rstrip("/"), []
+    for name in DIM_FILES.values():
+        path = jvm.org.apache.hadoop.fs.Path(f"{base}/{name}")
+        for status in path.getFileSystem(conf).listStatus(path):  # a file, or a folder Spark wrote
+            parts.append(f"{status.getPath().toString()} {status.getLen()} {status.getModificationTime()}")
+    return "\n".join(sorted(parts))
 
 
 def car_dimension(dims: Dims) -> DataFrame:

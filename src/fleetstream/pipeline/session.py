@@ -59,6 +59,29 @@ def session_conf(settings: Settings, with_s3: bool = False) -> dict[str, str]:
     return conf
 
 
+#: SQL settings of the micro-batch alert-data publisher's own session (``publisher_session``). Its
+#: batches are small (a few thousand records), so fixed costs per batch set its latency; measured
+#: with the publisher alone at 5,000 events/s, they took a batch from 330 to 205 ms (docs/benchmarks.md):
+PUBLISHER_SQL_CONF = {
+    # Adaptive execution re-plans a query after each stage; the publisher's plan has no shuffle to
+    # adapt, only its broadcast of the car dimension, after which the plan was optimised again.
+    "spark.sql.adaptive.enabled": "false",
+    # Above the method size limit, whole-stage code generation is dropped for the validation's part
+    # of the plan, and each task then generates that projection's code again (its compiled class is
+    # cached, but generating the source is not): tens of ms in every task of every batch.
+    "spark.sql.codegen.hugeMethodLimit": "65535",
+}
+
+
+def publisher_session(spark: SparkSession) -> SparkSession:
+    """A session for the micro-batch alert-data publisher: the same Spark context (cores, cached
+    car dimension, jars), its own SQL settings (``PUBLISHER_SQL_CONF``)."""
+    session = spark.newSession()
+    for key, value in PUBLISHER_SQL_CONF.items():
+        session.conf.set(key, value)
+    return session
+
+
 def spark_session(settings: Settings, app_name: str = "fleetstream", with_s3: bool = False) -> SparkSession:
     """A SparkSession with every jar taken from the local cache (nothing is resolved at start-up)."""
     from pyspark.sql import SparkSession

@@ -41,6 +41,7 @@ from fleetstream.pipeline import transforms as T
 from fleetstream.pipeline.dedup import RecentIds
 from fleetstream.pipeline.dims import DimsBoundQuery, DimsCache
 from fleetstream.pipeline.enrich import enrich
+from fleetstream.pipeline.session import publisher_session
 from fleetstream.rules.engine import Rule, alerts, load_rules
 
 log = logging.getLogger(__name__)
@@ -256,9 +257,10 @@ class Pipeline:
         # (available-now, replay). A running stream publishes them from a query of their own.
         self.publish_in_batch = False
 
-    def _sensors(self, **options: str) -> DataFrame:
-        """The sensors-sample topic as a stream, with the given Kafka source options."""
-        reader = self.spark.readStream.format("kafka").options(**_kafka_options(self.settings))
+    def _sensors(self, session: SparkSession | None = None, /, **options: str) -> DataFrame:
+        """The sensors-sample topic as a stream (in ``session``, by default the pipeline's), with the
+        given Kafka source options."""
+        reader = (session or self.spark).readStream.format("kafka").options(**_kafka_options(self.settings))
         return reader.option("subscribe", self.topics.sensors).options(**options).load()
 
     # --- bronze ------------------------------------------------------------------------------
@@ -419,8 +421,9 @@ class Pipeline:
         after deduplication; here a repeated event publishes its alert again, with the same
         alert_id. It reads the topic from its start on the first run, as bronze does, then resumes
         from its checkpoint. A reference data reload that changes the cars restarts it
-        (:class:`~fleetstream.pipeline.dims.DimsBoundQuery`)."""
-        sensors = self._sensors(startingOffsets="earliest", failOnDataLoss="false")
+        (:class:`~fleetstream.pipeline.dims.DimsBoundQuery`). It is planned in a session of its own,
+        with the SQL settings of :data:`~fleetstream.pipeline.session.PUBLISHER_SQL_CONF`."""
+        sensors = self._sensors(publisher_session(self.spark), startingOffsets="earliest", failOnDataLoss="false")
 
         def build(cars: DataFrame) -> StreamingQuery:
             context = self.spark.sparkContext
