@@ -20,9 +20,6 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-HUGE_METHODS_JIT = "-XX:-DontCompileHugeMethods"
-
-
 def session_conf(settings: Settings, with_s3: bool = False) -> dict[str, str]:
     """Spark configuration for fleetstream jobs; S3 credentials are added only when ``with_s3``."""
     conf = {
@@ -38,14 +35,11 @@ def session_conf(settings: Settings, with_s3: bool = False) -> dict[str, str]:
         # costs 3.8 s of CPU per small commit on two cores, 2 costs 0.58 s and 1 costs 0.50 s
         # (docs/benchmarks.md). Raise it on a cluster, for tables of many files.
         "spark.databricks.delta.snapshotPartitions": "1",
-        # HotSpot does not compile a method of more than 8,000 bytes of bytecode: it runs in the
-        # interpreter. Whole-stage code generation writes such methods for validation's plan; this
-        # flag lets HotSpot compile them, at Spark's default method size limit (65535). Parse,
-        # validate and enrich: 10.0 µs per record against 13 with the limit at 8,000 (where that part of
-        # the plan is evaluated without whole-stage code generation), and 18 with neither
-        # (docs/benchmarks.md). On a cluster, the executors get the flag too.
-        "spark.driver.extraJavaOptions": HUGE_METHODS_JIT,
-        "spark.executor.extraJavaOptions": HUGE_METHODS_JIT,
+        # A generated function longer than HotSpot compiles (8,000 bytes of bytecode) runs in the
+        # JVM's interpreter: Spark's guide advises this limit on HotSpot, above which that part of
+        # the plan is evaluated without whole-stage code generation instead. Validation's plan is
+        # such a part: 8.4 against 14.5 µs per record with the default (docs/benchmarks.md).
+        "spark.sql.codegen.hugeMethodLimit": "8000",
         # Queries share the cores by pools (the alert path has its own), not first come first served.
         "spark.scheduler.mode": "FAIR",
         "spark.ui.enabled": "false",
@@ -66,17 +60,15 @@ def session_conf(settings: Settings, with_s3: bool = False) -> dict[str, str]:
 
 
 #: SQL settings of the micro-batch alert-data publisher's own session (``publisher_session``). Its
-#: batches are small (a few thousand records), so fixed costs per batch set its latency. With the
-#: publisher alone at 5,000 events/s, against adaptive execution on and a method size limit of 8,000,
-#: they took a median batch from 330 to 205 ms (docs/benchmarks.md).
+#: batches are small (a few thousand records), so fixed costs per batch set its latency; measured
+#: with the publisher alone at 5,000 events/s, they took a batch from 330 to 205 ms (docs/benchmarks.md):
 PUBLISHER_SQL_CONF = {
     # Adaptive execution re-plans a query after each stage; the publisher's plan has no shuffle to
     # adapt, only its broadcast of the car dimension, after which the plan was optimised again.
     "spark.sql.adaptive.enabled": "false",
-    # Spark's default, restated for a session configured lower: above the method size limit,
-    # whole-stage code generation is dropped for the validation's part of the plan, and each task
-    # then generates that projection's code again (its compiled class is cached, but generating the
-    # source is not): tens of ms in every task of every batch.
+    # Above the method size limit, whole-stage code generation is dropped for the validation's part
+    # of the plan, and each task then generates that projection's code again (its compiled class is
+    # cached, but generating the source is not): tens of ms in every task of every batch.
     "spark.sql.codegen.hugeMethodLimit": "65535",
 }
 
