@@ -188,7 +188,8 @@ def test_the_publisher_session_has_its_own_sql_settings_and_joins_the_cached_dim
     )
     rows = enrich(parse_telemetry(raw), cars)
     plan = rows._jdf.queryExecution().executedPlan().toString()
-    assert "AdaptiveSparkPlan" not in plan and "InMemoryTableScan" in plan, plan
+    assert "AdaptiveSparkPlan" not in plan, plan
+    assert "InMemoryTableScan" in plan, plan
     assert sorted((r["car_id"], r["reason"]) for r in rows.collect()) == [
         ("car-00004", None),
         ("car-99999", "unknown_car"),

@@ -39,6 +39,9 @@ def session_conf(settings: Settings, with_s3: bool = False) -> dict[str, str]:
         # JVM's interpreter: Spark's guide advises this limit on HotSpot, above which that part of
         # the plan is evaluated without whole-stage code generation instead. Validation's plan is
         # such a part: 8.4 against 14.5 µs per record with the default (docs/benchmarks.md).
+        # Letting HotSpot compile huge methods instead (-XX:-DontCompileHugeMethods, default limit)
+        # was faster on warm batches but drained the bench's backlog slower (8,993 and 8,579
+        # against 10,771 and 10,498 events/s): not kept.
         "spark.sql.codegen.hugeMethodLimit": "8000",
         # Queries share the cores by pools (the alert path has its own), not first come first served.
         "spark.scheduler.mode": "FAIR",
