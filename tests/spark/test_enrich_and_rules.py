@@ -42,14 +42,18 @@ def dims_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def silver_rows(spark: SparkSession, dims_dir: Path, events: list[dict[str, object]]) -> DataFrame:
+def raw_rows(spark: SparkSession, events: list[dict[str, object]]) -> DataFrame:
+    """The example event overridden by each of ``events``, as payloads to parse."""
     import json
 
-    raw = spark.createDataFrame(
+    return spark.createDataFrame(
         [(json.dumps({**schema.EXAMPLE, **e}), schema.EXAMPLE["event_time"]) for e in events],
         "raw string, kafka_ts_ms long",
     )
-    return enrich(parse_telemetry(raw), car_dimension(read_dims(spark, str(dims_dir))))
+
+
+def silver_rows(spark: SparkSession, dims_dir: Path, events: list[dict[str, object]]) -> DataFrame:
+    return enrich(parse_telemetry(raw_rows(spark, events)), car_dimension(read_dims(spark, str(dims_dir))))
 
 
 def test_enrichment_joins_cars_models_and_colors(spark: SparkSession, dims_dir: Path) -> None:
@@ -170,8 +174,6 @@ def test_changed_dims_are_picked_up_at_the_refresh_interval(spark: SparkSession,
 def test_the_publisher_session_has_its_own_sql_settings_and_joins_the_cached_dimension(
     spark: SparkSession, dims_dir: Path
 ) -> None:
-    import json
-
     from fleetstream.pipeline.dims import DimsCache
     from fleetstream.pipeline.session import PUBLISHER_SQL_CONF, publisher_session
 
@@ -181,11 +183,7 @@ def test_the_publisher_session_has_its_own_sql_settings_and_joins_the_cached_dim
     assert {key: session.conf.get(key) for key in PUBLISHER_SQL_CONF} == PUBLISHER_SQL_CONF
     assert {key: spark.conf.get(key) for key in PUBLISHER_SQL_CONF} == before, "the pipeline's session is unchanged"
     cars = DimsCache(spark, str(dims_dir)).get()  # cached in the pipeline's session, as the publisher finds it
-    events = [{"car_id": "car-00004", "speed": 55.0}, {"car_id": "car-99999"}]
-    raw = session.createDataFrame(
-        [(json.dumps({**schema.EXAMPLE, **e}), schema.EXAMPLE["event_time"]) for e in events],
-        "raw string, kafka_ts_ms long",
-    )
+    raw = raw_rows(session, [{"car_id": "car-00004", "speed": 55.0}, {"car_id": "car-99999"}])
     rows = enrich(parse_telemetry(raw), cars)
     plan = rows._jdf.queryExecution().executedPlan().toString()
     assert "AdaptiveSparkPlan" not in plan, plan

@@ -46,8 +46,8 @@ class DimsCache:
     location: str
     refresh_s: float = 60.0
     version: int = 0
-    _frame: DataFrame | None = None
     reads: int = 0
+    _frame: DataFrame | None = None
     _digest: str = ""
     _fingerprint: str = ""
     _loaded: float = 0.0
@@ -58,8 +58,9 @@ class DimsCache:
         """The car dimension; only the first load's failure is raised."""
         with self._lock:
             if self._frame is None:
-                self._frame, self._digest, self._fingerprint = self._load()
-                self._loaded = time.monotonic()
+                fingerprint = dims_fingerprint(self.spark, self.location)
+                self._frame, self._digest = self._load()
+                self._fingerprint, self._loaded = fingerprint, time.monotonic()
             elif time.monotonic() - self._loaded > self.refresh_s and self._reload is None:
                 self._reload = threading.Thread(target=self._reload_now, name="dims-reload", daemon=True)
                 self._reload.start()
@@ -71,10 +72,9 @@ class DimsCache:
         if reload is not None:
             reload.join(timeout)
 
-    def _load(self) -> tuple[DataFrame, str, str]:
-        """The dimension, its rows' digest and the files' fingerprint (listed before the read: a file
-        rewritten during the read differs from it next time, and is read again)."""
-        fingerprint = dims_fingerprint(self.spark, self.location)
+    def _load(self) -> tuple[DataFrame, str]:
+        """The dimension and its rows' digest. (The caller lists the files before: a file rewritten
+        during the read then differs from that listing next time, and is read again.)"""
         self.reads += 1
         # Read now, into the driver: a frame over the files would read them again later, when they
         # may have changed or gone. The dimension is small (one row per car).
@@ -83,20 +83,19 @@ class DimsCache:
         digest = hashlib.sha256(repr([tuple(r) for r in rows]).encode()).hexdigest()
         frame = self.spark.createDataFrame(rows, loaded.schema).cache()
         log.info("reference data loaded from %s: %d cars", self.location, frame.count())
-        return frame, digest, fingerprint
+        return frame, digest
 
     def _reload_now(self) -> None:
         """A reload that fails (files half rewritten, store down) keeps the previous dimension and
         is tried again after the interval."""
+        frame, digest = None, ""
         try:
-            if dims_fingerprint(self.spark, self.location) == self._fingerprint:
-                with self._lock:
-                    self._loaded, self._reload = time.monotonic(), None
-                return
-            frame, digest, fingerprint = self._load()
+            fingerprint = dims_fingerprint(self.spark, self.location)
+            if fingerprint != self._fingerprint:  # else nothing changed: nothing is read
+                frame, digest = self._load()
         except Exception as exc:  # Spark raises many kinds (analysis, IO, parse)
             log.warning("reference data at %s not reloaded, keeping the previous: %s", self.location, exc)
-            frame, digest, fingerprint = None, "", self._fingerprint
+            fingerprint = self._fingerprint  # so that the next reload reads
         with self._lock:
             self._fingerprint = fingerprint
             if frame is not None and digest == self._digest:
