@@ -30,7 +30,16 @@ from fleetstream.ingest.kafka import broker_count
 from fleetstream.local import stack
 from fleetstream.local.process import Service
 from fleetstream.local.process import stop as stop_service
-from fleetstream.pipeline import ALERTS_TRIGGER_S, LAKE_NICE, LAKE_TRIGGER_S
+from fleetstream.pipeline import (
+    ALERTS_MODE,
+    ALERTS_TRIGGER_S,
+    LAKE_MAX_DELAY_S,
+    LAKE_MAX_RECORDS,
+    LAKE_MIN_RECORDS,
+    LAKE_NICE,
+    LAKE_TRIGGER_S,
+    REALTIME_BATCH_S,
+)
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
 from fleetstream.sim.faults import FAULT_TYPES as FAULT_NAMES
 from fleetstream.sim.runner import SimStats
@@ -718,13 +727,17 @@ def run_all(
     settings, services = _start_stack(s3)
 
     def start_simulator() -> list[Service]:
+        from fleetstream.pipeline.monitor import STATUS_FILE, drop_stale_status
+
         for item in publish(settings, settings.lake.dims, generate_cars(cars, seed)):
             log.info("reference data: %s", item)
+        started = []
+        if with_stream:  # first: its JVM takes the longest to start
+            drop_stale_status(settings.state_dir / STATUS_FILE)
+            started.append(stack.start_app(settings, "stream", [sys.executable, "-m", "fleetstream", "stream"]))
         simulate = [sys.executable, "-m", "fleetstream", "simulate", "--cars", str(cars), "--rate", str(rate),
                     "--faults", faults, "--bad-data", bad_data, "--seed", str(seed)]  # fmt: skip
-        started = [stack.start_app(settings, "simulator", simulate)]
-        if with_stream:
-            started.append(stack.start_app(settings, "stream", [sys.executable, "-m", "fleetstream", "stream"]))
+        started.append(stack.start_app(settings, "simulator", simulate))
         if with_dashboard:
             started.append(stack.start_app(settings, "dashboard", [sys.executable, "-m", "fleetstream", "dashboard"]))
             console.print(f"dashboard: [bold]{settings.dashboard.url}[/]")
@@ -739,8 +752,9 @@ def stream(
         str,
         typer.Option(
             envvar="FLEETSTREAM_STREAM_ONLY",
-            help="Comma-separated queries: bronze,silver,alerts,gold; alert-data is the alert-data publisher "
-            "alone (part of alerts otherwise).",
+            help="Comma-separated layers: bronze,silver,alerts,gold (one query reads Kafka and computes every "
+            "layer chosen; a layer without its input layer reads that layer's table); alert-data is the "
+            "alert-data publisher alone (part of alerts otherwise).",
         ),
     ] = "bronze,silver,alerts,gold",
     available_now: Annotated[
@@ -748,29 +762,48 @@ def stream(
         typer.Option(
             "--available-now",
             envvar="FLEETSTREAM_STREAM_AVAILABLE_NOW",
-            help="Process what is there, query by query, then exit (backfills, tests).",
+            help="Process what is there, then exit (backfills, tests); alert-data is then published by the "
+            "lake's batches.",
         ),
     ] = False,
     trigger_seconds: Annotated[
-        float, typer.Option(min=0, envvar="FLEETSTREAM_STREAM_TRIGGER_SECONDS", help="Micro-batch interval.")
+        float,
+        typer.Option(min=0, envvar="FLEETSTREAM_STREAM_TRIGGER_SECONDS", help="How often the lake looks for input."),
     ] = LAKE_TRIGGER_S,
+    min_offsets_per_trigger: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="FLEETSTREAM_STREAM_MIN_OFFSETS_PER_TRIGGER",
+            help="A lake batch starts once this many Kafka records wait, or after --max-trigger-delay-seconds "
+            "(1: at every trigger).",
+        ),
+    ] = LAKE_MIN_RECORDS,
+    max_trigger_delay_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            envvar="FLEETSTREAM_STREAM_MAX_TRIGGER_DELAY_SECONDS",
+            help="The longest a lake batch waits for --min-offsets-per-trigger records: a quiet fleet's freshness.",
+        ),
+    ] = LAKE_MAX_DELAY_S,
+    max_offsets_per_trigger: Annotated[
+        int,
+        typer.Option(
+            min=1, envvar="FLEETSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER", help="Kafka records per lake batch at most."
+        ),
+    ] = LAKE_MAX_RECORDS,
     master: Annotated[
         str | None, typer.Option(envvar="FLEETSTREAM_SPARK__MASTER", help="Spark master; default local[*].")
-    ] = None,
-    max_offsets_per_trigger: Annotated[
-        int | None,
-        typer.Option(
-            min=1, envvar="FLEETSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER", help="Cap on Kafka records per bronze batch."
-        ),
     ] = None,
     alerts_mode: Annotated[
         str,
         typer.Option(
             envvar="FLEETSTREAM_STREAM_ALERTS_MODE",
-            help="microbatch: alert-data from the alerts query; realtime: from a Spark real-time query "
-            "reading Kafka directly (lower latency, trade-offs in docs/rules.md).",
+            help="Who publishes alert-data: realtime, a Spark real-time query reading Kafka (milliseconds, "
+            "little CPU when quiet); microbatch, a micro-batch query (trade-offs in docs/rules.md).",
         ),
-    ] = "microbatch",
+    ] = ALERTS_MODE,
     realtime_checkpoint_seconds: Annotated[
         float,
         typer.Option(
@@ -779,14 +812,14 @@ def stream(
             help="Real-time mode: the batch length, after which offsets are checkpointed and progress is "
             "reported; each new batch holds alerts up for a moment (docs/rules.md).",
         ),
-    ] = 300.0,
+    ] = REALTIME_BATCH_S,
     alerts_trigger_seconds: Annotated[
         float,
         typer.Option(
             min=0,
             envvar="FLEETSTREAM_STREAM_ALERTS_TRIGGER_SECONDS",
             help="Micro-batch mode: the alert-data publisher's interval (a batch that takes longer is "
-            "followed at once by the next); the lake queries keep --trigger-seconds.",
+            "followed at once by the next).",
         ),
     ] = ALERTS_TRIGGER_S,
     separate_alert_app: Annotated[
@@ -817,40 +850,45 @@ def stream(
         ),
     ] = False,
 ) -> None:
-    """Run the streaming pipeline: bronze, silver, alerts and gold queries on Delta Lake.
+    """Run the streaming pipeline: bronze, silver, alerts and gold on Delta Lake, and alert-data.
 
-    Every query is checkpointed under the lake's _checkpoints folder and restarts where it stopped.
-    Each query's input and processing rate, batch duration and lag are shown live (and written to
+    One checkpointed query reads Kafka and writes every layer from the same micro-batch; it restarts
+    where it stopped. Each query's rates, batch duration and lag are shown live (and written to
     <state_dir>/stream-status.json for the dashboard). Ctrl-C stops the queries cleanly.
     """
     from fleetstream.config import SparkSettings
     from fleetstream.pipeline import separate
-    from fleetstream.pipeline.session import spark_session
-    from fleetstream.pipeline.stream import ALERT_MODES, PUBLISHER, QUERIES, Pipeline
+    from fleetstream.pipeline.monitor import STATUS_FILE, write_status
+    from fleetstream.pipeline.plan import plan
 
-    chosen = [q.strip() for q in only.split(",") if q.strip()]
-    unknown = sorted(set(chosen) - {*QUERIES, PUBLISHER})
-    if unknown:
-        raise typer.BadParameter(f"unknown queries {unknown}; choose from {', '.join([*QUERIES, PUBLISHER])}")
-    if available_now and PUBLISHER in chosen:
-        raise typer.BadParameter(
-            f"{PUBLISHER} is a live publisher; with --available-now, silver's batches publish the alerts"
+    began = time.time()
+    try:
+        run_plan = plan(
+            [q.strip() for q in only.split(",") if q.strip()], alerts_mode, separate_alert_app, available_now
         )
-    # the publisher in a child application: only when this one would run it, and not for a backfill
-    split = separate_alert_app and "alerts" in chosen and PUBLISHER not in chosen and not available_now
+    except FleetstreamError as exc:
+        raise typer.BadParameter(str(exc)) from None
     try:
         settings = _settings()
-        if alerts_mode not in ALERT_MODES:
-            raise typer.BadParameter(f"--alerts-mode {alerts_mode!r}: choose {' or '.join(ALERT_MODES)}")
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    status_path = None
+    if not available_now:
+        # "starting" at once, so that the dashboard tells a pipeline starting up from one gone; the
+        # publisher alone writes a status of its own (merged by the application that started it)
+        alone = not run_plan.lake and run_plan.publisher == "here"
+        status_path = settings.state_dir / (separate.PUBLISHER_STATUS_FILE if alone else STATUS_FILE)
+        write_status(status_path, [], began, "starting", began, os.getpid())
+    try:
         asked_master = master
-        if not master and alerts_mode == "realtime" and not split and settings.spark.master == "local[*]":
+        realtime_here = run_plan.alerts_mode == "realtime" and run_plan.publisher == "here"
+        if not master and realtime_here and settings.spark.master == "local[*]":
             # real-time mode runs one long task per Kafka partition at once, besides the other queries
             master = f"local[{max(os.cpu_count() or 2, settings.kafka.partitions + 2)}]"
             log.info("real-time alerts: Spark master %s (a task slot for every Kafka partition)", master)
         if master:
-            settings = settings.model_copy(
-                update={"spark": SparkSettings(master=master, driver_memory=settings.spark.driver_memory)}
-            )
+            spark_settings = SparkSettings(**{**settings.spark.model_dump(), "master": master})
+            settings = settings.model_copy(update={"spark": spark_settings})
         from fleetstream.rules.engine import load_rules
 
         chosen_rules = load_rules(rules) if rules else None
@@ -859,65 +897,59 @@ def stream(
                 f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
             )
         publisher = None
-        if split:
+        if run_plan.publisher == "child":
             argv = separate.publisher_argv(
-                alerts_mode, alerts_trigger_seconds, realtime_checkpoint_seconds, asked_master, rules
+                run_plan.alerts_mode, alerts_trigger_seconds, realtime_checkpoint_seconds, asked_master, rules
             )
             publisher = separate.start_publisher(settings, argv)
             log.info("alert-data publisher started (pid %d), log: %s", publisher.pid, publisher.log)
             # this process and the JVM it starts (inherited) yield the cores to the publisher
             os.nice(lake_nice)
         try:
+            from fleetstream.pipeline.session import spark_session
+            from fleetstream.pipeline.stream import Streams, Triggers
+
             spark = spark_session(settings, "fleetstream-stream", with_s3=settings.lake.root.startswith("s3a://"))
+            spark.sparkContext.setLogLevel("WARN")
+            triggers = Triggers(
+                lake_s=trigger_seconds, min_records=min_offsets_per_trigger, max_delay_s=max_trigger_delay_seconds,
+                max_records=max_offsets_per_trigger, alerts_s=alerts_trigger_seconds,
+                realtime_batch_s=realtime_checkpoint_seconds,
+            )  # fmt: skip
+            streams = Streams(spark, settings, run_plan, rules=chosen_rules, triggers=triggers)
+            if available_now:
+                streams.run_available_now(lambda name: log.info("processing what is available: %s", name))
+                log.info("done in %.1f s", time.time() - began)
+                spark.stop()
+                return
+            queries = streams.start()
         except BaseException:
             if publisher is not None:
                 stop_service(publisher, group=False)  # it stops its own JVM
             raise
     except FleetstreamError as exc:
+        if status_path is not None:
+            write_status(status_path, [], time.time(), "stopped", began, os.getpid())
         raise _fail(exc) from None
-    spark.sparkContext.setLogLevel("WARN")
-    pipeline = Pipeline(
-        spark,
-        settings,
-        rules=chosen_rules,
-        max_offsets=max_offsets_per_trigger,
-        alerts_mode=alerts_mode,
-        separate_publisher=split,
-        realtime_checkpoint_s=realtime_checkpoint_seconds,
-        alerts_trigger_s=alerts_trigger_seconds,
-    )
-    if available_now:
-        began = time.monotonic()
-        pipeline.run_available_now(chosen, lambda name: log.info("processing what is available: %s", name))
-        log.info("done in %.1f s", time.monotonic() - began)
-        spark.stop()
-        return
-    from fleetstream.pipeline.monitor import STATUS_FILE
     from fleetstream.pipeline.supervise import rows_table, supervise
 
-    queries = pipeline.start(chosen, {"processingTime": f"{trigger_seconds} seconds"})
     snapshot = None
     if show_gold:
 
         def snapshot() -> list[Table]:
-            return [rows_table(name, rows) for name, rows in pipeline.gold_snapshot().items()]
+            return [rows_table(name, rows) for name, rows in streams.gold_snapshot().items()]
 
     others = None
     if publisher is not None:
         others = functools.partial(
             separate.publisher_rows, publisher, settings.state_dir / separate.PUBLISHER_STATUS_FILE
         )
-    # the publisher alone writes a status of its own (merged by the application that started it)
-    status_file = separate.PUBLISHER_STATUS_FILE if set(chosen) == {PUBLISHER} else STATUS_FILE
+    assert status_path is not None
     try:
         code = supervise(
-            queries,
-            settings.state_dir / status_file,
-            console,
-            snapshot=snapshot,
-            others=others,
-            stop_when=separate.parent_gone,
-        )
+            queries, status_path, console, snapshot=snapshot, others=others, stop_when=separate.parent_gone,
+            started_at=began,
+        )  # fmt: skip
     finally:
         if publisher is not None:
             stop_service(publisher, group=False)  # it stops its own JVM
@@ -986,8 +1018,11 @@ def replay(
     --to, with their own checkpoints. Nothing is written to Kafka unless --publish is given.
     """
     from fleetstream.config import LakeSettings
+    from fleetstream.pipeline import ALERTS_MODE
+    from fleetstream.pipeline.plan import plan
     from fleetstream.pipeline.session import spark_session
-    from fleetstream.pipeline.stream import Pipeline
+    from fleetstream.pipeline.stream import Streams
+    from fleetstream.pipeline.writer import delta_exists
     from fleetstream.rules.engine import load_rules
 
     try:
@@ -1000,15 +1035,16 @@ def replay(
         replayed = settings.model_copy(update={"lake": LakeSettings(root=target, dims_location=settings.lake.dims)})
         remote = source.startswith("s3a://") or target.startswith("s3a://")
         spark = spark_session(replayed, "fleetstream-replay", with_s3=remote)
-        pipeline = Pipeline(spark, replayed, rules=chosen_rules, bronze_from=source, publish=publish)
-        if not pipeline.bronze_exists():
+        layers = plan(["silver", "alerts", "gold"], ALERTS_MODE, separate=False, available_now=True, publish=publish)
+        streams = Streams(spark, replayed, layers, rules=chosen_rules, bronze_from=source)
+        if not delta_exists(spark, streams.lake.table("bronze/telemetry")):
             raise FleetstreamError(f"No bronze table under {source}: run `fleetstream stream` first.")
     except FleetstreamError as exc:
         raise _fail(exc) from None
     spark.sparkContext.setLogLevel("WARN")
     began = time.monotonic()
-    pipeline.run_available_now(["silver", "alerts", "gold"], lambda name: log.info("replaying %s", name))
-    counts = pipeline.table_counts()
+    streams.run_available_now(lambda name: log.info("replaying %s", name))
+    counts = streams.table_counts()
     spark.stop()
     log.info("replayed into %s in %.1f s", target, time.monotonic() - began)
     out.print_json(data={"to": target, "rows": counts})

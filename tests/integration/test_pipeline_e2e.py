@@ -14,9 +14,10 @@ from pyspark.sql import functions as F
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
 from fleetstream.ingest.kafka import describe_topics, ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
-from fleetstream.pipeline import transforms as T
+from fleetstream.pipeline import gold
+from fleetstream.pipeline.plan import LAYERS, plan
 from fleetstream.pipeline.session import spark_session
-from fleetstream.pipeline.stream import Pipeline
+from fleetstream.pipeline.stream import Streams
 from fleetstream.reference.catalog import generate_cars
 from fleetstream.reference.publish import publish
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
@@ -51,7 +52,7 @@ def run(
     simulation = Simulation(options, KafkaSink(settings.kafka, topics.sensors))
     stats = simulation.run()
     spark = spark_session(settings, "fleetstream-e2e")
-    Pipeline(spark, settings).run_available_now(["bronze", "silver", "alerts", "gold"])
+    Streams(spark, settings, plan(LAYERS, "realtime", separate=True, available_now=True)).run_available_now()
     return settings, simulation, stats, spark
 
 
@@ -108,16 +109,16 @@ def test_kafka_outputs_match_the_tables(run) -> None:  # type: ignore[no-untyped
 def test_gold_equals_batch_recomputation(run) -> None:  # type: ignore[no-untyped-def]
     settings, _, _, spark = run
     silver = table(spark, settings, "silver/telemetry")
-    gold = table(spark, settings, "gold/speed_by_model")
-    assert gold.count() > 0
-    batch = T.speed_by_model(silver)
+    models = table(spark, settings, "gold/speed_by_model")
+    assert models.count() > 0
+    batch = gold.speed_by_model(gold.car_windows(silver))
     key = ["window_start", "model"]
-    joined = gold.alias("g").join(batch.alias("b"), key)
-    assert joined.count() == gold.count()
+    joined = models.alias("g").join(batch.alias("b"), key)
+    assert joined.count() == models.count()
     assert joined.where(F.col("g.max_speed") != F.col("b.max_speed")).count() == 0
     assert joined.where(F.col("g.events") != F.col("b.events")).count() == 0
     colors = table(spark, settings, "gold/cars_by_color")
-    recomputed = T.cars_by_color(silver)
+    recomputed = gold.cars_by_color(gold.car_windows(silver))
     joined = colors.alias("g").join(recomputed.alias("b"), ["window_start", "color"])
     assert colors.count() > 0
     assert joined.where(F.col("g.cars") != F.col("b.cars")).count() == 0
@@ -132,8 +133,9 @@ def test_replay_rebuilds_the_same_tables_from_bronze(run, tmp_path_factory: pyte
     target = str(tmp_path_factory.mktemp("replay"))
     replayed = settings.model_copy(update={"lake": LakeSettings(root=target, dims_location=settings.lake.dims)})
     before = describe_topics(settings.kafka, [settings.kafka.topics.alerts])[0].messages
-    pipeline = Pipeline(spark, replayed, bronze_from=settings.lake.root, publish=False)
-    pipeline.run_available_now(["silver", "alerts", "gold"])
+    layers = plan(["silver", "alerts", "gold"], "realtime", separate=True, available_now=True, publish=False)
+    streams = Streams(spark, replayed, layers, bronze_from=settings.lake.root)
+    streams.run_available_now()
 
     def ids(root: str, name: str, column: str) -> list[str]:
         frame = spark.read.format("delta").load(f"{root}/{name}")
@@ -144,7 +146,7 @@ def test_replay_rebuilds_the_same_tables_from_bronze(run, tmp_path_factory: pyte
     assert ids(target, "silver/alerts", "alert_id") == ids(root, "silver/alerts", "alert_id")
     assert ids(target, "quarantine/telemetry", "raw") == ids(root, "quarantine/telemetry", "raw")
     assert ids(target, "silver/duplicates", "event_id") == ids(root, "silver/duplicates", "event_id")
-    counts = pipeline.table_counts()
+    counts = streams.table_counts()
     assert counts["gold/car_state"] == table(spark, settings, "gold/car_state").count()
     assert "bronze" not in os.listdir(target), "bronze is read in place, not copied"
     assert describe_topics(settings.kafka, [settings.kafka.topics.alerts])[0].messages == before, "nothing published"

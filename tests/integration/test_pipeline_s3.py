@@ -10,8 +10,9 @@ from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
 from fleetstream.local import seaweedfs
+from fleetstream.pipeline.plan import LAYERS, plan
 from fleetstream.pipeline.session import spark_session
-from fleetstream.pipeline.stream import Pipeline
+from fleetstream.pipeline.stream import Streams
 from fleetstream.reference.catalog import generate_cars
 from fleetstream.reference.publish import publish
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
@@ -40,8 +41,8 @@ def test_bronze_to_gold_on_s3a(stack_settings: Settings) -> None:
     simulation = Simulation(options, KafkaSink(settings.kafka, topics.sensors))
     produced = simulation.run().events
     spark = spark_session(settings, "fleetstream-s3", with_s3=True)
-    pipeline = Pipeline(spark, settings)
-    pipeline.run_available_now(["bronze", "silver", "alerts", "gold"])
+    pipeline = Streams(spark, settings, plan(LAYERS, "realtime", separate=True, available_now=True))
+    pipeline.run_available_now()
 
     counts = pipeline.table_counts()
     assert counts["bronze/telemetry"] == produced

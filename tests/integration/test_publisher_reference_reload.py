@@ -18,7 +18,8 @@ from fleetstream import schema
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
 from fleetstream.ingest.kafka import delete_topics, ensure_topics
 from fleetstream.pipeline.dims import DimsBoundQuery
-from fleetstream.pipeline.stream import PUBLISHER, Pipeline
+from fleetstream.pipeline.plan import PUBLISHER, plan
+from fleetstream.pipeline.stream import Streams, Triggers
 from fleetstream.reference.catalog import COLORS, generate_cars, model_by_id
 from fleetstream.reference.publish import publish
 
@@ -40,8 +41,8 @@ def test_a_car_added_to_the_reference_data_gets_alerts(
     cars = generate_cars(4, SEED)
     known, added = cars[0], cars[3]
     publish(settings, lake.dims, cars[:3])
-    pipeline = Pipeline(spark, settings, alerts_mode=mode, realtime_checkpoint_s=5.0, alerts_trigger_s=0.1)
-    [query] = pipeline.start([PUBLISHER], {"processingTime": "1 second"})
+    triggers = Triggers(realtime_batch_s=5.0, alerts_s=0.1)
+    [query] = Streams(spark, settings, plan([PUBLISHER], mode, separate=True), triggers=triggers).start()
     assert isinstance(query, DimsBoundQuery)
     consumer = Consumer(
         {"bootstrap.servers": kafka.bootstrap, "group.id": f"t-{suffix}", "auto.offset.reset": "earliest"}

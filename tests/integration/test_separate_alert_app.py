@@ -75,7 +75,7 @@ def test_the_publisher_runs_apart_and_both_applications_stop_together(stack_sett
     log_path = tmp_path / "stream.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [FLEETSTREAM, "stream", "--separate-alert-app", "--lake-nice", "7"],
+            [FLEETSTREAM, "stream", "--separate-alert-app", "--lake-nice", "7", "--alerts-mode", "microbatch"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     consumer = Consumer(
@@ -105,7 +105,8 @@ def test_the_publisher_runs_apart_and_both_applications_stop_together(stack_sett
         assert (parent.nice(), _java(parent).nice()) == (7, 7)
         assert (child.nice(), _java(child).nice()) == (0, 0)
         status = json.loads((state / "stream-status.json").read_text())
-        assert {q["name"] for q in status["queries"]} == {"bronze", "silver", "alerts"}
+        # the lake's one query (bronze, silver and alerts from one Kafka read), and the publisher's
+        assert {q["name"] for q in status["queries"]} == {"bronze+silver+alerts", "alerts"}
         assert all(q["state"] == "running" for q in status["queries"])
         assert (state / "logs" / "stream-alert-data.log").stat().st_size > 0
 

@@ -1,4 +1,4 @@
-"""Bronze, dedup, quarantine, Kafka messages and the gold windows, on small batch DataFrames."""
+"""Bronze, dedup, quarantine, Kafka messages and gold, on small batch DataFrames."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fleetstream import schema
-from fleetstream.pipeline import transforms as T
+from fleetstream.pipeline import gold
+from fleetstream.pipeline import silver as S
+from fleetstream.pipeline.bronze import to_bronze
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
 
@@ -23,7 +25,7 @@ def test_to_bronze_keeps_the_bytes_and_the_kafka_coordinates(spark: SparkSession
         [(b"car-1", b"\xff not json", "sensors-sample", 3, 42, at(T0), 0)],
         "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, timestampType int",
     )
-    [row] = T.to_bronze(kafka).collect()
+    [row] = to_bronze(kafka).collect()
     assert bytes(row["value"]) == b"\xff not json"
     assert (row["key"], row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == (
         "car-1",
@@ -41,7 +43,7 @@ def valid_rows(spark: SparkSession, rows: list[tuple[str, int, int]]) -> DataFra
 
 def split(valid: DataFrame, seen: DataFrame | None = None) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """(first copies, later copies) as sorted (event_id, kafka_offset)."""
-    first, later = T.split_copies(valid, T.later_copies(valid, seen))
+    first, later = S.split_copies(valid, S.later_copies(valid, seen))
 
     def ids(frame: DataFrame) -> list[tuple[str, int]]:
         return sorted((r["event_id"], r["kafka_offset"]) for r in frame.collect())
@@ -70,9 +72,9 @@ def test_quarantine_and_dlq_message_carry_reason_and_raw(spark: SparkSession) ->
         "reason string, reason_detail string, raw string, event_id string, car_id string, kafka_topic string, "
         "kafka_partition int, kafka_offset long, kafka_ts timestamp, ingest_time timestamp",
     )
-    quarantined = T.quarantine_rows(rejected)
-    assert quarantined.columns == list(T.QUARANTINE_COLUMNS)
-    [message] = T.dlq_messages(quarantined, "sensors-dlq").collect()
+    quarantined = S.quarantine_rows(rejected)
+    assert quarantined.columns == list(S.QUARANTINE_COLUMNS)
+    [message] = S.dlq_messages(quarantined, "sensors-dlq").collect()
     assert (message["topic"], message["key"]) == ("sensors-dlq", "car-1")
     value = json.loads(message["value"])
     assert value["reason"] == "bad_type"
@@ -84,7 +86,7 @@ def test_quarantine_and_dlq_message_carry_reason_and_raw(spark: SparkSession) ->
 def silver(spark: SparkSession, rows: list[tuple[str, str, str, int, float]]) -> DataFrame:
     """(event_id, car_id, model + color as 'model/color', event_time ms, speed)"""
     frame = spark.createDataFrame(rows, "event_id string, car_id string, mc string, event_time long, speed double")
-    return T.with_event_time(
+    return S.with_event_time(
         frame.withColumn("model", F.split("mc", "/")[0]).withColumn("color", F.split("mc", "/")[1]).drop("mc")
     )
 
@@ -98,7 +100,7 @@ def test_speed_by_model_slides_fifteen_minute_windows_every_minute(spark: SparkS
         ("2", "c2", "A/red", T0 + 5 * MIN, 90.0),
         ("3", "c3", "B/blue", T0 + 5 * MIN, 30.0),
     ]
-    out = T.speed_by_model(silver(spark, rows))
+    out = gold.speed_by_model(gold.car_windows(silver(spark, rows)))
     by = {(r["window_start"], r["model"]): r for r in out.collect()}
     start = at(T0)
     assert by[(start, "A")]["max_speed"] == 90.0
@@ -117,7 +119,7 @@ def test_cars_by_color_counts_distinct_cars(spark: SparkSession) -> None:
         ("3", "c2", "B/red", T0 + 3_000, 1.0),
         ("4", "c3", "A/blue", T0 + 4_000, 1.0),
     ]
-    out = T.cars_by_color(silver(spark, rows)).where(F.col("window_start") == at(T0))
+    out = gold.cars_by_color(gold.car_windows(silver(spark, rows))).where(F.col("window_start") == at(T0))
     got = {r["color"]: (r["cars"], r["events"]) for r in out.collect()}
     assert got == {"red": (2, 3), "blue": (1, 1)}
 
@@ -128,7 +130,7 @@ def test_car_windows_keep_one_row_per_car_and_window(spark: SparkSession) -> Non
         ("2", "c1", "A/red", T0 + 2_000, 60.0),
         ("3", "c2", "A/red", T0 + 3_000, 10.0),
     ]
-    out = T.car_windows(silver(spark, rows)).where(F.col("window_start") == at(T0))
+    out = gold.car_windows(silver(spark, rows)).where(F.col("window_start") == at(T0))
     got = {r["car_id"]: (r["model"], r["color"], r["max_speed"], r["sum_speed"], r["events"]) for r in out.collect()}
     assert got == {"c1": ("A", "red", 60.0, 100.0, 2), "c2": ("A", "red", 10.0, 10.0, 1)}
 
@@ -142,8 +144,8 @@ def test_alerts_per_minute_are_tumbling_by_rule_color_and_model(spark: SparkSess
             ("engine_stress", "medium", "blue", "B", T0 + 2_000),
         ],
         "rule string, severity string, color string, model string, event_time long",
-    ).withColumn("event_ts", F.timestamp_millis("event_time"))
-    got = sorted((r["window_start"], r["rule"], r["alerts"]) for r in T.alerts_per_minute(alerts).collect())
+    )
+    got = sorted((r["window_start"], r["rule"], r["alerts"]) for r in gold.alerts_per_minute(alerts).collect())
     assert got == [
         (at(T0), "engine_stress", 1),
         (at(T0), "overspeed", 2),
@@ -165,7 +167,7 @@ def test_latest_per_car_takes_the_newest_report_and_flags_alerting(spark: SparkS
         {"expected_gear": F.col("gear"), "model": F.lit("A"), "color": F.lit("red")}
     )
     alerting = spark.createDataFrame([("new",)], "event_id string")
-    got = {r["car_id"]: r for r in T.latest_per_car(frame, alerting).collect()}
+    got = {r["car_id"]: r for r in gold.latest_per_car(frame, alerting).collect()}
     assert (got["c1"]["event_id"], got["c1"]["speed"], got["c1"]["alerting"]) == ("new", 20.0, True)
     assert (got["c2"]["event_id"], got["c2"]["alerting"]) == ("only", False)
 
@@ -184,5 +186,46 @@ def test_newest_per_car_keeps_the_newer_report_and_the_batch_on_a_tie(spark: Spa
         ],
         columns,
     )
-    got = {r["car_id"]: (r["event_id"], r["alerting"]) for r in T.newest_per_car(current, batch).collect()}
+    got = {r["car_id"]: (r["event_id"], r["alerting"]) for r in gold.newest_per_car(current, batch).collect()}
     assert got == {"c1": ("kept", True), "c2": ("newer", True), "c3": ("tie-new", True), "c4": ("new", False)}
+
+
+def test_car_minutes_are_partial_aggregates_per_car_and_minute(spark: SparkSession) -> None:
+    rows = [
+        ("1", "c1", "A/red", T0 + 1_000, 40.0),
+        ("2", "c1", "A/red", T0 + 2_000, 60.0),
+        ("3", "c1", "A/red", T0 + MIN + 5, 10.0),
+        ("4", "c2", "B/blue", T0 + 3_000, 20.0),
+    ]
+    frame = silver(spark, rows).withColumns(
+        {"rpm": F.lit(2000.0), "coolant_temp": F.lit(90.0), "fuel_level": F.lit(50.0)}
+    )
+    fired = spark.createDataFrame([("c1", T0 + 2_000), ("c1", T0 + 2_000)], "car_id string, event_time long")
+    got = {(r["car_id"], r["minute"]): r for r in gold.car_minutes(frame, fired).collect()}
+    first = got[("c1", at(T0))]
+    assert (first["events"], first["sum_speed"], first["max_speed"], first["alerts"]) == (2, 100.0, 60.0, 2)
+    assert (got[("c1", at(T0 + MIN))]["events"], got[("c1", at(T0 + MIN))]["alerts"]) == (1, 0)
+    assert (got[("c2", at(T0))]["model"], got[("c2", at(T0))]["color"]) == ("B", "blue")
+
+
+def test_windows_rolled_up_from_minutes_equal_windows_over_the_events(spark: SparkSession) -> None:
+    """The gold windows from car_minutes (written one batch at a time: partial rows) are the sliding
+    windows Spark computes over the events themselves."""
+    rows = [(f"e{i}", f"c{i % 3}", ("A/red", "B/blue", "A/blue")[i % 3], T0 + i * 37_000, float(i % 50))
+            for i in range(90)]  # fmt: skip
+    frame = silver(spark, rows).withColumns({"rpm": F.lit(1.0), "coolant_temp": F.lit(1.0), "fuel_level": F.lit(1.0)})
+    # three batches, each with its own partial rows per car and minute
+    minutes = gold.car_minutes(frame.where("event_time % 3 = 0"))
+    for rest in (1, 2):
+        minutes = minutes.unionByName(gold.car_minutes(frame.where(f"event_time % 3 = {rest}")))
+    first, last = at(T0 + MIN), at(T0 + 70 * MIN)
+    rolled = gold.car_windows_from_minutes(minutes, F.lit(first), F.lit(last))
+    direct = gold.car_windows(frame).where(F.col("window_end").between(first, last))
+
+    def table(per_car: DataFrame, kpis: str) -> set[tuple[object, ...]]:
+        fn = gold.speed_by_model if kpis == "speed" else gold.cars_by_color
+        return {tuple(r) for r in fn(per_car).select(sorted(fn(per_car).columns)).collect()}
+
+    assert table(rolled, "speed") == table(direct, "speed")
+    assert table(rolled, "colors") == table(direct, "colors")
+    assert len(table(direct, "speed")) > 40

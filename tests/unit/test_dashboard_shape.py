@@ -9,7 +9,7 @@ import pytest
 
 from fleetstream.config import DashboardSettings
 from fleetstream.dashboard import charts, shape, streamlit_argv
-from fleetstream.pipeline.monitor import QueryHealth
+from fleetstream.pipeline.monitor import QueryHealth, Status
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -130,25 +130,34 @@ def _query(name: str, state: str = "running") -> QueryHealth:
     return QueryHealth(name, 3, "", 10, 5.0, 50.0, 200, 0, "records", None, state)
 
 
+def _status(age_s: float, queries: list[QueryHealth], phase: str = "running", started_s: float = 5) -> Status:
+    return Status(NOW.timestamp() - age_s, queries, phase, NOW.timestamp() - started_s, 4242)
+
+
 @pytest.mark.parametrize(
-    ("status", "broker", "expected"),
+    ("status", "broker", "alive", "expected", "level"),
     [
-        ((NOW.timestamp() - 2, [_query("bronze")]), True, None),
-        (None, True, "has not reported"),
-        ((NOW.timestamp() - 120, [_query("bronze")]), True, "120 s ago"),
-        ((NOW.timestamp() - 2, [_query("silver", "failed")]), True, "failed queries: silver"),
-        ((NOW.timestamp() - 2, [_query("bronze")]), False, "Kafka does not answer"),
+        (_status(2, [_query("lake")]), True, True, None, "error"),
+        (None, True, None, "has not reported", "error"),
+        (_status(120, [_query("lake")]), True, None, "120 s ago", "error"),
+        (_status(2, [_query("lake")]), True, False, "it is not running", "error"),  # its writer is gone
+        (_status(2, [_query("lake", "failed")]), True, True, "failed queries: lake", "error"),
+        (_status(2, [_query("lake")]), False, True, "Kafka does not answer", "error"),
+        (_status(40, [], "starting", started_s=40), True, True, "is starting (40 s)", "info"),
+        (_status(40, [], "starting", started_s=40), True, False, "it is not running", "error"),  # died starting
+        (_status(600, [_query("lake", "stopped")], "stopped"), True, False, "stopped at", "error"),
     ],
 )
 def test_pipeline_health_banner(
-    status: tuple[float, list[QueryHealth]] | None, broker: bool, expected: str | None
+    status: Status | None, broker: bool, alive: bool | None, expected: str | None, level: str
 ) -> None:
-    health = shape.pipeline_health(status, broker, NOW)
+    health = shape.pipeline_health(status, broker, NOW, alive)
     if expected is None:
         assert health.banner is None
     else:
         assert health.banner is not None
         assert expected in health.banner
+    assert health.level == level
     assert shape.health_table(health.queries).height == len(health.queries)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
-from fleetstream.pipeline.monitor import read_status, summarize, write_status
+from fleetstream.pipeline.monitor import drop_stale_status, read_status, summarize, write_status
 
 DELTA_PROGRESS = {
     "name": "silver",
@@ -37,8 +39,21 @@ def test_status_file_roundtrip_and_failed_state(tmp_path: Path) -> None:
     path = tmp_path / "state" / "stream-status.json"
     assert read_status(path) is None
     rows = [summarize(DELTA_PROGRESS), summarize({"name": "alerts"}, state="failed", error="boom")]
-    write_status(path, rows, written_at=123.5)
-    written_at, back = read_status(path)  # type: ignore[misc]
-    assert written_at == 123.5
-    assert back == rows
+    write_status(path, rows, written_at=123.5, phase="running", started_at=100.0, pid=4242)
+    back = read_status(path)
+    assert back is not None
+    assert (back.written_at, back.phase, back.started_at, back.pid) == (123.5, "running", 100.0, 4242)
+    assert back.queries == rows
     assert [p.name for p in path.parent.iterdir()] == ["stream-status.json"], "no temporary file is left"
+
+
+def test_a_status_left_by_a_process_that_is_gone_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "stream-status.json"
+    write_status(path, [], 1.0, "running", 1.0, os.getpid())
+    assert not drop_stale_status(path), "its writer runs: kept"
+    done = subprocess.Popen(["true"])
+    done.wait()
+    write_status(path, [], 1.0, "running", 1.0, done.pid)
+    assert drop_stale_status(path)
+    assert not path.exists()
+    assert not drop_stale_status(path), "nothing to drop"

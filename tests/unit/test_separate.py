@@ -1,5 +1,6 @@
 """The alert-data publisher in an application of its own: who starts it, its rows in the parent's
-status, its stop when the parent is gone (the end-to-end run is tests/integration/test_separate_alert_app.py)."""
+status, its stop when the parent is gone (which application runs it: tests/unit/test_plan.py; the
+end-to-end run is tests/integration/test_separate_alert_app.py)."""
 
 from __future__ import annotations
 
@@ -16,31 +17,7 @@ from rich.console import Console
 from fleetstream.local import process
 from fleetstream.pipeline import separate
 from fleetstream.pipeline.monitor import QueryHealth, read_status, write_status
-from fleetstream.pipeline.stream import wants_publisher
 from fleetstream.pipeline.supervise import supervise
-
-LAKE = {"bronze", "silver", "alerts", "gold"}
-
-
-@pytest.mark.parametrize(
-    ("chosen", "mode", "separate_app", "fused", "publish", "expected"),
-    [
-        (LAKE, "microbatch", False, True, True, True),  # the default: one application does it all
-        (LAKE, "realtime", False, True, True, True),
-        (LAKE, "microbatch", True, True, True, False),  # --separate-alert-app: the child publishes
-        (LAKE, "realtime", True, True, True, False),
-        ({"alert-data"}, "microbatch", False, False, True, True),  # the child itself
-        ({"alert-data"}, "realtime", False, False, True, True),
-        ({"alerts"}, "microbatch", False, False, True, False),  # the alerts query publishes from its batch
-        ({"alerts"}, "realtime", False, False, True, True),
-        ({"bronze", "silver", "gold"}, "microbatch", False, False, True, False),
-        (LAKE, "microbatch", False, True, False, False),  # a replay that publishes nothing
-    ],
-)
-def test_which_application_runs_the_publisher(
-    chosen: set[str], mode: str, separate_app: bool, fused: bool, publish: bool, expected: bool
-) -> None:
-    assert wants_publisher(chosen, mode, separate_app, fused, publish) is expected
 
 
 def test_publisher_argv_carries_the_parents_choices(tmp_path: Path) -> None:
@@ -107,7 +84,7 @@ def test_supervise_stops_when_the_other_application_fails_and_shows_its_rows(tmp
         got = read_status(status)
         if got is None:
             return False
-        seen.extend(q.name for q in got[1])
+        seen.extend(q.name for q in got.queries)
         return True
 
     status.unlink()

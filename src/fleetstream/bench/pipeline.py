@@ -258,7 +258,7 @@ class StreamProcess:
         while time.monotonic() < deadline:
             self.check()
             status = read_status(self.status_path)
-            if status and names <= {q.name for q in status[1] if q.batch >= 0}:
+            if status and names <= {q.name for q in status.queries if q.batch >= 0}:
                 return
             time.sleep(1)
         raise RuntimeError(f"queries {sorted(names)} did not start within {timeout:.0f} s:\n{self.tail()}")
@@ -338,7 +338,7 @@ def latency_worker(
     stream = StreamProcess(settings, argv)
     try:
         # a real-time query reports progress only at its batch end: the probe below waits for it
-        stream.warm({"bronze", "silver", "gold_fleet"} | ({"alerts"} if mode == "microbatch" else set()))
+        stream.warm({"lake"} | ({"alerts"} if mode == "microbatch" else set()))
         probe_until_alert(settings, generate_cars(rate, 11)[0].car_id)
         clock = AlertClock(settings.kafka, settings.kafka.topics.alerts)
         clock.start()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import psutil
 import streamlit as st
 from confluent_kafka import TopicPartition
 
@@ -48,15 +49,23 @@ def safely(what: str, read: Callable[[], T], default: T) -> T:
         return default
 
 
+def _alive(pid: int | None) -> bool | None:
+    """Whether the process that wrote the status file runs (None: the file names none)."""
+    return None if pid is None else psutil.pid_exists(pid)
+
+
 def health() -> shape.Health:
     status = safely("pipeline status", lambda: read_status(settings().state_dir / STATUS_FILE), None)
-    return shape.pipeline_health(status, feeds().broker_up(), now())
+    alive = _alive(status.pid) if status is not None else None
+    return shape.pipeline_health(status, feeds().broker_up(), now(), alive)
 
 
 def banner() -> shape.Health:
-    """Show what is down, if anything, at the top of a page."""
+    """Show what is down or starting, if anything, at the top of a page."""
     state = health()
-    if state.banner:
+    if state.banner and state.level == "info":
+        st.info(state.banner, icon=":material/hourglass_top:")
+    elif state.banner:
         st.error(state.banner, icon=":material/warning:")
     return state
 

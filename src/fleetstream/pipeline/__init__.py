@@ -1,13 +1,24 @@
-"""Spark Structured Streaming: the session factory and the medallion queries.
+"""Spark Structured Streaming: the session factory, the run plan and the medallion's layers.
 
 The defaults below are shared by `fleetstream stream`, the pipeline and the benchmarks (this module
-imports nothing, so the command line reads them without starting Spark).
+imports nothing, so the command line reads them without starting Spark). docs/operations.md says
+how the lake's adaptive batches work and docs/benchmarks.md how the defaults were chosen.
 """
 
-#: the lake queries' micro-batch interval (bronze, silver, gold), in seconds
+#: how often the lake queries look for new input, in seconds
 LAKE_TRIGGER_S = 2.0
+#: a Kafka lake batch starts as soon as this many records wait...
+LAKE_MIN_RECORDS = 20_000
+#: ...or once this many seconds have passed since the last batch started (a quiet fleet's freshness)
+LAKE_MAX_DELAY_S = 5.0
+#: Kafka records per lake batch at most: bounds a batch's memory when a backlog drains
+LAKE_MAX_RECORDS = 250_000
+#: the alert-data publisher's mode: "realtime" (Spark's real-time mode) or "microbatch"
+ALERTS_MODE = "realtime"
 #: the micro-batch alert-data publisher's interval, in seconds (a longer batch is followed at once)
 ALERTS_TRIGGER_S = 0.1
+#: a real-time publisher batch's length, in seconds: offsets are checkpointed at its end
+REALTIME_BATCH_S = 300.0
 #: the lake application's CPU priority beside a publisher of its own: the lowest, so that the cores
 #: go to the publisher whenever it has work (docs/benchmarks.md compares 10 and 19)
 LAKE_NICE = 19

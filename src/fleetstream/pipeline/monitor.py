@@ -2,7 +2,9 @@
 
 ``summarize`` is pure (a progress dict in, a :class:`QueryHealth` out) so it is tested without Spark.
 ``write_status`` publishes the summaries as JSON (``<state_dir>/stream-status.json``), which the
-dashboard reads; it is replaced atomically so a reader never sees half a file.
+dashboard reads; it is replaced atomically so a reader never sees half a file. The file also says
+which process wrote it, since when it runs and in which phase (starting, running, stopped), so that
+a reader tells a pipeline starting up from one that is gone (a file left by an earlier run).
 
 >>> h = summarize({"name": "bronze", "batchId": 7, "timestamp": "2026-01-01T00:00:00.000Z",
 ...     "numInputRows": 10, "inputRowsPerSecond": 5.0, "processedRowsPerSecond": 20.0,
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 STATUS_FILE = "stream-status.json"
+PHASES = ("starting", "running", "stopped")
 
 
 @dataclass(frozen=True)
@@ -71,20 +74,56 @@ def summarize(progress: dict[str, Any], state: str = "running", error: str | Non
     )
 
 
-def write_status(path: Path, queries: list[QueryHealth], written_at: float) -> None:
-    """Replace ``path`` with the queries' health as JSON."""
+@dataclass(frozen=True)
+class Status:
+    """What a status file says: when it was written, the queries, and the writer's phase."""
+
+    written_at: float
+    queries: list[QueryHealth]
+    phase: str = "running"  # starting | running | stopped
+    started_at: float | None = None  # when the writing process started
+    pid: int | None = None  # the writing process (on the dashboard's machine, unless elsewhere)
+
+
+def write_status(
+    path: Path,
+    queries: list[QueryHealth],
+    written_at: float,
+    phase: str = "running",
+    started_at: float | None = None,
+    pid: int | None = None,
+) -> None:
+    """Replace ``path`` with the queries' health and the writer's phase as JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"written_at": written_at, "queries": [asdict(q) for q in queries]}
+    payload = {"written_at": written_at, "phase": phase, "started_at": started_at, "pid": pid,
+               "queries": [asdict(q) for q in queries]}  # fmt: skip
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".stream-status.")
     with os.fdopen(fd, "w") as out:
         json.dump(payload, out)
     os.replace(tmp, path)
 
 
-def read_status(path: Path) -> tuple[float, list[QueryHealth]] | None:
+def read_status(path: Path) -> Status | None:
     """The last status written, or None when there is none."""
     try:
         payload = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    return float(payload["written_at"]), [QueryHealth(**q) for q in payload["queries"]]
+    return Status(
+        written_at=float(payload["written_at"]),
+        queries=[QueryHealth(**q) for q in payload["queries"]],
+        phase=str(payload.get("phase") or "running"),
+        started_at=payload.get("started_at"),
+        pid=payload.get("pid"),
+    )
+
+
+def drop_stale_status(path: Path) -> bool:
+    """Remove a status file whose writer no longer runs (left by an earlier run); True if removed."""
+    import psutil
+
+    status = read_status(path)
+    if status is None or (status.pid is not None and psutil.pid_exists(status.pid)):
+        return False
+    path.unlink(missing_ok=True)
+    return True

@@ -59,7 +59,7 @@ def start_publisher(settings: Settings, argv: list[str]) -> process.Service:
 def publisher_rows(service: process.Service, status_path: Path) -> list[QueryHealth]:
     """The publisher's queries as it last reported them, or one failed row when it has exited."""
     status = read_status(status_path)
-    rows = status[1] if status else []
+    rows = status.queries if status else []
     if service.alive():
         return rows
     error = f"the alert-data application exited; its log: {service.log}"

@@ -4,6 +4,7 @@ dashboard reads, optional gold snapshots (``--console``), and a clean stop on Ct
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -62,11 +63,13 @@ def supervise(
     snapshot_every_s: float = 10.0,
     others: Callable[[], list[QueryHealth]] | None = None,
     stop_when: Callable[[], bool] | None = None,
+    started_at: float | None = None,
 ) -> int:
     """Until Ctrl-C/SIGTERM, ``stop_when()`` or a query fails: refresh the display and the status
     file. Then stop every query and return the exit code (0 on a requested stop, 1 when a query
     failed). ``others`` gives the rows of queries another application runs for this one (the
-    alert-data publisher): shown and written with these, and their failure stops these too."""
+    alert-data publisher): shown and written with these, and their failure stops these too.
+    ``started_at``: when this process started (written to the status file with its pid)."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     live = Live(console=console, refresh_per_second=1, transient=True) if console.is_terminal else None
@@ -75,12 +78,12 @@ def supervise(
     try:
         if live is not None:
             live.__enter__()
-        while not stop.wait(interval_s):
+        while True:
             if stop_when is not None and stop_when():
                 log.info("stopping: the application that started this one is gone")
                 break
             rows = [health(q) for q in queries] + (others() if others else [])
-            write_status(status_path, rows, time.time())
+            write_status(status_path, rows, time.time(), "running", started_at, os.getpid())
             failed = [h for h in rows if h.state == "failed"]
             if failed:
                 for h in failed:
@@ -102,6 +105,8 @@ def supervise(
                         h.name, h.batch, h.input_per_s, h.processed_per_s, h.batch_ms,
                         "-" if h.lag is None else f"{h.lag} {h.lag_unit}",
                     )  # fmt: skip
+            if stop.wait(interval_s):
+                break
     finally:
         if live is not None:
             live.__exit__(None, None, None)
@@ -116,5 +121,5 @@ def supervise(
             logging.getLogger("py4j").setLevel(logging.CRITICAL)
         for query in queries:
             query.stop()
-        write_status(status_path, [health(q) for q in queries], time.time())
+        write_status(status_path, [health(q) for q in queries], time.time(), "stopped", started_at, os.getpid())
     return code

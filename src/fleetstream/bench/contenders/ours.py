@@ -32,7 +32,7 @@ def run(mode: str, trigger_s: float | None = None) -> int:
     stream = StreamProcess(settings, argv, new_session=False)
     code = 0
     try:
-        stream.warm({"bronze", "silver", "gold_fleet"})
+        stream.warm({"lake"})
         probe_until_alert(settings, _first_car(settings.lake.dims))
         ready()
         while not stop.wait(0.5):

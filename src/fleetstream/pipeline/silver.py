@@ -1,8 +1,16 @@
-"""Bronze, deduplication and gold: pure DataFrame -> DataFrame functions (the I/O is in stream.py)."""
+"""Silver: parse, validate, enrich and deduplicate bronze rows; rejected rows to the quarantine.
+
+:func:`silver_batch` turns one batch of bronze rows into named frames (:class:`SilverBatch`); the
+writer writes them. Every bronze row ends in exactly one of ``silver`` (the first copy of a valid
+event), ``quarantine`` (rejected, with a reason code) or ``duplicates`` (a later copy of an event).
+"""
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fleetstream import schema
@@ -39,20 +47,7 @@ QUARANTINE_COLUMNS = (
     "ingest_time",
     "quarantine_date",
 )
-
-
-def to_bronze(kafka: DataFrame) -> DataFrame:
-    """Kafka rows as received: the value's bytes untouched, with key and Kafka coordinates."""
-    return kafka.select(
-        F.col("value"),
-        F.col("key").cast("string").alias("key"),
-        F.col("topic").alias("kafka_topic"),
-        F.col("partition").alias("kafka_partition"),
-        F.col("offset").alias("kafka_offset"),
-        F.col("timestamp").alias("kafka_ts"),
-        F.current_timestamp().alias("ingest_time"),
-        F.to_date(F.col("timestamp")).alias("ingest_date"),
-    )
+COPY_KEYS = ("kafka_partition", "kafka_offset")  # a Kafka record's coordinates: they name one copy
 
 
 def bronze_for_parsing(bronze: DataFrame) -> DataFrame:
@@ -76,9 +71,6 @@ def parse_bronze(bronze: DataFrame) -> DataFrame:
 def check_telemetry(bronze: DataFrame, cars: DataFrame) -> DataFrame:
     """Parse, validate and enrich bronze rows: every row stays, ``reason`` is null on the good ones."""
     return enrich(parse_bronze(bronze), cars)
-
-
-COPY_KEYS = ("kafka_partition", "kafka_offset")  # a Kafka record's coordinates: they name one copy
 
 
 def later_copies(valid: DataFrame, seen: DataFrame | None = None) -> DataFrame:
@@ -140,73 +132,50 @@ def enriched_messages(silver: DataFrame, topic: str) -> DataFrame:
     )
 
 
-def alert_messages(alerts: DataFrame, topic: str) -> DataFrame:
-    """Kafka records for alert-data: the alert as JSON, keyed by car_id."""
-    return alerts.select(
-        F.lit(topic).alias("topic"), F.col("car_id").alias("key"), F.to_json(F.struct(*alerts.columns)).alias("value")
-    )
+@dataclass(frozen=True)
+class SilverBatch:
+    """What silver makes of one batch of bronze rows; a frame is None when it has no rows."""
+
+    silver: DataFrame | None  # first copies of valid events, SILVER_COLUMNS
+    quarantine: DataFrame | None  # rejected rows, QUARANTINE_COLUMNS
+    duplicates: DataFrame | None  # later copies
+    #: the valid events' event_time range (ms), None when there is no valid row
+    event_range: tuple[int, int] | None
+
+    @property
+    def empty(self) -> bool:
+        return self.silver is None and self.quarantine is None and self.duplicates is None
 
 
-# --- gold ------------------------------------------------------------------------------------
+#: (lowest, highest event_time in ms of a batch's valid rows) -> the event_ids silver already holds
+#: near them, or None when it holds none
+Seen = Callable[[int, int], DataFrame | None]
 
 
-FLEET_WINDOW = ("15 minutes", "1 minute")  # length, slide
+def silver_batch(bronze: DataFrame, cars: DataFrame, seen: Seen, batch_id: int) -> SilverBatch:
+    """Parse, validate, enrich and deduplicate one batch of bronze rows.
 
-
-def car_windows(silver: DataFrame) -> DataFrame:
-    """15-minute windows sliding every minute, one row per car: its model, color, top and summed
-    speed and its events. The one stateful aggregation behind both fleet tables below: a window is
-    closed for every car at the same watermark, so a streaming batch holds all of a window's cars."""
-    return (
-        silver.groupBy(F.window("event_ts", *FLEET_WINDOW).alias("window"), "car_id", "model", "color")
-        .agg(F.max("speed").alias("max_speed"), F.sum("speed").alias("sum_speed"), F.count("*").alias("events"))
-        .select(F.col("window.start").alias("window_start"), F.col("window.end").alias("window_end"), "*")
-        .drop("window")
-    )
-
-
-def speed_by_model(silver: DataFrame, per_car: DataFrame | None = None) -> DataFrame:
-    """15-minute windows sliding every minute: max and mean speed per model (from ``car_windows``)."""
-    cars = car_windows(silver) if per_car is None else per_car
-    return cars.groupBy("window_start", "window_end", "model").agg(
-        F.max("max_speed").alias("max_speed"),
-        (F.sum("sum_speed") / F.sum("events")).alias("avg_speed"),
-        F.sum("events").alias("events"),
-    )
-
-
-def cars_by_color(silver: DataFrame, per_car: DataFrame | None = None) -> DataFrame:
-    """15-minute windows sliding every minute: distinct cars seen per color (from ``car_windows``)."""
-    cars = car_windows(silver) if per_car is None else per_car
-    return cars.groupBy("window_start", "window_end", "color").agg(
-        F.count_distinct("car_id").alias("cars"), F.sum("events").alias("events")
-    )
-
-
-def alerts_per_minute(alerts: DataFrame) -> DataFrame:
-    """1-minute tumbling windows: alert counts by rule, color and model (``event_ts`` = event time)."""
-    return (
-        alerts.groupBy(F.window("event_ts", "1 minute").alias("window"), "rule", "severity", "color", "model")
-        .agg(F.count("*").alias("alerts"))
-        .select(F.col("window.start").alias("window_start"), F.col("window.end").alias("window_end"), "*")
-        .drop("window")
-    )
-
-
-def latest_per_car(silver: DataFrame, alerting_ids: DataFrame | None = None) -> DataFrame:
-    """Each car's latest report (position, speed, rpm, gear) in a batch of silver rows."""
-    state = F.struct("event_time", "event_id", "lat", "lon", "heading", "speed", "rpm", "gear", "expected_gear",
-                     "coolant_temp", "fuel_level", "engine_on", "model", "color")  # fmt: skip
-    latest = silver.groupBy("car_id").agg(F.max_by(state, F.col("event_time")).alias("s")).select("car_id", "s.*")
-    if alerting_ids is None:
-        return latest.withColumn("alerting", F.lit(False))
-    flagged = alerting_ids.select("event_id").distinct().withColumn("alerting", F.lit(True))
-    return latest.join(flagged, "event_id", "left").withColumn("alerting", F.coalesce("alerting", F.lit(False)))
-
-
-def newest_per_car(current: DataFrame, batch: DataFrame) -> DataFrame:
-    """The cars' state after a batch: one row per car, from the table's ``current`` rows and a batch's
-    ``latest_per_car`` rows, the newest event_time winning and the batch's row winning a tie."""
-    order = Window.partitionBy("car_id").orderBy(F.desc("event_time"), F.desc("_newer"))
-    both = current.withColumn("_newer", F.lit(0)).unionByName(batch.withColumn("_newer", F.lit(1)))
-    return both.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") == 1).drop("_newer", "_rank")
+    The checked rows are materialised once (lineage cut), so that each action below plans a small
+    tree. The payload is kept once, as text, and only where the quarantine needs it (rejected rows).
+    """
+    checked = check_telemetry(bronze, cars).drop("value")
+    checked = checked.withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))
+    checked = checked.localCheckpoint(eager=True)
+    # Valid rows keep silver's columns only: every later step reads them, some several times.
+    valid = checked.where(F.col("reason").isNull()).select(*[c for c in SILVER_COLUMNS if c != "silver_batch"])
+    stats = checked.agg(
+        F.min(F.when(F.col("reason").isNull(), F.col("event_time"))).alias("lo"),
+        F.max(F.when(F.col("reason").isNull(), F.col("event_time"))).alias("hi"),
+        F.count("reason").alias("rejected"),
+    ).first()
+    rejected = stats is not None and stats["rejected"] > 0
+    quarantine = quarantine_rows(checked.where(F.col("reason").isNotNull())) if rejected else None
+    if stats is None or stats["lo"] is None:
+        return SilverBatch(None, quarantine, None, None)
+    lo, hi = int(stats["lo"]), int(stats["hi"])
+    # Only the copies' coordinates are materialised; the rows are read from ``checked`` again.
+    copies_at = later_copies(valid, seen(lo, hi)).localCheckpoint(eager=True)
+    first, later = split_copies(valid, copies_at) if copies_at.count() else (valid, None)
+    first = first.withColumn("silver_batch", F.lit(batch_id).cast("long")).select(*SILVER_COLUMNS)
+    duplicates = duplicate_rows(later) if later is not None else None
+    return SilverBatch(first, quarantine, duplicates, (lo, hi))

@@ -1,0 +1,58 @@
+"""The lake's tables: one definition of each (name, partitioning, the columns it keeps statistics
+on, how it is written), shared by the pipeline's writer, the readers and docs/operations.md.
+
+Delta keeps min/max statistics for the first 32 columns of every file it writes by default; each
+table here names the columns its readers filter on instead (``delta.dataSkippingStatsColumns``), so
+that a write computes a few statistics, not 32 (docs/benchmarks.md measures the commit).
+
+>>> TABLES["silver/telemetry"].partition
+'event_date'
+>>> TABLES["gold/car_state"].mode
+'overwrite'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    description: str
+    partition: str | None = None
+    stats: tuple[str, ...] = ()
+    #: append: every batch adds rows; overwrite: every batch replaces the table (small tables)
+    mode: Literal["append", "overwrite"] = "append"
+
+    def properties(self, checkpoint_interval: int) -> dict[str, str]:
+        """Delta table properties set when the table is created."""
+        props = {"delta.checkpointInterval": str(checkpoint_interval)}
+        if self.stats:
+            props["delta.dataSkippingStatsColumns"] = ",".join(self.stats)
+        return props
+
+
+TABLES = {
+    t.name: t
+    for t in (
+        Table("bronze/telemetry", "every Kafka record as received: bytes, key, coordinates",
+              "ingest_date", ("kafka_ts", "kafka_partition", "kafka_offset", "ingest_time")),
+        Table("silver/telemetry", "valid, enriched, first copies of each event", "event_date",
+              ("event_ts", "event_time", "car_id", "silver_batch")),
+        Table("quarantine/telemetry", "rejected records with a reason code", "quarantine_date",
+              ("ingest_time", "reason", "car_id")),
+        Table("silver/duplicates", "later copies of events silver already holds", None, ("ingest_time", "car_id")),
+        Table("silver/alerts", "one row per (event, rule that fired)", None, ("event_time", "car_id", "rule")),
+        Table("gold/car_minutes", "per car and event-time minute: partial aggregates, one row per batch "
+              "(sum them; gold/* windows roll up from here)", None, ("minute", "car_id")),
+        Table("gold/car_state", "each car's latest report", None, ("car_id", "event_time"), "overwrite"),
+        Table("gold/speed_by_model", "15-minute windows sliding every minute: speed per model, closed windows",
+              None, ("window_start", "window_end")),
+        Table("gold/cars_by_color", "15-minute windows sliding every minute: cars per color, closed windows",
+              None, ("window_start", "window_end")),
+        Table("gold/alerts_per_minute", "1-minute windows: alerts per rule, color and model, closed windows",
+              None, ("window_start", "window_end")),
+    )
+}  # fmt: skip

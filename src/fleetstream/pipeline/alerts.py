@@ -1,0 +1,110 @@
+"""Alerts: the rules applied to silver rows (the Delta alerts table, in the lake's batch), and the
+alert-data publisher, a stateless Kafka -> Kafka query that does not wait for the lake.
+
+The publisher is the latency path: sensors -> validate -> join the broadcast car dimension -> rules
+-> alert-data, with no Python per record or batch. Two modes:
+
+- ``realtime`` (the default): Spark's real-time mode, record by record, milliseconds; it starts at
+  the latest offsets on its first run (a new alerting path does not replay history).
+- ``microbatch``: micro-batches planned in a session of its own (:data:`PUBLISHER_SQL_CONF`), with
+  asynchronous progress tracking; it reads the topic from its start on the first run.
+
+Either resumes from its checkpoint, and is restarted when the reference data changes the cars
+(:class:`~fleetstream.pipeline.dims.DimsBoundQuery`). What real-time mode gives up is in docs/rules.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming.query import StreamingQuery
+
+from fleetstream.pipeline.bronze import to_bronze
+from fleetstream.pipeline.dims import DimsBoundQuery, DimsCache
+from fleetstream.pipeline.session import publisher_session
+from fleetstream.pipeline.silver import check_telemetry
+from fleetstream.rules.engine import Rule, alerts
+
+__all__ = ["alert_messages", "alerts", "publisher"]
+
+
+def alert_messages(fired: DataFrame, topic: str) -> DataFrame:
+    """Kafka records for alert-data: the alert as JSON, keyed by car_id."""
+    return fired.select(
+        F.lit(topic).alias("topic"), F.col("car_id").alias("key"), F.to_json(F.struct(*fired.columns)).alias("value")
+    )
+
+
+def alert_data(
+    sensors: DataFrame, cars: DataFrame, rules: list[Rule], topic: str, detected_at: Column | None
+) -> DataFrame:
+    """The publisher's plan over the sensors stream: validate -> join the car dimension -> rules ->
+    alert-data records."""
+    checked = check_telemetry(to_bronze(sensors), cars).where(F.col("reason").isNull())
+    return alert_messages(alerts(checked, rules, detected_at=detected_at), topic)
+
+
+def publisher(
+    spark: SparkSession,
+    kafka_options: Mapping[str, str],
+    topics: tuple[str, str],
+    rules: list[Rule],
+    dims: DimsCache,
+    checkpoint: str,
+    mode: str,
+    trigger_s: float,
+    realtime_batch_s: float,
+) -> StreamingQuery:
+    """The alert-data publisher: ``topics`` is (sensors, alerts); ``checkpoint`` its folder.
+
+    Micro-batch: every ``trigger_s`` (a longer batch is followed at once); its jobs run in a
+    scheduler pool of their own (``alerts``) so that they are not queued behind other queries'.
+    Real-time: batches of ``realtime_batch_s``, after which offsets are checkpointed and progress
+    reported; each new batch's start holds alerts up for a moment.
+    """
+    sensors_topic, alerts_topic = topics
+    session = publisher_session(spark) if mode == "microbatch" else spark
+    reader = session.readStream.format("kafka").options(**kafka_options).option("subscribe", sensors_topic)
+    if mode == "realtime":
+        sensors = reader.option("startingOffsets", "latest").option("failOnDataLoss", "false").load()
+        # a real-time batch lasts minutes: the batch's start time (current_timestamp) would be stale
+        detected_at = F.timestamp_millis(F.expr("reflect('java.lang.System', 'currentTimeMillis')").cast("long"))
+
+        def build(cars: DataFrame) -> StreamingQuery:
+            query: StreamingQuery = (
+                alert_data(sensors, cars, rules, alerts_topic, detected_at)
+                .writeStream.format("kafka")
+                .queryName("alerts_realtime")
+                .options(**kafka_options)
+                .option("checkpointLocation", checkpoint)
+                .outputMode("update")
+                .trigger(realTime=f"{realtime_batch_s:g} seconds")  # type: ignore[call-overload]
+                .start()
+            )
+            return query
+
+        return DimsBoundQuery(build, dims, boundary_wait_s=realtime_batch_s + 60)
+
+    sensors = reader.option("startingOffsets", "earliest").option("failOnDataLoss", "false").load()
+
+    def build_microbatch(cars: DataFrame) -> StreamingQuery:
+        context = spark.sparkContext
+        context.setLocalProperty("spark.scheduler.pool", "alerts")  # the query's thread inherits it
+        try:
+            query: StreamingQuery = (
+                alert_data(sensors, cars, rules, alerts_topic, None)
+                .writeStream.format("kafka")
+                .queryName("alerts")
+                .options(**kafka_options)
+                .option("checkpointLocation", checkpoint)
+                .option("asyncProgressTrackingEnabled", "true")
+                .trigger(processingTime=f"{trigger_s:g} seconds")
+                .start()
+            )
+            return query
+        finally:
+            context.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
+
+    return DimsBoundQuery(build_microbatch, dims, boundary_wait_s=30.0)

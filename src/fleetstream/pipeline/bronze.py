@@ -1,0 +1,31 @@
+"""Bronze: every Kafka record as received, with its coordinates (pure: the I/O is in the writer)."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
+
+#: the columns of a Kafka source's rows
+KAFKA_SCHEMA = StructType(
+    [
+        StructField("key", BinaryType()), StructField("value", BinaryType()),
+        StructField("topic", StringType()), StructField("partition", IntegerType()),
+        StructField("offset", LongType()), StructField("timestamp", TimestampType()),
+        StructField("timestampType", IntegerType()),
+    ]
+)  # fmt: skip
+
+
+def to_bronze(kafka: DataFrame) -> DataFrame:
+    """Kafka rows as received: the value's bytes untouched, with key and Kafka coordinates."""
+    return kafka.select(
+        F.col("value"),
+        F.col("key").cast("string").alias("key"),
+        F.col("topic").alias("kafka_topic"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_ts"),
+        F.current_timestamp().alias("ingest_time"),
+        F.to_date(F.col("timestamp")).alias("ingest_date"),
+    )

@@ -1,0 +1,241 @@
+"""One lake query's micro-batch: its layers computed from one read of the source, written at once.
+
+For the whole medallion the source is Kafka: the batch's records are kept in memory once and give
+bronze, then silver (parse, validate, enrich, deduplicate), alerts and gold, with no second stream
+reading bronze back from Delta. A query of fewer layers reads the table of the layer before its
+first (a replay reads bronze; ``--only alerts,gold`` reads silver).
+
+Phase one writes the layers' frames at once (:class:`~fleetstream.pipeline.writer.Writer`); phase
+two, only when windows have closed, rolls the gold windows up from what phase one wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fleetstream.pipeline import gold
+from fleetstream.pipeline.alerts import alert_messages, alerts
+from fleetstream.pipeline.bronze import to_bronze
+from fleetstream.pipeline.dedup import RecentIds
+from fleetstream.pipeline.dims import DimsCache
+from fleetstream.pipeline.plan import LakeQuery
+from fleetstream.pipeline.silver import dlq_messages, enriched_messages, silver_batch
+from fleetstream.pipeline.writer import KAFKA, Lake, Writer, delta_exists
+from fleetstream.rules.engine import Rule
+
+log = logging.getLogger(__name__)
+DEDUP_WINDOW_MS = 10 * 60 * 1000  # a copy of an event up to this far apart in event time is a duplicate
+ROLLUPS = ("gold/speed_by_model", "gold/cars_by_color", "gold/alerts_per_minute")
+
+
+class StepClock:
+    """Durations of the steps of one micro-batch, logged at debug level (``fleetstream -v stream``)."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.last = what, time.perf_counter()
+        self.steps: list[tuple[str, float]] = []
+
+    def mark(self, step: str) -> None:
+        now = time.perf_counter()
+        self.steps.append((step, now - self.last))
+        self.last = now
+
+    def log(self) -> None:
+        log.debug("%s: %s", self.what, ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.steps))
+
+
+def _ms(column: str) -> Column:
+    return F.unix_millis(F.col(column))
+
+
+class LakeBatch:
+    """The ``foreachBatch`` function of one :class:`~fleetstream.pipeline.plan.LakeQuery`."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        lake: Lake,
+        query: LakeQuery,
+        rules: list[Rule],
+        dims: DimsCache,
+        writer: Writer,
+        topics: Mapping[str, str] | None,
+        alerts_in_batch: bool = False,
+    ) -> None:
+        """``topics`` (enriched, dlq, alerts by name) when the batch writes Kafka records, else None;
+        ``alerts_in_batch``: it also publishes its alerts to alert-data (catch-up runs)."""
+        self.spark, self.lake, self.query, self.rules, self.dims = spark, lake, query, rules, dims
+        self.writer, self.topics, self.alerts_in_batch = writer, topics, alerts_in_batch
+        self.__name__ = query.name  # what Spark and stoppable() call it
+        self.recent_ids = RecentIds(self._silver_seen, DEDUP_WINDOW_MS)
+        self.car_state: DataFrame | None = None  # the cars' latest state after the last batch
+        self.windows: dict[str, gold.Windows] = {}
+        self.newest_ms: int | None = None  # the newest event time seen
+
+    def __call__(self, rows: DataFrame, batch_id: int) -> None:
+        layers, clock = self.query.layers, StepClock(f"{self.query.name} batch {batch_id}")
+        outputs: dict[str, DataFrame | None] = {}
+        messages: list[DataFrame] = []
+        held: list[DataFrame] = []  # persisted for the batch, released at its end
+        silver_rows, event_range = None, None
+        if self.query.source == "kafka":
+            bronze = to_bronze(rows).persist()
+            held.append(bronze)
+            outputs["bronze/telemetry"] = bronze
+        else:
+            bronze = rows
+        if "silver" in layers:
+            made = silver_batch(
+                bronze, self.dims.get(), lambda lo, hi: self.recent_ids.seen(batch_id, lo, hi), batch_id
+            )
+            clock.mark("silver")
+            outputs |= {"silver/telemetry": made.silver, "quarantine/telemetry": made.quarantine,
+                        "silver/duplicates": made.duplicates}  # fmt: skip
+            if self.topics is not None:
+                if made.silver is not None:
+                    messages.append(enriched_messages(made.silver, self.topics["enriched"]))
+                if made.quarantine is not None:
+                    messages.append(dlq_messages(made.quarantine, self.topics["dlq"]))
+            silver_rows, event_range = made.silver, made.event_range
+        elif self.query.source == "silver/telemetry":
+            silver_rows = rows
+        fired = None
+        if silver_rows is not None and {"alerts", "gold"} & set(layers):
+            fired = alerts(silver_rows, self.rules).persist()
+            held.append(fired)
+            if fired.count() == 0:  # (computes and keeps every partition, which isEmpty would not)
+                fired = None
+            if "alerts" in layers:
+                outputs["silver/alerts"] = fired
+                if fired is not None and self.alerts_in_batch and self.topics is not None:
+                    messages.append(alert_messages(fired, self.topics["alerts"]))
+        if silver_rows is not None and "gold" in layers:
+            outputs["gold/car_minutes"] = gold.car_minutes(silver_rows, fired)
+            outputs["gold/car_state"] = self._car_state(silver_rows, fired)
+            if event_range is None:  # the silver rows came from the silver table
+                event_range = self._event_range(silver_rows)
+        outputs[KAFKA] = reduce(DataFrame.unionByName, messages) if messages else None
+        dedup_ids = RecentIds.chunk(silver_rows) if "silver" in layers and silver_rows is not None else None
+        clock.mark("plan")
+        written = self.writer.write(batch_id, outputs)
+        clock.mark(f"write {'+'.join(written)}")
+        if "silver" in layers:
+            self.recent_ids.add(batch_id, dedup_ids, event_range[1] if event_range else 0)
+        if "gold" in layers and event_range is not None:
+            rolled = self._roll_up(batch_id, event_range[1])
+            if rolled:
+                clock.mark(f"roll up {'+'.join(rolled)}")
+        for frame in held:
+            frame.unpersist()
+        clock.log()
+
+    # --- silver ------------------------------------------------------------------------------
+    def _silver_seen(self, lo_ms: int, hi_ms: int | None, batch_id: int) -> DataFrame:
+        """Silver's event_ids and event times between two event times (``hi_ms`` None: no upper
+        bound), read from its files: what :class:`RecentIds` starts from.
+
+        The version read is pinned: the frames built on it may be evaluated lazily, after this
+        batch's own append. Rows this batch id wrote are left out: after a crash the batch is run
+        again, its silver append may already be in, and it must not count itself as a duplicate.
+        Delta's file statistics on event_ts skip the files outside the window.
+        """
+        path = self.lake.table("silver/telemetry")
+        if not delta_exists(self.spark, path):
+            return self.spark.createDataFrame([], "event_id string, event_time long")
+        from delta.tables import DeltaTable
+
+        version = DeltaTable.forPath(self.spark, path).history(1).select("version").first()
+        lo = F.timestamp_millis(F.lit(lo_ms))
+        rows = (
+            self.spark.read.format("delta")
+            .option("versionAsOf", int(version[0]) if version else 0)
+            .load(path)
+            .where((F.col("event_date") >= F.to_date(lo)) & (F.col("event_ts") >= lo))
+            .where(F.col("silver_batch") != F.lit(batch_id))
+        )
+        if hi_ms is not None:
+            hi = F.timestamp_millis(F.lit(hi_ms))
+            rows = rows.where((F.col("event_date") <= F.to_date(hi)) & (F.col("event_ts") <= hi))
+        return rows.select("event_id", "event_time")
+
+    # --- gold --------------------------------------------------------------------------------
+    def _car_state(self, silver_rows: DataFrame, fired: DataFrame | None) -> DataFrame:
+        """The cars' state after this batch, materialised: the last batch's state (read from the
+        table at the first batch of a run) with this batch's latest report of each car."""
+        latest = gold.latest_per_car(silver_rows, fired)
+        current = self.car_state
+        if current is None:
+            path = self.lake.table("gold/car_state")
+            current = self.spark.read.format("delta").load(path) if delta_exists(self.spark, path) else None
+        state = latest if current is None else gold.newest_per_car(current, latest)
+        self.car_state = state.localCheckpoint(eager=True)
+        return self.car_state
+
+    def _event_range(self, silver_rows: DataFrame) -> tuple[int, int] | None:
+        row = silver_rows.agg(F.min("event_time"), F.max("event_time")).first()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+    def _table_ms(self, name: str, column: str, how: str = "max") -> int | None:
+        """The newest (or oldest) time in a table's column, in epoch ms; None when it has none."""
+        path = self.lake.table(name)
+        if not delta_exists(self.spark, path):
+            return None
+        pick = F.max(_ms(column)) if how == "max" else F.min(_ms(column))
+        row = self.spark.read.format("delta").load(path).agg(pick).first()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def _roll_up(self, batch_id: int, hi_ms: int) -> list[str]:
+        """Write the gold windows that this batch closed (phase two); returns the tables written."""
+        self.newest_ms = max(self.newest_ms or hi_ms, hi_ms)
+        for name in ROLLUPS:
+            if name not in self.windows:
+                self.windows[name] = gold.Windows(self._table_ms(name, "window_end"))
+        first_minute = 0
+        if any(w.closed_ms is None for w in self.windows.values()):
+            first_minute = self._table_ms("gold/car_minutes", "minute", "min") or hi_ms
+        due = {name: w.due(first_minute, self.newest_ms) for name, w in self.windows.items()}
+        ranges = {name: span for name, span in due.items() if span is not None}
+        if not ranges:
+            return []
+        lo = min(span[0] for span in ranges.values())
+        hi = max(span[1] for span in ranges.values())
+
+        def between(span: tuple[int, int]) -> Column:
+            return F.col("window_end").between(F.timestamp_millis(F.lit(span[0])), F.timestamp_millis(F.lit(span[1])))
+
+        outputs: dict[str, DataFrame | None] = {}
+        fleet = [n for n in ("gold/speed_by_model", "gold/cars_by_color") if n in ranges]
+        if fleet:
+            window_ms = gold.FLEET_WINDOW_MIN * gold.MINUTE_MS
+            minutes = (
+                self.spark.read.format("delta")
+                .load(self.lake.table("gold/car_minutes"))
+                .where(_ms("minute").between(lo - window_ms, hi - 1))
+            )
+            per_car = gold.car_windows_from_minutes(
+                minutes, F.timestamp_millis(F.lit(lo)), F.timestamp_millis(F.lit(hi))
+            ).localCheckpoint(eager=True)
+            if "gold/speed_by_model" in ranges:
+                outputs["gold/speed_by_model"] = gold.speed_by_model(
+                    per_car.where(between(ranges["gold/speed_by_model"]))
+                )
+            if "gold/cars_by_color" in ranges:
+                outputs["gold/cars_by_color"] = gold.cars_by_color(per_car.where(between(ranges["gold/cars_by_color"])))
+        if "gold/alerts_per_minute" in ranges and delta_exists(self.spark, self.lake.table("silver/alerts")):
+            span = ranges["gold/alerts_per_minute"]
+            fired = (
+                self.spark.read.format("delta")
+                .load(self.lake.table("silver/alerts"))
+                .where(F.col("event_time").between(span[0] - gold.MINUTE_MS, span[1] - 1))
+            )
+            outputs["gold/alerts_per_minute"] = gold.alerts_per_minute(fired).where(between(span))
+        written = self.writer.write(batch_id, outputs)
+        for name, span in ranges.items():
+            self.windows[name].closed_ms = span[1]
+        return written

@@ -1,0 +1,188 @@
+"""The one place a micro-batch's outputs are written: Delta tables and Kafka records, all at once.
+
+Exactly once on Delta: each commit carries ``fleetstream <writer> batch <id>`` as its user
+metadata. A streaming query runs a batch again only after a restart, and only the batch that was
+under way, so the writer reads each table's recent commits once per run (a small Spark job on the
+log, no state reconstruction) to learn the last batch it committed there, and skips a table that
+already holds the batch. Delta's own ``txnAppId``/``txnVersion`` options give the same guarantee,
+but Delta 4.4 answers them by rebuilding the table's whole state at every commit, which more than
+tripled the CPU of a small append (docs/benchmarks.md).
+
+Kafka writes are at least once: a batch run again writes its records again, with the same ids
+(``event_id``, ``alert_id``) so that consumers can drop repeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+
+from fleetstream.lake.tables import TABLES
+
+log = logging.getLogger(__name__)
+KAFKA = "kafka"  # the output name of a batch's Kafka records (topic, key, value)
+#: commits between Delta checkpoints of the pipeline's tables (Delta's default is 10): a checkpoint
+#: is a Spark job over the table's state, and the pipeline commits every table every batch
+CHECKPOINT_INTERVAL = 50
+_MARKER = re.compile(r"^fleetstream (?P<writer>\S+) batch (?P<batch>\d+)$")
+
+
+def marker(writer: str, batch_id: int) -> str:
+    """The user metadata of a commit.
+
+    >>> marker("lake", 7)
+    'fleetstream lake batch 7'
+    """
+    return f"fleetstream {writer} batch {batch_id}"
+
+
+def last_batch(metadata: list[str | None], writer: str) -> int:
+    """The newest batch ``writer`` committed among commits' user metadata (newest first); -1 if none.
+
+    >>> last_batch(["fleetstream lake batch 9", None, "fleetstream other batch 12"], "lake")
+    9
+    >>> last_batch([None], "lake")
+    -1
+    """
+    for text in metadata:
+        found = _MARKER.match(text or "")
+        if found and found["writer"] == writer:
+            return int(found["batch"])
+    return -1
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Where the tables and checkpoints live. ``bronze_root``, when set, is where bronze is read
+    from instead (a replay rebuilds everything after bronze into a fresh root)."""
+
+    root: str
+    bronze_root: str | None = None
+
+    def table(self, name: str) -> str:
+        root = self.bronze_root if name.startswith("bronze/") and self.bronze_root else self.root
+        return f"{root.rstrip('/')}/{name}"
+
+    def checkpoint(self, query: str) -> str:
+        return f"{self.root.rstrip('/')}/_checkpoints/{query}"
+
+
+def delta_exists(spark: SparkSession, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return bool(DeltaTable.isDeltaTable(spark, path))
+
+
+def at_once(steps: Mapping[str, Callable[[], object]]) -> dict[str, object]:
+    """Run independent steps of one micro-batch (writes to different places) at the same time, and
+    return each step's result by its name.
+
+    Each step runs in a thread of its own, so Spark schedules their jobs side by side: a step's
+    fixed costs (planning, a Delta commit) overlap the others' work when a core is free. The
+    threads inherit the batch's Spark local properties (its job group), so stopping the query
+    cancels their jobs too. Every step is waited for; then the first failure, if any, is raised,
+    which fails the batch: it runs again on restart and its writes are idempotent.
+
+    >>> at_once({"a": lambda: 1, "b": lambda: 2})
+    {'a': 1, 'b': 2}
+    """
+    from pyspark import InheritableThread
+
+    results: dict[str, object] = {}
+    failures: list[BaseException] = []
+
+    def guarded(name: str, step: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                results[name] = step()
+            except BaseException as exc:  # raised in the batch's thread below
+                failures.append(exc)
+
+        return run
+
+    named = list(steps.items())
+    threads = [InheritableThread(target=guarded(name, step), daemon=True) for name, step in named[1:]]
+    for thread in threads:
+        thread.start()
+    if named:
+        guarded(*named[0])()  # the first in this thread
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return {name: results[name] for name, _ in named}
+
+
+class Writer:
+    """Writes one query's batches: ``write(batch_id, {table name or KAFKA: frame})``."""
+
+    def __init__(self, spark: SparkSession, lake: Lake, writer: str, kafka_options: Mapping[str, str]) -> None:
+        self.spark, self.lake, self.writer = spark, lake, writer
+        self.kafka_options = dict(kafka_options)
+        self._committed: dict[str, int] = {}  # table -> the last batch this writer committed there
+        self._exists: set[str] = set()  # tables known to exist
+        self._lock = threading.Lock()
+
+    def committed(self, table: str) -> int:
+        """The last batch this writer committed to ``table`` (-1: none; looked up once per run)."""
+        with self._lock:
+            known = self._committed.get(table)
+        if known is not None:
+            return known
+        path = self.lake.table(table)
+        found = -1
+        exists = delta_exists(self.spark, path)
+        if exists:
+            from delta.tables import DeltaTable
+
+            history = DeltaTable.forPath(self.spark, path)
+            # the writer's commit is among the newest unless other writers (maintenance) committed since
+            for depth in (20, None):
+                rows = (history.history(depth) if depth else history.history()).select("userMetadata").collect()
+                found = last_batch([r[0] for r in rows], self.writer)
+                if found >= 0 or depth is None or len(rows) < depth:
+                    break
+        with self._lock:
+            self._committed[table] = found
+            if exists:
+                self._exists.add(table)
+        return found
+
+    def write(self, batch_id: int, outputs: Mapping[str, DataFrame | None]) -> list[str]:
+        """Write every output that is not None, at once; returns the names written (a table that
+        already holds this batch is not written again)."""
+        steps: dict[str, Callable[[], object]] = {}
+        for name, frame in outputs.items():
+            if frame is None:
+                continue
+            if name == KAFKA:
+                steps[name] = lambda f=frame: self._kafka(f)  # type: ignore[misc]
+            else:
+                steps[name] = lambda n=name, f=frame: self._delta(n, f, batch_id)  # type: ignore[misc]
+        done = at_once(steps)
+        return [name for name, wrote in done.items() if wrote is not False]
+
+    def _kafka(self, frame: DataFrame) -> None:
+        frame.write.format("kafka").options(**self.kafka_options).save()
+
+    def _delta(self, name: str, frame: DataFrame, batch_id: int) -> bool:
+        if self.committed(name) >= batch_id:
+            log.info("%s: batch %d is already in %s (written before a restart)", self.writer, batch_id, name)
+            return False
+        table = TABLES[name]
+        path = self.lake.table(name)
+        writer = frame.write.format("delta").mode(table.mode).option("userMetadata", marker(self.writer, batch_id))
+        if name not in self._exists:  # created by this write: with the table's properties
+            writer = writer.options(**table.properties(CHECKPOINT_INTERVAL))
+        if table.partition:
+            writer = writer.partitionBy(table.partition)
+        writer.save(path)
+        with self._lock:
+            self._committed[name] = batch_id
+            self._exists.add(name)
+        return True
