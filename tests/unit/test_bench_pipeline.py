@@ -1,10 +1,13 @@
-"""The pipeline benchmark's measuring code: percentiles, alert-set scoring, the report."""
+"""The pipeline benchmark's measuring code: percentiles, alert-set scoring, checkpoints, the report."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
-from fleetstream.bench.pipeline import MARK_BEGIN, MARK_END, Result, alert_score, percentiles, report
+from fleetstream.bench.common import alert_score, percentiles
+from fleetstream.bench.pipeline import MARK_BEGIN, MARK_END, Options, Result, checkpoint_offsets, report
 
 
 def test_percentiles_interpolate_and_empty_is_nan() -> None:
@@ -24,19 +27,32 @@ def test_alert_score_counts_misses_and_false_alarms() -> None:
     assert alert_score(set(), expected) == (0.0, 0.0)
 
 
-def test_report_marks_a_wrong_run_and_quotes_the_median() -> None:
+def test_checkpoint_offsets_are_the_newest_committed_batchs(tmp_path: Path) -> None:
+    assert checkpoint_offsets(tmp_path) == {}
+    for batch, ends in ((0, {"0": 5, "1": 7}), (1, {"0": 9, "1": 12}), (2, {"0": 20, "1": 30})):
+        (tmp_path / "offsets").mkdir(exist_ok=True)
+        (tmp_path / "offsets" / str(batch)).write_text(f'v1\n{{"batchWatermarkMs":0}}\n{json.dumps({"t": ends})}\n')
+    (tmp_path / "commits").mkdir()
+    for batch in (0, 1):  # batch 2 was planned, not committed
+        (tmp_path / "commits" / str(batch)).write_text("v1\n{}\n")
+    assert checkpoint_offsets(tmp_path) == {0: 9, 1: 12}
+
+
+def test_report_quotes_medians_and_marks_wrong_runs() -> None:
     runs = [
-        Result("throughput, a", 100_000, 4.0, 10, 10, 1.0, 1.0, peak_rss_mib=900.0),
-        Result("throughput, b", 100_000, 5.0, 10, 10, 1.0, 1.0),
-        Result("throughput, c", 100_000, 2.0, 10, 9, 1.0, 0.9),
-        Result("latency, realtime, 5,000 events/s", 300_000, 60.0, 50, 50, 1.0, 1.0, {"p50": 12.0, "p95": 30.0,
-               "p99": 55.4}, 5000),
-    ]  # fmt: skip
-    assert [r.correct for r in runs] == [True, True, False, True]
-    assert runs[0].rate == 25_000
-    text = report(runs, "test machine")
+        Result("ceiling", "fleetstream", {"events": 600_000, "rate": 10_000.0, "wall_s": 70.0}),
+        Result("ceiling", "minimal", {"events": 600_000, "rate": 12_000.0, "wall_s": 60.0}),
+        Result("ceiling", "fleetstream", {"events": 600_000, "rate": 11_000.0, "wall_s": 65.0}, False, "alerts differ"),
+        Result("ceiling", "minimal", {"events": 600_000, "rate": 13_000.0, "wall_s": 58.0}),
+        Result("small", "1,500 events", {"events": 1500, "wall_s": 21.0, "drain_s": 6.0}),
+        Result("steady", "realtime, 10,000 events/s", {"p50": 12.0, "p95": 40.0, "p99": 61.0, "lag_s": 1.5,
+                                                        "cores": 1.4}),  # fmt: skip
+    ]
+    text = report(runs, "test machine", Options(repeat=2))
     assert text.startswith(MARK_BEGIN)
     assert text.endswith(MARK_END)
-    assert "| latency, realtime, 5,000 events/s | 5,000 | 12 | 30 | 55 | 50 / 50 | 1.000 | 1.000 | - |" in text
-    assert "| throughput, c **(wrong alerts)** | 50,000 | - | - | - | 9 / 10 | 1.000 | 0.900 | - |" in text
-    assert "median of 3 runs: **25,000 events/s**" in text
+    assert "| fleetstream **(alerts differ)** | 10,500 | 68 | 10,000, 11,000 |" in text
+    assert "| minimal | 12,500 | 59 | 12,000, 13,000 |" in text
+    assert "drains at **84%** of the minimal medallion's rate" in text
+    assert "Wall time, median: **21.0 s**" in text
+    assert "| realtime, 10,000 events/s | 12 | 40 | 61 | 1.5 | 1.40 | 61; 1.5 |" in text

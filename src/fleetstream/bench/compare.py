@@ -34,11 +34,18 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-import psutil
 
+from fleetstream.bench.common import (
+    AlertClock,
+    TreeMeter,
+    alert_score,
+    bench_settings,
+    percentiles,
+    prepare,
+    wait_until,
+)
 from fleetstream.bench.contenders import SYSTEMS
 from fleetstream.bench.contenders._common import READY
-from fleetstream.bench.pipeline import AlertClock, alert_score, percentiles
 from fleetstream.config import Settings, process_env
 
 MARK_BEGIN = "<!-- bench:compare:begin -->"
@@ -144,60 +151,6 @@ def max_sustained(runs: list[Run]) -> dict[str, int | None]:
     return best
 
 
-class TreeMeter(threading.Thread):
-    """CPU seconds and peak resident memory of some processes and all their descendants."""
-
-    def __init__(self, pids: list[int], interval: float = 0.5) -> None:
-        super().__init__(daemon=True)
-        self.roots = [psutil.Process(pid) for pid in pids]
-        self.interval = interval
-        self.cpu: dict[int, float] = {}  # pid -> last seen user + system seconds
-        self.marked: dict[int, float] = {}
-        self.peak_mib = 0.0
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-
-    def _tree(self) -> list[psutil.Process]:
-        out = []
-        for root in self.roots:
-            try:
-                out += [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue
-        return out
-
-    def sample(self) -> None:
-        rss = 0
-        for proc in self._tree():
-            try:
-                times = proc.cpu_times()
-                rss += proc.memory_info().rss
-            except psutil.Error:
-                continue
-            with self.lock:
-                self.cpu[proc.pid] = times.user + times.system
-        with self.lock:
-            self.peak_mib = max(self.peak_mib, rss / 2**20)
-
-    def mark(self) -> None:
-        """Start a new measure: CPU counted from now, peak memory reset."""
-        self.sample()
-        with self.lock:
-            self.marked = dict(self.cpu)
-            self.peak_mib = 0.0
-
-    def since_mark(self) -> tuple[float, float]:
-        """(CPU seconds, peak MiB) since the last mark."""
-        self.sample()
-        with self.lock:
-            cpu = sum(v - self.marked.get(pid, 0.0) for pid, v in self.cpu.items())
-            return cpu, self.peak_mib
-
-    def run(self) -> None:
-        while not self.done.wait(self.interval):
-            self.sample()
-
-
 # --- running ---------------------------------------------------------------------------------------
 
 
@@ -277,15 +230,6 @@ class System:
             log.close()
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float, poll: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(poll)
-    return condition()
-
-
 def _segment(
     system: str, rate: int | None, workload: Workload, settings: Settings, clock: AlertClock, meter: TreeMeter,
     failed: Callable[[], str | None],
@@ -312,7 +256,7 @@ def _segment(
     expected = simulation.ground_truth.expected_alerts()
     lo, hi = simulation.start_ms, simulation.start_ms + int(duration * 1000) + 1000
     drain = workload.burst_timeout_s if fast else workload.drain_s
-    delivered = _wait_until(lambda: expected <= set(segment_alerts(clock.seen.copy(), lo, hi)) or bool(failed()), drain)
+    delivered = wait_until(lambda: expected <= set(segment_alerts(clock.seen.copy(), lo, hi)) or bool(failed()), drain)
     delivered = delivered and failed() is None
     time.sleep(2)  # alerts still in flight (duplicates, false positives) count too
     cpu_s, peak = meter.since_mark()
@@ -351,11 +295,9 @@ def run_system(
 ) -> list[Run]:
     """Start one system, put it through every segment, stop it; its processes' output goes to ``logs``
     (default: the work folder)."""
-    from fleetstream.bench.pipeline import _prepare, _settings
-
-    settings = _settings(bootstrap, str(workdir / name / "lake"))
+    settings = bench_settings(bootstrap, str(workdir / name / "lake"))
     (workdir / name).mkdir(parents=True, exist_ok=True)
-    _prepare(settings, workload.cars, workload.seed)
+    prepare(settings, workload.cars, workload.seed)
     say(f"{name}: starting")
     logs = logs or workdir / name
     logs.mkdir(parents=True, exist_ok=True)

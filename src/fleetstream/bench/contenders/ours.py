@@ -21,8 +21,8 @@ def _first_car(dims: str) -> str:
 
 
 def run(mode: str, trigger_s: float | None = None) -> int:
+    from fleetstream.bench.common import StreamProcess, probe_until_alert
     from fleetstream.bench.contenders._common import ready, stop_event
-    from fleetstream.bench.pipeline import StreamProcess, probe_until_alert
     from fleetstream.config import Settings
 
     settings = Settings()
