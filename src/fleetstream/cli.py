@@ -33,6 +33,7 @@ from fleetstream.local.process import stop as stop_service
 from fleetstream.pipeline import (
     ALERTS_MODE,
     ALERTS_TRIGGER_S,
+    LAKE_GOLD_S,
     LAKE_MAX_DELAY_S,
     LAKE_MAX_RECORDS,
     LAKE_MIN_RECORDS,
@@ -794,6 +795,14 @@ def stream(
             min=1, envvar="FLEETSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER", help="Kafka records per lake batch at most."
         ),
     ] = LAKE_MAX_RECORDS,
+    gold_interval_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            envvar="FLEETSTREAM_STREAM_GOLD_INTERVAL_SECONDS",
+            help="While the lake's batches are small, update gold at most this often (0: every batch).",
+        ),
+    ] = LAKE_GOLD_S,
     master: Annotated[
         str | None, typer.Option(envvar="FLEETSTREAM_SPARK__MASTER", help="Spark master; default local[*].")
     ] = None,
@@ -910,12 +919,15 @@ def stream(
             from fleetstream.pipeline.session import spark_session
             from fleetstream.pipeline.stream import Streams, Triggers
 
-            spark = spark_session(settings, "fleetstream-stream", with_s3=settings.lake.root.startswith("s3a://"))
+            spark = spark_session(
+                settings, "fleetstream-stream", with_s3=settings.lake.root.startswith("s3a://"),
+                batch_jvm=bool(run_plan.lake),  # the publisher alone keeps the JVM's defaults
+            )  # fmt: skip
             spark.sparkContext.setLogLevel("WARN")
             triggers = Triggers(
                 lake_s=trigger_seconds, min_records=min_offsets_per_trigger, max_delay_s=max_trigger_delay_seconds,
                 max_records=max_offsets_per_trigger, alerts_s=alerts_trigger_seconds,
-                realtime_batch_s=realtime_checkpoint_seconds,
+                realtime_batch_s=realtime_checkpoint_seconds, gold_s=gold_interval_seconds,
             )  # fmt: skip
             streams = Streams(spark, settings, run_plan, rules=chosen_rules, triggers=triggers)
             if available_now:

@@ -45,8 +45,9 @@ def test_report_quotes_medians_and_marks_wrong_runs() -> None:
         Result("ceiling", "fleetstream", {"events": 600_000, "rate": 11_000.0, "wall_s": 65.0}, False, "alerts differ"),
         Result("ceiling", "minimal", {"events": 600_000, "rate": 13_000.0, "wall_s": 58.0}),
         Result("small", "1,500 events", {"events": 1500, "wall_s": 21.0, "drain_s": 6.0}),
-        Result("steady", "realtime, 10,000 events/s", {"p50": 12.0, "p95": 40.0, "p99": 61.0, "lag_s": 1.5,
-                                                        "cores": 1.4}),  # fmt: skip
+        Result(
+            "steady", "realtime, 10,000 events/s", {"p50": 12.0, "p95": 40.0, "p99": 61.0, "lag_s": 1.5, "cores": 1.4}
+        ),
     ]
     text = report(runs, "test machine", Options(repeat=2))
     assert text.startswith(MARK_BEGIN)

@@ -11,6 +11,8 @@ LAKE_TRIGGER_S = 2.0
 LAKE_MIN_RECORDS = 20_000
 #: ...or once this many seconds have passed since the last batch started (a quiet fleet's freshness)
 LAKE_MAX_DELAY_S = 5.0
+#: while the lake's batches are small (a quiet fleet), gold is updated at most this often, in seconds
+LAKE_GOLD_S = 20.0
 #: Kafka records per lake batch at most: bounds a batch's memory when a backlog drains
 LAKE_MAX_RECORDS = 250_000
 #: the alert-data publisher's mode: "realtime" (Spark's real-time mode) or "microbatch"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 
@@ -37,13 +37,12 @@ def alert_messages(fired: DataFrame, topic: str) -> DataFrame:
     )
 
 
-def alert_data(
-    sensors: DataFrame, cars: DataFrame, rules: list[Rule], topic: str, detected_at: Column | None
-) -> DataFrame:
+def alert_data(sensors: DataFrame, cars: DataFrame, rules: list[Rule], topic: str) -> DataFrame:
     """The publisher's plan over the sensors stream: validate -> join the car dimension -> rules ->
-    alert-data records."""
+    alert-data records. ``detected_at`` is read per row (:func:`~fleetstream.pipeline.runtime.wall_clock`):
+    a real-time batch lasts minutes, and a micro-batch's time would be compiled into its code."""
     checked = check_telemetry(to_bronze(sensors), cars).where(F.col("reason").isNull())
-    return alert_messages(alerts(checked, rules, detected_at=detected_at), topic)
+    return alert_messages(alerts(checked, rules), topic)
 
 
 def publisher(
@@ -69,12 +68,10 @@ def publisher(
     reader = session.readStream.format("kafka").options(**kafka_options).option("subscribe", sensors_topic)
     if mode == "realtime":
         sensors = reader.option("startingOffsets", "latest").option("failOnDataLoss", "false").load()
-        # a real-time batch lasts minutes: the batch's start time (current_timestamp) would be stale
-        detected_at = F.timestamp_millis(F.expr("reflect('java.lang.System', 'currentTimeMillis')").cast("long"))
 
         def build(cars: DataFrame) -> StreamingQuery:
             query: StreamingQuery = (
-                alert_data(sensors, cars, rules, alerts_topic, detected_at)
+                alert_data(sensors, cars, rules, alerts_topic)
                 .writeStream.format("kafka")
                 .queryName("alerts_realtime")
                 .options(**kafka_options)
@@ -94,7 +91,7 @@ def publisher(
         context.setLocalProperty("spark.scheduler.pool", "alerts")  # the query's thread inherits it
         try:
             query: StreamingQuery = (
-                alert_data(sensors, cars, rules, alerts_topic, None)
+                alert_data(sensors, cars, rules, alerts_topic)
                 .writeStream.format("kafka")
                 .queryName("alerts")
                 .options(**kafka_options)

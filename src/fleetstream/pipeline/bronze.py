@@ -6,6 +6,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
 
+from fleetstream.pipeline.runtime import wall_clock
+
 #: the columns of a Kafka source's rows
 KAFKA_SCHEMA = StructType(
     [
@@ -17,8 +19,13 @@ KAFKA_SCHEMA = StructType(
 )  # fmt: skip
 
 
+BRONZE_COLUMNS = ("value", "key", "kafka_topic", "kafka_partition", "kafka_offset", "kafka_ts", "ingest_time",
+                  "ingest_date")  # fmt: skip
+
+
 def to_bronze(kafka: DataFrame) -> DataFrame:
-    """Kafka rows as received: the value's bytes untouched, with key and Kafka coordinates."""
+    """Kafka rows as received: the value's bytes untouched, with key, Kafka coordinates and the time
+    the row was ingested."""
     return kafka.select(
         F.col("value"),
         F.col("key").cast("string").alias("key"),
@@ -26,6 +33,6 @@ def to_bronze(kafka: DataFrame) -> DataFrame:
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         F.col("timestamp").alias("kafka_ts"),
-        F.current_timestamp().alias("ingest_time"),
+        wall_clock().alias("ingest_time"),
         F.to_date(F.col("timestamp")).alias("ingest_date"),
     )

@@ -21,6 +21,8 @@ from functools import reduce
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from fleetstream.pipeline.runtime import with_values
+
 # (lo_ms, hi_ms or None for no upper bound, batch_id) -> silver's event_id and event_time between two
 # event times, leaving out the rows the batch itself wrote (a batch run again after a crash may have
 # written some already)
@@ -45,8 +47,7 @@ class RecentIds:
             self.floor_ms, self.newest_ms, self.next_batch = lo, hi_ms, batch_id
         elif lo < self.floor_ms:  # further back than the ids kept: read the files
             return self.scan(lo, hi, batch_id).select("event_id")
-        ids = reduce(DataFrame.unionByName, self.chunks)
-        return ids.where(F.col("event_time").between(lo, hi)).select("event_id")
+        return _between(reduce(DataFrame.unionByName, self.chunks), lo, hi).select("event_id")
 
     @staticmethod
     def chunk(first: DataFrame) -> DataFrame:
@@ -65,5 +66,12 @@ class RecentIds:
         self.newest_ms = max(self.newest_ms, hi_ms)
         if len(self.chunks) > self.merge_every:
             floor = max(self.floor_ms, self.newest_ms - 2 * self.window_ms)
-            merged = reduce(DataFrame.unionByName, self.chunks).where(F.col("event_time") >= floor)
+            merged = _between(reduce(DataFrame.unionByName, self.chunks), floor, None)
             self.chunks, self.floor_ms = [merged.localCheckpoint(eager=True)], floor
+
+
+def _between(ids: DataFrame, lo_ms: int, hi_ms: int | None) -> DataFrame:
+    """The rows of ``ids`` whose event_time lies between two times (``hi_ms`` None: no upper bound),
+    the bounds given as per-batch values (:mod:`fleetstream.pipeline.runtime`), not literals."""
+    inside = (F.col("event_time") >= F.col("_lo")) & (F.col("_hi").isNull() | (F.col("event_time") <= F.col("_hi")))
+    return with_values(ids, _lo=lo_ms, _hi=hi_ms).where(inside).drop("_lo", "_hi")

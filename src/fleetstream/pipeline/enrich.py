@@ -29,12 +29,23 @@ class Dims:
 
 #: the dimension tables' files (JSON lines) under the dims location, by table
 DIM_FILES = {"cars": "cars.json", "models": "car_models.json", "colors": "car_colors.json"}
+#: the fields the pipeline reads from each (a file may hold more): given, so that reading the small
+#: files runs no schema inference (a Spark job per file, seconds at a cold start)
+DIM_SCHEMAS = {
+    "cars": "car_id string, model_id bigint, color_id bigint, driver_profile string, year bigint",
+    "models": "model_id bigint, brand string, model string, upshift_kmh struct<"
+    + ", ".join(f"{p}: array<double>" for p in PROFILES)
+    + ">",
+    "colors": "color_id bigint, color_name string",
+}
 
 
 def read_dims(spark: SparkSession, location: str) -> Dims:
     """The three dimension tables (JSON lines) from a folder or an s3a:// prefix."""
     base = location.rstrip("/")
-    return Dims(**{table: spark.read.json(f"{base}/{name}") for table, name in DIM_FILES.items()})
+    return Dims(
+        **{table: spark.read.schema(DIM_SCHEMAS[table]).json(f"{base}/{name}") for table, name in DIM_FILES.items()}
+    )
 
 
 def dims_fingerprint(spark: SparkSession, location: str) -> str:

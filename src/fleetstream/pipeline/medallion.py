@@ -1,9 +1,10 @@
 """One lake query's micro-batch: its layers computed from one read of the source, written at once.
 
-For the whole medallion the source is Kafka: the batch's records are kept in memory once and give
-bronze, then silver (parse, validate, enrich, deduplicate), alerts and gold, with no second stream
-reading bronze back from Delta. A query of fewer layers reads the table of the layer before its
-first (a replay reads bronze; ``--only alerts,gold`` reads silver).
+For the whole medallion the source is Kafka, parsed and validated in the streaming query's plan
+(:func:`~fleetstream.pipeline.stream.Streams.source`): the batch's rows are materialised once and
+give bronze, silver (enriched, deduplicated), alerts and gold, with no second stream reading bronze
+back from Delta. A query of fewer layers reads the table of the layer before its first (a replay
+reads bronze; ``--only alerts,gold`` reads silver).
 
 Phase one writes the layers' frames at once (:class:`~fleetstream.pipeline.writer.Writer`); phase
 two, only when windows have closed, rolls the gold windows up from what phase one wrote.
@@ -11,6 +12,7 @@ two, only when windows have closed, rolls the gold windows up from what phase on
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -21,7 +23,6 @@ from pyspark.sql import functions as F
 
 from fleetstream.pipeline import gold
 from fleetstream.pipeline.alerts import alert_messages, alerts
-from fleetstream.pipeline.bronze import to_bronze
 from fleetstream.pipeline.dedup import RecentIds
 from fleetstream.pipeline.dims import DimsCache
 from fleetstream.pipeline.plan import LakeQuery
@@ -31,6 +32,13 @@ from fleetstream.rules.engine import Rule
 
 log = logging.getLogger(__name__)
 DEDUP_WINDOW_MS = 10 * 60 * 1000  # a copy of an event up to this far apart in event time is a duplicate
+#: Spark's limit on the size of a generated method for batches after one of at most this many rows,
+#: and after a larger one. Above the limit, the validation's part of the plan runs outside whole-stage
+#: code generation: every task generates its projections' code anew, tenths of a second per small
+#: batch; within it, the JVM runs that huge method interpreted, microseconds more per record
+#: (docs/benchmarks.md). Spark's own advice on HotSpot is 8,000.
+SMALL_BATCH = 20_000
+CODEGEN_LIMIT = {"small": "65535", "large": "8000"}
 ROLLUPS = ("gold/speed_by_model", "gold/cars_by_color", "gold/alerts_per_minute")
 
 
@@ -67,16 +75,22 @@ class LakeBatch:
         writer: Writer,
         topics: Mapping[str, str] | None,
         alerts_in_batch: bool = False,
+        gold_every_s: float = 0.0,
     ) -> None:
         """``topics`` (enriched, dlq, alerts by name) when the batch writes Kafka records, else None;
-        ``alerts_in_batch``: it also publishes its alerts to alert-data (catch-up runs)."""
+        ``alerts_in_batch``: it also publishes its alerts to alert-data (catch-up runs);
+        ``gold_every_s``: how often small batches update gold (0: every batch; see :meth:`_gold_input`)."""
         self.spark, self.lake, self.query, self.rules, self.dims = spark, lake, query, rules, dims
         self.writer, self.topics, self.alerts_in_batch = writer, topics, alerts_in_batch
+        self.gold_every_s = gold_every_s
+        self.gold_at = 0.0  # when gold was last updated (monotonic)
+        self.gold_covered: int | None = None  # the last batch whose silver rows gold holds
         self.__name__ = query.name  # what Spark and stoppable() call it
         self.recent_ids = RecentIds(self._silver_seen, DEDUP_WINDOW_MS)
         self.car_state: DataFrame | None = None  # the cars' latest state after the last batch
         self.windows: dict[str, gold.Windows] = {}
         self.newest_ms: int | None = None  # the newest event time seen
+        self.last_rows = 0  # rows in the last batch: small batches and large ones are planned apart
 
     def __call__(self, rows: DataFrame, batch_id: int) -> None:
         layers, clock = self.query.layers, StepClock(f"{self.query.name} batch {batch_id}")
@@ -84,42 +98,44 @@ class LakeBatch:
         messages: list[DataFrame] = []
         held: list[DataFrame] = []  # persisted for the batch, released at its end
         silver_rows, event_range = None, None
-        if self.query.source == "kafka":
-            bronze = to_bronze(rows).persist()
-            held.append(bronze)
-            outputs["bronze/telemetry"] = bronze
-        else:
-            bronze = rows
+        if layers == ("bronze",):
+            outputs["bronze/telemetry"] = rows
         if "silver" in layers:
-            made = silver_batch(
-                bronze, self.dims.get(), lambda lo, hi: self.recent_ids.seen(batch_id, lo, hi), batch_id
-            )
+            if self.last_rows <= SMALL_BATCH:  # one task for all: a small batch's cost is per task
+                rows = rows.coalesce(1)
+            size = "small" if self.last_rows <= SMALL_BATCH else "large"
+            rows.sparkSession.conf.set("spark.sql.codegen.hugeMethodLimit", CODEGEN_LIMIT[size])
+            rows.sparkSession.conf.set("spark.sql.shuffle.partitions", "1" if size == "small" else "4")
+            seen = functools.partial(self.recent_ids.seen, batch_id)
+            made = silver_batch(rows, self.dims.get(), seen, batch_id, bronze="bronze" in layers)
             clock.mark("silver")
-            outputs |= {"silver/telemetry": made.silver, "quarantine/telemetry": made.quarantine,
-                        "silver/duplicates": made.duplicates}  # fmt: skip
+            outputs |= {"bronze/telemetry": made.bronze, "silver/telemetry": made.silver,
+                        "quarantine/telemetry": made.quarantine, "silver/duplicates": made.duplicates}  # fmt: skip
             if self.topics is not None:
                 if made.silver is not None:
                     messages.append(enriched_messages(made.silver, self.topics["enriched"]))
                 if made.quarantine is not None:
                     messages.append(dlq_messages(made.quarantine, self.topics["dlq"]))
-            silver_rows, event_range = made.silver, made.event_range
+            silver_rows, event_range, self.last_rows = made.silver, made.event_range, made.rows
         elif self.query.source == "silver/telemetry":
             silver_rows = rows
-        fired = None
-        if silver_rows is not None and {"alerts", "gold"} & set(layers):
+        fired = None  # this batch's alerts (None: none fired, or the query has no alerts layer)
+        if silver_rows is not None and "alerts" in layers:
             fired = alerts(silver_rows, self.rules).persist()
             held.append(fired)
             if fired.count() == 0:  # (computes and keeps every partition, which isEmpty would not)
                 fired = None
-            if "alerts" in layers:
-                outputs["silver/alerts"] = fired
-                if fired is not None and self.alerts_in_batch and self.topics is not None:
-                    messages.append(alert_messages(fired, self.topics["alerts"]))
-        if silver_rows is not None and "gold" in layers:
-            outputs["gold/car_minutes"] = gold.car_minutes(silver_rows, fired)
-            outputs["gold/car_state"] = self._car_state(silver_rows, fired)
-            if event_range is None:  # the silver rows came from the silver table
+            outputs["silver/alerts"] = fired
+            if fired is not None and self.alerts_in_batch and self.topics is not None:
+                messages.append(alert_messages(fired, self.topics["alerts"]))
+        gold_now = False
+        if "gold" in layers:
+            if event_range is None and silver_rows is not None:  # the silver rows came from the silver table
                 event_range = self._event_range(silver_rows)
+            gold_rows, gold_fired, gold_now = self._gold_input(batch_id, silver_rows, fired)
+            if gold_rows is not None:
+                outputs["gold/car_minutes"] = gold.car_minutes(gold_rows, gold_fired)
+                outputs["gold/car_state"] = self._car_state(gold_rows, gold_fired)
         outputs[KAFKA] = reduce(DataFrame.unionByName, messages) if messages else None
         dedup_ids = RecentIds.chunk(silver_rows) if "silver" in layers and silver_rows is not None else None
         clock.mark("plan")
@@ -127,8 +143,11 @@ class LakeBatch:
         clock.mark(f"write {'+'.join(written)}")
         if "silver" in layers:
             self.recent_ids.add(batch_id, dedup_ids, event_range[1] if event_range else 0)
-        if "gold" in layers and event_range is not None:
-            rolled = self._roll_up(batch_id, event_range[1])
+        if event_range is not None:
+            self.newest_ms = max(self.newest_ms or event_range[1], event_range[1])
+        if gold_now:
+            self.gold_at, self.gold_covered = time.monotonic(), batch_id
+            rolled = self._roll_up(batch_id)
             if rolled:
                 clock.mark(f"roll up {'+'.join(rolled)}")
         for frame in held:
@@ -165,6 +184,38 @@ class LakeBatch:
         return rows.select("event_id", "event_time")
 
     # --- gold --------------------------------------------------------------------------------
+    def _gold_input(
+        self, batch_id: int, silver_rows: DataFrame | None, fired: DataFrame | None
+    ) -> tuple[DataFrame | None, DataFrame | None, bool]:
+        """The silver rows (and their alerts) gold takes in this batch, and whether gold is updated.
+
+        A query that reads silver updates gold every batch. One that computes silver updates it at
+        most every ``gold_every_s`` while its batches are small (a quiet fleet: each update costs a
+        second of CPU or two), then from every batch's rows since the last update: this batch's
+        from memory, the others' read back from silver by ``silver_batch``. Large batches (a busy
+        fleet, a backlog) and catch-up runs update it every batch. After a restart, the last batch
+        gold holds is the last one committed to gold/car_state, so nothing is skipped or counted twice.
+        """
+        if silver_rows is not None and "alerts" not in self.query.layers:
+            fired = alerts(silver_rows, self.rules)
+        if "silver" not in self.query.layers:
+            return silver_rows, fired, silver_rows is not None
+        large = self.last_rows > SMALL_BATCH
+        if not (self.gold_every_s <= 0 or large or time.monotonic() - self.gold_at >= self.gold_every_s):
+            return None, None, False
+        if self.gold_covered is None:
+            self.gold_covered = self.writer.committed("gold/car_state")
+        if self.gold_covered >= batch_id - 1:  # nothing waiting from earlier batches
+            return silver_rows, fired, True
+        path = self.lake.table("silver/telemetry")
+        waiting = (
+            self.spark.read.format("delta")
+            .load(path)
+            .where((F.col("silver_batch") > self.gold_covered) & (F.col("silver_batch") < batch_id))
+        )
+        rows = waiting if silver_rows is None else waiting.unionByName(silver_rows)
+        return rows, alerts(rows, self.rules), True
+
     def _car_state(self, silver_rows: DataFrame, fired: DataFrame | None) -> DataFrame:
         """The cars' state after this batch, materialised: the last batch's state (read from the
         table at the first batch of a run) with this batch's latest report of each car."""
@@ -190,15 +241,17 @@ class LakeBatch:
         row = self.spark.read.format("delta").load(path).agg(pick).first()
         return None if row is None or row[0] is None else int(row[0])
 
-    def _roll_up(self, batch_id: int, hi_ms: int) -> list[str]:
-        """Write the gold windows that this batch closed (phase two); returns the tables written."""
-        self.newest_ms = max(self.newest_ms or hi_ms, hi_ms)
+    def _roll_up(self, batch_id: int) -> list[str]:
+        """Write the gold windows that have closed (phase two, after gold/car_minutes is written);
+        returns the tables written."""
+        if self.newest_ms is None:
+            return []
         for name in ROLLUPS:
             if name not in self.windows:
                 self.windows[name] = gold.Windows(self._table_ms(name, "window_end"))
         first_minute = 0
         if any(w.closed_ms is None for w in self.windows.values()):
-            first_minute = self._table_ms("gold/car_minutes", "minute", "min") or hi_ms
+            first_minute = self._table_ms("gold/car_minutes", "minute", "min") or self.newest_ms
         due = {name: w.due(first_minute, self.newest_ms) for name, w in self.windows.items()}
         ranges = {name: span for name, span in due.items() if span is not None}
         if not ranges:

@@ -20,8 +20,17 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def session_conf(settings: Settings, with_s3: bool = False) -> dict[str, str]:
-    """Spark configuration for fleetstream jobs; S3 credentials are added only when ``with_s3``."""
+#: The driver JVM's options (in local mode the executors run in it too). The parallel collector
+#: spends less CPU than G1 on a batch engine's short-lived objects (G1's concurrent marking was a
+#: steady share of a quiet lake's CPU). Tiered compilation stays on: without it a cold start took
+#: 92 s to its first silver commit, and with C1 alone the code cache's sweeper kept recompiling
+#: (docs/benchmarks.md). The alert publisher's JVM keeps the defaults (G1's short pauses).
+BATCH_JVM_OPTIONS = "-XX:+UseParallelGC"
+
+
+def session_conf(settings: Settings, with_s3: bool = False, batch_jvm: bool = True) -> dict[str, str]:
+    """Spark configuration for fleetstream jobs; S3 credentials are added only when ``with_s3``;
+    ``batch_jvm``: the driver JVM gets :data:`BATCH_JVM_OPTIONS`."""
     conf = {
         "spark.master": settings.spark.master,
         "spark.driver.memory": settings.spark.driver_memory,
@@ -43,6 +52,12 @@ def session_conf(settings: Settings, with_s3: bool = False) -> dict[str, str]:
         # was faster on warm batches but drained the bench's backlog slower (8,993 and 8,579
         # against 10,771 and 10,498 events/s): not kept.
         "spark.sql.codegen.hugeMethodLimit": "8000",
+        # Compiled generated code is kept by its source: the validation's plan alone generates tens of
+        # classes, and with Spark's default of 100 entries every micro-batch compiled some again.
+        "spark.sql.codegen.cache.maxEntries": "2000",
+        # ...and by its source text, which holds the stage's number in the plan unless told not to:
+        # the same code at another place in a plan (a union of one chunk more) compiled again.
+        "spark.sql.codegen.useIdInClassName": "false",
         # Queries share the cores by pools (the alert path has its own), not first come first served.
         "spark.scheduler.mode": "FAIR",
         "spark.ui.enabled": "false",
@@ -54,6 +69,8 @@ def session_conf(settings: Settings, with_s3: bool = False) -> dict[str, str]:
         "spark.hadoop.fs.s3a.path.style.access": "true",
         "spark.hadoop.fs.s3a.connection.ssl.enabled": str(settings.s3.endpoint.startswith("https")).lower(),
     }
+    if batch_jvm:
+        conf["spark.driver.extraJavaOptions"] = BATCH_JVM_OPTIONS
     conf.update(settings.spark.conf)
     if with_s3:
         key, secret = seaweedfs.credentials(settings)
@@ -85,12 +102,15 @@ def publisher_session(spark: SparkSession) -> SparkSession:
     return session
 
 
-def spark_session(settings: Settings, app_name: str = "fleetstream", with_s3: bool = False) -> SparkSession:
-    """A SparkSession with every jar taken from the local cache (nothing is resolved at start-up)."""
+def spark_session(
+    settings: Settings, app_name: str = "fleetstream", with_s3: bool = False, batch_jvm: bool = True
+) -> SparkSession:
+    """A SparkSession with every jar taken from the local cache (nothing is resolved at start-up);
+    ``batch_jvm``: see :func:`session_conf`."""
     from pyspark.sql import SparkSession
 
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per gateway call otherwise
-    conf = session_conf(settings, with_s3)
+    conf = session_conf(settings, with_s3, batch_jvm)
     if settings.spark.master.startswith("local"):
         # local Python workers (UDFs) run this interpreter, where fleetstream is importable, unless
         # PYSPARK_PYTHON says otherwise; on a cluster the executors' own Python applies

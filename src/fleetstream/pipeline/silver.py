@@ -14,7 +14,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fleetstream import schema
+from fleetstream.pipeline.bronze import BRONZE_COLUMNS
 from fleetstream.pipeline.enrich import enrich
+from fleetstream.pipeline.runtime import with_values
 from fleetstream.pipeline.validate import parse_telemetry
 
 SILVER_COLUMNS = (
@@ -136,11 +138,13 @@ def enriched_messages(silver: DataFrame, topic: str) -> DataFrame:
 class SilverBatch:
     """What silver makes of one batch of bronze rows; a frame is None when it has no rows."""
 
+    bronze: DataFrame | None  # the batch's bronze rows, when asked for (read from the same materialised rows)
     silver: DataFrame | None  # first copies of valid events, SILVER_COLUMNS
     quarantine: DataFrame | None  # rejected rows, QUARANTINE_COLUMNS
     duplicates: DataFrame | None  # later copies
     #: the valid events' event_time range (ms), None when there is no valid row
     event_range: tuple[int, int] | None
+    rows: int = 0  # bronze rows in the batch
 
     @property
     def empty(self) -> bool:
@@ -152,30 +156,35 @@ class SilverBatch:
 Seen = Callable[[int, int], DataFrame | None]
 
 
-def silver_batch(bronze: DataFrame, cars: DataFrame, seen: Seen, batch_id: int) -> SilverBatch:
-    """Parse, validate, enrich and deduplicate one batch of bronze rows.
+def silver_batch(parsed: DataFrame, cars: DataFrame, seen: Seen, batch_id: int, bronze: bool = False) -> SilverBatch:
+    """Enrich and deduplicate one batch of parsed bronze rows (:func:`parse_bronze`); with ``bronze``,
+    also return the batch's bronze rows.
 
     The checked rows are materialised once (lineage cut), so that each action below plans a small
-    tree. The payload is kept once, as text, and only where the quarantine needs it (rejected rows).
+    tree and the source is read once. The payload is kept once: as bytes for bronze (when asked for),
+    and as text only where the quarantine needs it (rejected rows).
     """
-    checked = check_telemetry(bronze, cars).drop("value")
+    checked = enrich(parsed, cars)
     checked = checked.withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))
-    checked = checked.localCheckpoint(eager=True)
+    checked = (checked if bronze else checked.drop("value")).localCheckpoint(eager=True)
+    bronze_rows = checked.select(*BRONZE_COLUMNS) if bronze else None
     # Valid rows keep silver's columns only: every later step reads them, some several times.
     valid = checked.where(F.col("reason").isNull()).select(*[c for c in SILVER_COLUMNS if c != "silver_batch"])
     stats = checked.agg(
         F.min(F.when(F.col("reason").isNull(), F.col("event_time"))).alias("lo"),
         F.max(F.when(F.col("reason").isNull(), F.col("event_time"))).alias("hi"),
         F.count("reason").alias("rejected"),
+        F.count(F.lit(1)).alias("rows"),
     ).first()
     rejected = stats is not None and stats["rejected"] > 0
     quarantine = quarantine_rows(checked.where(F.col("reason").isNotNull())) if rejected else None
+    rows = int(stats["rows"]) if stats is not None else 0
     if stats is None or stats["lo"] is None:
-        return SilverBatch(None, quarantine, None, None)
+        return SilverBatch(bronze_rows, None, quarantine, None, None, rows)
     lo, hi = int(stats["lo"]), int(stats["hi"])
     # Only the copies' coordinates are materialised; the rows are read from ``checked`` again.
     copies_at = later_copies(valid, seen(lo, hi)).localCheckpoint(eager=True)
     first, later = split_copies(valid, copies_at) if copies_at.count() else (valid, None)
-    first = first.withColumn("silver_batch", F.lit(batch_id).cast("long")).select(*SILVER_COLUMNS)
+    first = with_values(first, silver_batch=batch_id).select(*SILVER_COLUMNS)
     duplicates = duplicate_rows(later) if later is not None else None
-    return SilverBatch(first, quarantine, duplicates, (lo, hi))
+    return SilverBatch(bronze_rows, first, quarantine, duplicates, (lo, hi), rows)

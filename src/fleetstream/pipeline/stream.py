@@ -26,6 +26,7 @@ from fleetstream.errors import FleetstreamError
 from fleetstream.lake.tables import TABLES
 from fleetstream.pipeline import (
     ALERTS_TRIGGER_S,
+    LAKE_GOLD_S,
     LAKE_MAX_DELAY_S,
     LAKE_MAX_RECORDS,
     LAKE_MIN_RECORDS,
@@ -37,7 +38,7 @@ from fleetstream.pipeline.bronze import KAFKA_SCHEMA, to_bronze
 from fleetstream.pipeline.dims import DimsCache
 from fleetstream.pipeline.medallion import LakeBatch
 from fleetstream.pipeline.plan import LakeQuery, RunPlan
-from fleetstream.pipeline.silver import SILVER_COLUMNS, check_telemetry
+from fleetstream.pipeline.silver import SILVER_COLUMNS, check_telemetry, parse_bronze
 from fleetstream.pipeline.writer import CHECKPOINT_INTERVAL, Lake, Writer, delta_exists
 from fleetstream.rules.engine import Rule, load_rules
 
@@ -57,6 +58,7 @@ class Triggers:
     max_records: int | None = LAKE_MAX_RECORDS  # Kafka records per lake batch at most (None: no cap)
     alerts_s: float = ALERTS_TRIGGER_S  # the micro-batch publisher's interval
     realtime_batch_s: float = REALTIME_BATCH_S  # a real-time publisher batch's length
+    gold_s: float = LAKE_GOLD_S  # while batches are small, gold is updated this often
 
 
 class BatchInterruptedError(Exception):
@@ -180,7 +182,15 @@ class Streams:
             )
             (writer.partitionBy(table.partition) if table.partition else writer).save(self.lake.table(name))
 
-    def _source(self, query: LakeQuery) -> DataFrame:
+    def source(self, query: LakeQuery) -> DataFrame:
+        """The query's input as a stream: Kafka records as bronze rows, or a table's rows; parsed and
+        validated here (once per query, not per batch) when the query computes silver."""
+        rows = self._read(query)
+        if query.source == "kafka":
+            rows = to_bronze(rows)
+        return parse_bronze(rows) if "silver" in query.layers else rows
+
+    def _read(self, query: LakeQuery) -> DataFrame:
         if query.source != "kafka":
             return self.spark.readStream.format("delta").load(self.lake.table(query.source))
         t = self.triggers
@@ -207,13 +217,14 @@ class Streams:
             Writer(self.spark, self.lake, query.name, self.kafka),
             {"enriched": topics.enriched, "dlq": topics.dlq, "alerts": topics.alerts} if self.plan.publish else None,
             alerts_in_batch=self.plan.alerts_in_batch,
+            gold_every_s=0.0 if self.plan.available_now else self.triggers.gold_s,
         )
         self.batches[query.name] = batch
         return batch
 
     def _start_lake(self, query: LakeQuery) -> StreamingQuery:
         writer = (
-            self._source(query)
+            self.source(query)
             .writeStream.queryName(query.name)
             .option("checkpointLocation", self.lake.checkpoint(query.name))
             .foreachBatch(stoppable(self._batch(query)))

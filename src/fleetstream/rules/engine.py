@@ -83,9 +83,11 @@ def load_rules(path: Path | None = None) -> list[Rule]:
 def alerts(silver: DataFrame, rules: list[Rule], detected_at: Column | None = None) -> DataFrame:
     """One row per (event, rule that fires), in a single pass over ``silver``.
 
-    ``detected_at`` defaults to the micro-batch's time; real-time mode passes a per-row clock.
+    ``detected_at`` defaults to the time each row is computed (:func:`~fleetstream.pipeline.runtime.wall_clock`).
     """
     from pyspark.sql import functions as F
+
+    from fleetstream.pipeline.runtime import wall_clock
 
     fired = F.array(
         *[
@@ -112,5 +114,5 @@ def alerts(silver: DataFrame, rules: list[Rule], detected_at: Column | None = No
         "color",
         *ALERT_VALUE_COLUMNS,
         "event_time",
-        (F.current_timestamp() if detected_at is None else detected_at).alias("detected_at"),
+        (wall_clock() if detected_at is None else detected_at).alias("detected_at"),
     )
