@@ -610,7 +610,7 @@ def bench_pipeline(
 @bench_app.command("compare")
 def bench_compare(
     quick: Annotated[
-        bool, typer.Option("--quick", help="A small version (1,000 cars, one rate, a 30k burst): a few minutes.")
+        bool, typer.Option("--quick", help="A small version (1,000 cars, one rate, a 20k burst): about 5 minutes.")
     ] = False,
     systems: Annotated[
         str,
@@ -620,10 +620,10 @@ def bench_compare(
         str | None, typer.Option(help="Comma-separated fixed input rates (events/s) [1000,5000,20000; quick: 1000].")
     ] = None,
     cars: Annotated[int | None, typer.Option(min=1, help="Fleet size [5,000; quick: 1,000].")] = None,
-    seconds: Annotated[int | None, typer.Option(min=5, help="Measured seconds per fixed rate [45; quick: 20].")] = None,
+    seconds: Annotated[int | None, typer.Option(min=5, help="Measured seconds per fixed rate [45; quick: 15].")] = None,
     burst: Annotated[
         int | None,
-        typer.Option(min=0, help="Events of the as-fast-as-possible burst; 0 skips it [200,000; quick: 30,000]."),
+        typer.Option(min=0, help="Events of the as-fast-as-possible burst; 0 skips it [200,000; quick: 20,000]."),
     ] = None,
     write: Annotated[Path | None, typer.Option(help="Markdown file whose compare section is replaced.")] = Path(
         "docs/benchmarks.md"
@@ -636,8 +636,8 @@ def bench_compare(
     through Kafka, a Python UDF) and a Quix Streams application on the same workload, one after the other:
     event-to-alert latency at fixed input rates, burst throughput, CPU, peak memory and alert correctness
     against the simulator's ground truth. Needs the stack: `fleetstream up --detach`. The full run took
-    20 minutes on two cores (a system is not run at rates above the first it cannot hold); --quick took
-    9. Ctrl-C (or SIGTERM) stops the systems under test and writes nothing.
+    20 minutes on two cores (a system is not run at rates above the first it cannot hold); --quick, part
+    of `make test`, about 5. Ctrl-C (or SIGTERM) stops the systems under test and writes nothing.
     """
     from dataclasses import replace
 

@@ -69,7 +69,7 @@ class Workload:
     start_timeout_s: int = 300
 
 
-QUICK = Workload(cars=1000, rates=(1000,), seconds=20, warmup_s=5, max_events=30_000, drain_s=30, burst_timeout_s=180)
+QUICK = Workload(cars=1000, rates=(1000,), seconds=15, warmup_s=5, max_events=20_000, drain_s=30, burst_timeout_s=180)
 
 
 @dataclass

@@ -1,0 +1,77 @@
+"""`fleetstream bench compare --quick` as a user runs it, on the real broker: every system (fleetstream
+real-time and micro-batch with the whole lake, the seed-style chain of three Spark applications,
+Quix Streams) is started, meets a burst and a fixed rate, is measured against the simulator's ground
+truth and stopped; the report and plot are written, and nothing is left behind. How long it takes is
+printed (docs/benchmarks.md quotes it), not asserted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from fleetstream.bench.compare import QUICK
+from fleetstream.bench.contenders import SYSTEMS
+from fleetstream.config import Settings
+from fleetstream.ingest.kafka import make_admin
+
+FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
+
+
+def _rows(report: str) -> dict[tuple[str, str], list[str]]:
+    """The report's table: (system, input) -> the row's cells."""
+    rows = {}
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 13 and cells[0] in SYSTEMS:
+            rows[(cells[0], cells[1])] = cells
+    return rows
+
+
+def test_quick_compare_runs_every_system_correctly(stack_settings: Settings, tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")},
+        "FLEETSTREAM_STATE_DIR": str(tmp_path / "state"),
+        "FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS": stack_settings.kafka.bootstrap,
+    }
+    admin = make_admin(stack_settings.kafka)
+    topics_before = set(admin.list_topics(timeout=10).topics) | {"__consumer_offsets"}
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    report_file, plot_file = tmp_path / "bench.md", tmp_path / "bench.png"
+    report_file.write_text("# Benchmarks\n")
+    started = time.monotonic()
+    done = subprocess.run(
+        [FLEETSTREAM, "bench", "compare", "--quick", "--write", str(report_file), "--plot", str(plot_file)],
+        env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    print(f"bench compare --quick took {took:.0f} s\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    rows = _rows(report_file.read_text())
+    rate = f"{QUICK.rates[0]:,}"
+    assert set(rows) == {(system, run) for system in SYSTEMS for run in ("max", rate)}, sorted(rows)
+    for (system, run), cells in rows.items():
+        precision, recall, verdict = cells[8], cells[9], cells[12]
+        assert (precision, recall) == ("1.000", "1.000"), f"{system} at {run}: {cells}"  # the ground truth
+        assert verdict.startswith("done" if run == "max" else "kept up"), f"{system} at {run}: {cells}"
+        assert float(cells[10]) > 0, f"{system} at {run}: no CPU measured"
+    for system in ("fleetstream-realtime", "quix"):
+        p99 = float(rows[(system, rate)][5].replace(",", ""))
+        assert 0 < p99 < 1000, f"{system}: p99 {p99} ms at {rate} events/s"
+    assert plot_file.stat().st_size > 0
+
+    logs = tmp_path / "state" / "bench-compare"
+    for system, processes in SYSTEMS.items():  # each process's output, kept for the user
+        for process in processes:
+            assert (logs / f"{system}-{process}.log").exists(), sorted(p.name for p in logs.iterdir())
+    deadline = time.monotonic() + 15  # the broker's metadata catches up with a deletion within moments
+    while (left_topics := set(admin.list_topics(timeout=10).topics) - topics_before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left_topics, f"the workload's topics are still on the broker: {left_topics}"
+    left = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert not left, f"processes left behind: {left}"
