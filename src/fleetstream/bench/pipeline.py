@@ -226,38 +226,49 @@ def quiet_worker(cars: int, seconds: int, settle_s: int = 60) -> dict[str, Any]:
 # --- the publisher alone ---------------------------------------------------------------------------
 
 
+def _paced(
+    settings: Settings, stream: StreamProcess, rate: int, warmup_s: int, seconds: int
+) -> tuple[AlertClock, TreeMeter, Any, Any, float, float, float]:
+    """``rate`` cars at 1 Hz (heavy faults, seed 11) for ``warmup_s + seconds`` against a started
+    stream, its alerts clocked and its CPU metered from the warm-up's end: (clock, meter,
+    simulation, its stats, CPU seconds and peak MiB since the warm-up, when the warm-up ended)."""
+    from fleetstream.ingest.sinks import KafkaSink
+    from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
+    from fleetstream.sim.runner import SimOptions, Simulation
+
+    clock = AlertClock(settings.kafka, settings.kafka.topics.alerts)
+    clock.start()
+    clock.ready.wait(30)
+    meter = TreeMeter([stream.proc.pid])
+    options = SimOptions(cars=rate, rate=1.0, duration=warmup_s + seconds, seed=11,
+                         faults=FAULT_PRESETS["heavy"], bad_data=BAD_DATA_PRESETS["none"])  # fmt: skip
+    simulation = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors, paced=True))
+    marked: dict[str, float] = {}
+
+    def mark() -> None:
+        time.sleep(warmup_s)
+        meter.mark()
+        marked["at"] = time.monotonic()
+
+    threading.Thread(target=mark, daemon=True).start()
+    stats = simulation.run()
+    cpu, peak = meter.since_mark()
+    return clock, meter, simulation, stats, cpu, peak, marked["at"]
+
+
 def publisher_worker(
     bootstrap: str, suffix: str, mode: str, rate: int, warmup_s: int = 30, seconds: int = 60, idle_s: int = 30
 ) -> dict[str, Any]:
     """`fleetstream stream --only alert-data` at ``rate`` events/s: CPU while busy and idle, latency."""
-    from fleetstream.ingest.sinks import KafkaSink
     from fleetstream.reference.catalog import generate_cars
-    from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
-    from fleetstream.sim.runner import SimOptions, Simulation
 
     settings = bench_settings(bootstrap, tempfile.mkdtemp(prefix="fleetstream-bench-pub-"), suffix=suffix)
     prepare(settings, rate, seed=11)
     stream = StreamProcess(settings, ["--only", "alert-data", "--alerts-mode", mode])
     try:
         probe_until_alert(settings, generate_cars(rate, 11)[0].car_id)
-        clock = AlertClock(settings.kafka, settings.kafka.topics.alerts)
-        clock.start()
-        clock.ready.wait(30)
-        meter = TreeMeter([stream.proc.pid])
-        options = SimOptions(cars=rate, rate=1.0, duration=warmup_s + seconds, seed=11,
-                             faults=FAULT_PRESETS["heavy"], bad_data=BAD_DATA_PRESETS["none"])  # fmt: skip
-        simulation = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors, paced=True))
-        marked: dict[str, float] = {}
-
-        def mark() -> None:
-            time.sleep(warmup_s)
-            meter.mark()
-            marked["at"] = time.monotonic()
-
-        threading.Thread(target=mark, daemon=True).start()
-        simulation.run()
-        cpu, peak = meter.since_mark()
-        busy = cpu / (time.monotonic() - marked["at"])
+        clock, meter, simulation, _, cpu, peak, marked_at = _paced(settings, stream, rate, warmup_s, seconds)
+        busy = cpu / (time.monotonic() - marked_at)
         wait_until(lambda: len(clock.alerts) >= len(simulation.ground_truth.expected_alerts()), 30)
         meter.mark()
         began = time.monotonic()
@@ -432,34 +443,15 @@ def steady_worker(
     bootstrap: str, suffix: str, mode: str, rate: int, seconds: int, warmup_s: int, trigger_s: float
 ) -> dict[str, Any]:
     """Every query at ``rate`` events/s (``rate`` cars at 1 Hz) for ``warmup_s + seconds``."""
-    from fleetstream.ingest.sinks import KafkaSink
     from fleetstream.reference.catalog import generate_cars
-    from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
-    from fleetstream.sim.runner import SimOptions, Simulation
 
     settings = bench_settings(bootstrap, tempfile.mkdtemp(prefix="fleetstream-bench-steady-") + "/lake", suffix=suffix)
     prepare(settings, rate, seed=11)
     stream = _live(settings, mode, trigger_s)
     try:
         probe_until_alert(settings, generate_cars(rate, 11)[0].car_id)
-        clock = AlertClock(settings.kafka, settings.kafka.topics.alerts)
-        clock.start()
-        clock.ready.wait(30)
-        meter = TreeMeter([stream.proc.pid])
-        options = SimOptions(cars=rate, rate=1.0, duration=warmup_s + seconds, seed=11,
-                             faults=FAULT_PRESETS["heavy"], bad_data=BAD_DATA_PRESETS["none"])  # fmt: skip
-        simulation = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors, paced=True))
-        marked: dict[str, float] = {}
-
-        def mark() -> None:
-            time.sleep(warmup_s)
-            meter.mark()
-            marked["at"] = time.monotonic()
-
-        threading.Thread(target=mark, daemon=True).start()
-        stats = simulation.run()
-        cpu, peak = meter.since_mark()
-        cores = cpu / (time.monotonic() - marked["at"])
+        clock, _, simulation, stats, cpu, peak, marked_at = _paced(settings, stream, rate, warmup_s, seconds)
+        cores = cpu / (time.monotonic() - marked_at)
         lag = lake_lag(settings)
         expected = simulation.ground_truth.expected_alerts()
         wait_until(lambda: clock.alerts >= expected, 60, poll=1.0)
@@ -509,7 +501,9 @@ def burst_worker(
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        paced = SimOptions(cars=rate, rate=1.0, duration=seconds, seed=14, faults=FAULT_PRESETS["heavy"],
+        # the same fleet as the reference data (seed 13: models, colors, profiles); its own event ids
+        # (a run's id prefix holds its start time)
+        paced = SimOptions(cars=rate, rate=1.0, duration=seconds, seed=13, faults=FAULT_PRESETS["heavy"],
                            bad_data=BAD_DATA_PRESETS["none"])  # fmt: skip
         simulation = Simulation(paced, KafkaSink(settings.kafka, settings.kafka.topics.sensors, paced=True))
         simulation.run()

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
+from pyspark.sql.streaming.readwriter import DataStreamWriter
 
 from fleetstream.pipeline.bronze import to_bronze
 from fleetstream.pipeline.dims import DimsBoundQuery, DimsCache
@@ -33,7 +34,9 @@ __all__ = ["alert_messages", "alerts", "publisher"]
 def alert_messages(fired: DataFrame, topic: str) -> DataFrame:
     """Kafka records for alert-data: the alert as JSON, keyed by car_id."""
     return fired.select(
-        F.lit(topic).alias("topic"), F.col("car_id").alias("key"), F.to_json(F.struct(*fired.columns)).alias("value")
+        F.lit(topic).alias("topic"),
+        F.col("car_id").alias("key"),
+        F.to_json(F.struct(*fired.columns)).alias("value"),
     )
 
 
@@ -66,40 +69,34 @@ def publisher(
     sensors_topic, alerts_topic = topics
     session = publisher_session(spark) if mode == "microbatch" else spark
     reader = session.readStream.format("kafka").options(**kafka_options).option("subscribe", sensors_topic)
+    # a real-time query starts at the latest offsets (it must not replay the topic record by record)
+    starting = "latest" if mode == "realtime" else "earliest"
+    sensors = reader.option("startingOffsets", starting).option("failOnDataLoss", "false").load()
+
+    def to_kafka(cars: DataFrame, name: str) -> DataStreamWriter:
+        frame = alert_data(sensors, cars, rules, alerts_topic)
+        return (
+            frame.writeStream.format("kafka")
+            .queryName(name)
+            .options(**kafka_options)
+            .option("checkpointLocation", checkpoint)
+        )
+
     if mode == "realtime":
-        sensors = reader.option("startingOffsets", "latest").option("failOnDataLoss", "false").load()
 
         def build(cars: DataFrame) -> StreamingQuery:
-            query: StreamingQuery = (
-                alert_data(sensors, cars, rules, alerts_topic)
-                .writeStream.format("kafka")
-                .queryName("alerts_realtime")
-                .options(**kafka_options)
-                .option("checkpointLocation", checkpoint)
-                .outputMode("update")
-                .trigger(realTime=f"{realtime_batch_s:g} seconds")  # type: ignore[call-overload]
-                .start()
-            )
+            writer = to_kafka(cars, "alerts_realtime").outputMode("update")
+            query: StreamingQuery = writer.trigger(realTime=f"{realtime_batch_s:g} seconds").start()  # type: ignore[call-overload]
             return query
 
         return DimsBoundQuery(build, dims, boundary_wait_s=realtime_batch_s + 60)
-
-    sensors = reader.option("startingOffsets", "earliest").option("failOnDataLoss", "false").load()
 
     def build_microbatch(cars: DataFrame) -> StreamingQuery:
         context = spark.sparkContext
         context.setLocalProperty("spark.scheduler.pool", "alerts")  # the query's thread inherits it
         try:
-            query: StreamingQuery = (
-                alert_data(sensors, cars, rules, alerts_topic)
-                .writeStream.format("kafka")
-                .queryName("alerts")
-                .options(**kafka_options)
-                .option("checkpointLocation", checkpoint)
-                .option("asyncProgressTrackingEnabled", "true")
-                .trigger(processingTime=f"{trigger_s:g} seconds")
-                .start()
-            )
+            writer = to_kafka(cars, "alerts").option("asyncProgressTrackingEnabled", "true")
+            query: StreamingQuery = writer.trigger(processingTime=f"{trigger_s:g} seconds").start()
             return query
         finally:
             context.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
