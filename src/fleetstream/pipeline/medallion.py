@@ -101,9 +101,9 @@ class LakeBatch:
         if layers == ("bronze",):
             outputs["bronze/telemetry"] = rows
         if "silver" in layers:
-            if self.last_rows <= SMALL_BATCH:  # one task for all: a small batch's cost is per task
-                rows = rows.coalesce(1)
             size = "small" if self.last_rows <= SMALL_BATCH else "large"
+            if size == "small":  # one task for all: a small batch's cost is per task
+                rows = rows.coalesce(1)
             rows.sparkSession.conf.set("spark.sql.codegen.hugeMethodLimit", CODEGEN_LIMIT[size])
             rows.sparkSession.conf.set("spark.sql.shuffle.partitions", "1" if size == "small" else "4")
             seen = functools.partial(self.recent_ids.seen, batch_id)

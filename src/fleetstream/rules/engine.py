@@ -24,7 +24,7 @@ from fleetstream.rules.gear import STOP_KMH
 from fleetstream.rules.limits import LIMITS
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -80,10 +80,10 @@ def load_rules(path: Path | None = None) -> list[Rule]:
     return rules
 
 
-def alerts(silver: DataFrame, rules: list[Rule], detected_at: Column | None = None) -> DataFrame:
+def alerts(silver: DataFrame, rules: list[Rule]) -> DataFrame:
     """One row per (event, rule that fires), in a single pass over ``silver``.
 
-    ``detected_at`` defaults to the time each row is computed (:func:`~fleetstream.pipeline.runtime.wall_clock`).
+    ``detected_at`` is the time each row is computed (:func:`~fleetstream.pipeline.runtime.wall_clock`).
     """
     from pyspark.sql import functions as F
 
@@ -114,5 +114,5 @@ def alerts(silver: DataFrame, rules: list[Rule], detected_at: Column | None = No
         "color",
         *ALERT_VALUE_COLUMNS,
         "event_time",
-        (wall_clock() if detected_at is None else detected_at).alias("detected_at"),
+        wall_clock().alias("detected_at"),
     )
