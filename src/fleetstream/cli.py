@@ -33,6 +33,7 @@ from fleetstream.local.process import stop as stop_service
 from fleetstream.pipeline import (
     ALERTS_MODE,
     ALERTS_TRIGGER_S,
+    EPISODES_TRIGGER_S,
     LAKE_GOLD_S,
     LAKE_MAX_DELAY_S,
     LAKE_MAX_RECORDS,
@@ -755,10 +756,11 @@ def stream(
         typer.Option(
             envvar="FLEETSTREAM_STREAM_ONLY",
             help="Comma-separated layers: bronze,silver,alerts,gold (one query reads Kafka and computes every "
-            "layer chosen; a layer without its input layer reads that layer's table); alert-data is the "
-            "alert-data publisher alone (part of alerts otherwise).",
+            "layer chosen; a layer without its input layer reads that layer's table); episodes, the alert "
+            "episodes (a stateful query over silver's table); alert-data is the alert-data publisher alone "
+            "(part of alerts otherwise).",
         ),
-    ] = "bronze,silver,alerts,gold",
+    ] = "bronze,silver,alerts,gold,episodes",
     available_now: Annotated[
         bool,
         typer.Option(
@@ -803,6 +805,14 @@ def stream(
             help="While the lake's batches are small, update gold at most this often (0: every batch).",
         ),
     ] = LAKE_GOLD_S,
+    episodes_trigger_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            envvar="FLEETSTREAM_STREAM_EPISODES_TRIGGER_SECONDS",
+            help="How often the alert episodes query looks for new silver rows.",
+        ),
+    ] = EPISODES_TRIGGER_S,
     master: Annotated[
         str | None, typer.Option(envvar="FLEETSTREAM_SPARK__MASTER", help="Spark master; default local[*].")
     ] = None,
@@ -928,6 +938,7 @@ def stream(
                 lake_s=trigger_seconds, min_records=min_offsets_per_trigger, max_delay_s=max_trigger_delay_seconds,
                 max_records=max_offsets_per_trigger, alerts_s=alerts_trigger_seconds,
                 realtime_batch_s=realtime_checkpoint_seconds, gold_s=gold_interval_seconds,
+                episodes_s=episodes_trigger_seconds,
             )  # fmt: skip
             streams = Streams(spark, settings, run_plan, rules=chosen_rules, triggers=triggers)
             if available_now:
@@ -1048,7 +1059,9 @@ def replay(
         replayed = settings.model_copy(update={"lake": LakeSettings(root=target, dims_location=settings.lake.dims)})
         remote = source.startswith("s3a://") or target.startswith("s3a://")
         spark = spark_session(replayed, "fleetstream-replay", with_s3=remote)
-        layers = plan(["silver", "alerts", "gold"], ALERTS_MODE, separate=False, available_now=True, publish=publish)
+        layers = plan(
+            ["silver", "alerts", "gold", "episodes"], ALERTS_MODE, separate=False, available_now=True, publish=publish
+        )
         streams = Streams(spark, replayed, layers, rules=chosen_rules, bronze_from=source)
         if not delta_exists(spark, streams.lake.table("bronze/telemetry")):
             raise FleetstreamError(f"No bronze table under {source}: run `fleetstream stream` first.")

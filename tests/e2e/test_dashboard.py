@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +229,13 @@ def test_overview_shows_this_runs_fleet(live: tuple[Settings, str], page: Any) -
     points = {(round(lat, 4), round(lon, 4)) for t in traces for lat, lon in zip(t["lat"], t["lon"], strict=True)}
     stored = {(round(lat, 4), round(lon, 4)) for lat, lon in zip(state["lat"], state["lon"], strict=True)}
     assert points & stored, "the map's points are not the cars' stored positions"
-    bars = _plot_data(page, "alerts-per-minute")
+
+    # (the fragment draws the metrics before this chart: wait for the chart of a render with alerts)
+    def counted() -> list[dict[str, Any]] | None:
+        traces = _plot_data(page, "alerts-per-minute")
+        return traces if sum(sum(t.get("y", [])) for t in traces) > 0 else None
+
+    bars = _wait("the alerts per minute", counted, 60)
     assert sum(sum(t.get("y", [])) for t in bars) > 0, "no alert bars"
     _no_exceptions(page)
     _shoot(page, "overview")
@@ -238,22 +244,22 @@ def test_overview_shows_this_runs_fleet(live: tuple[Settings, str], page: Any) -
 def test_alerts_page_lists_this_runs_alerts(live: tuple[Settings, str], page: Any) -> None:
     _, url = live
     page.goto(f"{url}/alerts")
-    caption = _wait(
-        "the alert feed",
-        lambda: next(
-            (
-                t
-                for t in page.locator("[data-testid=stCaptionContainer]").all_inner_texts()
-                if "match" in t and not t.startswith("0 ")
-            ),
-            None,
-        ),
-        120,
+
+    def caption(wanted: Callable[[str], bool]) -> str | None:
+        return next((t for t in page.locator("[data-testid=stCaptionContainer]").all_inner_texts() if wanted(t)), None)
+
+    feed = _wait("the alert feed", lambda: caption(lambda t: "match" in t and not t.startswith("0 ")), 120)
+    assert int(feed.split()[0].replace(",", "")) > 0
+    # the episodes of this run's heavy faults, above the per-event feed: "<n> open, <m> resolved ..."
+    episodes = _wait(
+        "the alert episodes", lambda: caption(lambda t: " open, " in t and not t.startswith("0 open, 0 ")), 120
     )
-    assert int(caption.split()[0].replace(",", "")) > 0
-    page.locator("[data-testid=stDataFrame]").first.wait_for(timeout=30_000)
+    words = episodes.replace(",", "").split()
+    assert int(words[0]) + int(words[2]) > 0
+    grids = page.locator("[data-testid=stDataFrame]")
+    grids.nth(1).wait_for(timeout=30_000)  # the episodes, then the feed
     # the grid draws on a canvas; its accessible copy of the cells holds the rows
-    first_cell = page.locator("[data-testid=glide-cell-1-0]").first
+    first_cell = grids.nth(1).locator("[data-testid=glide-cell-1-0]").first
     first_cell.wait_for(state="attached", timeout=30_000)
     assert (first_cell.text_content() or "").startswith("20"), "the first row has no event time"
     _no_exceptions(page)
@@ -265,7 +271,7 @@ def test_health_page_lists_the_queries(live: tuple[Settings, str], page: Any) ->
     page.goto(f"{url}/health")
     _wait("the query table", lambda: "lake" in _grid_text(page), 60)
     text = _grid_text(page)
-    for query in ("lake", "alerts_realtime"):  # the medallion's one query, the real-time publisher
+    for query in ("lake", "episodes", "alerts_realtime"):  # the medallion's one query, episodes, the publisher
         assert query in text
     _no_exceptions(page)
     _shoot(page, "health")

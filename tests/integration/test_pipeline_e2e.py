@@ -15,12 +15,13 @@ from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
 from fleetstream.ingest.kafka import describe_topics, ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
 from fleetstream.pipeline import gold
-from fleetstream.pipeline.plan import LAYERS, plan
+from fleetstream.pipeline.plan import LAYERS, STATEFUL, plan
 from fleetstream.pipeline.session import spark_session
 from fleetstream.pipeline.stream import Streams
 from fleetstream.reference.catalog import generate_cars
 from fleetstream.reference.publish import publish
-from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
+from fleetstream.rules.engine import load_rules
+from fleetstream.sim.faults import BAD_DATA_PRESETS, EPISODE_RULE_OF_FAULT, FAULT_PRESETS
 from fleetstream.sim.runner import SimOptions, SimStats, Simulation
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,8 @@ def run(
     simulation = Simulation(options, KafkaSink(settings.kafka, topics.sensors))
     stats = simulation.run()
     spark = spark_session(settings, "fleetstream-e2e")
-    Streams(spark, settings, plan(LAYERS, "realtime", separate=True, available_now=True)).run_available_now()
+    layers = [*LAYERS, *STATEFUL]  # the medallion, then the alert episodes over its silver
+    Streams(spark, settings, plan(layers, "realtime", separate=True, available_now=True)).run_available_now()
     return settings, simulation, stats, spark
 
 
@@ -103,7 +105,55 @@ def test_kafka_outputs_match_the_tables(run) -> None:  # type: ignore[no-untyped
     counts = {t.name: t.messages for t in describe_topics(settings.kafka, [topics.enriched, topics.dlq, topics.alerts])}
     assert counts[topics.enriched] == table(spark, settings, "silver/telemetry").count()
     assert counts[topics.dlq] == table(spark, settings, "quarantine/telemetry").count()
-    assert counts[topics.alerts] == table(spark, settings, "silver/alerts").count()
+    messages = (
+        spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka.bootstrap)
+        .option("subscribe", topics.alerts).option("startingOffsets", "earliest").load()
+        .select(F.get_json_object(F.col("value").cast("string"), "$.kind").alias("kind"),
+                F.get_json_object(F.col("value").cast("string"), "$.lifecycle").alias("lifecycle"),
+                F.get_json_object(F.col("value").cast("string"), "$.episode_id").alias("episode_id"))
+    )  # fmt: skip
+    per_event = messages.where(F.col("kind").isNull()).count()
+    assert per_event == table(spark, settings, "silver/alerts").count()
+    # an episode's lifecycle on alert-data: one `opened` per episode, one `resolved` per resolved one
+    episodes = table(spark, settings, "silver/alert_episodes")
+    lifecycle = Counter(
+        {r["lifecycle"]: r["count"] for r in messages.where("kind = 'episode'").groupBy("lifecycle").count().collect()}
+    )
+    assert lifecycle["opened"] == episodes.count() > 0
+    assert lifecycle["resolved"] == episodes.where("status = 'resolved'").count()
+    assert messages.where("lifecycle = 'opened'").select("episode_id").distinct().count() == episodes.count()
+    assert lifecycle["updated"] == 0  # table refreshes only
+
+
+def test_every_injected_fault_is_one_alert_episode(run) -> None:  # type: ignore[no-untyped-def]
+    """Each fault episode the simulator injected, as far as its events reached silver, is exactly one
+    alert episode of the right car and rule: it starts at the fault's first event in silver, opens
+    `for` after (plus an event at most, where one was quarantined) and resolves `clear_for` after the
+    rule is clear. No alert episode is left without its fault."""
+    settings, simulation, _, spark = run
+    rules = {r.name: r for r in load_rules()}
+    silver = {
+        r["event_id"]: r["event_time"]
+        for r in table(spark, settings, "silver/telemetry").select("event_id", "event_time").collect()
+    }
+    end = max(silver.values())
+    expected = simulation.ground_truth.expected_episodes(silver, {name: r.lifecycle.for_s for name, r in rules.items()})
+    got = {
+        (r["car_id"], r["rule"], r["started_at"]): r for r in table(spark, settings, "silver/alert_episodes").collect()
+    }
+    assert {k[1] for k in expected} == set(EPISODE_RULE_OF_FAULT.values())
+    assert set(got) == set(expected)  # precision and recall 1.0
+    for key, last in expected.items():
+        episode, lifecycle = got[key], rules[key[1]].lifecycle
+        assert 0 <= episode["opened_at"] - episode["started_at"] - lifecycle.for_s * 1000 <= 1000
+        assert episode["last_seen_at"] == last
+        if lifecycle.clear_condition is None and last + (lifecycle.clear_for_s + 2) * 1000 <= end:
+            assert episode["status"] == "resolved"
+            assert lifecycle.clear_for_s * 1000 <= episode["resolved_at"] - last <= (lifecycle.clear_for_s + 2) * 1000
+        if episode["status"] == "resolved":
+            assert episode["resolved_at"] - episode["cleared_at"] >= lifecycle.clear_for_s * 1000
+    alerts = table(spark, settings, "silver/alerts").count()
+    assert alerts >= 10 * len(got), (alerts, len(got))  # episodes are at least 10 times fewer
 
 
 def test_gold_equals_batch_recomputation(run) -> None:  # type: ignore[no-untyped-def]
@@ -150,3 +200,27 @@ def test_replay_rebuilds_the_same_tables_from_bronze(run, tmp_path_factory: pyte
     assert counts["gold/car_state"] == table(spark, settings, "gold/car_state").count()
     assert "bronze" not in os.listdir(target), "bronze is read in place, not copied"
     assert describe_topics(settings.kafka, [settings.kafka.topics.alerts])[0].messages == before, "nothing published"
+
+
+def test_trips_equal_the_simulators_trips(run) -> None:  # type: ignore[no-untyped-def]
+    """gold/trips holds the simulator's trips: the same count per car, start and end within one report
+    (a quarantined first or last report moves them by one), distance within 1 % or one report's."""
+    settings, simulation, _, spark = run
+    truth = sorted(simulation.ground_truth.trips, key=lambda t: (t.car_id, t.started_ms))
+    got = sorted(
+        (r.asDict() for r in table(spark, settings, "gold/trips").collect()),
+        key=lambda t: (t["car_id"], t["started_at"]),
+    )
+    assert len(truth) > CARS  # cars end trips and start others in the run
+    assert [t.car_id for t in truth] == [t["car_id"] for t in got]
+    for want, trip in zip(truth, got, strict=True):
+        assert abs(trip["started_at"] - want.started_ms) <= 1000, (want, trip)
+        assert want.ended_ms is not None
+        assert want.end_km is not None
+        assert abs(trip["ended_at"] - want.ended_ms) <= 1000, (want, trip)
+        distance = want.end_km - want.start_km
+        assert abs(trip["distance_km"] - distance) <= max(0.01 * distance, trip["max_speed"] / 3600), (want, trip)
+    # a trip is open where the car's engine was still on at the end of the run
+    driving = {car for car, on in zip(simulation.fleet.car_ids, simulation.fleet.engine_on, strict=True) if on}
+    assert {t["car_id"] for t in got if t["status"] == "open"} == driving
+    assert sum(t["episodes"] for t in got) > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from fleetstream.pipeline.enrich import car_dimension, enrich, expected_gear_col
 from fleetstream.pipeline.validate import parse_telemetry
 from fleetstream.reference.catalog import MODELS, PROFILES, generate_cars, model_by_id, tables, to_json_lines
 from fleetstream.rules import expected_gear
-from fleetstream.rules.engine import alerts, load_rules
+from fleetstream.rules.engine import Lifecycle, Rule, alerts, check_rules, load_rules
 
 
 def test_expected_gear_spark_twin_agrees_with_python_on_a_grid(spark: SparkSession) -> None:
@@ -123,6 +124,20 @@ def test_rules_file_errors_are_clear(tmp_path: Path) -> None:
     bad.write_text("just text")
     with pytest.raises(FleetstreamError, match="not a rules file"):
         load_rules(bad)
+
+
+def test_a_condition_that_does_not_compile_is_refused_naming_the_rule_and_key(
+    spark: SparkSession, dims_dir: Path
+) -> None:
+    columns = silver_rows(spark, dims_dir, []).schema
+    check_rules(spark, load_rules(), columns)  # the defaults compile
+    for key, text in (("condition", "speed >"), ("clear_condition", "coolant < 100")):
+        rule = Rule("hot", "speed > 1", "low", "m", Lifecycle(clear_condition="coolant_temp < 1"))
+        rule = replace(
+            rule, **({"condition": text} if key == "condition" else {"lifecycle": Lifecycle(clear_condition=text)})
+        )
+        with pytest.raises(FleetstreamError, match=f"rule 'hot', key '{key}' does not compile"):
+            check_rules(spark, [rule], columns)
 
 
 def test_a_rejected_row_of_an_unknown_car_keeps_its_first_reason(spark: SparkSession, dims_dir: Path) -> None:

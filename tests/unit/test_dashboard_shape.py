@@ -166,3 +166,47 @@ def test_streamlit_argv_binds_the_configured_address() -> None:
     assert argv[argv.index("--server.address") + 1] == "0.0.0.0"
     assert argv[argv.index("--server.port") + 1] == "9000"
     assert argv[argv.index("--theme.base") + 1] == "dark"
+
+
+def test_episodes_list_open_ones_first_then_the_newest_resolved() -> None:
+    now = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+    ms = int(now.timestamp() * 1000)
+    rows = pl.DataFrame(
+        {
+            "episode_id": ["a", "b", "c", "d"],
+            "status": ["resolved", "open", "open", "resolved"],
+            "car_id": ["c1", "c2", "c3", "c4"],
+            "rule": ["overspeed", "overheat", "overspeed", "engine_stress"],
+            "severity": ["high"] * 4,
+            "opened_at": [ms - 600_000, ms - 60_000, ms - 120_000, ms - 300_000],
+            "resolved_at": [ms - 500_000, None, None, ms - 200_000],
+            "peak_speed": [130.0, 90.0, 140.0, 0.0],
+            "peak_rpm": [3000, 2000, 3500, 6500],
+            "peak_coolant": [90.0, 115.0, 90.0, 90.0],
+            "events": [20, 50, 100, 5],
+            "model": ["M"] * 4,
+            "color": ["red"] * 4,
+        }
+    )
+    view = shape.episodes_view(rows, now)
+    assert view["car_id"].to_list() == ["c3", "c2", "c4", "c1"]  # open: longest first; resolved: newest first
+    assert view["duration_s"].to_list() == [120.0, 60.0, 100.0, 100.0]
+    assert shape.open_episodes_by_rule(rows) == {"overheat": 1, "overspeed": 1}
+    assert shape.episodes_view(None, now).height == 0
+    assert shape.open_episodes_by_rule(None) == {}
+
+
+def test_a_cars_trips_newest_first_with_times() -> None:
+    rows = pl.DataFrame(
+        {
+            "trip_id": ["a", "b"], "status": ["closed", "open"], "started_at": [0, 600_000],
+            "ended_at": [300_000, 660_000], "duration_s": [300.0, 60.0], "distance_km": [3.0, 1.0],
+            "max_speed": [80.0, 60.0], "mean_speed": [36.0, 60.0], "fuel_used_pct": [0.5, 0.1],
+            "harsh_accelerations": [1, 0], "harsh_brakings": [0, 0], "episodes": [2, 0],
+        }
+    )  # fmt: skip
+    view = shape.trips_view(rows)
+    assert view["status"].to_list() == ["open", "closed"]
+    assert view["duration_min"].to_list() == [1.0, 5.0]
+    assert view["started"][1] == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    assert shape.trips_view(None).height == 0

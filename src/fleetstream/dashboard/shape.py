@@ -36,6 +36,76 @@ def alerts_frame(records: list[dict[str, Any]]) -> pl.DataFrame:
     ).sort("event_time", descending=True)
 
 
+EPISODE_COLUMNS = (
+    "status", "car_id", "rule", "severity", "since", "duration_s", "peak_speed", "peak_rpm", "peak_coolant",
+    "events", "model", "color", "resolved",
+)  # fmt: skip
+
+
+def episodes_view(episodes: pl.DataFrame | None, now: dt.datetime) -> pl.DataFrame:
+    """Episodes as the Alerts page lists them: open ones first (longest open first), then resolved
+    ones (newest first); ``since`` is when the episode opened, ``duration_s`` how long it has been
+    open (open) or lasted until it resolved (resolved)."""
+    if episodes is None or episodes.height == 0:
+        return pl.DataFrame(schema={c: pl.String for c in EPISODE_COLUMNS})
+    now_ms = int(now.timestamp() * 1000)
+    is_open = pl.col("status") == "open"
+
+    def ts(column: str) -> pl.Expr:
+        return pl.from_epoch(column, time_unit="ms").dt.replace_time_zone("UTC")
+
+    end = pl.when(is_open).then(pl.lit(now_ms)).otherwise(pl.col("resolved_at"))
+    return (
+        episodes.with_columns(
+            ts("opened_at").alias("since"),
+            ts("resolved_at").alias("resolved"),
+            ((end - pl.col("opened_at")) / 1000).clip(lower_bound=0).alias("duration_s"),
+            is_open.alias("_open"),
+            pl.when(is_open).then(-pl.col("opened_at")).otherwise(pl.col("resolved_at")).alias("_order"),
+        )
+        .sort(["_open", "_order"], descending=[True, True])
+        .select(EPISODE_COLUMNS)
+    )
+
+
+TRIP_COLUMNS = (
+    "status", "started", "ended", "duration_min", "distance_km", "max_speed", "mean_speed", "fuel_used_pct",
+    "harsh_accelerations", "harsh_brakings", "episodes",
+)  # fmt: skip
+
+
+def trips_view(trips: pl.DataFrame | None) -> pl.DataFrame:
+    """A car's trips as the cockpit lists them, newest first, times as UTC datetimes."""
+    if trips is None or trips.height == 0:
+        return pl.DataFrame(schema={c: pl.String for c in TRIP_COLUMNS})
+
+    def ts(column: str) -> pl.Expr:
+        return pl.from_epoch(column, time_unit="ms").dt.replace_time_zone("UTC")
+
+    return (
+        trips.sort("started_at", descending=True)
+        .with_columns(
+            ts("started_at").alias("started"),
+            ts("ended_at").alias("ended"),
+            (pl.col("duration_s") / 60).alias("duration_min"),
+        )
+        .select(TRIP_COLUMNS)
+    )
+
+
+def open_episodes_by_rule(episodes: pl.DataFrame | None) -> dict[str, int]:
+    """Open episodes per rule, most first."""
+    if episodes is None or episodes.height == 0:
+        return {}
+    counts = (
+        episodes.filter(pl.col("status") == "open")
+        .group_by("rule")
+        .len()
+        .sort(["len", "rule"], descending=[True, False])
+    )
+    return dict(zip(counts["rule"].to_list(), counts["len"].to_list(), strict=True))
+
+
 def filter_alerts(alerts: pl.DataFrame, **chosen: list[str] | None) -> pl.DataFrame:
     """Keep the alerts whose column value is among the chosen ones (rule=[...], car_id=[...]; empty: all)."""
     for column, values in chosen.items():

@@ -92,5 +92,18 @@ def recent_alerts(settings: Settings, since: dt.datetime) -> pl.DataFrame | None
     return _collect(_where(scan(settings, "silver/alerts"), pl.col("event_time") >= since_ms))
 
 
+def episodes(settings: Settings, since: dt.datetime) -> pl.DataFrame | None:
+    """silver/alert_episodes: the episodes open now and those resolved since ``since``."""
+    since_ms = int(since.timestamp() * 1000)
+    wanted = (pl.col("status") == "open") | (pl.col("resolved_at") >= since_ms)
+    return _collect(_where(scan(settings, "silver/alert_episodes"), wanted))
+
+
+def car_trips(settings: Settings, car_id: str, limit: int = 10) -> pl.DataFrame | None:
+    """One car's trips in gold/trips, newest first (its current one, if it is driving, on top)."""
+    frame = _where(scan(settings, "gold/trips"), pl.col("car_id") == car_id)
+    return _collect(None if frame is None else frame.sort("started_at", descending=True).head(limit))
+
+
 def _where(frame: pl.LazyFrame | None, predicate: pl.Expr) -> pl.LazyFrame | None:
     return None if frame is None else frame.filter(predicate)

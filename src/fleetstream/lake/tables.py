@@ -23,8 +23,10 @@ class Table:
     description: str
     partition: str | None = None
     stats: tuple[str, ...] = ()
-    #: append: every batch adds rows; overwrite: every batch replaces the table (small tables)
-    mode: Literal["append", "overwrite"] = "append"
+    #: append: every batch adds rows; overwrite: every batch replaces the table (small tables);
+    #: merge: every batch upserts its rows by ``key`` (a row per entity that changes: episodes)
+    mode: Literal["append", "overwrite", "merge"] = "append"
+    key: str | None = None
 
     def properties(self, checkpoint_interval: int) -> dict[str, str]:
         """Delta table properties set when the table is created."""
@@ -45,6 +47,11 @@ TABLES = {
               ("ingest_time", "reason", "car_id")),
         Table("silver/duplicates", "later copies of events silver already holds", None, ("ingest_time", "car_id")),
         Table("silver/alerts", "one row per (event, rule that fired)", None, ("event_time", "car_id", "rule")),
+        Table("silver/alert_episodes", "one row per alert episode (car, rule): opened, resolved, peaks; "
+              "upserted by episode_id", None, ("car_id", "rule", "started_at", "status"), "merge", "episode_id"),
+        Table("gold/trips", "one row per trip (engine on to engine off): start and end, distance, speeds, "
+              "fuel, harsh events, episodes; upserted by trip_id", None, ("car_id", "started_at", "status"),
+              "merge", "trip_id"),
         Table("gold/car_minutes", "per car and event-time minute: partial aggregates, one row per batch "
               "(sum them; gold/* windows roll up from here)", None, ("minute", "car_id")),
         Table("gold/car_state", "each car's latest report", None, ("car_id", "event_time"), "overwrite"),

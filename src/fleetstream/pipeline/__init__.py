@@ -24,3 +24,7 @@ REALTIME_BATCH_S = 300.0
 #: the lake application's CPU priority beside a publisher of its own: the lowest, so that the cores
 #: go to the publisher whenever it has work (docs/benchmarks.md compares 10 and 19)
 LAKE_NICE = 19
+#: how often the alert episodes query looks for new silver rows, in seconds
+EPISODES_TRIGGER_S = 5.0
+#: the episodes query's state partitions (fixed in its checkpoint at the first start)
+EPISODE_PARTITIONS = 2

@@ -12,6 +12,12 @@ of its own.
 ([('lake', 'kafka')], 'child')
 >>> [(q.name, q.source) for q in plan(["bronze", "alerts"], "microbatch", separate=False).lake]
 [('bronze', 'kafka'), ('alerts', 'silver/telemetry')]
+
+Alert episodes (``episodes``) are stateful: they run as a query of their own over silver's table,
+whichever other layers run beside them.
+
+>>> [(q.name, q.source) for q in plan([*LAYERS, "episodes"], "realtime", separate=True).lake]
+[('lake', 'kafka'), ('episodes', 'silver/telemetry')]
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from typing import Literal
 from fleetstream.errors import FleetstreamError
 
 LAYERS = ("bronze", "silver", "alerts", "gold")
+#: layers on Spark's state: each a query of its own (a foreachBatch cannot hold streaming state)
+STATEFUL = ("episodes",)
 PUBLISHER = "alert-data"  # the alert-data publisher alone, in `--only`
 ALERT_MODES = ("microbatch", "realtime")
 #: each layer's input: Kafka for bronze, else the layer it is derived from
-PARENT = {"bronze": None, "silver": "bronze", "alerts": "silver", "gold": "silver"}
+PARENT = {"bronze": None, "silver": "bronze", "alerts": "silver", "gold": "silver", "episodes": "silver"}
 #: the Delta table a layer writes that its children read when they run in another query
 LAYER_TABLE = {"bronze": "bronze/telemetry", "silver": "silver/telemetry"}
 
@@ -44,6 +52,11 @@ class LakeQuery:
         """``kafka``, or the Delta table the first layer's input layer writes."""
         parent = PARENT[self.layers[0]]
         return "kafka" if parent is None else LAYER_TABLE[parent]
+
+    @property
+    def stateful(self) -> bool:
+        """A query on Spark's state (alert episodes), not a lake batch."""
+        return self.layers[0] in STATEFUL
 
     @property
     def name(self) -> str:
@@ -91,6 +104,7 @@ def lake_queries(layers: Iterable[str]) -> tuple[LakeQuery, ...]:
             groups.append([layer])
         else:
             home.append(layer)
+    groups += [[layer] for layer in STATEFUL if layer in set(layers)]
     return tuple(LakeQuery(tuple(g)) for g in groups)
 
 
@@ -112,11 +126,12 @@ def plan(
     True
     """
     chosen = set(only)
-    unknown = sorted(chosen - {*LAYERS, PUBLISHER})
+    names = [*LAYERS, *STATEFUL, PUBLISHER]
+    unknown = sorted(chosen - set(names))
     if unknown:
-        raise FleetstreamError(f"unknown queries {unknown}; choose from {', '.join([*LAYERS, PUBLISHER])}")
+        raise FleetstreamError(f"unknown queries {unknown}; choose from {', '.join(names)}")
     if not chosen:
-        raise FleetstreamError(f"no query chosen; choose from {', '.join([*LAYERS, PUBLISHER])}")
+        raise FleetstreamError(f"no query chosen; choose from {', '.join(names)}")
     if alerts_mode not in ALERT_MODES:
         raise FleetstreamError(f"alerts mode {alerts_mode!r}: choose {' or '.join(ALERT_MODES)}")
     if available_now and PUBLISHER in chosen:

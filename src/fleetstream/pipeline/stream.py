@@ -26,6 +26,8 @@ from fleetstream.errors import FleetstreamError
 from fleetstream.lake.tables import TABLES
 from fleetstream.pipeline import (
     ALERTS_TRIGGER_S,
+    EPISODE_PARTITIONS,
+    EPISODES_TRIGGER_S,
     LAKE_GOLD_S,
     LAKE_MAX_DELAY_S,
     LAKE_MAX_RECORDS,
@@ -36,11 +38,12 @@ from fleetstream.pipeline import (
 from fleetstream.pipeline.alerts import publisher
 from fleetstream.pipeline.bronze import KAFKA_SCHEMA, to_bronze
 from fleetstream.pipeline.dims import DimsCache
+from fleetstream.pipeline.episodes import EpisodesBatch, episodes, episodes_session
 from fleetstream.pipeline.medallion import LakeBatch
 from fleetstream.pipeline.plan import LakeQuery, RunPlan
 from fleetstream.pipeline.silver import SILVER_COLUMNS, check_telemetry, parse_bronze
 from fleetstream.pipeline.writer import CHECKPOINT_INTERVAL, Lake, Writer, delta_exists
-from fleetstream.rules.engine import Rule, load_rules
+from fleetstream.rules.engine import Rule, check_rules, load_rules
 
 log = logging.getLogger(__name__)
 #: checkpoints of the layout before one Kafka read per application: a lake that has them was
@@ -59,6 +62,7 @@ class Triggers:
     alerts_s: float = ALERTS_TRIGGER_S  # the micro-batch publisher's interval
     realtime_batch_s: float = REALTIME_BATCH_S  # a real-time publisher batch's length
     gold_s: float = LAKE_GOLD_S  # while batches are small, gold is updated this often
+    episodes_s: float = EPISODES_TRIGGER_S  # the episodes query looks for new silver rows this often
 
 
 class BatchInterruptedError(Exception):
@@ -145,6 +149,12 @@ class Streams:
                 "`fleetstream reference publish` (`fleetstream run` does this), then start the stream again."
             ) from exc
 
+    def _check_rules(self) -> None:
+        """Refuse rules whose conditions do not compile over silver's columns, before any query starts."""
+        silver = check_telemetry(to_bronze(self.spark.createDataFrame([], KAFKA_SCHEMA)), self.cars())
+        silver = silver.withColumn("silver_batch", F.lit(0).cast("long")).select(*SILVER_COLUMNS)
+        check_rules(self.spark, self.rules, silver.schema)
+
     def _check_layout(self) -> None:
         """Refuse a lake whose checkpoints come from the layout before one Kafka read per application."""
         if not any(q.source == "kafka" for q in self.plan.lake):
@@ -222,7 +232,29 @@ class Streams:
         self.batches[query.name] = batch
         return batch
 
+    def _start_episodes(self, query: LakeQuery) -> StreamingQuery:
+        """The alert episodes: a stateful query over silver's table (its own session: RocksDB state)."""
+        session = episodes_session(self.spark, EPISODE_PARTITIONS)
+        silver = session.readStream.format("delta").load(self.lake.table(query.source))
+        batch = EpisodesBatch(
+            Writer(self.spark, self.lake, query.name, self.kafka),
+            self.settings.kafka.topics.alerts if self.plan.publish else None,
+        )
+        writer = (
+            episodes(silver, self.rules)
+            .writeStream.queryName(query.name)
+            .option("checkpointLocation", self.lake.checkpoint(query.name))
+            .foreachBatch(stoppable(batch))
+        )
+        if self.plan.available_now:
+            started: StreamingQuery = writer.trigger(availableNow=True).start()
+        else:
+            started = writer.trigger(processingTime=f"{self.triggers.episodes_s:g} seconds").start()
+        return started
+
     def _start_lake(self, query: LakeQuery) -> StreamingQuery:
+        if query.stateful:
+            return self._start_episodes(query)
         writer = (
             self.source(query)
             .writeStream.queryName(query.name)
@@ -249,6 +281,7 @@ class Streams:
         """Start every query of the plan (live); returns them."""
         if self.plan.lake:
             self.cars()
+            self._check_rules()
             self._check_layout()
             self._create_source_tables()
         queries = [self._start_lake(query) for query in self.plan.lake]
@@ -261,6 +294,7 @@ class Streams:
     def run_available_now(self, on_query: Callable[[str], None] | None = None) -> None:
         """Process everything available, query after query in dependency order, then return."""
         self.cars()
+        self._check_rules()
         self._check_layout()
         self._create_source_tables()
         for query in self.plan.lake:

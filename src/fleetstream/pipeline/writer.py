@@ -171,12 +171,18 @@ class Writer:
         frame.write.format("kafka").options(**self.kafka_options).save()
 
     def _delta(self, name: str, frame: DataFrame, batch_id: int) -> bool:
+        table = TABLES[name]
+        if table.mode == "merge" and (name in self._exists or delta_exists(self.spark, self.lake.table(name))):
+            return self._merge(name, frame)
         if self.committed(name) >= batch_id:
             log.info("%s: batch %d is already in %s (written before a restart)", self.writer, batch_id, name)
             return False
-        table = TABLES[name]
         path = self.lake.table(name)
-        writer = frame.write.format("delta").mode(table.mode).option("userMetadata", marker(self.writer, batch_id))
+        writer = (
+            frame.write.format("delta")
+            .mode("append" if table.mode == "merge" else table.mode)
+            .option("userMetadata", marker(self.writer, batch_id))
+        )
         if name not in self._exists:  # created by this write: with the table's properties
             writer = writer.options(**table.properties(CHECKPOINT_INTERVAL))
         if table.partition:
@@ -184,5 +190,23 @@ class Writer:
         writer.save(path)
         with self._lock:
             self._committed[name] = batch_id
+            self._exists.add(name)
+        return True
+
+    def _merge(self, name: str, frame: DataFrame) -> bool:
+        """Upsert ``frame`` by the table's key, a row replacing the table's only when it is as new
+        (``as_of``): a batch run again changes nothing, so no commit marker is needed."""
+        from delta.tables import DeltaTable
+
+        key = TABLES[name].key
+        target = DeltaTable.forPath(self.spark, self.lake.table(name))
+        (
+            target.alias("t")
+            .merge(frame.alias("s"), f"t.{key} = s.{key}")
+            .whenMatchedUpdateAll(condition="s.as_of >= t.as_of")
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+        with self._lock:
             self._exists.add(name)
         return True

@@ -14,6 +14,8 @@ class Limits:
     overspeed_kmh: float = 120.0
     over_rev_rpm: int = 6000
     overheat_c: float = 110.0
+    #: an overheat episode is over once the coolant is back at or below this (hysteresis)
+    overheat_clear_c: float = 105.0
 
 
 LIMITS = Limits()

@@ -10,6 +10,7 @@ events); each one is recorded too. Together they are the ground truth detection 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -87,6 +88,19 @@ class Episode:
         self.last_event_time = event_time
 
 
+@dataclass
+class Trip:
+    """One trip as the car drove it: its reports with the engine on, from the first to the last
+    (event times, ms), and the odometer (km) at both."""
+
+    car_id: str
+    started_ms: int
+    start_km: float
+    ended_ms: int | None = None
+    end_km: float | None = None
+    reports: int = 0
+
+
 @dataclass(frozen=True)
 class BadRecord:
     defect: str
@@ -97,6 +111,8 @@ class BadRecord:
 
 
 RULE_OF_FAULT = {"overspeed": "overspeed", "over_rev": "engine_stress", "wrong_gear": "gear_mismatch"}
+#: injected fault -> the default rule that raises one alert episode for it
+EPISODE_RULE_OF_FAULT = {**RULE_OF_FAULT, "overheat": "overheat"}
 
 
 class GroundTruth:
@@ -105,6 +121,7 @@ class GroundTruth:
     def __init__(self) -> None:
         self.episodes: list[Episode] = []
         self.bad_records: list[BadRecord] = []
+        self.trips: list[Trip] = []
 
     def new_episode(self, fault: str, car_id: str, started_ms: int) -> Episode:
         episode = Episode(len(self.episodes), fault, car_id, started_ms)
@@ -129,11 +146,31 @@ class GroundTruth:
             for event_id in e.event_ids
         }
 
+    def expected_episodes(
+        self, event_time: Mapping[str, int], for_s: Mapping[str, float]
+    ) -> dict[tuple[str, str, int], int]:
+        """The alert episodes the default rules must open: (car_id, rule, first event time) -> last
+        event time, one per injected fault episode a rule detects, over the events that reached
+        silver (``event_time``: event_id -> event time of silver's rows) and only if the condition
+        held its rule's ``for`` (``for_s``: rule -> seconds). The simulator lets a car's faults of
+        one type be a minute or two apart and its drivers not stop during a speeding or gear fault, so one
+        injected episode is one alert episode."""
+        expected = {}
+        for e in self.episodes:
+            rule = EPISODE_RULE_OF_FAULT.get(e.fault)
+            times = sorted(event_time[i] for i in e.event_ids if i in event_time)
+            if rule is None or not times or times[-1] - times[0] < for_s[rule] * 1000:
+                continue
+            expected[(e.car_id, rule, times[0])] = times[-1]
+        return expected
+
     def write(self, handle: IO[str]) -> None:
         for e in self.episodes:
             handle.write(json.dumps({"kind": "fault", **asdict(e)}, separators=(",", ":")) + "\n")
         for b in self.bad_records:
             handle.write(json.dumps({"kind": "bad_data", **asdict(b)}, separators=(",", ":")) + "\n")
+        for t in self.trips:
+            handle.write(json.dumps({"kind": "trip", **asdict(t)}, separators=(",", ":")) + "\n")
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,5 +184,7 @@ def load_ground_truth(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     bad: list[dict[str, Any]] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
-        (faults if record.pop("kind") == "fault" else bad).append(record)
+        kind = record.pop("kind")
+        if kind != "trip":
+            (faults if kind == "fault" else bad).append(record)
     return faults, bad

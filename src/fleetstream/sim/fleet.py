@@ -53,6 +53,12 @@ FAULT_DURATION_S = {
     "overheat": (240.0, 600.0),
     "sensor": (20.0, 60.0),
 }
+#: a car's next fault of a type starts at least this long after its last one ended, so that two
+#: injected episodes are never one to a rule's lifecycle: longer than the default rules' clear
+#: times (30 s at most; overheat's, with the cooling to its clear level, about 75 s)
+FAULT_COOLDOWN_S = {"overspeed": 60.0, "over_rev": 60.0, "wrong_gear": 60.0, "overheat": 120.0, "sensor": 60.0}
+#: the faults during which the driver does not stop (a stop would split the episode in two)
+NO_STOP_FAULTS = ("overspeed", "wrong_gear")
 
 
 FUEL_L_PER_KWH = {"diesel": 0.27, "petrol": 0.32}  # fuel per unit of engine work, full load
@@ -142,6 +148,8 @@ class Fleet:
         self.fault_active = np.zeros((n, len(FAULT_TYPES)), dtype=bool)
         self.cause_end = np.zeros((n, len(FAULT_TYPES)))
         self.episode_of = np.full((n, len(FAULT_TYPES)), -1, dtype=np.int64)
+        self.fault_ended = np.full((n, len(FAULT_TYPES)), -np.inf)
+        self.cooldown = np.array([FAULT_COOLDOWN_S[name] for name in FAULT_TYPES])
         self.overspeed_kmh = np.zeros(n)
         self.over_rev_rpm = np.zeros(n)
         self.stuck_coolant = np.zeros(n)
@@ -233,7 +241,7 @@ class Fleet:
         self.stopping[leave] = False
         # The trip is over: the driver brakes to a stop, idles a few seconds, switches off.
         arrived = due & (mode == DRIVING) & self.stopping & (self.v < 0.3)
-        self.stopping |= due & (mode == DRIVING)
+        self.stopping |= due & (mode == DRIVING) & ~self._no_stop()
         self.mode[arrived] = IDLE_IN
         self.mode_left[arrived] = rng.uniform(3, 8, n)[arrived]
         off = due & (mode == IDLE_IN)
@@ -255,13 +263,17 @@ class Fleet:
         self.road_limit[new] = limits[new]
         self.segment_left[new] = np.where(stop_here, rng.uniform(8, 40, n), rng.uniform(20, 120, n))[new]
         # A stop segment (light, junction): target 0 until it ends. The trip's final stop stays.
-        self.stopping[new] = ((stop_here & (self.mode == DRIVING)) | trip_over)[new]
+        self.stopping[new] = (((stop_here & (self.mode == DRIVING)) | trip_over) & ~self._no_stop())[new]
         turn = rng.choice([-90.0, 0.0, 0.0, 90.0], size=n)
         self.heading[new] = np.mod(self.heading + turn, 360.0)[new]
         self.grade[new] = rng.uniform(-0.04, 0.04, n)[new]
         self.target_kmh[new] = np.minimum(
             self.road_limit * self.driver["cruise_factor"] * rng.uniform(0.9, 1.05, n), DISCIPLINED_MAX_KMH
         )[new]
+
+    def _no_stop(self) -> B:
+        """Cars in a fault during which their driver does not stop."""
+        return np.asarray(self.fault_active[:, [FAULT[name] for name in NO_STOP_FAULTS]].any(axis=1), dtype=bool)
 
     def _faults_start(self) -> None:
         if not np.isfinite(self.next_fault).any():
@@ -277,7 +289,8 @@ class Fleet:
             ],
             axis=1,
         )
-        start = (self.t >= self.next_fault) & ~self.fault_active & eligible
+        rested = self.t >= self.fault_ended + self.cooldown
+        start = (self.t >= self.next_fault) & ~self.fault_active & eligible & rested
         if not start.any():
             return
         rng = self.fault_rng
@@ -444,6 +457,7 @@ class Fleet:
         over = self.fault_active & (self.t >= self.cause_end) & ~manifest
         for i, k in zip(*np.nonzero(over), strict=True):
             self.ground_truth.episodes[self.episode_of[i, k]].ended_ms = int(self.t * 1000)
+        self.fault_ended[over] = self.t
         self.fault_active &= ~over
 
     @property

@@ -21,7 +21,7 @@ from fleetstream.ingest.commands import CommandListener
 from fleetstream.ingest.sinks import Sink
 from fleetstream.sim.baddata import BadDataInjector
 from fleetstream.sim.encode import Encoder
-from fleetstream.sim.faults import BadDataRates, FaultRates, GroundTruth
+from fleetstream.sim.faults import BadDataRates, FaultRates, GroundTruth, Trip
 from fleetstream.sim.fleet import Fleet, FleetConfig
 
 FAST_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: fast runs are reproducible by default
@@ -87,6 +87,8 @@ class Simulation:
         self.index_of = {car_id: i for i, car_id in enumerate(self.fleet.car_ids)}
         n = options.cars
         self.offsets_ms = (np.arange(n, dtype=np.float64) * self.period * 1000.0 / n).astype(np.int64)
+        self._on_before = np.zeros(n, dtype=bool)
+        self._open_trip: dict[int, Trip] = {}
 
     @property
     def ground_truth(self) -> GroundTruth:
@@ -111,6 +113,7 @@ class Simulation:
         tick_ms = self.start_ms + round(tick * self.period * 1000.0)
         event_time = tick_ms + self.offsets_ms
         values: list[bytes | None] = list(self.encoder.encode(frame, tick, event_time))
+        self._trips(frame, event_time)
         manifest = frame["manifest"]
         for i, k in zip(*np.nonzero(manifest), strict=True):
             episode = self.fleet.ground_truth.episodes[self.fleet.episode_of[i, k]]
@@ -125,6 +128,18 @@ class Simulation:
         self.stats.ticks += 1
         self.stats.sim_seconds = self.stats.ticks * self.period
         return Batch(self.encoder.keys, values, event_time, extra_keys, extra_values, tick_ms)
+
+    def _trips(self, frame: dict[str, np.ndarray], event_time: np.ndarray) -> None:
+        """Ground truth: a trip is a car's run of reports with the engine on."""
+        on, km = frame["engine_on"], frame["odometer"]
+        for i in np.nonzero(on & ~self._on_before)[0]:
+            trip = Trip(self.fleet.car_ids[i], int(event_time[i]), float(km[i]))
+            self.ground_truth.trips.append(trip)
+            self._open_trip[int(i)] = trip
+        for i in np.nonzero(on)[0]:
+            trip = self._open_trip[int(i)]
+            trip.ended_ms, trip.end_km, trip.reports = int(event_time[i]), float(km[i]), trip.reports + 1
+        self._on_before = on.copy()
 
     def run(
         self, stop: threading.Event | None = None, on_progress: Callable[[SimStats], None] | None = None

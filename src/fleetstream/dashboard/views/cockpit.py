@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from fleetstream.dashboard import charts, context
+from fleetstream.dashboard import charts, context, shape
 from fleetstream.lake import read
 
 HISTORY_MIN = 5
@@ -34,6 +34,7 @@ def render() -> None:
     context.feeds().cars.watch(car)
     controls(car)
     gauges(car)
+    trips(car)
 
 
 def _send(car: str, command: str, value: float | None = None) -> None:
@@ -102,3 +103,34 @@ def gauges(car: str) -> None:
         engine = "on" if latest.get("engine_on") else "off"
         st.caption(f"{car}: gear {latest.get('gear')}, engine {engine}, last report {latest['event_ts']:%H:%M:%S} UTC")
     st.plotly_chart(charts.strip_chart(history), key="strip")
+
+
+@st.fragment(run_every=context.settings().dashboard.refresh_s)
+def trips(car: str) -> None:
+    settings = context.settings()
+    rows = context.safely("gold/trips", lambda: read.car_trips(settings, car), None)
+    view = shape.trips_view(rows)
+    st.subheader("Trips")
+    current = view.filter(view["status"] == "open") if view.height else view
+    if current.height:
+        trip = current.row(0, named=True)
+        st.caption(
+            f"Current trip: since {trip['started']:%H:%M:%S} UTC, {trip['distance_km']:.1f} km, "
+            f"{trip['duration_min']:.0f} min, top {trip['max_speed']:.0f} km/h, {trip['episodes']} episodes"
+        )
+    else:
+        st.caption("Not on a trip now (engine off, or no report yet).")
+    st.dataframe(
+        view.to_pandas(),
+        key="trips-table",
+        hide_index=True,
+        column_config={
+            "started": st.column_config.DatetimeColumn("started (UTC)", format="HH:mm:ss"),
+            "ended": st.column_config.DatetimeColumn("last report (UTC)", format="HH:mm:ss"),
+            "duration_min": st.column_config.NumberColumn("minutes", format="%.1f"),
+            "distance_km": st.column_config.NumberColumn("km", format="%.2f"),
+            "max_speed": st.column_config.NumberColumn("top km/h", format="%.0f"),
+            "mean_speed": st.column_config.NumberColumn("mean km/h", format="%.0f"),
+            "fuel_used_pct": st.column_config.NumberColumn("fuel used (% of tank)", format="%.1f"),
+        },
+    )

@@ -31,7 +31,10 @@ def live() -> None:
         st.caption(
             f"Fleet state as of {now - dt.timedelta(seconds=behind_s):%H:%M:%S} UTC ({behind_s:,.0f} s behind now)"
         )
-    cards = st.columns(5)
+    since = now - dt.timedelta(minutes=30)
+    episodes = context.safely("silver/alert_episodes", lambda: read.episodes(settings, since), None)
+    open_by_rule = shape.open_episodes_by_rule(episodes)
+    cards = st.columns(6)
     cards[0].metric(
         "Active cars", f"{figures.active_cars:,}", help=f"reported within {shape.ACTIVE_S} s of the newest report"
     )
@@ -39,6 +42,14 @@ def live() -> None:
     cards[2].metric("Alerts, last 15 min", f"{figures.alerts_15m:,}")
     cards[3].metric("Engine stress, 15 min", f"{figures.engine_stress_15m:,}")
     cards[4].metric("Top speed now", f"{_fmt(figures.top_speed)} km/h")
+    cards[5].metric(
+        "Open episodes",
+        f"{sum(open_by_rule.values()):,}",
+        help="alert episodes open now, by rule: "
+        + (", ".join(f"{rule} {n}" for rule, n in open_by_rule.items()) or "none"),
+    )
+    if open_by_rule:
+        st.caption("Open episodes by rule: " + ", ".join(f"**{rule}** {n:,}" for rule, n in open_by_rule.items()))
 
     critical = shape.latest_critical(alerts) or {}
     left, right, info = st.columns([1, 1, 1])
@@ -65,7 +76,6 @@ def live() -> None:
     st.plotly_chart(
         charts.per_minute(counts, "rule", "alerts", "Alerts per minute by rule", axes, now), key="alerts-per-minute"
     )
-    since = now - dt.timedelta(minutes=30)
     colors_w = context.safely("gold/cars_by_color", lambda: read.recent_windows(settings, "cars_by_color", since), None)
     models_w = context.safely(
         "gold/speed_by_model", lambda: read.recent_windows(settings, "speed_by_model", since), None

@@ -1,0 +1,245 @@
+"""Alert episodes: the rules' lifecycle per car, on Spark's arbitrary state (``transformWithState``).
+
+A micro-batch query of its own reads ``silver/telemetry`` as a stream (validated, enriched, first
+copies only), computes per event whether each rule's condition and clear condition hold (Spark
+built-ins), and hands each car's events to :class:`EpisodeProcessor`, which keeps each rule's
+pending or open episode in RocksDB state and runs :class:`~fleetstream.rules.lifecycle.Machine`
+over them. Its output, one row per lifecycle step, goes to Kafka ``alert-data`` (``opened``,
+``repeated``, ``escalated``, ``resolved``; ``kind: episode``) and to Delta
+``silver/alert_episodes``, one row per episode, upserted (docs/rules.md).
+
+Real-time mode allows no state (Spark 4.2): the per-event alerts stay on their real-time path, and
+this is a second consumer, seconds behind silver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle, TimerValues
+
+from fleetstream.pipeline.trips import TRIP_GAP_S, TRIP_STATE_SCHEMA, OpenTrip, Trips
+from fleetstream.pipeline.writer import KAFKA, Writer
+from fleetstream.rules.engine import Rule
+from fleetstream.rules.lifecycle import Episode, Event, Machine, Update
+
+__all__ = [
+    "EPISODE_COLUMNS",
+    "EpisodeProcessor",
+    "EpisodesBatch",
+    "episode_input",
+    "episode_messages",
+    "episode_rows",
+    "episodes",
+]
+
+#: the processor's time mode. Not ProcessingTime: in that mode (the one that allows state TTL and
+#: processing-time timers) Spark 4.2 runs a batch at every trigger with or without new rows, and an
+#: available-now run never ends (it runs empty batches forever). The state is bounded without a
+#: TTL: it holds only the episodes pending or open, at most one per car and rule.
+TIME_MODE = "None"
+STATE_SCHEMA = (
+    "episode_id STRING, phase STRING, severity STRING, started_at BIGINT, last_seen_at BIGINT, "
+    "last_event_at BIGINT, events BIGINT, peak_speed DOUBLE, peak_rpm BIGINT, peak_coolant DOUBLE, "
+    "opened_at BIGINT, clear_since BIGINT, notified_at BIGINT"
+)
+#: one lifecycle step of an episode: alert-data's episode messages and (the newest per episode)
+#: silver/alert_episodes' rows
+EPISODE_SCHEMA = (
+    "episode_id STRING, car_id STRING, rule STRING, severity STRING, message STRING, model STRING, "
+    "color STRING, lifecycle STRING, status STRING, started_at BIGINT, opened_at BIGINT, "
+    "last_seen_at BIGINT, cleared_at BIGINT, resolved_at BIGINT, events BIGINT, peak_speed DOUBLE, "
+    "peak_rpm BIGINT, peak_coolant DOUBLE, as_of BIGINT"
+)
+#: a trip as it stands (open) or ended (closed): (the newest per trip) gold/trips' rows
+TRIP_SCHEMA = (
+    "trip_id STRING, car_id STRING, model STRING, color STRING, status STRING, started_at BIGINT, "
+    "ended_at BIGINT, start_lat DOUBLE, start_lon DOUBLE, end_lat DOUBLE, end_lon DOUBLE, distance_km DOUBLE, "
+    "duration_s DOUBLE, max_speed DOUBLE, mean_speed DOUBLE, fuel_used_pct DOUBLE, harsh_accelerations BIGINT, "
+    "harsh_brakings BIGINT, episodes BIGINT, reports BIGINT, as_of BIGINT"
+)
+
+
+def _names(schema: str) -> tuple[str, ...]:
+    return tuple(part.strip().split(" ")[0] for part in schema.split(","))
+
+
+EPISODE_COLUMNS, TRIP_COLUMNS = _names(EPISODE_SCHEMA), _names(TRIP_SCHEMA)
+#: the processor's output: an episode step or a trip, told apart by ``kind``
+OUTPUT_SCHEMA = f"kind STRING, episode STRUCT<{EPISODE_SCHEMA}>, trip STRUCT<{TRIP_SCHEMA}>"
+
+
+def episode_input(silver: DataFrame, rules: list[Rule]) -> DataFrame:
+    """What the processor reads per event: ids, time, values, and per rule whether its condition
+    (``fires``) and its clear condition (``clears``) hold; a condition that is NULL holds neither."""
+
+    def holds(text: str) -> Any:
+        return F.coalesce(F.expr(text).cast("boolean"), F.lit(False))
+
+    return silver.select(
+        "car_id", "event_id", "event_time", "model", "color", "speed", "rpm", "coolant_temp", "engine_on",
+        "odometer", "lat", "lon", "fuel_level",
+        F.array(*[holds(rule.condition) for rule in rules]).alias("fires"),
+        F.array(*[holds(rule.clear_expression) for rule in rules]).alias("clears"),
+    )  # fmt: skip
+
+
+class EpisodeProcessor(StatefulProcessor):
+    """Per car: each rule's pending or open episode in a map state (rule -> episode; a rule with none
+    has no entry), and the car's open trip in a value state (:class:`~fleetstream.pipeline.trips.Trips`)."""
+
+    def __init__(self, rules: list[Rule], trip_gap_s: float = TRIP_GAP_S) -> None:
+        self.rules = list(rules)
+        self.machines = [Machine(r.name, r.severity, r.lifecycle) for r in self.rules]
+        self.trip_gap_ms = round(trip_gap_s * 1000)
+
+    def init(self, handle: StatefulProcessorHandle) -> None:
+        self.state = handle.getMapState("episodes", "rule STRING", STATE_SCHEMA)
+        self.trip = handle.getValueState("trip", TRIP_STATE_SCHEMA)
+
+    def handleInputRows(self, key: Any, rows: Iterator[Row], timerValues: TimerValues) -> Iterator[Row]:  # noqa: N802, N803 (Spark's names)
+        car_id = key[0]
+        events = sorted(rows, key=lambda r: (r["event_time"], r["event_id"]))
+        if not events:
+            return
+        opened: list[int] = []
+        for update in self._episodes(car_id, events):
+            if update["lifecycle"] == "opened":
+                opened.append(update["opened_at"])
+            yield Row(kind="episode", episode=update, trip=None)
+        before = self.trip.get() if self.trip.exists() else None
+        trips = Trips(car_id, self.trip_gap_ms, None if before is None else OpenTrip(*before))
+        for trip in trips.feed(events, sorted(opened)):
+            yield Row(kind="trip", episode=None, trip=trip)
+        if trips.open is None:
+            if before is not None:
+                self.trip.clear()
+        else:
+            self.trip.update(trips.open.as_tuple())
+
+    def _episodes(self, car_id: str, events: list[Row]) -> Iterator[Row]:
+        held = {k[0]: Episode(*v) for k, v in self.state.iterator()} if self.state.exists() else {}
+        last = events[-1]
+        for index, (rule, machine) in enumerate(zip(self.rules, self.machines, strict=True)):
+            before = held.get(rule.name)
+            if before is None and not any(e["fires"][index] for e in events):
+                continue  # the common case: nothing pending or open, nothing fires
+            state, emitted = before, None
+            for e in events:
+                event = Event(
+                    e["event_id"], e["event_time"], e["fires"][index], e["clears"][index],
+                    e["speed"], e["rpm"], e["coolant_temp"],
+                )  # fmt: skip
+                state, updates = machine.step(state, event, car_id)
+                for update in updates:
+                    emitted = update.episode if update.lifecycle != "resolved" else None
+                    yield _row(update, car_id, rule, last, event.event_time)
+            if state is not None and state.phase == "open" and state not in (before, emitted):
+                yield _row(Update("updated", state), car_id, rule, last, last["event_time"])
+            if state is None:
+                if before is not None:
+                    self.state.removeKey((rule.name,))
+            elif state != before:
+                self.state.updateValue((rule.name,), _state_tuple(state))
+
+    def close(self) -> None:
+        pass
+
+
+def _state_tuple(e: Episode) -> tuple[Any, ...]:
+    return (e.episode_id, e.phase, e.severity, e.started_at, e.last_seen_at, e.last_event_at, e.events,
+            e.peak_speed, e.peak_rpm, e.peak_coolant, e.opened_at, e.clear_since, e.notified_at)  # fmt: skip
+
+
+def _row(update: Update, car_id: str, rule: Rule, last: Row, as_of: int) -> Row:
+    e = update.episode
+    return Row(
+        episode_id=e.episode_id, car_id=car_id, rule=rule.name, severity=e.severity, message=rule.message,
+        model=last["model"], color=last["color"], lifecycle=update.lifecycle,
+        status="resolved" if update.lifecycle == "resolved" else "open", started_at=e.started_at,
+        opened_at=e.opened_at, last_seen_at=e.last_seen_at, cleared_at=update.cleared_at,
+        resolved_at=update.resolved_at, events=e.events, peak_speed=e.peak_speed,
+        peak_rpm=None if e.peak_rpm is None else int(e.peak_rpm), peak_coolant=e.peak_coolant, as_of=as_of,
+    )  # fmt: skip
+
+
+def episodes(silver: DataFrame, rules: list[Rule]) -> DataFrame:
+    """The lifecycle steps of every car's episodes, and its trips, from a stream of silver rows."""
+    return (
+        episode_input(silver, rules)
+        .groupBy("car_id")
+        .transformWithState(EpisodeProcessor(rules), OUTPUT_SCHEMA, "Append", TIME_MODE)
+    )
+
+
+def newest(rows: DataFrame, key: str, columns: tuple[str, ...], done: str) -> DataFrame:
+    """The newest row per ``key`` by ``as_of`` (a row whose status is ``done`` wins a tie)."""
+    order = F.struct("as_of", (F.col("status") == done).alias("done"))
+    return rows.groupBy(key).agg(F.max_by(F.struct(*columns), order).alias("r")).select("r.*")
+
+
+def episode_rows(steps: DataFrame) -> DataFrame:
+    """silver/alert_episodes' rows from a batch of episode steps: the newest step of each episode."""
+    return newest(steps, "episode_id", EPISODE_COLUMNS, "resolved")
+
+
+def trip_rows(trips: DataFrame) -> DataFrame:
+    """gold/trips' rows from a batch of trip updates: the newest of each trip."""
+    return newest(trips, "trip_id", TRIP_COLUMNS, "closed")
+
+
+def episode_messages(steps: DataFrame, topic: str) -> DataFrame:
+    """alert-data records of the steps worth a notification (not ``updated``), keyed by car_id."""
+    notified = steps.where(F.col("lifecycle") != "updated")
+    return notified.select(
+        F.lit(topic).alias("topic"),
+        F.col("car_id").alias("key"),
+        F.to_json(F.struct(F.lit("episode").alias("kind"), *EPISODE_COLUMNS)).alias("value"),
+    )
+
+
+def episodes_session(spark: SparkSession, partitions: int) -> SparkSession:
+    """A session of the application for the episodes query: RocksDB state (transformWithState
+    needs it) on ``partitions`` state partitions (fixed in the checkpoint at the first start)."""
+    session = spark.newSession()
+    session.conf.set(
+        "spark.sql.streaming.stateStore.providerClass",
+        "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+    )
+    session.conf.set("spark.sql.shuffle.partitions", str(partitions))
+    return session
+
+
+TRIPS_TABLE = "gold/trips"
+
+
+class EpisodesBatch:
+    """The episodes query's ``foreachBatch``: the steps' newest rows upserted into
+    silver/alert_episodes and the notifications published to alert-data, at once."""
+
+    TABLE = "silver/alert_episodes"
+
+    def __init__(self, writer: Writer, alerts_topic: str | None) -> None:
+        self.writer, self.alerts_topic = writer, alerts_topic
+        self.__name__ = "episodes"
+
+    def __call__(self, output: DataFrame, batch_id: int) -> None:
+        output = output.persist()
+        try:
+            kinds = {r["kind"] for r in output.select("kind").distinct().collect()}
+            if not kinds:
+                return
+            outputs: dict[str, DataFrame | None] = {}
+            if "episode" in kinds:
+                steps = output.where(F.col("kind") == "episode").select("episode.*")
+                outputs[self.TABLE] = episode_rows(steps)
+                if self.alerts_topic is not None:
+                    outputs[KAFKA] = episode_messages(steps, self.alerts_topic)
+            if "trip" in kinds:
+                outputs[TRIPS_TABLE] = trip_rows(output.where(F.col("kind") == "trip").select("trip.*"))
+            self.writer.write(batch_id, outputs)
+        finally:
+            output.unpersist()

@@ -1,0 +1,145 @@
+"""Alert episodes without a JVM: the lifecycle machine, and the transformWithState processor under
+pyspark's TwsTester (state in memory, the same calls Spark makes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pyspark.sql import Row
+from pyspark.sql.streaming.tws_tester import TwsTester
+
+from fleetstream.errors import FleetstreamError
+from fleetstream.pipeline.episodes import TIME_MODE, EpisodeProcessor
+from fleetstream.pipeline.trips import Trips
+from fleetstream.rules.engine import Escalation, Lifecycle, Rule, load_rules
+from fleetstream.rules.lifecycle import Event, Machine, episode_id
+
+
+def drive(machine: Machine, pattern: str, start_ms: int = 0, car: str = "c1") -> list[tuple[int, str]]:
+    """Feed one event per second: ``x`` the condition holds, ``.`` clear, ``~`` neither (hysteresis)."""
+    state, out = None, []
+    for t, mark in enumerate(pattern):
+        event = Event(f"e{t}", start_ms + t * 1000, mark == "x", mark == ".", 100.0 + t, 3000, 90.0)
+        state, updates = machine.step(state, event, car)
+        out += [(t, u.lifecycle) for u in updates]
+    return out
+
+
+def test_for_delays_the_opening_and_a_break_in_the_pending_time_cancels_it() -> None:
+    machine = Machine("r", "high", Lifecycle(for_s=3.0, clear_for_s=2.0))
+    assert drive(machine, "xx.xxxx...") == [(6, "opened"), (9, "resolved")]
+
+
+def test_clear_for_keeps_one_episode_across_short_breaks() -> None:
+    machine = Machine("r", "high", Lifecycle(clear_for_s=3.0))
+    assert drive(machine, "x..x....x....") == [(0, "opened"), (7, "resolved"), (8, "opened"), (12, "resolved")]
+
+
+def test_between_the_conditions_the_episode_stays_open() -> None:
+    machine = Machine("r", "high", Lifecycle(clear_for_s=2.0))
+    assert drive(machine, "x~~~~~..~...") == [(0, "opened"), (11, "resolved")]
+
+
+def test_repeat_and_escalation() -> None:
+    lifecycle = Lifecycle(clear_for_s=1.0, repeat_every_s=3.0, escalate=(Escalation(5.0, "critical"),))
+    machine = Machine("r", "high", lifecycle)
+    assert drive(machine, "xxxxxxxxxx..") == [
+        (0, "opened"),
+        (3, "repeated"),
+        (5, "escalated"),
+        (8, "repeated"),
+        (11, "resolved"),
+    ]
+
+
+def test_out_of_order_events_count_but_move_no_phase() -> None:
+    machine = Machine("r", "high", Lifecycle(clear_for_s=1.0))
+    state, _ = machine.step(None, Event("a", 5000, True, False, 130.0, 1, 1.0), "c")
+    state, said = machine.step(state, Event("b", 3000, False, True, 90.0, 1, 1.0), "c")
+    assert said == []
+    assert state is not None
+    assert state.events == 1
+    state, said = machine.step(state, Event("c", 4000, True, False, 150.0, 1, 1.0), "c")
+    assert said == []
+    assert state is not None
+    assert (state.events, state.peak_speed) == (2, 150.0)
+
+
+def rows(pattern: str, start_ms: int = 0) -> list[Row]:
+    """Silver rows as the processor reads them, for the default rules: ``o`` overspeed, ``.`` normal."""
+    out = []
+    for t, mark in enumerate(pattern):
+        speed = 130.0 + t if mark == "o" else 80.0
+        out.append(Row(car_id="c1", event_id=f"e{start_ms + t}", event_time=start_ms + t * 1000, model="M", color="red",
+                       speed=speed, rpm=3000, coolant_temp=90.0, engine_on=True, odometer=100.0 + t * 0.03,
+                       lat=32.0, lon=34.0, fuel_level=50.0,
+                       fires=[mark == "o", False, False, False], clears=[mark != "o", True, True, True]))  # fmt: skip
+    return out
+
+
+def test_the_processor_keeps_an_episode_open_across_batches_and_resolves_it() -> None:
+    tester = TwsTester(EpisodeProcessor(load_rules()), timeMode=TIME_MODE)
+    output = tester.test("c1", rows("..ooo"))
+    first = [r.episode for r in output if r.kind == "episode"]
+    [trip] = [r.trip for r in output if r.kind == "trip"]
+    assert (trip.status, trip.reports, trip.episodes) == ("open", 5, 1)  # the car's trip, with its episode
+    assert [(r.lifecycle, r.rule, r.status, r.events) for r in first] == [
+        ("opened", "overspeed", "open", 1), ("updated", "overspeed", "open", 3)
+    ]  # fmt: skip
+    assert first[0].episode_id == episode_id("c1", "overspeed", "e2")  # the first event it held at
+    assert list(tester.peekMapState("episodes", "c1")) == [("overspeed",)]  # one rule held open
+    # the next batch arrives in a different order: the processor sorts it by event time
+    second = [
+        r.episode for r in tester.test("c1", list(reversed(rows("o" + "." * 11, start_ms=5000)))) if r.kind == "episode"
+    ]
+    assert [(r.lifecycle, r.status, r.events, r.peak_speed) for r in second] == [("resolved", "resolved", 4, 134.0)]
+    assert second[0].resolved_at - second[0].cleared_at == 10_000  # clear_for of overspeed
+    assert second[0].episode_id == first[0].episode_id
+    assert tester.peekMapState("episodes", "c1") == {}  # resolved: nothing held
+    assert [r for r in tester.test("c1", rows("....", start_ms=60_000)) if r.kind == "episode"] == []
+
+
+def test_an_invalid_rules_file_names_the_rule_and_the_key(tmp_path: Path) -> None:
+    cases = {
+        "unknown key": ("  for_ever: 1s\n", "rule 'r' has unknown key 'for_ever'"),
+        "bad duration": ("  for: soon\n", "rule 'r', key 'for': 'soon' is not a duration"),
+        "bad escalation": ("  escalate: [{after: 1m, severity: urgent}]\n", "rule 'r' has escalate severity 'urgent'"),
+    }
+    for extra, message in cases.values():
+        path = tmp_path / "rules.yaml"
+        path.write_text("rules:\n- name: r\n  condition: speed > 1\n  severity: low\n  message: m\n" + extra)
+        with pytest.raises(FleetstreamError, match=message):
+            load_rules(path)
+
+
+def test_a_rule_only_worth_episodes_raises_no_per_event_alert() -> None:
+    rules = {r.name: r for r in load_rules()}
+    assert rules["overheat"].per_event is False
+    assert rules["overspeed"].per_event is True
+    assert rules["overheat"].clear_expression == "coolant_temp <= 105.0"
+    assert Rule("x", "a > 1", "low", "m").clear_expression == "NOT (a > 1)"
+
+
+def test_trips_end_with_the_engine_or_a_gap_and_count_harsh_events() -> None:
+    def report(t: int, on: bool, speed: float = 50.0) -> Row:
+        return Row(event_id=f"e{t}", event_time=t * 1000, engine_on=on, speed=speed, odometer=100.0 + t / 100,
+                   lat=1.0 + t, lon=2.0, fuel_level=60.0 - t / 10, model="M", color="red")  # fmt: skip
+
+    trips = Trips("c1", gap_ms=60_000, open_trip=None)
+    events = [report(0, True, 0.0), report(1, True, 15.0), report(2, True, 2.0), report(3, True, 2.0),
+              report(4, False, 0.0), report(10, True, 10.0), report(100, True, 10.0)]  # fmt: skip
+    out = list(trips.feed(events, opened_at=[1500, 50_000]))
+    assert [(t.status, t.started_at, t.ended_at, t.reports) for t in out] == [
+        ("closed", 0, 3000, 4), ("closed", 10_000, 10_000, 1), ("open", 100_000, 100_000, 1)
+    ]  # fmt: skip
+    first = out[0]
+    assert (first.harsh_accelerations, first.harsh_brakings, first.episodes) == (1, 1, 1)
+    assert first.distance_km == pytest.approx(0.03)
+    assert first.fuel_used_pct == pytest.approx(0.3)
+    assert (first.start_lat, first.end_lat, first.max_speed, first.mean_speed) == (1.0, 4.0, 15.0, 4.75)
+    assert trips.open is not None
+    assert trips.open.started_at == 100_000
+    # the next batch: an old report is not used; the trip goes on
+    later = list(Trips("c1", 60_000, trips.open).feed([report(99, True), report(101, True)], []))
+    assert [(t.status, t.reports) for t in later] == [("open", 2)]
