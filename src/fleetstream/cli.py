@@ -40,6 +40,7 @@ from fleetstream.pipeline import (
     LAKE_MIN_RECORDS,
     LAKE_NICE,
     LAKE_TRIGGER_S,
+    OFFLINE_AFTER_S,
     REALTIME_BATCH_S,
 )
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
@@ -550,8 +551,8 @@ def bench_dashboard(
 def bench_pipeline(
     measures: Annotated[
         str,
-        typer.Option(help="Comma-separated measures: quiet, publisher, ceiling, small, steady, burst."),
-    ] = "quiet,publisher,ceiling,small,steady,burst",
+        typer.Option(help="Comma-separated measures: quiet, publisher, ceiling, small, steady, burst, episodes."),
+    ] = "quiet,publisher,ceiling,small,steady,burst,episodes",
     repeat: Annotated[int, typer.Option(min=1, help="Runs of each measure; the median is reported.")] = 3,
     quiet_seconds: Annotated[int, typer.Option(min=10, help="Quiet fleet: seconds of CPU measured.")] = 300,
     ceiling_cars: Annotated[int, typer.Option(min=1, help="Ceiling: fleet size of the backlog.")] = 1000,
@@ -756,11 +757,12 @@ def stream(
         typer.Option(
             envvar="FLEETSTREAM_STREAM_ONLY",
             help="Comma-separated layers: bronze,silver,alerts,gold (one query reads Kafka and computes every "
-            "layer chosen; a layer without its input layer reads that layer's table); episodes, the alert "
-            "episodes (a stateful query over silver's table); alert-data is the alert-data publisher alone "
+            "layer chosen; a layer without its input layer reads that layer's table); episodes (alert "
+            "episodes and trips) and offline (cars that stopped reporting), stateful queries over silver's "
+            "table; alert-data is the alert-data publisher alone "
             "(part of alerts otherwise).",
         ),
-    ] = "bronze,silver,alerts,gold,episodes",
+    ] = "bronze,silver,alerts,gold,episodes,offline",
     available_now: Annotated[
         bool,
         typer.Option(
@@ -813,6 +815,14 @@ def stream(
             help="How often the alert episodes query looks for new silver rows.",
         ),
     ] = EPISODES_TRIGGER_S,
+    offline_after_seconds: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            envvar="FLEETSTREAM_STREAM_OFFLINE_AFTER_SECONDS",
+            help="A car that stops reporting this long while the fleet goes on opens a vehicle_offline episode.",
+        ),
+    ] = OFFLINE_AFTER_S,
     master: Annotated[
         str | None, typer.Option(envvar="FLEETSTREAM_SPARK__MASTER", help="Spark master; default local[*].")
     ] = None,
@@ -938,7 +948,7 @@ def stream(
                 lake_s=trigger_seconds, min_records=min_offsets_per_trigger, max_delay_s=max_trigger_delay_seconds,
                 max_records=max_offsets_per_trigger, alerts_s=alerts_trigger_seconds,
                 realtime_batch_s=realtime_checkpoint_seconds, gold_s=gold_interval_seconds,
-                episodes_s=episodes_trigger_seconds,
+                episodes_s=episodes_trigger_seconds, offline_s=offline_after_seconds,
             )  # fmt: skip
             streams = Streams(spark, settings, run_plan, rules=chosen_rules, triggers=triggers)
             if available_now:

@@ -6,6 +6,7 @@ Screenshots of every page go to test-artifacts/dashboard/.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
 from fleetstream.config import KafkaSettings, Settings, TopicNames
@@ -29,6 +31,7 @@ from fleetstream.reference.publish import publish
 pytestmark = pytest.mark.integration
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
 CARS, SEED = 12, 5
+OFFLINE_AFTER_S = 15  # the stream's offline time here (the default is 30 s)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 
@@ -65,6 +68,7 @@ def live(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         "FLEETSTREAM_DASHBOARD__PORT": str(port),
         "FLEETSTREAM_DASHBOARD__REFRESH_S": "1",
         "FLEETSTREAM_DASHBOARD__MAP_TILES": "",  # no network here; the map draws on its dark background
+        "FLEETSTREAM_STREAM_OFFLINE_AFTER_SECONDS": str(OFFLINE_AFTER_S),
         **{f"FLEETSTREAM_KAFKA__TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
     }
     settings = stack_settings.model_copy(
@@ -304,3 +308,35 @@ def test_cockpit_throttle_makes_the_car_faster(live: tuple[Settings, str], page:
     assert rpm > max(stopped_rpm, 1000)
     _no_exceptions(page)
     _shoot(page, "cockpit")
+
+
+def test_a_car_gone_offline_opens_an_episode_and_its_return_resolves_it(live: tuple[Settings, str], page: Any) -> None:
+    """The cockpit's "Go offline" silences a car's reports (the simulator obeys a driver command):
+    a vehicle_offline episode opens once the fleet's clock (the watermark, 10 s behind its newest
+    report) is the offline time past the car's last report, plus the lake's and the query's
+    triggers, and "Come online" resolves it. The cockpit also lists the car's trips."""
+    settings, url = live
+    car = generate_cars(CARS, SEED)[5].car_id
+    page.goto(f"{url}/cockpit?car={car}")
+    _wait("the cockpit's trips", lambda: "Trips" in page.inner_text("[data-testid=stMain]"), 90)
+    since = dt.datetime.now(dt.UTC)
+
+    def episode(status: str) -> dict[str, Any] | None:
+        rows = read.episodes(settings, since)
+        if rows is None:
+            return None
+        mine = rows.filter((pl.col("car_id") == car) & (pl.col("rule") == "vehicle_offline"))
+        mine = mine.filter(pl.col("status") == status)
+        return mine.row(0, named=True) if mine.height else None
+
+    _wait("the offline command sent", lambda: _sent(page, "Go offline", f"go_offline sent to {car}"), 30, 0)
+    sent = time.time()
+    opened = _wait("the vehicle_offline episode to open", lambda: episode("open"), OFFLINE_AFTER_S + 90, 2)
+    took = time.time() - sent
+    assert OFFLINE_AFTER_S <= took <= OFFLINE_AFTER_S + 90, took
+    assert opened["opened_at"] - opened["last_seen_at"] == OFFLINE_AFTER_S * 1000
+    _wait("the online command sent", lambda: _sent(page, "Come online", f"come_online sent to {car}"), 30, 0)
+    resolved = _wait("the episode to resolve", lambda: episode("resolved"), 60, 2)
+    assert resolved["episode_id"] == opened["episode_id"]
+    assert resolved["resolved_at"] > opened["last_seen_at"]
+    _no_exceptions(page)

@@ -192,6 +192,11 @@ def test_episodes_list_open_ones_first_then_the_newest_resolved() -> None:
     assert view["car_id"].to_list() == ["c3", "c2", "c4", "c1"]  # open: longest first; resolved: newest first
     assert view["duration_s"].to_list() == [120.0, 60.0, 100.0, 100.0]
     assert shape.open_episodes_by_rule(rows) == {"overheat": 1, "overspeed": 1}
+    gone = rows.with_columns(
+        pl.when(pl.col("car_id") == "c2").then(pl.lit("vehicle_offline")).otherwise("rule").alias("rule")
+    )
+    assert shape.offline_cars(gone) == ["c2"]
+    assert shape.offline_cars(rows) == []
     assert shape.episodes_view(None, now).height == 0
     assert shape.open_episodes_by_rule(None) == {}
 

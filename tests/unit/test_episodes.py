@@ -11,6 +11,7 @@ from pyspark.sql.streaming.tws_tester import TwsTester
 
 from fleetstream.errors import FleetstreamError
 from fleetstream.pipeline.episodes import TIME_MODE, EpisodeProcessor
+from fleetstream.pipeline.offline import OfflineProcessor
 from fleetstream.pipeline.trips import Trips
 from fleetstream.rules.engine import Escalation, Lifecycle, Rule, load_rules
 from fleetstream.rules.lifecycle import Event, Machine, episode_id
@@ -143,3 +144,28 @@ def test_trips_end_with_the_engine_or_a_gap_and_count_harsh_events() -> None:
     # the next batch: an old report is not used; the trip goes on
     later = list(Trips("c1", 60_000, trips.open).feed([report(99, True), report(101, True)], []))
     assert [(t.status, t.reports) for t in later] == [("open", 2)]
+
+
+def test_a_car_silent_while_the_fleet_goes_on_opens_an_offline_episode_and_its_next_report_resolves_it() -> None:
+    tester = TwsTester(
+        OfflineProcessor(offline_after_s=30), timeMode="EventTime", eventTimeExtractor=lambda r: r.event_time
+    )
+
+    def report(t: int) -> Row:
+        return Row(car_id="c1", event_id=f"e{t}", event_time=t * 1000, model="M", color="red")
+
+    assert tester.test("c1", [report(9), report(8)]) == []  # reporting: its timer is at 39 s (event time)
+    assert tester.test("c1", [report(19)]) == []  # a report moves the timer to 49 s
+    assert tester.setWatermark(45_000) == []  # the fleet's clock is not there yet
+    [opened] = [r.episode for r in tester.setWatermark(50_000)]
+    assert (opened.rule, opened.lifecycle, opened.last_seen_at, opened.opened_at) == (
+        "vehicle_offline",
+        "opened",
+        19_000,
+        49_000,
+    )
+    assert tester.setWatermark(90_000) == []  # once per silence
+    [resolved] = [r.episode for r in tester.test("c1", [report(95)])]
+    assert (resolved.lifecycle, resolved.status, resolved.resolved_at) == ("resolved", "resolved", 95_000)
+    assert resolved.episode_id == opened.episode_id
+    assert tester.test("c1", [report(99)]) == []  # online again, nothing open

@@ -15,6 +15,8 @@ measure is repeated and its median reported, the runs compared side by side in o
 - ``small``: `fleetstream stream --available-now` on a small topic: the command's wall time.
 - ``steady``: 10,000 events/s for ``steady_seconds`` after a warm-up, every query, each alert mode:
   alerts' latency, the lake's lag when the input stops, CPU of both applications.
+- ``episodes``: the alert episodes query alone over 10,000 cars' silver rows, 10 s of reports per
+  batch: its batch time and the state it keeps.
 - ``burst``: 200,000 events at once, then 1,000 events/s: the steady part's alerts' latency, and
   the seconds from the burst's end until the lake is live again (behind by under two triggers).
 """
@@ -55,7 +57,7 @@ from fleetstream.pipeline import LAKE_MAX_RECORDS, LAKE_TRIGGER_S
 
 MARK_BEGIN = "<!-- bench:pipeline:begin -->"
 MARK_END = "<!-- bench:pipeline:end -->"
-MEASURES = ("quiet", "publisher", "ceiling", "small", "steady", "burst")
+MEASURES = ("quiet", "publisher", "ceiling", "small", "steady", "burst", "episodes")
 MODES = ("realtime", "microbatch")
 HERE = "fleetstream.bench.pipeline"
 
@@ -85,6 +87,7 @@ class Options:
     burst_rate: int = 1000
     burst_seconds: int = 180
     trigger_s: float = LAKE_TRIGGER_S
+    episodes_cars: int = 10_000
 
 
 # --- reading the lake and Kafka (no Spark in the bench's own process) ------------------------------
@@ -531,6 +534,69 @@ def burst_worker(
     return asdict(Result("burst", f"{mode}, {burst:,} then {rate:,} events/s", values, recall == 1.0, note))
 
 
+# --- episodes: the stateful query alone ------------------------------------------------------------
+
+
+def episodes_worker(cars: int, seconds: int, batch_s: int) -> dict[str, Any]:
+    """The episodes query (alert episodes and trips, on RocksDB state) over ``cars`` cars' silver rows,
+    ``batch_s`` simulated seconds per micro-batch: each batch's time, and the state it keeps."""
+    import polars as pl
+
+    from fleetstream.pipeline import EPISODE_PARTITIONS
+    from fleetstream.pipeline.episodes import EpisodesBatch, episodes, episodes_session
+    from fleetstream.pipeline.session import spark_session
+    from fleetstream.pipeline.writer import Lake, Writer
+    from fleetstream.reference.catalog import COLORS, model_by_id
+    from fleetstream.rules import expected_gear_array
+    from fleetstream.rules.engine import load_rules
+    from fleetstream.sim.faults import FAULT_PRESETS
+    from fleetstream.sim.fleet import Fleet, FleetConfig
+
+    root = tempfile.mkdtemp(prefix="fleetstream-bench-episodes-")
+    spark = spark_session(Settings(), "fleetstream-bench-episodes")
+    spark.sparkContext.setLogLevel("ERROR")
+    fleet = Fleet(FleetConfig(cars=cars, seed=21, faults=FAULT_PRESETS["heavy"]))
+    models = model_by_id()
+    model = np.array([f"{models[c.model_id].brand} {models[c.model_id].model}" for c in fleet.cars])
+    names = {c[0]: c[1] for c in COLORS}
+    color = np.array([names[c.color_id] for c in fleet.cars])
+    silver = f"{root}/silver"
+    for chunk in range(seconds // batch_s):  # one Delta commit, and so one micro-batch, per chunk
+        frames = []
+        for tick in range(chunk * batch_s, (chunk + 1) * batch_s):
+            f = fleet.step()
+            columns = ("speed", "rpm", "gear", "coolant_temp", "engine_on", "odometer", "lat", "lon", "fuel_level")
+            frames.append(pl.DataFrame({
+                "car_id": fleet.car_ids, "event_id": [f"{i}-{tick}" for i in range(cars)],
+                "event_time": np.full(cars, tick * 1000, dtype=np.int64), "model": model, "color": color,
+                **{c: f[c] for c in columns}, "expected_gear": expected_gear_array(f["speed"], fleet.upshift),
+            }))  # fmt: skip
+        batch = spark.createDataFrame(pl.concat(frames).to_pandas()).coalesce(1)
+        batch.write.format("delta").mode("append").save(silver)
+    session = episodes_session(spark, EPISODE_PARTITIONS)
+    rows = session.readStream.format("delta").option("maxFilesPerTrigger", 1).load(silver)
+    lake = Lake(root)
+    query = (
+        episodes(rows, load_rules()).writeStream.option("checkpointLocation", lake.checkpoint("episodes"))
+        .foreachBatch(EpisodesBatch(Writer(spark, lake, "episodes", {}), None)).trigger(availableNow=True).start()
+    )  # fmt: skip
+    query.awaitTermination()
+    progress = [p for p in query.recentProgress if p["numInputRows"]]
+    later = progress[1:] or progress  # the first batch also starts the Python workers and creates the tables
+    took = [p["durationMs"]["triggerExecution"] / 1000 for p in later]
+    state = progress[-1]["stateOperators"][0]
+    values = {
+        "events_per_batch": cars * batch_s,
+        "batch_s": float(np.median(took)),
+        "events_per_s": cars * batch_s / float(np.median(took)),
+        "state_rows": state["numRowsTotal"],
+        "state_mib": state["memoryUsedBytes"] / 2**20,
+        "batches": len(later),
+    }
+    spark.stop()
+    return asdict(Result("episodes", f"{cars:,} cars, {batch_s} s of reports per batch", values))
+
+
 # --- running and reporting -------------------------------------------------------------------------
 
 
@@ -554,6 +620,8 @@ def run(settings: Settings, measures: tuple[str, ...], options: Options, say: Ca
                 for rate in options.publisher_rates:
                     for mode in MODES if i % 2 == 0 else MODES[::-1]:
                         collect(in_subprocess(HERE, "publisher_worker", kafka, mode=mode, rate=rate))
+            elif measure == "episodes":
+                collect(in_subprocess(HERE, "episodes_worker", cars=options.episodes_cars, seconds=60, batch_s=10))
             elif measure == "small":
                 collect(in_subprocess(HERE, "small_worker", kafka))
             elif measure == "steady":
@@ -684,6 +752,20 @@ def report(results: list[Result], machine: str, options: Options) -> str:
             "",
             f"Wall time, median: **{_fmt(_median(rows, 'wall_s'), 1)} s** (runs: {_runs(rows, 'wall_s', 1)}); "
             f"of which the lake query {_fmt(_median(rows, 'drain_s'), 1)} s.",
+        ]
+    for label, rows in _by_label(results, "episodes").items():
+        lines += [
+            "",
+            f"### The alert episodes query alone ({label})",
+            "",
+            "The stateful query (`transformWithState`, RocksDB) over silver rows written as one Delta commit per "
+            "batch, its outputs written (silver/alert_episodes, gold/trips); the first batch, which also starts "
+            "the Python workers and creates the tables, left out.",
+            "",
+            f"Batch time, median: **{_fmt(_median(rows, 'batch_s'), 1)} s** for "
+            f"{_fmt(_median(rows, 'events_per_batch'))} events ({_fmt(_median(rows, 'events_per_s'))} events/s; "
+            f"runs: {_runs(rows, 'batch_s', 1)}); state at the end: {_fmt(_median(rows, 'state_rows'))} rows, "
+            f"{_fmt(_median(rows, 'state_mib'), 1)} MiB in memory.",
         ]
     steady = _by_label(results, "steady")
     if steady:

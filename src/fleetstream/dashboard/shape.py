@@ -93,6 +93,14 @@ def trips_view(trips: pl.DataFrame | None) -> pl.DataFrame:
     )
 
 
+def offline_cars(episodes: pl.DataFrame | None) -> list[str]:
+    """The cars with an open vehicle_offline episode, sorted."""
+    if episodes is None or episodes.height == 0:
+        return []
+    offline = episodes.filter((pl.col("status") == "open") & (pl.col("rule") == "vehicle_offline"))
+    return sorted(offline["car_id"].unique().to_list())
+
+
 def open_episodes_by_rule(episodes: pl.DataFrame | None) -> dict[str, int]:
     """Open episodes per rule, most first."""
     if episodes is None or episodes.height == 0:

@@ -3,7 +3,8 @@
     {"car_id": "car-00007", "command": "set_throttle", "value": 0.8}
 
 Commands: ``start_engine``, ``stop_engine``, ``set_throttle`` (value 0..1), ``set_brake`` (0..1),
-``release`` (hand the car back to its simulated driver).
+``release`` (hand the car back to its simulated driver); ``go_offline`` and ``come_online`` silence
+the car's reports and let them through again (the car drives on: a lost connection).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from fleetstream.config import KafkaSettings
 from fleetstream.ingest.kafka import make_consumer, make_producer
 
 log = logging.getLogger(__name__)
-CommandName = Literal["start_engine", "stop_engine", "set_throttle", "set_brake", "release"]
+CommandName = Literal[
+    "start_engine", "stop_engine", "set_throttle", "set_brake", "release", "go_offline", "come_online"
+]
 
 
 class DriverCommand(BaseModel):

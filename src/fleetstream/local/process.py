@@ -31,6 +31,10 @@ STATE_FILE = "stack.json"
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
+#: how far a process's start time may drift between two readings and still be the same process
+CREATE_TIME_SLACK_S = 2.0
+
+
 @dataclass(frozen=True)
 class Service:
     """A process the stack started."""
@@ -45,7 +49,13 @@ class Service:
         """The live process, or None when it has exited (or the pid now belongs to another one)."""
         try:
             proc = psutil.Process(self.pid)
-            if abs(proc.create_time() - self.create_time) > 0.01 or proc.status() == psutil.STATUS_ZOMBIE:
+            # psutil derives a start time from the boot time, which moves when the clock is adjusted
+            # (seen on VMs: a live child taken for gone, its parent stopping everything); a pid that
+            # was reused within seconds of the original start is not a case to guard against
+            if (
+                abs(proc.create_time() - self.create_time) > CREATE_TIME_SLACK_S
+                or proc.status() == psutil.STATUS_ZOMBIE
+            ):
                 return None
         except psutil.Error:
             return None

@@ -28,3 +28,5 @@ LAKE_NICE = 19
 EPISODES_TRIGGER_S = 5.0
 #: the episodes query's state partitions (fixed in its checkpoint at the first start)
 EPISODE_PARTITIONS = 2
+#: a car that stopped reporting this long opens a vehicle_offline episode, in seconds
+OFFLINE_AFTER_S = 30.0

@@ -16,8 +16,10 @@ of its own.
 Alert episodes (``episodes``) are stateful: they run as a query of their own over silver's table,
 whichever other layers run beside them.
 
->>> [(q.name, q.source) for q in plan([*LAYERS, "episodes"], "realtime", separate=True).lake]
-[('lake', 'kafka'), ('episodes', 'silver/telemetry')]
+>>> [(q.name, q.source) for q in plan([*LAYERS, *STATEFUL], "realtime", separate=True).lake]
+[('lake', 'kafka'), ('episodes', 'silver/telemetry'), ('offline', 'silver/telemetry')]
+>>> [q.name for q in plan([*LAYERS, *STATEFUL], "realtime", separate=True, available_now=True).lake]
+['lake', 'episodes', 'offline']
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from fleetstream.errors import FleetstreamError
 
 LAYERS = ("bronze", "silver", "alerts", "gold")
 #: layers on Spark's state: each a query of its own (a foreachBatch cannot hold streaming state)
-STATEFUL = ("episodes",)
+STATEFUL = ("episodes", "offline")
 PUBLISHER = "alert-data"  # the alert-data publisher alone, in `--only`
 ALERT_MODES = ("microbatch", "realtime")
 #: each layer's input: Kafka for bronze, else the layer it is derived from
-PARENT = {"bronze": None, "silver": "bronze", "alerts": "silver", "gold": "silver", "episodes": "silver"}
+PARENT = {"bronze": None, "silver": "bronze", "alerts": "silver", "gold": "silver", "episodes": "silver",
+          "offline": "silver"}  # fmt: skip
 #: the Delta table a layer writes that its children read when they run in another query
 LAYER_TABLE = {"bronze": "bronze/telemetry", "silver": "silver/telemetry"}
 

@@ -33,13 +33,15 @@ from fleetstream.pipeline import (
     LAKE_MAX_RECORDS,
     LAKE_MIN_RECORDS,
     LAKE_TRIGGER_S,
+    OFFLINE_AFTER_S,
     REALTIME_BATCH_S,
 )
 from fleetstream.pipeline.alerts import publisher
 from fleetstream.pipeline.bronze import KAFKA_SCHEMA, to_bronze
 from fleetstream.pipeline.dims import DimsCache
-from fleetstream.pipeline.episodes import EpisodesBatch, episodes, episodes_session
+from fleetstream.pipeline.episodes import EPISODE_SCHEMA, TRIP_SCHEMA, EpisodesBatch, episodes, episodes_session
 from fleetstream.pipeline.medallion import LakeBatch
+from fleetstream.pipeline.offline import offline
 from fleetstream.pipeline.plan import LakeQuery, RunPlan
 from fleetstream.pipeline.silver import SILVER_COLUMNS, check_telemetry, parse_bronze
 from fleetstream.pipeline.writer import CHECKPOINT_INTERVAL, Lake, Writer, delta_exists
@@ -63,6 +65,7 @@ class Triggers:
     realtime_batch_s: float = REALTIME_BATCH_S  # a real-time publisher batch's length
     gold_s: float = LAKE_GOLD_S  # while batches are small, gold is updated this often
     episodes_s: float = EPISODES_TRIGGER_S  # the episodes query looks for new silver rows this often
+    offline_s: float = OFFLINE_AFTER_S  # a car silent this long is offline
 
 
 class BatchInterruptedError(Exception):
@@ -191,6 +194,11 @@ class Streams:
                 frame.limit(0).write.format("delta").mode("ignore").options(**table.properties(CHECKPOINT_INTERVAL))
             )
             (writer.partitionBy(table.partition) if table.partition else writer).save(self.lake.table(name))
+        if any(q.stateful for q in self.plan.lake):  # upserted by two queries: there before either starts
+            for name, schema in (("silver/alert_episodes", EPISODE_SCHEMA), ("gold/trips", TRIP_SCHEMA)):
+                if not delta_exists(self.spark, self.lake.table(name)):
+                    empty = self.spark.createDataFrame([], schema).write.format("delta").mode("ignore")
+                    empty.options(**TABLES[name].properties(CHECKPOINT_INTERVAL)).save(self.lake.table(name))
 
     def source(self, query: LakeQuery) -> DataFrame:
         """The query's input as a stream: Kafka records as bronze rows, or a table's rows; parsed and
@@ -233,16 +241,17 @@ class Streams:
         return batch
 
     def _start_episodes(self, query: LakeQuery) -> StreamingQuery:
-        """The alert episodes: a stateful query over silver's table (its own session: RocksDB state)."""
+        """The alert episodes (and trips), or the offline cars: a stateful query over silver's table
+        (its own session: RocksDB state)."""
         session = episodes_session(self.spark, EPISODE_PARTITIONS)
         silver = session.readStream.format("delta").load(self.lake.table(query.source))
         batch = EpisodesBatch(
             Writer(self.spark, self.lake, query.name, self.kafka),
             self.settings.kafka.topics.alerts if self.plan.publish else None,
         )
+        steps = episodes(silver, self.rules) if query.name == "episodes" else offline(silver, self.triggers.offline_s)
         writer = (
-            episodes(silver, self.rules)
-            .writeStream.queryName(query.name)
+            steps.writeStream.queryName(query.name)
             .option("checkpointLocation", self.lake.checkpoint(query.name))
             .foreachBatch(stoppable(batch))
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ KAFKA = "kafka"  # the output name of a batch's Kafka records (topic, key, value
 #: commits between Delta checkpoints of the pipeline's tables (Delta's default is 10): a checkpoint
 #: is a Spark job over the table's state, and the pipeline commits every table every batch
 CHECKPOINT_INTERVAL = 50
+#: an upsert that meets another writer's commit on the same table is tried this many times
+MERGE_ATTEMPTS = 5
 _MARKER = re.compile(r"^fleetstream (?P<writer>\S+) batch (?P<batch>\d+)$")
 
 
@@ -200,13 +203,21 @@ class Writer:
 
         key = TABLES[name].key
         target = DeltaTable.forPath(self.spark, self.lake.table(name))
-        (
-            target.alias("t")
-            .merge(frame.alias("s"), f"t.{key} = s.{key}")
-            .whenMatchedUpdateAll(condition="s.as_of >= t.as_of")
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+        for attempt in range(MERGE_ATTEMPTS):  # two queries upsert episodes: a concurrent commit is retried
+            try:
+                (
+                    target.alias("t")
+                    .merge(frame.alias("s"), f"t.{key} = s.{key}")
+                    .whenMatchedUpdateAll(condition="s.as_of >= t.as_of")
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
+                break
+            except Exception as exc:
+                if "Concurrent" not in type(exc).__name__ + str(exc)[:300] or attempt == MERGE_ATTEMPTS - 1:
+                    raise
+                log.info("%s: %s changed under the upsert (%s); again", self.writer, name, type(exc).__name__)
+                time.sleep(0.2 * (attempt + 1))
         with self._lock:
             self._exists.add(name)
         return True

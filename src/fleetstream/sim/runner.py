@@ -88,6 +88,7 @@ class Simulation:
         n = options.cars
         self.offsets_ms = (np.arange(n, dtype=np.float64) * self.period * 1000.0 / n).astype(np.int64)
         self._on_before = np.zeros(n, dtype=bool)
+        self.silent = np.zeros(n, dtype=bool)  # cars whose reports are not sent (driver command go_offline)
         self._open_trip: dict[int, Trip] = {}
 
     @property
@@ -102,7 +103,10 @@ class Simulation:
             if index is None:
                 self.stats.commands_unknown_car += 1
                 continue
-            self.fleet.command(index, command.command, command.value)
+            if command.command in ("go_offline", "come_online"):  # the connection, not the car
+                self.silent[index] = command.command == "go_offline"
+            else:
+                self.fleet.command(index, command.command, command.value)
             self.stats.commands += 1
 
     def tick(self) -> Batch:
@@ -113,6 +117,8 @@ class Simulation:
         tick_ms = self.start_ms + round(tick * self.period * 1000.0)
         event_time = tick_ms + self.offsets_ms
         values: list[bytes | None] = list(self.encoder.encode(frame, tick, event_time))
+        for i in np.nonzero(self.silent)[0]:
+            values[i] = None  # not sent: the car is offline
         self._trips(frame, event_time)
         manifest = frame["manifest"]
         for i, k in zip(*np.nonzero(manifest), strict=True):

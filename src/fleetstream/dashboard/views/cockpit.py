@@ -47,13 +47,18 @@ def _send(car: str, command: str, value: float | None = None) -> None:
 
 def controls(car: str) -> None:
     st.subheader("Take the wheel")
-    cols = st.columns([1, 1, 1.3, 3])
+    cols = st.columns([1, 1, 1.3, 1, 1, 1])
     if cols[0].button("Start engine", key="start", use_container_width=True):
         _send(car, "start_engine")
     if cols[1].button("Stop engine", key="stop", use_container_width=True):
         _send(car, "stop_engine")
     if cols[2].button("Hand back to driver", key="release", use_container_width=True):
         _send(car, "release")
+    # the connection: the car drives on but its reports stop (a vehicle_offline episode opens)
+    if cols[3].button("Go offline", key="offline", use_container_width=True):
+        _send(car, "go_offline")
+    if cols[4].button("Come online", key="online", use_container_width=True):
+        _send(car, "come_online")
     pedals = st.columns(2)
     pedals[0].slider(
         "Throttle (%)", 0, 100, 0, 5, key=f"throttle-{car}",

@@ -50,6 +50,10 @@ def live() -> None:
     )
     if open_by_rule:
         st.caption("Open episodes by rule: " + ", ".join(f"**{rule}** {n:,}" for rule, n in open_by_rule.items()))
+    offline = shape.offline_cars(episodes)
+    if offline:
+        shown = ", ".join(offline[:20]) + (f" and {len(offline) - 20} more" if len(offline) > 20 else "")
+        st.caption(f"Cars offline now ({len(offline)}): {shown}")
 
     critical = shape.latest_critical(alerts) or {}
     left, right, info = st.columns([1, 1, 1])
