@@ -145,11 +145,13 @@ def lake_lag(settings: Settings) -> int:
 # --- quiet: `fleetstream run` ------------------------------------------------------------------------
 
 
-#: the quiet fleet's variants, side by side: `make run` as it is, and without the episodes query
-QUIET_VARIANTS = {"with episodes": None, "without episodes": "bronze,silver,alerts,gold"}
+#: the quiet fleet's variants, side by side: `make run` as it is, and without the stateful queries (episodes, offline)
+QUIET_VARIANTS = {"with the stateful queries": None, "without them": "bronze,silver,alerts,gold"}
 
 
-def quiet_worker(cars: int, seconds: int, settle_s: int = 60, variant: str = "with episodes") -> dict[str, Any]:
+def quiet_worker(
+    cars: int, seconds: int, settle_s: int = 60, variant: str = "with the stateful queries"
+) -> dict[str, Any]:
     """`fleetstream run` with its own broker and dashboard in a fresh state directory (``variant``:
     a key of :data:`QUIET_VARIANTS`, the stream's queries)."""
     import urllib.request
