@@ -24,9 +24,10 @@ REALTIME_BATCH_S = 300.0
 #: the lake application's CPU priority beside a publisher of its own: the lowest, so that the cores
 #: go to the publisher whenever it has work (docs/benchmarks.md compares 10 and 19)
 LAKE_NICE = 19
-#: how often the alert episodes query looks for new silver rows, in seconds
-EPISODES_TRIGGER_S = 5.0
-#: the episodes query's state partitions (fixed in its checkpoint at the first start)
-EPISODE_PARTITIONS = 2
+#: how often the stateful queries (episodes, offline) look for new silver rows, in seconds: each
+#: batch has a fixed cost (Python workers, state commits, upserts), measured in docs/benchmarks.md
+EPISODES_TRIGGER_S = 15.0
+#: the stateful queries' state partitions (fixed in a checkpoint at its first start)
+EPISODE_PARTITIONS = 1
 #: a car that stopped reporting this long opens a vehicle_offline episode, in seconds
 OFFLINE_AFTER_S = 30.0
