@@ -562,7 +562,7 @@ def episodes_worker(cars: int, seconds: int, batch_s: int) -> dict[str, Any]:
     model = np.array([f"{models[c.model_id].brand} {models[c.model_id].model}" for c in fleet.cars])
     names = {c[0]: c[1] for c in COLORS}
     color = np.array([names[c.color_id] for c in fleet.cars])
-    silver = f"{root}/silver"
+    silver = f"{root}/silver/telemetry"
     for chunk in range(seconds // batch_s):  # one Delta commit, and so one micro-batch, per chunk
         frames = []
         for tick in range(chunk * batch_s, (chunk + 1) * batch_s):
