@@ -117,7 +117,7 @@ class EpisodeProcessor(StatefulProcessor):
         if trips.open is None:
             if before is not None:
                 self.trip.clear()
-        else:
+        elif trips.changed:  # a state write only when the batch moved the trip
             self.trip.update(trips.open.as_tuple())
 
     def _episodes(self, car_id: str, events: list[Row]) -> Iterator[Row]:
