@@ -14,7 +14,8 @@ from pyspark.sql import functions as F
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
 from fleetstream.ingest.kafka import describe_topics, ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
-from fleetstream.pipeline import gold
+from fleetstream.pipeline import OFFLINE_AFTER_S, gold
+from fleetstream.pipeline.offline import RULE as OFFLINE_RULE
 from fleetstream.pipeline.plan import LAYERS, STATEFUL, plan
 from fleetstream.pipeline.session import spark_session
 from fleetstream.pipeline.stream import Streams
@@ -138,9 +139,10 @@ def test_every_injected_fault_is_one_alert_episode(run) -> None:  # type: ignore
     }
     end = max(silver.values())
     expected = simulation.ground_truth.expected_episodes(silver, {name: r.lifecycle.for_s for name, r in rules.items()})
-    got = {
+    everything = {
         (r["car_id"], r["rule"], r["started_at"]): r for r in table(spark, settings, "silver/alert_episodes").collect()
     }
+    got = {k: r for k, r in everything.items() if k[1] != OFFLINE_RULE}  # offline: the next test
     assert {k[1] for k in expected} == set(EPISODE_RULE_OF_FAULT.values())
     assert set(got) == set(expected)  # precision and recall 1.0
     for key, last in expected.items():
@@ -154,6 +156,50 @@ def test_every_injected_fault_is_one_alert_episode(run) -> None:  # type: ignore
             assert episode["resolved_at"] - episode["cleared_at"] >= lifecycle.clear_for_s * 1000
     alerts = table(spark, settings, "silver/alerts").count()
     assert alerts >= 10 * len(got), (alerts, len(got))  # episodes are at least 10 times fewer
+    # gold counts them: every opening and resolution once, per rule
+    counted = {
+        r["rule"]: (r["opened"], r["resolved"])
+        for r in table(spark, settings, "gold/episodes_per_minute").groupBy("rule").agg(
+            F.sum("opened").alias("opened"), F.sum("resolved").alias("resolved")
+        ).collect()
+    }  # fmt: skip
+    assert counted == {
+        rule: (
+            sum(1 for k in everything if k[1] == rule),
+            sum(1 for k, e in everything.items() if k[1] == rule and e["status"] == "resolved"),
+        )
+        for rule in {k[1] for k in everything}
+    }
+
+
+def test_every_lost_connection_is_one_offline_episode(run) -> None:  # type: ignore[no-untyped-def]
+    """Each connection loss the simulator injected (the car sends nothing for 45 to 120 s) is one
+    vehicle_offline episode of that car: from its last report in silver before the silence, opened
+    the offline time after it, resolved at its first report after. Nothing else is offline."""
+    settings, simulation, _, spark = run
+    reports: dict[str, list[int]] = {}
+    for r in table(spark, settings, "silver/telemetry").select("car_id", "event_time").collect():
+        reports.setdefault(r["car_id"], []).append(r["event_time"])
+    got = {
+        (r["car_id"], r["started_at"]): r
+        for r in table(spark, settings, "silver/alert_episodes").where(F.col("rule") == OFFLINE_RULE).collect()
+    }
+    expected, unfinished = {}, set()
+    for fault in (e for e in simulation.ground_truth.episodes if e.fault == "offline"):
+        times = reports[fault.car_id]
+        key = (fault.car_id, max(t for t in times if t < fault.first_event_time))
+        after = [t for t in times if t > fault.last_event_time]
+        if after:
+            expected[key] = min(after)
+        else:  # silent until the end of the run: open, or not yet seen as offline
+            unfinished.add(key)
+    assert len(expected) >= 10
+    assert set(expected) <= set(got) <= set(expected) | unfinished
+    for key, back in expected.items():
+        episode = got[key]
+        assert (episode["status"], episode["resolved_at"]) == ("resolved", back), (key, episode)
+        assert episode["opened_at"] == key[1] + OFFLINE_AFTER_S * 1000
+    assert all(got[key]["status"] == "open" for key in unfinished & set(got))
 
 
 def test_gold_equals_batch_recomputation(run) -> None:  # type: ignore[no-untyped-def]

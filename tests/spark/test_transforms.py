@@ -153,6 +153,23 @@ def test_alerts_per_minute_are_tumbling_by_rule_color_and_model(spark: SparkSess
     ]
 
 
+def test_episodes_per_minute_count_openings_and_resolutions_in_their_minutes(spark: SparkSession) -> None:
+    steps = spark.createDataFrame(
+        [
+            ("overspeed", "red", "A", "opened", T0 + 1_000, None),
+            ("overspeed", "red", "A", "repeated", T0 + 1_000, None),  # not counted
+            ("overspeed", "red", "A", "resolved", T0 + 1_000, T0 + 65_000),
+            ("overheat", "blue", "B", "opened", T0 + 59_000, None),
+            ("overheat", "blue", "B", "updated", T0 + 59_000, None),  # not counted
+        ],
+        "rule string, color string, model string, lifecycle string, opened_at long, resolved_at long",
+    )
+    got = sorted(
+        (r["window_start"], r["rule"], r["opened"], r["resolved"]) for r in gold.episodes_per_minute(steps).collect()
+    )
+    assert got == [(at(T0), "overheat", 1, 0), (at(T0), "overspeed", 1, 0), (at(T0 + MIN), "overspeed", 0, 1)]
+
+
 def test_latest_per_car_takes_the_newest_report_and_flags_alerting(spark: SparkSession) -> None:
     event = {k: v for k, v in schema.EXAMPLE.items()}
     rows = [

@@ -67,15 +67,18 @@ def test_out_of_order_events_count_but_move_no_phase() -> None:
     assert (state.events, state.peak_speed) == (2, 150.0)
 
 
-def rows(pattern: str, start_ms: int = 0) -> list[Row]:
-    """Silver rows as the processor reads them, for the default rules: ``o`` overspeed, ``.`` normal."""
+def rows(pattern: str, start_ms: int = 0, oil: list[float] | None = None) -> list[Row]:
+    """Silver rows as the processor reads them, for the default rules: ``o`` overspeed, ``.`` normal;
+    the oil temperature readings ``oil`` (default: a new one at each report)."""
     out = []
     for t, mark in enumerate(pattern):
         speed = 130.0 + t if mark == "o" else 80.0
+        reading = oil[t] if oil is not None else 95.0 + (start_ms / 1000 + t) / 10
         out.append(Row(car_id="c1", event_id=f"e{start_ms + t}", event_time=start_ms + t * 1000, model="M", color="red",
                        speed=speed, rpm=3000, coolant_temp=90.0, engine_on=True, odometer=100.0 + t * 0.03,
                        lat=32.0, lon=34.0, fuel_level=50.0,
-                       fires=[mark == "o", False, False, False], clears=[mark != "o", True, True, True]))  # fmt: skip
+                       fires=[mark == "o", False, False, False, True], clears=[mark != "o", True, True, True, False],
+                       readings=[None, None, None, None, reading]))  # fmt: skip
     return out
 
 
@@ -101,11 +104,37 @@ def test_the_processor_keeps_an_episode_open_across_batches_and_resolves_it() ->
     assert [r for r in tester.test("c1", rows("....", start_ms=60_000)) if r.kind == "episode"] == []
 
 
+def test_a_frozen_reading_is_a_sensor_fault_episode_across_batches() -> None:
+    """sensor_fault: the oil reading repeats the previous report's for 10 s (event time) with the
+    engine on; the first reading that moves resolves it. The previous reading crosses batches in state."""
+    tester = TwsTester(EpisodeProcessor(load_rules()), timeMode=TIME_MODE)
+    stuck = [96.0, 96.4, 97.1] + [97.3] * 8  # frozen from the fourth report on: repeats from the fifth
+    first = [r.episode for r in tester.test("c1", rows("." * 11, oil=stuck)) if r.kind == "episode"]
+    assert first == []  # pending: 6 repeats, 5 s
+    assert tester.peekMapState("readings", "c1") == {("sensor_fault",): (10_000, 97.3)}
+    second = [
+        r.episode for r in tester.test("c1", rows("." * 12, start_ms=11_000, oil=[97.3] * 10 + [97.5, 97.4]))
+        if r.kind == "episode"
+    ]  # fmt: skip
+    assert [(r.lifecycle, r.rule, r.started_at, r.opened_at) for r in second[:1]] == [
+        ("opened", "sensor_fault", 4_000, 14_000)
+    ]
+    assert [(r.lifecycle, r.resolved_at, r.last_seen_at) for r in second[-1:]] == [("resolved", 21_000, 20_000)]
+    assert tester.peekMapState("episodes", "c1") == {}
+    # a reading that repeats once (a report lost between two) is not a frozen sender
+    blip = [r for r in tester.test("c1", rows("." * 5, start_ms=30_000, oil=[98.0, 98.0, 98.2, 98.1, 98.3]))]
+    assert [r for r in blip if r.kind == "episode"] == []
+
+
 def test_an_invalid_rules_file_names_the_rule_and_the_key(tmp_path: Path) -> None:
     cases = {
         "unknown key": ("  for_ever: 1s\n", "rule 'r' has unknown key 'for_ever'"),
         "bad duration": ("  for: soon\n", "rule 'r', key 'for': 'soon' is not a duration"),
         "bad escalation": ("  escalate: [{after: 1m, severity: urgent}]\n", "rule 'r' has escalate severity 'urgent'"),
+        "per-event frozen sensor": (
+            "  unchanged: oil_temp\n",
+            "rule 'r', key 'unchanged': such a rule raises episodes",
+        ),
     }
     for extra, message in cases.values():
         path = tmp_path / "rules.yaml"
@@ -169,3 +198,21 @@ def test_a_car_silent_while_the_fleet_goes_on_opens_an_offline_episode_and_its_n
     assert (resolved.lifecycle, resolved.status, resolved.resolved_at) == ("resolved", "resolved", 95_000)
     assert resolved.episode_id == opened.episode_id
     assert tester.test("c1", [report(99)]) == []  # online again, nothing open
+
+
+def test_a_silence_a_batch_holds_whole_is_an_offline_episode_opened_and_resolved_at_once() -> None:
+    """A backlog or a catch-up run: the silence is between two reports of one batch (no timer fired)."""
+    tester = TwsTester(
+        OfflineProcessor(offline_after_s=30), timeMode="EventTime", eventTimeExtractor=lambda r: r.event_time
+    )
+
+    def report(t: int) -> Row:
+        return Row(car_id="c1", event_id=f"e{t}", event_time=t * 1000, model="M", color="red")
+
+    assert tester.test("c1", [report(t) for t in (0, 1, 2, 31)]) == []  # 29 s: not offline
+    steps = [r.episode for r in tester.test("c1", [report(t) for t in (75, 32, 33, 76)])]  # 33 -> 75: 42 s
+    assert [(s.lifecycle, s.started_at, s.opened_at, s.resolved_at) for s in steps] == [
+        ("opened", 33_000, 63_000, None),
+        ("resolved", 33_000, 63_000, 75_000),
+    ]
+    assert steps[0].episode_id == steps[1].episode_id == episode_id("c1", "vehicle_offline", "e33")

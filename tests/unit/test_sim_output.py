@@ -79,7 +79,9 @@ def test_bad_data_rates_and_records(dirty: tuple[Path, Simulation]) -> None:
         expected = rate * breakable
         assert abs(counts[name] - expected) <= 4 * np.sqrt(expected) + 5, (name, counts[name], expected)
     lines = path.read_bytes().splitlines()
-    assert len(lines) == regular + counts["duplicate"]  # out-of-order ones are late, not lost
+    unsent = sum(len(e.event_ids) for e in sim.ground_truth.episodes if e.fault == "offline")  # lost connections
+    assert unsent > 0
+    assert len(lines) == regular - unsent + counts["duplicate"]  # out-of-order ones are late, not lost
 
     parsed, broken = {}, 0
     duplicates: dict[str, int] = {}
@@ -128,10 +130,25 @@ def test_ground_truth_agrees_with_the_events(dirty: tuple[Path, Simulation]) -> 
     for episode in faults:
         for event_id in episode["event_ids"]:
             labelled.setdefault(episode["fault"], set()).add(event_id)
+            if episode["fault"] == "offline":  # a lost connection's reports were never sent
+                assert event_id not in events
+                continue
             event = events[event_id]
             assert event["car_id"] == episode["car_id"]
             assert episode["first_event_time"] <= event["event_time"] <= episode["last_event_time"]
-    assert {"overspeed", "over_rev", "wrong_gear", "overheat", "sensor"} <= set(labelled)
+    assert {"overspeed", "over_rev", "wrong_gear", "overheat", "sensor", "offline"} <= set(labelled)
+    # a frozen oil sender: one reading held through the episode; a healthy one never repeats its last two
+    for episode in (e for e in faults if e["fault"] == "sensor"):
+        assert len({events[i]["oil_temp"] for i in episode["event_ids"]}) == 1
+    readings: dict[str, list[tuple[int, float]]] = {}
+    for event_id, event in events.items():
+        if event_id not in broken_ids and event_id not in labelled["sensor"]:
+            readings.setdefault(event["car_id"], []).append((event["event_time"], event["oil_temp"]))
+    repeats = 0
+    for series in readings.values():
+        values = [v for _, v in sorted(series)]
+        repeats += sum(a == b for a, b in zip(values, values[1:], strict=False))
+    assert repeats <= sum(len(e["event_ids"]) for e in faults if e["fault"] == "sensor") // 10
     # The three threshold rules, evaluated on every well-formed event, fire exactly on the labels.
     fired: dict[str, set[str]] = {"overspeed": set(), "over_rev": set(), "wrong_gear": set()}
     for event_id, event in events.items():

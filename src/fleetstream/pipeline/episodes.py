@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle, TimerValues
 
+from fleetstream.pipeline import gold
 from fleetstream.pipeline.trips import TRIP_GAP_S, TRIP_STATE_SCHEMA, OpenTrip, Trips
 from fleetstream.pipeline.writer import KAFKA, Writer
 from fleetstream.rules.engine import Rule
@@ -74,7 +75,8 @@ OUTPUT_SCHEMA = f"kind STRING, episode STRUCT<{EPISODE_SCHEMA}>, trip STRUCT<{TR
 
 def episode_input(silver: DataFrame, rules: list[Rule]) -> DataFrame:
     """What the processor reads per event: ids, time, values, and per rule whether its condition
-    (``fires``) and its clear condition (``clears``) hold; a condition that is NULL holds neither."""
+    (``fires``) and its clear condition (``clears``) hold (a condition that is NULL holds neither)
+    and the reading it watches for a frozen sensor (``readings``; NULL for a rule that watches none)."""
 
     def holds(text: str) -> Any:
         return F.coalesce(F.expr(text).cast("boolean"), F.lit(False))
@@ -84,20 +86,31 @@ def episode_input(silver: DataFrame, rules: list[Rule]) -> DataFrame:
         "odometer", "lat", "lon", "fuel_level",
         F.array(*[holds(rule.condition) for rule in rules]).alias("fires"),
         F.array(*[holds(rule.clear_expression) for rule in rules]).alias("clears"),
+        F.array(*[
+            F.lit(None).cast("double") if rule.unchanged is None else F.col(rule.unchanged).cast("double")
+            for rule in rules
+        ]).alias("readings"),
     )  # fmt: skip
+
+
+#: a frozen-sensor rule's last reading for a car (its previous report, for the next batch)
+READING_SCHEMA = "event_time BIGINT, value DOUBLE"
 
 
 class EpisodeProcessor(StatefulProcessor):
     """Per car: each rule's pending or open episode in a map state (rule -> episode; a rule with none
-    has no entry), and the car's open trip in a value state (:class:`~fleetstream.pipeline.trips.Trips`)."""
+    has no entry), the last reading each frozen-sensor rule watches while its condition holds (rule
+    -> reading), and the car's open trip in a value state (:class:`~fleetstream.pipeline.trips.Trips`)."""
 
     def __init__(self, rules: list[Rule], trip_gap_s: float = TRIP_GAP_S) -> None:
         self.rules = list(rules)
         self.machines = [Machine(r.name, r.severity, r.lifecycle) for r in self.rules]
+        self.watched = [i for i, r in enumerate(self.rules) if r.unchanged is not None]
         self.trip_gap_ms = round(trip_gap_s * 1000)
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.state = handle.getMapState("episodes", "rule STRING", STATE_SCHEMA)
+        self.readings = handle.getMapState("readings", "rule STRING", READING_SCHEMA)
         self.trip = handle.getValueState("trip", TRIP_STATE_SCHEMA)
 
     def handleInputRows(self, key: Any, rows: Iterator[Row], timerValues: TimerValues) -> Iterator[Row]:  # noqa: N802, N803 (Spark's names)
@@ -106,7 +119,7 @@ class EpisodeProcessor(StatefulProcessor):
         if not events:
             return
         opened: list[int] = []
-        for update in self._episodes(car_id, events):
+        for update in self._episodes(car_id, events, self._unchanged(events)):
             if update["lifecycle"] == "opened":
                 opened.append(update["opened_at"])
             yield Row(kind="episode", episode=update, trip=None)
@@ -120,18 +133,45 @@ class EpisodeProcessor(StatefulProcessor):
         elif trips.changed:  # a state write only when the batch moved the trip
             self.trip.update(trips.open.as_tuple())
 
-    def _episodes(self, car_id: str, events: list[Row]) -> Iterator[Row]:
+    def _unchanged(self, events: list[Row]) -> dict[int, list[bool]]:
+        """Per frozen-sensor rule (by index): at each event, whether its condition holds and its reading
+        equals the previous report's (an event older than the last one seen fires nothing)."""
+        if not self.watched:
+            return {}
+        held = {k[0]: tuple(v) for k, v in self.readings.iterator()} if self.readings.exists() else {}
+        flags = {}
+        for index in self.watched:
+            name = self.rules[index].name
+            last_at, last_value = held.get(name, (None, None))
+            fires = []
+            for e in events:
+                at, value = e["event_time"], e["readings"][index]
+                if last_at is not None and at <= last_at:
+                    fires.append(False)
+                    continue
+                fires.append(bool(e["fires"][index]) and value is not None and value == last_value)
+                last_at, last_value = (at, value) if e["fires"][index] else (None, None)
+            flags[index] = fires
+            if last_at is not None:
+                self.readings.updateValue((name,), (last_at, last_value))
+            elif name in held:
+                self.readings.removeKey((name,))
+        return flags
+
+    def _episodes(self, car_id: str, events: list[Row], unchanged: dict[int, list[bool]]) -> Iterator[Row]:
         held = {k[0]: Episode(*v) for k, v in self.state.iterator()} if self.state.exists() else {}
         last = events[-1]
         for index, (rule, machine) in enumerate(zip(self.rules, self.machines, strict=True)):
             before = held.get(rule.name)
-            if before is None and not any(e["fires"][index] for e in events):
+            flags = unchanged.get(index)
+            fires = [e["fires"][index] for e in events] if flags is None else flags
+            if before is None and not any(fires):
                 continue  # the common case: nothing pending or open, nothing fires
             state, emitted = before, None
-            for e in events:
+            for e, fired in zip(events, fires, strict=True):
+                clears = e["clears"][index] if flags is None else not fired
                 event = Event(
-                    e["event_id"], e["event_time"], e["fires"][index], e["clears"][index],
-                    e["speed"], e["rpm"], e["coolant_temp"],
+                    e["event_id"], e["event_time"], fired, clears, e["speed"], e["rpm"], e["coolant_temp"],
                 )  # fmt: skip
                 state, updates = machine.step(state, event, car_id)
                 for update in updates:
@@ -214,11 +254,13 @@ def episodes_session(spark: SparkSession, partitions: int) -> SparkSession:
 
 
 TRIPS_TABLE = "gold/trips"
+EPISODE_MINUTES_TABLE = "gold/episodes_per_minute"
 
 
 class EpisodesBatch:
     """The episodes query's ``foreachBatch``: the steps' newest rows upserted into
-    silver/alert_episodes and the notifications published to alert-data, at once."""
+    silver/alert_episodes, the opened and resolved ones counted into gold/episodes_per_minute, the
+    trips upserted into gold/trips and the notifications published to alert-data, at once."""
 
     TABLE = "silver/alert_episodes"
 
@@ -229,7 +271,8 @@ class EpisodesBatch:
     def __call__(self, output: DataFrame, batch_id: int) -> None:
         output = output.persist()
         try:
-            kinds = {r["kind"] for r in output.select("kind").distinct().collect()}
+            found = output.select("kind", F.col("episode.lifecycle").alias("lifecycle")).distinct().collect()
+            kinds = {r["kind"] for r in found}
             if not kinds:
                 return
             outputs: dict[str, DataFrame | None] = {}
@@ -238,6 +281,8 @@ class EpisodesBatch:
                 outputs[self.TABLE] = episode_rows(steps)
                 if self.alerts_topic is not None:
                     outputs[KAFKA] = episode_messages(steps, self.alerts_topic)
+                if {"opened", "resolved"} & {r["lifecycle"] for r in found}:
+                    outputs[EPISODE_MINUTES_TABLE] = gold.episodes_per_minute(steps)
             if "trip" in kinds:
                 outputs[TRIPS_TABLE] = trip_rows(output.where(F.col("kind") == "trip").select("trip.*"))
             self.writer.write(batch_id, outputs)

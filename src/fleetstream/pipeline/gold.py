@@ -8,6 +8,8 @@ Incremental, without streaming state:
   ``gold/alerts_per_minute`` (1-minute windows) are rolled up once a window is closed, that is once
   the newest event time is ``LATENESS_MS`` past its end (validation rejects events later than that),
   from ``car_minutes`` (a car's minute is one row, not one per event) and ``silver/alerts``.
+- ``gold/episodes_per_minute``: alert episodes opened and resolved per 1-minute window, rule,
+  color and model, appended by the stateful queries (partial counts per batch; readers sum them).
 - ``gold/car_state``: each car's latest report, kept in memory and written whole every batch (one
   row per car; no read, join or MERGE of the table).
 
@@ -103,6 +105,27 @@ def alerts_per_minute(alerts: DataFrame) -> DataFrame:
             F.window(F.timestamp_millis("event_time"), "1 minute").alias("w"), "rule", "severity", "color", "model"
         )
         .agg(F.count("*").alias("alerts"))
+        .select(F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"), "*")
+        .drop("w")
+    )
+
+
+def episodes_per_minute(steps: DataFrame) -> DataFrame:
+    """1-minute tumbling windows: alert episodes opened (by ``opened_at``) and resolved (by
+    ``resolved_at``) per rule, color and model, from a batch of lifecycle steps. Partial counts: each
+    batch appends the steps it holds (a step is in exactly one batch); readers sum them."""
+    marks = steps.where(F.col("lifecycle").isin("opened", "resolved")).select(
+        "rule", "color", "model", "lifecycle",
+        F.timestamp_millis(
+            F.when(F.col("lifecycle") == "opened", F.col("opened_at")).otherwise(F.col("resolved_at"))
+        ).alias("at"),
+    )  # fmt: skip
+    return (
+        marks.groupBy(F.window("at", "1 minute").alias("w"), "rule", "color", "model")
+        .agg(
+            F.count_if(F.col("lifecycle") == "opened").alias("opened"),
+            F.count_if(F.col("lifecycle") == "resolved").alias("resolved"),
+        )
         .select(F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"), "*")
         .drop("w")
     )

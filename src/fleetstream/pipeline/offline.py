@@ -4,16 +4,19 @@ rest of the fleet goes on opens a ``vehicle_offline`` episode; its next report r
 A stateful query of its own (``offline``) over silver's table, on event-time timers
 (``transformWithState`` in ``EventTime`` mode): each report moves the car's timer to its event time
 plus ``offline_after_s``; the timer fires once the watermark (the newest event time silver has
-seen, less ``WATERMARK_S``) passes it, which opens the episode. Its steps have the episodes query's
-shape (:mod:`fleetstream.pipeline.episodes`) and go to the same places: ``silver/alert_episodes``
-and ``alert-data``.
+seen, less ``WATERMARK_S``) passes it, which opens the episode. A silence that a batch holds whole
+(two of the car's reports further apart than the offline time: a backlog, a catch-up run) is an
+episode opened and resolved at once, with the same times and id the timer would have given it.
+Its steps have the episodes query's shape (:mod:`fleetstream.pipeline.episodes`) and go to the
+same places: ``silver/alert_episodes`` and ``alert-data``.
 
 Why event time and not the wall clock: processing-time timers (``ProcessingTime`` mode) measure
 silence from when the query saw a report, so a lake batch that takes longer than the offline time
 (a cold start, a backlog) made every car "offline" at once (seen in the dashboard test); in that
 mode Spark also runs a batch at every trigger and an available-now run never ends. Against the
-fleet's own clock, a slow lake delays the detection instead. The price: when the whole fleet (or
-the pipeline) stops, no car is called offline; the dashboard's banner tells that case.
+fleet's own clock, a slow lake delays the detection instead. The price: while the whole fleet (or
+the pipeline) is stopped, no car is called offline; the dashboard's banner tells that case. (When
+the fleet comes back after more than the offline time, each car's silence is one episode.)
 """
 
 from __future__ import annotations
@@ -55,17 +58,31 @@ class OfflineProcessor(StatefulProcessor):
 
     def handleInputRows(self, key: Any, rows: Iterator[Row], timerValues: TimerValues) -> Iterator[Row]:  # noqa: N802, N803 (Spark's names)
         car_id = key[0]
-        newest = max(rows, key=lambda r: (r["event_time"], r["event_id"]), default=None)
-        if newest is None:
+        reports = sorted(rows, key=lambda r: (r["event_time"], r["event_id"]))
+        if not reports:
             return
         held = self.car.get() if self.car.exists() else None
         if held is not None and held[2] is not None:
             self.handle.deleteTimer(held[2])
-        if held is not None and held[3] is not None:  # it was offline: back online
-            yield _step(car_id, held, "resolved", held[1], resolved_at=newest["event_time"], as_of=newest["event_time"])
-        last = (
-            (newest["event_id"], newest["event_time"]) if held is None or newest["event_time"] >= held[1] else held[:2]
-        )
+        newest = reports[-1]
+        last = None if held is None else (held[0], held[1])
+        for report in reports:
+            if last is not None and report["event_time"] <= last[1]:
+                continue  # out of order: older than the last report seen
+            if held is not None and held[3] is not None:  # it was offline (its timer fired): back online
+                yield _step(car_id, held, "resolved", held[1], resolved_at=report["event_time"],
+                            as_of=report["event_time"])  # fmt: skip
+                held = None
+            elif last is not None and report["event_time"] - last[1] > self.after_ms:
+                # silent longer than the offline time between two reports of one batch (a backlog,
+                # or a batch that came after the silence): opened and resolved at once
+                gap = (last[0], last[1], None, episode_id(car_id, RULE, last[0]), last[1] + self.after_ms,
+                       newest["model"], newest["color"])  # fmt: skip
+                yield _step(car_id, gap, "opened", last[1], as_of=last[1])
+                yield _step(car_id, gap, "resolved", last[1], resolved_at=report["event_time"],
+                            as_of=report["event_time"])  # fmt: skip
+            last = (report["event_id"], report["event_time"])
+        assert last is not None
         timer = last[1] + self.after_ms
         self.handle.registerTimer(timer)
         self.car.update((*last, timer, None, None, newest["model"], newest["color"]))

@@ -35,11 +35,19 @@ from fleetstream.pipeline import (
     LAKE_TRIGGER_S,
     OFFLINE_AFTER_S,
     REALTIME_BATCH_S,
+    gold,
 )
 from fleetstream.pipeline.alerts import publisher
 from fleetstream.pipeline.bronze import KAFKA_SCHEMA, to_bronze
 from fleetstream.pipeline.dims import DimsCache
-from fleetstream.pipeline.episodes import EPISODE_SCHEMA, TRIP_SCHEMA, EpisodesBatch, episodes, episodes_session
+from fleetstream.pipeline.episodes import (
+    EPISODE_MINUTES_TABLE,
+    EPISODE_SCHEMA,
+    TRIP_SCHEMA,
+    EpisodesBatch,
+    episodes,
+    episodes_session,
+)
 from fleetstream.pipeline.medallion import LakeBatch
 from fleetstream.pipeline.offline import offline
 from fleetstream.pipeline.plan import LakeQuery, RunPlan
@@ -195,9 +203,15 @@ class Streams:
             )
             (writer.partitionBy(table.partition) if table.partition else writer).save(self.lake.table(name))
         if any(q.stateful for q in self.plan.lake):  # upserted by two queries: there before either starts
-            for name, schema in (("silver/alert_episodes", EPISODE_SCHEMA), ("gold/trips", TRIP_SCHEMA)):
+            steps = self.spark.createDataFrame([], EPISODE_SCHEMA)
+            frames = {
+                "silver/alert_episodes": steps,
+                "gold/trips": self.spark.createDataFrame([], TRIP_SCHEMA),
+                EPISODE_MINUTES_TABLE: gold.episodes_per_minute(steps),
+            }
+            for name, frame in frames.items():
                 if not delta_exists(self.spark, self.lake.table(name)):
-                    empty = self.spark.createDataFrame([], schema).write.format("delta").mode("ignore")
+                    empty = frame.limit(0).write.format("delta").mode("ignore")
                     empty.options(**TABLES[name].properties(CHECKPOINT_INTERVAL)).save(self.lake.table(name))
 
     def source(self, query: LakeQuery) -> DataFrame:

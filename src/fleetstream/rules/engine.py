@@ -8,7 +8,7 @@ fires (the per-event alerts), with an ``alert_id`` derived from the event and th
 retried write can be deduplicated; :mod:`fleetstream.rules.lifecycle` turns them into episodes.
 
 >>> [r.name for r in load_rules()]
-['overspeed', 'engine_stress', 'gear_mismatch', 'overheat']
+['overspeed', 'engine_stress', 'gear_mismatch', 'overheat', 'sensor_fault']
 >>> load_rules()[0].condition
 'speed > 120.0'
 >>> load_rules()[3].lifecycle.for_s, load_rules()[3].per_event
@@ -40,7 +40,7 @@ ALERT_VALUE_COLUMNS = ("speed", "rpm", "gear", "expected_gear", "coolant_temp", 
 
 #: the keys a rule may have (anything else is refused, naming the rule and the key)
 RULE_KEYS = ("name", "condition", "severity", "message", "per_event", "for", "clear_for", "clear_condition",
-             "repeat_every", "escalate")  # fmt: skip
+             "repeat_every", "escalate", "unchanged")  # fmt: skip
 #: an episode resolves once the condition has been clear this long, unless the rule says otherwise
 DEFAULT_CLEAR_FOR_S = 10.0
 _DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)\s*$")
@@ -96,10 +96,14 @@ class Rule:
     #: whether every event that breaks the rule is an alert of its own (silver/alerts, alert-data);
     #: a rule that is only worth an episode (a slow overheat) says false
     per_event: bool = True
+    #: a reading (silver column) the rule watches for a frozen sensor: it fires at an event where
+    #: its condition holds and this reading equals the car's previous report's (episodes only)
+    unchanged: str | None = None
 
     @property
     def clear_expression(self) -> str:
-        """The Spark SQL condition under which the rule counts as clear."""
+        """The Spark SQL condition under which the rule counts as clear (a rule that watches an
+        ``unchanged`` reading is clear where it does not fire)."""
         return self.lifecycle.clear_condition or f"NOT ({self.condition})"
 
 
@@ -178,6 +182,15 @@ def _rule(raw: object, index: int, where: str) -> Rule:
     )
     if lifecycle.repeat_every_s == 0:
         raise FleetstreamError(f"{where}: {label}, key 'repeat_every': must be longer than 0 s")
+    unchanged = raw.get("unchanged")
+    if unchanged is not None:
+        if not isinstance(unchanged, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", unchanged):
+            raise FleetstreamError(f"{where}: {label}, key 'unchanged': name one silver column (e.g. oil_temp)")
+        if per_event or clear is not None:
+            raise FleetstreamError(
+                f"{where}: {label}, key 'unchanged': such a rule raises episodes only (per_event: false) and is "
+                "clear where the reading changes (no clear_condition)"
+            )
     return Rule(
         str(raw["name"]),
         str(raw["condition"]).format(**params),
@@ -185,6 +198,7 @@ def _rule(raw: object, index: int, where: str) -> Rule:
         str(raw["message"]).format(**params),
         lifecycle,
         per_event,
+        unchanged,
     )
 
 
@@ -196,6 +210,10 @@ def check_rules(spark: SparkSession, rules: list[Rule], columns: StructType, whe
 
     empty = spark.createDataFrame([], columns)
     for rule in rules:
+        if rule.unchanged is not None and rule.unchanged not in columns.fieldNames():
+            raise FleetstreamError(
+                f"{where}: rule {rule.name!r}, key 'unchanged': {rule.unchanged!r} is not a silver column"
+            )
         for key, text in (("condition", rule.condition), ("clear_condition", rule.lifecycle.clear_condition)):
             if text is None:
                 continue

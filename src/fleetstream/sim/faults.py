@@ -1,7 +1,8 @@
 """Fault and bad-data injection settings, with presets, and the ground-truth record.
 
-Faults are physical episodes (overspeed, engine over-rev, wrong gear, overheating, sensor faults);
-each episode is recorded with the ids of the events in which it shows, judged on the emitted values
+Faults are physical episodes (overspeed, engine over-rev, wrong gear, overheating, a frozen sensor,
+a lost connection); each episode is recorded with the ids of the events in which it shows (for a
+lost connection: the reports it did not send), judged on the emitted values
 with the default rules' limits. Bad data are broken messages for testing the pipeline's quarantine
 (malformed JSON, missing fields, wrong types, out-of-range values, duplicates, late and out-of-order
 events); each one is recorded too. Together they are the ground truth detection is scored against.
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-FAULT_TYPES = ("overspeed", "over_rev", "wrong_gear", "overheat", "sensor")
+FAULT_TYPES = ("overspeed", "over_rev", "wrong_gear", "overheat", "sensor", "offline")
 BAD_DATA_TYPES = (
     "malformed_json", "missing_field", "bad_type", "out_of_range", "duplicate", "late", "out_of_order",
 )  # fmt: skip
@@ -30,6 +31,7 @@ class FaultRates:
     wrong_gear: float = 0.0
     overheat: float = 0.0
     sensor: float = 0.0
+    offline: float = 0.0  # the car's connection drops: it sends nothing for a while
 
     def as_list(self) -> list[float]:
         return [getattr(self, name) for name in FAULT_TYPES]
@@ -53,9 +55,9 @@ class BadDataRates:
 
 FAULT_PRESETS: dict[str, FaultRates] = {
     "none": FaultRates(),
-    "light": FaultRates(overspeed=0.5, over_rev=0.3, wrong_gear=0.5, overheat=0.1, sensor=0.2),
-    "default": FaultRates(overspeed=2.0, over_rev=1.0, wrong_gear=2.0, overheat=0.5, sensor=1.0),
-    "heavy": FaultRates(overspeed=12.0, over_rev=8.0, wrong_gear=12.0, overheat=3.0, sensor=6.0),
+    "light": FaultRates(overspeed=0.5, over_rev=0.3, wrong_gear=0.5, overheat=0.1, sensor=0.2, offline=0.1),
+    "default": FaultRates(overspeed=2.0, over_rev=1.0, wrong_gear=2.0, overheat=0.5, sensor=1.0, offline=0.5),
+    "heavy": FaultRates(overspeed=12.0, over_rev=8.0, wrong_gear=12.0, overheat=3.0, sensor=6.0, offline=2.0),
 }
 BAD_DATA_PRESETS: dict[str, BadDataRates] = {
     "none": BadDataRates(),
@@ -112,7 +114,10 @@ class BadRecord:
 
 RULE_OF_FAULT = {"overspeed": "overspeed", "over_rev": "engine_stress", "wrong_gear": "gear_mismatch"}
 #: injected fault -> the default rule that raises one alert episode for it
-EPISODE_RULE_OF_FAULT = {**RULE_OF_FAULT, "overheat": "overheat"}
+EPISODE_RULE_OF_FAULT = {**RULE_OF_FAULT, "overheat": "overheat", "sensor": "sensor_fault"}
+#: faults that show only from their second report: a frozen sender's first reading is a fresh one,
+#: the freeze is seen when the next report repeats it
+SHOWS_FROM_SECOND = ("sensor",)
 
 
 class GroundTruth:
@@ -138,7 +143,7 @@ class GroundTruth:
 
     def expected_alerts(self) -> set[tuple[str, str]]:
         """(event_id, rule) of every alert the default rules must raise: one per event of a fault episode
-        whose fault one of them detects (overheat and sensor faults have no default rule)."""
+        whose fault one of them detects (overheat and sensor faults raise episodes only)."""
         return {
             (event_id, RULE_OF_FAULT[e.fault])
             for e in self.episodes
@@ -159,6 +164,8 @@ class GroundTruth:
         for e in self.episodes:
             rule = EPISODE_RULE_OF_FAULT.get(e.fault)
             times = sorted(event_time[i] for i in e.event_ids if i in event_time)
+            if e.fault in SHOWS_FROM_SECOND:
+                times = times[1:]
             if rule is None or not times or times[-1] - times[0] < for_s[rule] * 1000:
                 continue
             expected[(e.car_id, rule, times[0])] = times[-1]

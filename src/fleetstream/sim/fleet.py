@@ -52,13 +52,23 @@ FAULT_DURATION_S = {
     "wrong_gear": (5.0, 20.0),
     "overheat": (240.0, 600.0),
     "sensor": (20.0, 60.0),
+    "offline": (45.0, 120.0),
 }
 #: a car's next fault of a type starts at least this long after its last one ended, so that two
 #: injected episodes are never one to a rule's lifecycle: longer than the default rules' clear
 #: times (30 s at most; overheat's, with the cooling to its clear level, about 75 s)
-FAULT_COOLDOWN_S = {"overspeed": 60.0, "over_rev": 60.0, "wrong_gear": 60.0, "overheat": 120.0, "sensor": 60.0}
+FAULT_COOLDOWN_S = {"overspeed": 60.0, "over_rev": 60.0, "wrong_gear": 60.0, "overheat": 120.0, "sensor": 60.0,
+                     "offline": 60.0}  # fmt: skip
+#: a lost connection starts only this long after the car's last fault of any type ended (longer
+#: than every default rule's clear time, overheat's with its cooling to the clear level: about 60 s)
+OFFLINE_CALM_S = 120.0
 #: the faults during which the driver does not stop (a stop would split the episode in two)
-NO_STOP_FAULTS = ("overspeed", "wrong_gear")
+NO_STOP_FAULTS = ("overspeed", "wrong_gear", "sensor", "offline")
+#: the oil-temperature sender's noise (°C, one standard deviation; it reports at 0.1 °C). A healthy
+#: sender never repeats either of its last two readings (a repeat moves by 0.1 °C), so a run of
+#: identical readings is a frozen sender (the ``sensor`` fault) and nothing else, even where one
+#: report between two was lost
+OIL_NOISE_C = 0.5
 
 
 FUEL_L_PER_KWH = {"diesel": 0.27, "petrol": 0.32}  # fuel per unit of engine work, full load
@@ -152,7 +162,9 @@ class Fleet:
         self.cooldown = np.array([FAULT_COOLDOWN_S[name] for name in FAULT_TYPES])
         self.overspeed_kmh = np.zeros(n)
         self.over_rev_rpm = np.zeros(n)
-        self.stuck_coolant = np.zeros(n)
+        self.stuck_oil = np.zeros(n)  # the frozen oil-temperature reading during a sensor fault
+        self.oil_frozen: B = np.zeros(n, dtype=bool)
+        self.oil_readings: npt.NDArray[np.float64] = np.full((2, n), np.nan)  # the last two oil temperatures reported
         self.gps_jump = np.zeros(n, dtype=bool)
 
     def _load_models(self) -> None:
@@ -279,18 +291,27 @@ class Fleet:
         if not np.isfinite(self.next_fault).any():
             return
         moving_kmh = self.v * 3.6
+        cruising = self.engine_on & (self.mode == DRIVING) & ~self.stopping & ~self.manual
+        # A lost connection hides what the car does: it starts only on a car with no other fault
+        # and none in the last minute (whose episode resolves on the reports after it), and no
+        # other fault starts during it (each injected episode shows in what is sent).
+        silent = self.fault_active[:, FAULT["offline"]]
+        calm = ~self.fault_active.any(axis=1) & (self.t >= self.fault_ended.max(axis=1) + OFFLINE_CALM_S)
         eligible = np.stack(
             [
-                self.engine_on & (self.mode == DRIVING) & ~self.stopping & ~self.manual,  # overspeed
+                cruising,  # overspeed
                 self.engine_on & (self.v < 0.3) & self.can_over_rev & ~self.manual,  # over_rev
                 self.engine_on & (moving_kmh >= WRONG_GEAR_MIN_KMH + 5) & ~self.manual,  # wrong_gear
                 self.engine_on.copy(),  # overheat
-                self.engine_on & (self.coolant < 100.0),  # sensor
+                cruising,  # sensor
+                cruising & calm,  # offline
             ],
             axis=1,
         )
+        eligible[:, : FAULT["offline"]] &= ~silent[:, None]
         rested = self.t >= self.fault_ended + self.cooldown
         start = (self.t >= self.next_fault) & ~self.fault_active & eligible & rested
+        start[:, FAULT["offline"]] &= ~start[:, : FAULT["offline"]].any(axis=1)
         if not start.any():
             return
         rng = self.fault_rng
@@ -307,8 +328,6 @@ class Fleet:
                 self.overspeed_kmh[i] = rng.uniform(*OVERSPEED_KMH)
             elif name == "over_rev":
                 self.over_rev_rpm[i] = rng.uniform(LIMITS.over_rev_rpm + 100, self.redline[i])
-            elif name == "sensor":
-                self.stuck_coolant[i] = round(float(self.coolant[i]), 1)
 
     def _drive(self, dt: float) -> None:
         d = self.driver
@@ -413,9 +432,9 @@ class Fleet:
 
     def _emit(self, gear: I64, expected: I64) -> dict[str, np.ndarray]:
         coolant = np.round(self.coolant, 1)
-        sensor = self.fault_active[:, FAULT["sensor"]] & (self.t < self.cause_end[:, FAULT["sensor"]])
-        coolant = np.where(sensor, self.stuck_coolant, coolant)
         heading = np.mod(self.heading + self.noise_rng.normal(0.0, 0.5, self.n), 360.0)
+        sensor = self.fault_active[:, FAULT["sensor"]] & (self.t < self.cause_end[:, FAULT["sensor"]])
+        oil = self._oil_reading(sensor)
         frame: dict[str, np.ndarray] = {
             "car_index": np.arange(self.n, dtype=np.int64),
             "speed": self.speed_kmh,
@@ -427,7 +446,7 @@ class Fleet:
             "throttle": np.round(self.throttle * 100.0, 1),
             "brake": np.round(self.brake * 100.0, 1),
             "coolant_temp": coolant,
-            "oil_temp": np.round(self.oil, 1),
+            "oil_temp": oil,
             "fuel_level": np.round(100.0 * self.fuel_l / self.tank_l, 2),
             "fuel_rate": np.round(self.fuel_rate, 2),
             "odometer": np.round(self.odometer, 3),
@@ -435,9 +454,24 @@ class Fleet:
             "tyre_wear": np.round(self.tyre_wear, 2),
             "brake_wear": np.round(self.brake_wear, 2),
         }
+        # A lost connection: nothing is sent (the runner drops these reports; the car drives on).
+        frame["silent"] = self.fault_active[:, FAULT["offline"]] & (self.t < self.cause_end[:, FAULT["offline"]])
         frame["manifest"] = self._manifest(frame, expected, sensor)
         self._faults_end(frame["manifest"])
         return frame
+
+    def _oil_reading(self, sensor: B) -> F64:
+        """The oil temperature each car reports: the sender's noisy reading, never one of its last two,
+        except while its sender is frozen (``sensor``): then the reading of the fault's first tick, held."""
+        oil = np.round(self.oil + self.noise_rng.normal(0.0, OIL_NOISE_C, self.n), 1)
+        for _ in range(3):  # two readings can be in the way at most twice
+            oil = np.where((oil == self.oil_readings).any(axis=0), np.round(oil + 0.1, 1), oil)
+        freezes = sensor & ~self.oil_frozen
+        self.stuck_oil[freezes] = oil[freezes]
+        oil = np.where(sensor & self.oil_frozen, self.stuck_oil, oil)
+        self.oil_frozen = sensor
+        self.oil_readings = np.stack([self.oil_readings[1], oil])
+        return np.asarray(oil, dtype=np.float64)
 
     def _manifest(self, frame: dict[str, np.ndarray], expected: I64, sensor: B) -> np.ndarray:
         """(cars, fault types): which active fault shows in this tick's emitted values."""
@@ -448,6 +482,7 @@ class Fleet:
                 frame["gear"] != expected,
                 frame["coolant_temp"] > LIMITS.overheat_c,
                 sensor,
+                frame["silent"],
             ],
             axis=1,
         )

@@ -117,9 +117,10 @@ class Simulation:
         tick_ms = self.start_ms + round(tick * self.period * 1000.0)
         event_time = tick_ms + self.offsets_ms
         values: list[bytes | None] = list(self.encoder.encode(frame, tick, event_time))
-        for i in np.nonzero(self.silent)[0]:
+        silent = self.silent | frame["silent"]  # by driver command, or a lost connection (a fault)
+        for i in np.nonzero(silent)[0]:
             values[i] = None  # not sent: the car is offline
-        self._trips(frame, event_time)
+        self._trips(frame, event_time, ~silent)
         manifest = frame["manifest"]
         for i, k in zip(*np.nonzero(manifest), strict=True):
             episode = self.fleet.ground_truth.episodes[self.fleet.episode_of[i, k]]
@@ -135,14 +136,14 @@ class Simulation:
         self.stats.sim_seconds = self.stats.ticks * self.period
         return Batch(self.encoder.keys, values, event_time, extra_keys, extra_values, tick_ms)
 
-    def _trips(self, frame: dict[str, np.ndarray], event_time: np.ndarray) -> None:
-        """Ground truth: a trip is a car's run of reports with the engine on."""
+    def _trips(self, frame: dict[str, np.ndarray], event_time: np.ndarray, sent: np.ndarray) -> None:
+        """Ground truth: a trip is a car's run of reports with the engine on (its end: the last one sent)."""
         on, km = frame["engine_on"], frame["odometer"]
         for i in np.nonzero(on & ~self._on_before)[0]:
             trip = Trip(self.fleet.car_ids[i], int(event_time[i]), float(km[i]))
             self.ground_truth.trips.append(trip)
             self._open_trip[int(i)] = trip
-        for i in np.nonzero(on)[0]:
+        for i in np.nonzero(on & sent)[0]:
             trip = self._open_trip[int(i)]
             trip.ended_ms, trip.end_km, trip.reports = int(event_time[i]), float(km[i]), trip.reports + 1
         self._on_before = on.copy()
