@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -147,7 +148,7 @@ def test_ground_truth_agrees_with_the_events(dirty: tuple[Path, Simulation]) -> 
     repeats = 0
     for series in readings.values():
         values = [v for _, v in sorted(series)]
-        repeats += sum(a == b for a, b in zip(values, values[1:], strict=False))
+        repeats += sum(a == b for a, b in itertools.pairwise(values))
     assert repeats <= sum(len(e["event_ids"]) for e in faults if e["fault"] == "sensor") // 10
     # The three threshold rules, evaluated on every well-formed event, fire exactly on the labels.
     fired: dict[str, set[str]] = {"overspeed": set(), "over_rev": set(), "wrong_gear": set()}
