@@ -567,7 +567,8 @@ def episodes_worker(cars: int, seconds: int, batch_s: int) -> dict[str, Any]:
         frames = []
         for tick in range(chunk * batch_s, (chunk + 1) * batch_s):
             f = fleet.step()
-            columns = ("speed", "rpm", "gear", "coolant_temp", "engine_on", "odometer", "lat", "lon", "fuel_level")
+            columns = ("speed", "rpm", "gear", "coolant_temp", "oil_temp", "engine_on", "odometer", "lat", "lon",
+                       "fuel_level")  # fmt: skip
             frames.append(pl.DataFrame({
                 "car_id": fleet.car_ids, "event_id": [f"{i}-{tick}" for i in range(cars)],
                 "event_time": np.full(cars, tick * 1000, dtype=np.int64), "model": model, "color": color,
