@@ -293,7 +293,7 @@ class Fleet:
         moving_kmh = self.v * 3.6
         cruising = self.engine_on & (self.mode == DRIVING) & ~self.stopping & ~self.manual
         # A lost connection hides what the car does: it starts only on a car with no other fault
-        # and none in the last minute (whose episode resolves on the reports after it), and no
+        # and none in the last two minutes (whose episode resolves on the reports after it), and no
         # other fault starts during it (each injected episode shows in what is sent).
         silent = self.fault_active[:, FAULT["offline"]]
         calm = ~self.fault_active.any(axis=1) & (self.t >= self.fault_ended.max(axis=1) + OFFLINE_CALM_S)
