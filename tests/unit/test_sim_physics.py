@@ -124,6 +124,11 @@ def test_fault_rates_match_configuration() -> None:
     for name, configured in zip(FAULT_TYPES, rates.as_list(), strict=True):
         hours = capable if name == "over_rev" else car_hours
         observed = started[name] / hours
+        if name == "offline":
+            # a lost connection waits for a car with no fault for two minutes; under the heavy
+            # preset's other faults (overheats alone take a fifth of each hour) it gets fewer chances
+            assert 0.6 * configured <= observed <= 1.15 * configured, (name, observed)
+            continue
         assert observed == pytest.approx(configured, rel=0.15), name
 
 
