@@ -111,7 +111,9 @@ def test_a_frozen_reading_is_a_sensor_fault_episode_across_batches() -> None:
     stuck = [96.0, 96.4, 97.1] + [97.3] * 8  # frozen from the fourth report on: repeats from the fifth
     first = [r.episode for r in tester.test("c1", rows("." * 11, oil=stuck)) if r.kind == "episode"]
     assert first == []  # pending: 6 repeats, 5 s
-    assert tester.peekMapState("readings", "c1") == {("sensor_fault",): (10_000, 97.3)}
+    trip = tester.peekValueState("trip", "c1")  # the last reading is kept with the open trip
+    assert trip is not None
+    assert (trip[-2], list(trip[-1])) == (10_000, [97.3])
     second = [
         r.episode for r in tester.test("c1", rows("." * 12, start_ms=11_000, oil=[97.3] * 10 + [97.5, 97.4]))
         if r.kind == "episode"

@@ -15,6 +15,7 @@ this is a second consumer, seconds behind silver.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from pyspark.sql import DataFrame, Row, SparkSession
@@ -93,14 +94,10 @@ def episode_input(silver: DataFrame, rules: list[Rule]) -> DataFrame:
     )  # fmt: skip
 
 
-#: a frozen-sensor rule's last reading for a car (its previous report, for the next batch)
-READING_SCHEMA = "event_time BIGINT, value DOUBLE"
-
-
 class EpisodeProcessor(StatefulProcessor):
     """Per car: each rule's pending or open episode in a map state (rule -> episode; a rule with none
-    has no entry), the last reading each frozen-sensor rule watches while its condition holds (rule
-    -> reading), and the car's open trip in a value state (:class:`~fleetstream.pipeline.trips.Trips`)."""
+    has no entry), and the car's open trip in a value state (:class:`~fleetstream.pipeline.trips.Trips`),
+    which also keeps the last reading each frozen-sensor rule watches."""
 
     def __init__(self, rules: list[Rule], trip_gap_s: float = TRIP_GAP_S) -> None:
         self.rules = list(rules)
@@ -110,7 +107,6 @@ class EpisodeProcessor(StatefulProcessor):
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.state = handle.getMapState("episodes", "rule STRING", STATE_SCHEMA)
-        self.readings = handle.getMapState("readings", "rule STRING", READING_SCHEMA)
         self.trip = handle.getValueState("trip", TRIP_STATE_SCHEMA)
 
     def handleInputRows(self, key: Any, rows: Iterator[Row], timerValues: TimerValues) -> Iterator[Row]:  # noqa: N802, N803 (Spark's names)
@@ -118,45 +114,54 @@ class EpisodeProcessor(StatefulProcessor):
         events = sorted(rows, key=lambda r: (r["event_time"], r["event_id"]))
         if not events:
             return
+        held = self.trip.get() if self.trip.exists() else None
+        before = None if held is None else OpenTrip(*held)
+        unchanged, readings = self._unchanged(events, before)
         opened: list[int] = []
-        for update in self._episodes(car_id, events, self._unchanged(events)):
+        for update in self._episodes(car_id, events, unchanged):
             if update["lifecycle"] == "opened":
                 opened.append(update["opened_at"])
             yield Row(kind="episode", episode=update, trip=None)
-        before = self.trip.get() if self.trip.exists() else None
-        trips = Trips(car_id, self.trip_gap_ms, None if before is None else OpenTrip(*before))
+        trips = Trips(car_id, self.trip_gap_ms, before)
         for trip in trips.feed(events, sorted(opened)):
             yield Row(kind="trip", episode=None, trip=trip)
         if trips.open is None:
             if before is not None:
                 self.trip.clear()
-        elif trips.changed:  # a state write only when the batch moved the trip
+            return
+        if self.watched and (trips.open.reading_at, trips.open.readings) != readings:
+            trips.open = replace(trips.open, reading_at=readings[0], readings=readings[1])
+            trips.changed = True
+        if trips.changed:  # a state write only when the batch moved the trip
             self.trip.update(trips.open.as_tuple())
 
-    def _unchanged(self, events: list[Row]) -> dict[int, list[bool]]:
+    def _unchanged(
+        self, events: list[Row], trip: OpenTrip | None
+    ) -> tuple[dict[int, list[bool]], tuple[int | None, list[float | None] | None]]:
         """Per frozen-sensor rule (by index): at each event, whether its condition holds and its reading
-        equals the previous report's (an event older than the last one seen fires nothing)."""
+        equals the previous report's (an event older than the last one seen fires nothing); and the
+        last reading of each, with its time, to keep. The readings of the batch before are kept with
+        the car's open trip (no state call of their own; a car with no open trip, its engine off,
+        starts afresh)."""
         if not self.watched:
-            return {}
-        held = {k[0]: tuple(v) for k, v in self.readings.iterator()} if self.readings.exists() else {}
-        flags = {}
-        for index in self.watched:
-            name = self.rules[index].name
-            last_at, last_value = held.get(name, (None, None))
-            fires = []
-            for e in events:
-                at, value = e["event_time"], e["readings"][index]
-                if last_at is not None and at <= last_at:
-                    fires.append(False)
-                    continue
-                fires.append(bool(e["fires"][index]) and value is not None and value == last_value)
-                last_at, last_value = (at, value) if e["fires"][index] else (None, None)
-            flags[index] = fires
-            if last_at is not None:
-                self.readings.updateValue((name,), (last_at, last_value))
-            elif name in held:
-                self.readings.removeKey((name,))
-        return flags
+            return {}, (None, None)
+        last_at: int | None = None
+        values: list[float | None] = [None] * len(self.watched)
+        if trip is not None and trip.readings is not None and len(trip.readings) == len(self.watched):
+            last_at, values = trip.reading_at, list(trip.readings)
+        flags: dict[int, list[bool]] = {index: [] for index in self.watched}
+        for e in events:
+            at = e["event_time"]
+            if last_at is not None and at <= last_at:
+                for index in self.watched:
+                    flags[index].append(False)
+                continue
+            for k, index in enumerate(self.watched):
+                holds, value = bool(e["fires"][index]), e["readings"][index]
+                flags[index].append(holds and value is not None and value == values[k])
+                values[k] = value if holds else None
+            last_at = at
+        return flags, (last_at, values)
 
     def _episodes(self, car_id: str, events: list[Row], unchanged: dict[int, list[bool]]) -> Iterator[Row]:
         held = {k[0]: Episode(*v) for k, v in self.state.iterator()} if self.state.exists() else {}

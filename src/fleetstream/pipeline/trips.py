@@ -39,7 +39,7 @@ TRIP_STATE_SCHEMA = (
     "trip_id STRING, started_at BIGINT, start_km DOUBLE, start_lat DOUBLE, start_lon DOUBLE, "
     "start_fuel DOUBLE, last_at BIGINT, last_km DOUBLE, last_lat DOUBLE, last_lon DOUBLE, last_fuel DOUBLE, "
     "last_speed DOUBLE, reports BIGINT, speed_sum DOUBLE, max_speed DOUBLE, harsh_accelerations BIGINT, "
-    "harsh_brakings BIGINT, episodes BIGINT"
+    "harsh_brakings BIGINT, episodes BIGINT, reading_at BIGINT, readings ARRAY<DOUBLE>"
 )
 
 
@@ -68,6 +68,10 @@ class OpenTrip:
     harsh_accelerations: int
     harsh_brakings: int
     episodes: int
+    #: the frozen-sensor rules' last readings (one per rule that watches one) and their time: kept
+    #: here, with the trip the processor reads and writes anyway (``EpisodeProcessor``)
+    reading_at: int | None = None
+    readings: list[float | None] | None = None
 
     def as_tuple(self) -> tuple[Any, ...]:
         return astuple(self)
