@@ -58,7 +58,9 @@ app = typer.Typer(
 )
 jars_app = typer.Typer(help="The pinned JVM jars (Kafka broker, Spark connectors, Delta, S3A).", no_args_is_help=True)
 app.add_typer(jars_app, name="jars")
-reference_app = typer.Typer(help="Reference data: car models, colors and the fleet's cars.", no_args_is_help=True)
+reference_app = typer.Typer(
+    help="Reference data: car models, colors, the fleet's cars and speed zones.", no_args_is_help=True
+)
 app.add_typer(reference_app, name="reference")
 
 log = logging.getLogger("fleetstream")
@@ -446,14 +448,27 @@ def reference_publish(
     ] = None,
     cars: Annotated[int, typer.Option(min=1, envvar="FLEETSTREAM_SIM_CARS", help="Number of cars.")] = 50,
     seed: Annotated[int, typer.Option(envvar="FLEETSTREAM_SIM_SEED", help="Same seed as the simulator.")] = 42,
+    zones: Annotated[
+        Path | None,
+        typer.Option(
+            "--zones",
+            exists=True,
+            dir_okay=False,
+            help="A GeoJSON FeatureCollection of speed zones (Polygons "
+            "with zone_id, name and limit_kmh) to publish instead of the simulated city's (docs/rules.md).",
+        ),
+    ] = None,
 ) -> None:
-    """Write car_models.json, car_colors.json and cars.json (JSON lines), as the simulator's fleet."""
+    """Write car_models.json, car_colors.json and cars.json (JSON lines), as the simulator's fleet, and
+    speed_zones.geojson (the simulated city's speed zones, or --zones)."""
     from fleetstream.reference.catalog import generate_cars
     from fleetstream.reference.publish import publish
+    from fleetstream.reference.zones import read_zones
 
     try:
         settings = _settings()
-        written = publish(settings, to or settings.lake.dims, generate_cars(cars, seed))
+        chosen = read_zones(zones.read_text(encoding="utf-8"), str(zones)) if zones else None
+        written = publish(settings, to or settings.lake.dims, generate_cars(cars, seed), chosen)
     except FleetstreamError as exc:
         raise _fail(exc) from None
     for item in written:

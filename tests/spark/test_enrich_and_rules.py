@@ -12,9 +12,10 @@ from pyspark.sql import functions as F
 
 from fleetstream import schema
 from fleetstream.errors import FleetstreamError
-from fleetstream.pipeline.enrich import car_dimension, enrich, expected_gear_col, read_dims
+from fleetstream.pipeline.enrich import Reference, car_dimension, enrich, expected_gear_col, read_dims, zone_columns
 from fleetstream.pipeline.validate import parse_telemetry
 from fleetstream.reference.catalog import MODELS, PROFILES, generate_cars, model_by_id, tables, to_json_lines
+from fleetstream.reference.zones import ZONES_FILE, Zone, generate_zones, to_geojson, zone_index
 from fleetstream.rules import expected_gear
 from fleetstream.rules.engine import Lifecycle, Rule, alerts, check_rules, load_rules
 
@@ -54,7 +55,8 @@ def raw_rows(spark: SparkSession, events: list[dict[str, object]]) -> DataFrame:
 
 
 def silver_rows(spark: SparkSession, dims_dir: Path, events: list[dict[str, object]]) -> DataFrame:
-    return enrich(parse_telemetry(raw_rows(spark, events)), car_dimension(read_dims(spark, str(dims_dir))))
+    reference = Reference(car_dimension(read_dims(spark, str(dims_dir))), tuple(generate_zones()))
+    return enrich(parse_telemetry(raw_rows(spark, events)), reference)
 
 
 def test_enrichment_joins_cars_models_and_colors(spark: SparkSession, dims_dir: Path) -> None:
@@ -162,13 +164,14 @@ def test_changed_dims_are_picked_up_at_the_refresh_interval(spark: SparkSession,
 
     publish(3)
     cache = DimsCache(spark, str(tmp_path), refresh_s=3.0)
-    assert cache.get().count() == 3
+    assert cache.get().cars.count() == 3
+    assert cache.get().zones == (), "no zones file: no zones"
     publish(5)
-    assert cache.get().count() == 3, "within the interval the loaded dims are kept"
+    assert cache.get().cars.count() == 3, "within the interval the loaded dims are kept"
     time.sleep(3.1)
-    assert cache.get().count() == 3, "a batch does not wait for the reload"
+    assert cache.get().cars.count() == 3, "a batch does not wait for the reload"
     cache.join(60)
-    assert sorted(r["dim_car_id"] for r in cache.get().collect())[-1] == "car-00004"
+    assert sorted(r["dim_car_id"] for r in cache.get().cars.collect())[-1] == "car-00004"
     assert (cache.version, cache.reads) == (1, 2), "a reload that changed the cars counts"
     reload()
     assert (cache.version, cache.reads) == (1, 2), "files listed unchanged are not read again"
@@ -179,11 +182,18 @@ def test_changed_dims_are_picked_up_at_the_refresh_interval(spark: SparkSession,
     assert (cache.version, cache.reads) == (1, 3), "a rewritten file is read; the same rows do not count"
     cars.unlink()
     reload()
-    assert cache.get().count() == 5, "a failed reload keeps the dims it had"
+    assert cache.get().cars.count() == 5, "a failed reload keeps the dims it had"
     assert cache.version == 1
     publish(4)
     reload()
-    assert (cache.get().count(), cache.version) == (4, 2), "after a failed reload, the next one reads"
+    assert (cache.get().cars.count(), cache.version) == (4, 2), "after a failed reload, the next one reads"
+    zones = generate_zones()[:2]
+    (tmp_path / ZONES_FILE).write_bytes(to_geojson(zones))
+    reload()
+    assert (cache.get().zones, cache.version) == (tuple(zones), 3), "new zones are a change"
+    (tmp_path / ZONES_FILE).write_text('{"type": "FeatureCollection", "features": [{"geometry": null}]}')
+    reload()
+    assert (cache.get().zones, cache.version) == (tuple(zones), 3), "a bad zones file keeps the zones it had"
 
 
 def test_the_publisher_session_has_its_own_sql_settings_and_joins_the_cached_dimension(
@@ -197,9 +207,9 @@ def test_the_publisher_session_has_its_own_sql_settings_and_joins_the_cached_dim
     session = publisher_session(spark)
     assert {key: session.conf.get(key) for key in PUBLISHER_SQL_CONF} == PUBLISHER_SQL_CONF
     assert {key: spark.conf.get(key) for key in PUBLISHER_SQL_CONF} == before, "the pipeline's session is unchanged"
-    cars = DimsCache(spark, str(dims_dir)).get()  # cached in the pipeline's session, as the publisher finds it
+    reference = DimsCache(spark, str(dims_dir)).get()  # cached in the pipeline's session, as the publisher finds it
     raw = raw_rows(session, [{"car_id": "car-00004", "speed": 55.0}, {"car_id": "car-99999"}])
-    rows = enrich(parse_telemetry(raw), cars)
+    rows = enrich(parse_telemetry(raw), reference)
     plan = rows._jdf.queryExecution().executedPlan().toString()
     assert "AdaptiveSparkPlan" not in plan, plan
     assert "InMemoryTableScan" in plan, plan
@@ -207,3 +217,38 @@ def test_the_publisher_session_has_its_own_sql_settings_and_joins_the_cached_dim
         ("car-00004", None),
         ("car-99999", "unknown_car"),
     ]
+
+
+def test_zone_columns_agree_with_the_python_zone_index(spark: SparkSession) -> None:
+    """The Spark twin of zone_index, on random points, every vertex and points on edges."""
+    square = Zone("sq", "square", 30.0, (32.0, 32.0, 32.01, 32.01), (34.9, 34.91, 34.91, 34.9))
+    zones = [*generate_zones(), square]
+    rng = np.random.default_rng(5)
+    lat = np.concatenate([rng.uniform(32.0, 32.13, 40_000), *[np.array(z.lats) for z in zones], [32.005, 32.01]])
+    lon = np.concatenate([rng.uniform(34.69, 34.92, 40_000), *[np.array(z.lons) for z in zones], [34.9, 34.905]])
+    lat, lon = np.round(lat, 6), np.round(lon, 6)
+    want = zone_index(zones, lat, lon)
+    frame = spark.createDataFrame(
+        [(float(a), float(o)) for a, o in zip(lat, lon, strict=True)], "lat double, lon double"
+    )
+    zone_id, zone_limit = zone_columns(F.col("lat"), F.col("lon"), zones)
+    got = frame.select(zone_id.alias("zone_id"), zone_limit.alias("zone_limit")).collect()
+    assert [r["zone_id"] for r in got] == [zones[k].zone_id if k >= 0 else None for k in want]
+    assert [r["zone_limit"] for r in got] == [zones[k].limit_kmh if k >= 0 else None for k in want]
+    assert (want >= 0).sum() > 1_000
+
+
+def test_zone_overspeed_fires_in_a_zone_above_its_limit(spark: SparkSession, dims_dir: Path) -> None:
+    zone = generate_zones()[0]
+    lat, lon = zone.center
+    events = [
+        {"event_id": "in-fast", "car_id": "car-00001", "lat": lat, "lon": lon, "speed": 45.0},
+        {"event_id": "in-slow", "car_id": "car-00001", "lat": lat, "lon": lon, "speed": 29.0},
+        {"event_id": "out-fast", "car_id": "car-00001", "lat": lat + 0.05, "lon": lon, "speed": 45.0},
+    ]
+    silver = silver_rows(spark, dims_dir, events)
+    tagged = {r["event_id"]: (r["zone_id"], r["zone_limit"]) for r in silver.collect()}
+    assert tagged == {"in-fast": (zone.zone_id, 30.0), "in-slow": (zone.zone_id, 30.0), "out-fast": (None, None)}
+    fired = alerts(silver, [r for r in load_rules() if r.name == "zone_overspeed"])
+    got = {(r["event_id"], r["rule"], r["zone_id"], r["zone_limit"]) for r in fired.collect()}
+    assert got == {("in-fast", "zone_overspeed", zone.zone_id, 30.0)}

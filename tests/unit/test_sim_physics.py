@@ -124,6 +124,13 @@ def test_fault_rates_match_configuration() -> None:
     for name, configured in zip(FAULT_TYPES, rates.as_list(), strict=True):
         hours = capable if name == "over_rev" else car_hours
         observed = started[name] / hours
+        if name == "zone":
+            # a zone fault waits for the car to head for a zone (a few times an hour); the zone faults
+            # of cars speeding through a zone in an overspeed fault come on top
+            scheduled = (started[name] - fleet.zone_faults_implied) / car_hours
+            assert 0.4 * configured <= scheduled <= 1.15 * configured, (name, scheduled)
+            assert fleet.zone_faults_implied > 0
+            continue
         if name == "offline":
             # a lost connection waits for a car with no fault for two minutes; under the heavy
             # preset's other faults (overheats alone take a fifth of each hour) it gets fewer chances
@@ -152,6 +159,12 @@ def test_every_injected_fault_shows_and_is_labelled() -> None:
     speed, rpm = stacked(frames, "speed"), stacked(frames, "rpm")
     assert ((speed > LIMITS.overspeed_kmh) <= manifest[:, :, FAULT_TYPES.index("overspeed")]).all()
     assert ((rpm > LIMITS.over_rev_rpm) <= manifest[:, :, FAULT_TYPES.index("over_rev")]).all()
+    # A report above its speed zone's limit is a zone fault's, and every report of a zone fault is one
+    lat, lon = stacked(frames, "lat"), stacked(frames, "lon")
+    zone = fleet.zone_index.lookup(lat.ravel(), lon.ravel()).reshape(lat.shape)
+    speeding = speed > fleet.zone_limit[zone]
+    assert speeding.sum() > 1_000
+    assert (speeding == manifest[:, :, FAULT_TYPES.index("zone")]).all()
 
 
 def test_no_model_can_report_a_fuel_rate_the_contract_rejects() -> None:
@@ -174,3 +187,18 @@ def test_reported_fuel_rate_stays_under_its_peak(clean_run: tuple[Fleet, list[di
     fleet, frames = clean_run
     peaks = np.array([peak_fuel_rate(model_by_id()[car.model_id]) for car in fleet.cars])
     assert (stacked(frames, "fuel_rate") <= peaks + 0.01).all()
+
+
+def test_drivers_keep_the_speed_zones(clean_run: tuple[Fleet, list[dict[str, np.ndarray]]]) -> None:
+    """Without faults no report lies in a zone above its limit, yet cars drive through zones, and
+    slow down before them rather than at their edge."""
+    fleet, frames = clean_run
+    lat, lon, speed = stacked(frames, "lat"), stacked(frames, "lon"), stacked(frames, "speed")
+    zone = fleet.zone_index.lookup(lat.ravel(), lon.ravel()).reshape(lat.shape)
+    inside = zone >= 0
+    assert inside.sum() > 500 and (speed[inside] > 5).sum() > 200
+    assert not (speed > fleet.zone_limit[zone]).any()
+    # the tick a car enters a zone: its speed then is not far above the one a tick before
+    entering = inside[1:] & ~inside[:-1]
+    drop = (speed[:-1] - speed[1:])[entering]
+    assert len(drop) > 20 and np.percentile(drop, 95) < 10.0, np.sort(drop)[-10:]

@@ -14,7 +14,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from fleetstream.config import Settings
 from fleetstream.pipeline.bronze import to_bronze
-from fleetstream.pipeline.enrich import car_dimension, read_dims
+from fleetstream.pipeline.enrich import Reference, car_dimension, read_dims, read_zones_at
 from fleetstream.pipeline.silver import SILVER_COLUMNS, check_telemetry, quarantine_rows
 from fleetstream.pipeline.stream import kafka_options
 from fleetstream.pipeline.writer import at_once
@@ -25,6 +25,7 @@ def start(spark: SparkSession, settings: Settings, max_records: int) -> Streamin
     """The minimal medallion over the sensors topic, available-now, into ``settings.lake.root``."""
     root = settings.lake.root.rstrip("/")
     cars = spark.createDataFrame(car_dimension(read_dims(spark, settings.lake.dims)).collect()).cache()
+    reference = Reference(cars, read_zones_at(spark, settings.lake.dims))
     rules = load_rules()
 
     def append(frame: DataFrame, name: str, partition: str | None = None) -> None:
@@ -33,7 +34,7 @@ def start(spark: SparkSession, settings: Settings, max_records: int) -> Streamin
 
     def batch(rows: DataFrame, batch_id: int) -> None:
         bronze = to_bronze(rows).persist()
-        checked = check_telemetry(bronze, cars).persist()
+        checked = check_telemetry(bronze, reference).persist()
         valid = checked.where(F.col("reason").isNull())
         silver = valid.withColumn("silver_batch", F.lit(batch_id).cast("long")).select(*SILVER_COLUMNS)
         at_once(

@@ -9,7 +9,7 @@ The publisher is the latency path: sensors -> validate -> join the broadcast car
 - ``microbatch``: micro-batches planned in a session of its own (:data:`PUBLISHER_SQL_CONF`), with
   asynchronous progress tracking; it reads the topic from its start on the first run.
 
-Either resumes from its checkpoint, and is restarted when the reference data changes the cars
+Either resumes from its checkpoint, and is restarted when the reference data changes
 (:class:`~fleetstream.pipeline.dims.DimsBoundQuery`). What real-time mode gives up is in docs/rules.md.
 """
 
@@ -24,6 +24,7 @@ from pyspark.sql.streaming.readwriter import DataStreamWriter
 
 from fleetstream.pipeline.bronze import to_bronze
 from fleetstream.pipeline.dims import DimsBoundQuery, DimsCache
+from fleetstream.pipeline.enrich import Reference
 from fleetstream.pipeline.session import publisher_session
 from fleetstream.pipeline.silver import check_telemetry
 from fleetstream.rules.engine import Rule, alerts
@@ -40,11 +41,11 @@ def alert_messages(fired: DataFrame, topic: str) -> DataFrame:
     )
 
 
-def alert_data(sensors: DataFrame, cars: DataFrame, rules: list[Rule], topic: str) -> DataFrame:
-    """The publisher's plan over the sensors stream: validate -> join the car dimension -> rules ->
+def alert_data(sensors: DataFrame, reference: Reference, rules: list[Rule], topic: str) -> DataFrame:
+    """The publisher's plan over the sensors stream: validate -> join the car dimension, find the speed zone -> rules ->
     alert-data records. ``detected_at`` is read per row (:func:`~fleetstream.pipeline.runtime.wall_clock`):
     a real-time batch lasts minutes, and a micro-batch's time would be compiled into its code."""
-    checked = check_telemetry(to_bronze(sensors), cars).where(F.col("reason").isNull())
+    checked = check_telemetry(to_bronze(sensors), reference).where(F.col("reason").isNull())
     return alert_messages(alerts(checked, rules), topic)
 
 
@@ -73,8 +74,8 @@ def publisher(
     starting = "latest" if mode == "realtime" else "earliest"
     sensors = reader.option("startingOffsets", starting).option("failOnDataLoss", "false").load()
 
-    def to_kafka(cars: DataFrame, name: str) -> DataStreamWriter:
-        frame = alert_data(sensors, cars, rules, alerts_topic)
+    def to_kafka(reference: Reference, name: str) -> DataStreamWriter:
+        frame = alert_data(sensors, reference, rules, alerts_topic)
         return (
             frame.writeStream.format("kafka")
             .queryName(name)
@@ -84,18 +85,18 @@ def publisher(
 
     if mode == "realtime":
 
-        def build(cars: DataFrame) -> StreamingQuery:
-            writer = to_kafka(cars, "alerts_realtime").outputMode("update")
+        def build(reference: Reference) -> StreamingQuery:
+            writer = to_kafka(reference, "alerts_realtime").outputMode("update")
             query: StreamingQuery = writer.trigger(realTime=f"{realtime_batch_s:g} seconds").start()  # type: ignore[call-overload]
             return query
 
         return DimsBoundQuery(build, dims, boundary_wait_s=realtime_batch_s + 60)
 
-    def build_microbatch(cars: DataFrame) -> StreamingQuery:
+    def build_microbatch(reference: Reference) -> StreamingQuery:
         context = spark.sparkContext
         context.setLocalProperty("spark.scheduler.pool", "alerts")  # the query's thread inherits it
         try:
-            writer = to_kafka(cars, "alerts").option("asyncProgressTrackingEnabled", "true")
+            writer = to_kafka(reference, "alerts").option("asyncProgressTrackingEnabled", "true")
             query: StreamingQuery = writer.trigger(processingTime=f"{trigger_s:g} seconds").start()
             return query
         finally:

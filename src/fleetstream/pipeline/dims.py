@@ -1,5 +1,5 @@
-"""The car dimension in the running pipeline: reloaded in the background, and the queries that
-hold it in their plan restarted when it changes.
+"""The reference data in the running pipeline (the car dimension and the speed zones): reloaded in
+the background, and the queries that hold it in their plan restarted when it changes.
 
 Silver's ``foreachBatch`` asks :class:`DimsCache` for the dimension at every batch, so a reload
 reaches its next batch. The alert-data publisher is a plain Kafka -> Kafka query (no Python per
@@ -20,17 +20,18 @@ from dataclasses import dataclass, field
 
 from pyspark.errors import StreamingQueryException
 from pyspark.errors.exceptions.captured import StreamingQueryException as CapturedStreamingQueryException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 
-from fleetstream.pipeline.enrich import car_dimension, dims_fingerprint, read_dims
+from fleetstream.pipeline.enrich import Reference, car_dimension, dims_fingerprint, read_dims, read_zones_at
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class DimsCache:
-    """The car dimension, reloaded from the dims location at most every ``refresh_s`` seconds.
+    """The reference data (:class:`Reference`: the car dimension and the zones), reloaded from the
+    dims location at most every ``refresh_s`` seconds.
 
     The first load happens in the caller; later reloads run in a background thread, so that no
     batch waits the second or two a reload takes (reading the files, a Spark job or three): a
@@ -47,15 +48,15 @@ class DimsCache:
     refresh_s: float = 60.0
     version: int = 0
     reads: int = 0
-    _frame: DataFrame | None = None
+    _frame: Reference | None = None
     _digest: str = ""
     _fingerprint: str = ""
     _loaded: float = 0.0
     _reload: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self) -> DataFrame:
-        """The car dimension; only the first load's failure is raised."""
+    def get(self) -> Reference:
+        """The reference data; only the first load's failure is raised."""
         with self._lock:
             if self._frame is None:
                 fingerprint = dims_fingerprint(self.spark, self.location)
@@ -72,18 +73,19 @@ class DimsCache:
         if reload is not None:
             reload.join(timeout)
 
-    def _load(self) -> tuple[DataFrame, str]:
-        """The dimension and its rows' digest. (The caller lists the files before: a file rewritten
+    def _load(self) -> tuple[Reference, str]:
+        """The reference data and its rows' digest. (The caller lists the files before: a file rewritten
         during the read then differs from that listing next time, and is read again.)"""
         self.reads += 1
         # Read now, into the driver: a frame over the files would read them again later, when they
         # may have changed or gone. The dimension is small (one row per car).
         loaded = car_dimension(read_dims(self.spark, self.location))
         rows = sorted(loaded.collect(), key=lambda r: str(r["dim_car_id"]))
-        digest = hashlib.sha256(repr([tuple(r) for r in rows]).encode()).hexdigest()
+        zones = read_zones_at(self.spark, self.location)
+        digest = hashlib.sha256(repr(([tuple(r) for r in rows], zones)).encode()).hexdigest()
         frame = self.spark.createDataFrame(rows, loaded.schema).cache()
-        log.info("reference data loaded from %s: %d cars", self.location, frame.count())
-        return frame, digest
+        log.info("reference data loaded from %s: %d cars, %d speed zones", self.location, frame.count(), len(zones))
+        return Reference(frame, zones), digest
 
     def _reload_now(self) -> None:
         """A reload that fails (files half rewritten, store down) keeps the previous dimension and
@@ -99,21 +101,21 @@ class DimsCache:
         with self._lock:
             self._fingerprint = fingerprint
             if frame is not None and digest == self._digest:
-                frame.unpersist()  # the same rows: keep the frame the running plans hold
+                frame.cars.unpersist()  # the same rows: keep the frame the running plans hold
             elif frame is not None:
                 previous, self._frame, self._digest = self._frame, frame, digest
                 self.version += 1
                 if previous is not None:
                     # a batch still using it recomputes it from its rows, held in the plan
-                    previous.unpersist()
+                    previous.cars.unpersist()
             self._loaded, self._reload = time.monotonic(), None
 
 
 class DimsBoundQuery(StreamingQuery):
-    """A stateless streaming query whose plan holds the car dimension, restarted with the new one
+    """A stateless streaming query whose plan holds the reference data, restarted with the new data
     when a reload changed it.
 
-    ``build(cars)`` starts the query. The watch thread checks the dimension every ``poll_s``; once
+    ``build(reference)`` starts the query. The watch thread checks the dimension every ``poll_s``; once
     it changed, it waits until no batch runs or one has ended (at most ``boundary_wait_s``), stops
     the query and starts it again from its checkpoint. The handle
     stays the same: every :class:`StreamingQuery` method answers for the query running now. A
@@ -121,7 +123,7 @@ class DimsBoundQuery(StreamingQuery):
 
     def __init__(
         self,
-        build: Callable[[DataFrame], StreamingQuery],
+        build: Callable[[Reference], StreamingQuery],
         dims: DimsCache,
         boundary_wait_s: float,
         poll_s: float = 1.0,
@@ -170,11 +172,11 @@ class DimsBoundQuery(StreamingQuery):
                 self._restart()
 
     def _restart(self) -> None:
-        version, cars, name = self._dims.version, self._dims.get(), self.name
+        version, reference, name = self._dims.version, self._dims.get(), self.name
         log.info("%s: the reference data changed; restarting it with the new data", name)
         super().stop()
         try:
-            query = self._build(cars)
+            query = self._build(reference)
         except Exception as exc:  # whatever start() raises: the query is down, say why
             log.error("%s: not restarted: %s", name, exc)
             self._failure = CapturedStreamingQueryException(

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from fleetstream import schema
 from fleetstream.pipeline.bronze import BRONZE_COLUMNS
-from fleetstream.pipeline.enrich import enrich
+from fleetstream.pipeline.enrich import Reference, enrich
 from fleetstream.pipeline.runtime import with_values
 from fleetstream.pipeline.validate import parse_telemetry
 
@@ -30,6 +30,8 @@ SILVER_COLUMNS = (
     "driver_profile",
     "year",
     "expected_gear",
+    "zone_id",
+    "zone_limit",
     "kafka_partition",
     "kafka_offset",
     "kafka_ts",
@@ -70,9 +72,9 @@ def parse_bronze(bronze: DataFrame) -> DataFrame:
     return with_event_time(parse_telemetry(bronze_for_parsing(bronze)))
 
 
-def check_telemetry(bronze: DataFrame, cars: DataFrame) -> DataFrame:
+def check_telemetry(bronze: DataFrame, reference: Reference) -> DataFrame:
     """Parse, validate and enrich bronze rows: every row stays, ``reason`` is null on the good ones."""
-    return enrich(parse_bronze(bronze), cars)
+    return enrich(parse_bronze(bronze), reference)
 
 
 def later_copies(valid: DataFrame, seen: DataFrame | None = None) -> DataFrame:
@@ -156,7 +158,9 @@ class SilverBatch:
 Seen = Callable[[int, int], DataFrame | None]
 
 
-def silver_batch(parsed: DataFrame, cars: DataFrame, seen: Seen, batch_id: int, bronze: bool = False) -> SilverBatch:
+def silver_batch(
+    parsed: DataFrame, reference: Reference, seen: Seen, batch_id: int, bronze: bool = False
+) -> SilverBatch:
     """Enrich and deduplicate one batch of parsed bronze rows (:func:`parse_bronze`); with ``bronze``,
     also return the batch's bronze rows.
 
@@ -164,7 +168,7 @@ def silver_batch(parsed: DataFrame, cars: DataFrame, seen: Seen, batch_id: int, 
     tree and the source is read once. The payload is kept once: as bytes for bronze (when asked for),
     and as text only where the quarantine needs it (rejected rows).
     """
-    checked = enrich(parsed, cars)
+    checked = enrich(parsed, reference)
     checked = checked.withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))
     checked = (checked if bronze else checked.drop("value")).localCheckpoint(eager=True)
     bronze_rows = checked.select(*BRONZE_COLUMNS) if bronze else None

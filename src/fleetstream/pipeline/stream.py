@@ -40,6 +40,7 @@ from fleetstream.pipeline import (
 from fleetstream.pipeline.alerts import publisher
 from fleetstream.pipeline.bronze import KAFKA_SCHEMA, to_bronze
 from fleetstream.pipeline.dims import DimsCache
+from fleetstream.pipeline.enrich import Reference
 from fleetstream.pipeline.episodes import (
     EPISODE_MINUTES_TABLE,
     EPISODE_SCHEMA,
@@ -150,10 +151,12 @@ class Streams:
         self.kafka = kafka_options(settings)
         self.batches: dict[str, LakeBatch] = {}
 
-    def cars(self) -> DataFrame:
-        """The car dimension; a clear error when there is no reference data."""
+    def reference(self) -> Reference:
+        """The reference data (cars and speed zones); a clear error when there is none."""
         try:
             return self.dims.get()
+        except FleetstreamError:
+            raise  # the zones file is refused: its message names the zone
         except Exception as exc:  # Spark raises AnalysisException subclasses for missing paths
             raise FleetstreamError(
                 f"No reference data at {self.settings.lake.dims} ({exc.__class__.__name__}). Publish it with "
@@ -162,7 +165,7 @@ class Streams:
 
     def _check_rules(self) -> None:
         """Refuse rules whose conditions do not compile over silver's columns, before any query starts."""
-        silver = check_telemetry(to_bronze(self.spark.createDataFrame([], KAFKA_SCHEMA)), self.cars())
+        silver = check_telemetry(to_bronze(self.spark.createDataFrame([], KAFKA_SCHEMA)), self.reference())
         silver = silver.withColumn("silver_batch", F.lit(0).cast("long")).select(*SILVER_COLUMNS)
         check_rules(self.spark, self.rules, silver.schema)
 
@@ -195,7 +198,7 @@ class Streams:
             bronze = to_bronze(self.spark.createDataFrame([], KAFKA_SCHEMA))
             frame = bronze
             if name == "silver/telemetry":
-                parsed = check_telemetry(bronze, self.cars())
+                parsed = check_telemetry(bronze, self.reference())
                 frame = parsed.withColumn("silver_batch", F.lit(0).cast("long")).select(*SILVER_COLUMNS)
             table = TABLES[name]
             writer = (
@@ -303,20 +306,20 @@ class Streams:
     def start(self) -> list[StreamingQuery]:
         """Start every query of the plan (live); returns them."""
         if self.plan.lake:
-            self.cars()
+            self.reference()
             self._check_rules()
             self._check_layout()
             self._create_source_tables()
         queries = [self._start_lake(query) for query in self.plan.lake]
         if self.plan.publisher == "here":
             if not self.plan.lake:
-                self.cars()
+                self.reference()
             queries.append(self.publisher())
         return queries
 
     def run_available_now(self, on_query: Callable[[str], None] | None = None) -> None:
         """Process everything available, query after query in dependency order, then return."""
-        self.cars()
+        self.reference()
         self._check_rules()
         self._check_layout()
         self._create_source_tables()

@@ -188,6 +188,8 @@ class Writer:
         )
         if name not in self._exists:  # created by this write: with the table's properties
             writer = writer.options(**table.properties(CHECKPOINT_INTERVAL))
+        if table.mode == "append":  # a table an earlier version wrote gains the columns added since
+            writer = writer.option("mergeSchema", "true")
         if table.partition:
             writer = writer.partitionBy(table.partition)
         writer.save(path)

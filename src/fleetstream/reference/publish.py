@@ -7,24 +7,27 @@ from pathlib import Path
 from fleetstream.config import Settings
 from fleetstream.local import seaweedfs
 from fleetstream.reference.catalog import Car, tables, to_json_lines
+from fleetstream.reference.zones import ZONES_FILE, Zone, generate_zones, to_geojson
 
 
-def publish(settings: Settings, target: str, cars: list[Car]) -> list[str]:
-    """Write car_models.json, car_colors.json and cars.json (JSON lines) under ``target``.
+def publish(settings: Settings, target: str, cars: list[Car], zones: list[Zone] | None = None) -> list[str]:
+    """Write car_models.json, car_colors.json and cars.json (JSON lines) under ``target``, and the
+    speed zones (default: the simulated city's) as speed_zones.geojson.
 
     ``target`` is a folder, or ``s3://bucket/prefix`` / ``s3a://bucket/prefix`` on the configured S3
     endpoint. Returns what was written.
     """
     written = []
-    for name, records in tables(cars).items():
-        body = to_json_lines(records)
+    files = {f"{name}.json": to_json_lines(records) for name, records in tables(cars).items()}
+    files[ZONES_FILE] = to_geojson(generate_zones() if zones is None else zones)
+    for name, body in files.items():
         if target.startswith(("s3://", "s3a://")):
             bucket, _, prefix = target.split("://", 1)[1].partition("/")
-            key = f"{prefix.strip('/')}/{name}.json".lstrip("/")
+            key = f"{prefix.strip('/')}/{name}".lstrip("/")
             seaweedfs.client(settings).put_object(Bucket=bucket, Key=key, Body=body)
             written.append(f"s3://{bucket}/{key}")
         else:
-            path = Path(target) / f"{name}.json"
+            path = Path(target) / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(body)
             written.append(str(path))

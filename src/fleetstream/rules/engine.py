@@ -8,10 +8,10 @@ fires (the per-event alerts), with an ``alert_id`` derived from the event and th
 retried write can be deduplicated; :mod:`fleetstream.rules.lifecycle` turns them into episodes.
 
 >>> [r.name for r in load_rules()]
-['overspeed', 'engine_stress', 'gear_mismatch', 'overheat', 'sensor_fault']
+['overspeed', 'zone_overspeed', 'engine_stress', 'gear_mismatch', 'overheat', 'sensor_fault']
 >>> load_rules()[0].condition
 'speed > 120.0'
->>> load_rules()[3].lifecycle.for_s, load_rules()[3].per_event
+>>> load_rules()[4].lifecycle.for_s, load_rules()[4].per_event
 (10.0, False)
 """
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES = ("low", "medium", "high", "critical")
-ALERT_VALUE_COLUMNS = ("speed", "rpm", "gear", "expected_gear", "coolant_temp", "lat", "lon")
+ALERT_VALUE_COLUMNS = ("speed", "rpm", "gear", "expected_gear", "coolant_temp", "lat", "lon", "zone_id", "zone_limit")
 
 
 #: the keys a rule may have (anything else is refused, naming the rule and the key)

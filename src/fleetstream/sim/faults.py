@@ -1,9 +1,9 @@
 """Fault and bad-data injection settings, with presets, and the ground-truth record.
 
 Faults are physical episodes (overspeed, engine over-rev, wrong gear, overheating, a frozen sensor,
-a lost connection); each episode is recorded with the ids of the events in which it shows (for a
-lost connection: the reports it did not send), judged on the emitted values
-with the default rules' limits. Bad data are broken messages for testing the pipeline's quarantine
+speeding through a speed zone, a lost connection); each episode is recorded with the ids of the
+events in which it shows (for a lost connection: the reports it did not send), judged on the
+emitted values with the default rules' limits. Bad data are broken messages for testing the pipeline's quarantine
 (malformed JSON, missing fields, wrong types, out-of-range values, duplicates, late and out-of-order
 events); each one is recorded too. Together they are the ground truth detection is scored against.
 """
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-FAULT_TYPES = ("overspeed", "over_rev", "wrong_gear", "overheat", "sensor", "offline")
+FAULT_TYPES = ("overspeed", "over_rev", "wrong_gear", "overheat", "sensor", "zone", "offline")
 BAD_DATA_TYPES = (
     "malformed_json", "missing_field", "bad_type", "out_of_range", "duplicate", "late", "out_of_order",
 )  # fmt: skip
@@ -31,6 +31,7 @@ class FaultRates:
     wrong_gear: float = 0.0
     overheat: float = 0.0
     sensor: float = 0.0
+    zone: float = 0.0  # the driver ignores a speed zone's limit (also raised by an overspeed through a zone)
     offline: float = 0.0  # the car's connection drops: it sends nothing for a while
 
     def as_list(self) -> list[float]:
@@ -55,9 +56,9 @@ class BadDataRates:
 
 FAULT_PRESETS: dict[str, FaultRates] = {
     "none": FaultRates(),
-    "light": FaultRates(overspeed=0.5, over_rev=0.3, wrong_gear=0.5, overheat=0.1, sensor=0.2, offline=0.1),
-    "default": FaultRates(overspeed=2.0, over_rev=1.0, wrong_gear=2.0, overheat=0.5, sensor=1.0, offline=0.5),
-    "heavy": FaultRates(overspeed=12.0, over_rev=8.0, wrong_gear=12.0, overheat=3.0, sensor=6.0, offline=2.0),
+    "light": FaultRates(overspeed=0.5, over_rev=0.3, wrong_gear=0.5, overheat=0.1, sensor=0.2, zone=0.1, offline=0.1),
+    "default": FaultRates(overspeed=2.0, over_rev=1.0, wrong_gear=2.0, overheat=0.5, sensor=1.0, zone=0.3, offline=0.5),
+    "heavy": FaultRates(overspeed=12.0, over_rev=8.0, wrong_gear=12.0, overheat=3.0, sensor=6.0, zone=1.0, offline=2.0),
 }
 BAD_DATA_PRESETS: dict[str, BadDataRates] = {
     "none": BadDataRates(),
@@ -112,7 +113,12 @@ class BadRecord:
     detail: str = ""
 
 
-RULE_OF_FAULT = {"overspeed": "overspeed", "over_rev": "engine_stress", "wrong_gear": "gear_mismatch"}
+RULE_OF_FAULT = {
+    "overspeed": "overspeed",
+    "over_rev": "engine_stress",
+    "wrong_gear": "gear_mismatch",
+    "zone": "zone_overspeed",
+}
 #: injected fault -> the default rule that raises one alert episode for it
 EPISODE_RULE_OF_FAULT = {**RULE_OF_FAULT, "overheat": "overheat", "sensor": "sensor_fault"}
 #: faults that show only from their second report: a frozen sender's first reading is a fresh one,

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fleetstream.reference.catalog import PROFILES, Car, CarModel, generate_cars, model_by_id
+from fleetstream.reference.zones import Zone, ZoneIndex, generate_zones
 from fleetstream.rules import LIMITS, expected_gear_array
 from fleetstream.sim.faults import FAULT_TYPES, FaultRates, GroundTruth
 from fleetstream.sim.profiles import profile_arrays
@@ -52,18 +53,33 @@ FAULT_DURATION_S = {
     "wrong_gear": (5.0, 20.0),
     "overheat": (240.0, 600.0),
     "sensor": (20.0, 60.0),
+    "zone": (60.0, 120.0),  # the longest the driver ignores a zone's limit (it ends on leaving the zone)
     "offline": (45.0, 120.0),
 }
 #: a car's next fault of a type starts at least this long after its last one ended, so that two
 #: injected episodes are never one to a rule's lifecycle: longer than the default rules' clear
 #: times (30 s at most; overheat's, with the cooling to its clear level, about 75 s)
 FAULT_COOLDOWN_S = {"overspeed": 60.0, "over_rev": 60.0, "wrong_gear": 60.0, "overheat": 120.0, "sensor": 60.0,
-                     "offline": 60.0}  # fmt: skip
+                     "zone": 60.0, "offline": 60.0}  # fmt: skip
 #: a lost connection starts only this long after the car's last fault of any type ended (longer
 #: than every default rule's clear time, overheat's with its cooling to the clear level: about 60 s)
 OFFLINE_CALM_S = 120.0
 #: the faults during which the driver does not stop (a stop would split the episode in two)
-NO_STOP_FAULTS = ("overspeed", "wrong_gear", "sensor", "offline")
+NO_STOP_FAULTS = ("overspeed", "wrong_gear", "sensor", "zone", "offline")
+#: a driver who keeps a speed zone's limit drives at most this far below it inside (times the
+#: profile's cruise factor, if under 1), slows down from this many of its response times ahead,
+#: and never enters or drives in it faster than the limit less ZONE_CAP_MARGIN_KMH
+ZONE_MARGIN_KMH = 2.0
+ZONE_LOOKAHEAD_RESPONSES = 3.0
+ZONE_CAP_MARGIN_KMH = 1.0
+#: a driver ignoring a zone drives this much above its limit (km/h), and the fault starts only
+#: where the road's own target is at least ZONE_FAULT_MIN_GAP_KMH above the limit, within
+#: ZONE_FAULT_AHEAD_KM of the zone
+ZONE_FAULT_EXCESS_KMH = (15.0, 30.0)
+ZONE_FAULT_MIN_GAP_KMH = 10.0
+ZONE_FAULT_AHEAD_KM = 0.5
+#: how far ahead (km) a car looks for the next zone along its street
+ZONE_HORIZON_KM = 1.0
 #: the oil-temperature sender's noise (°C, one standard deviation; it reports at 0.1 °C). A healthy
 #: sender never repeats either of its last two readings (a repeat moves by 0.1 °C), so a run of
 #: identical readings is a frozen sender (the ``sensor`` fault) and nothing else, even where one
@@ -96,7 +112,7 @@ class FleetConfig:
 class Fleet:
     """Vectorised state of every car; :meth:`step` advances one tick and returns the emitted values."""
 
-    def __init__(self, config: FleetConfig, cars: list[Car] | None = None) -> None:
+    def __init__(self, config: FleetConfig, cars: list[Car] | None = None, zones: list[Zone] | None = None) -> None:
         self.config = config
         self.cars = cars if cars is not None else generate_cars(config.cars, config.seed)
         n = self.n = len(self.cars)
@@ -166,6 +182,33 @@ class Fleet:
         self.oil_frozen: B = np.zeros(n, dtype=bool)
         self.oil_readings: npt.NDArray[np.float64] = np.full((2, n), np.nan)  # the last two oil temperatures reported
         self.gps_jump = np.zeros(n, dtype=bool)
+        self._load_zones(generate_zones() if zones is None else zones)
+        self.zone_fault_kmh = np.zeros(n)  # the speed a driver ignoring a zone keeps in it
+        self.zone_entered = np.zeros(n, dtype=bool)  # the car has been in a zone during its zone fault
+        self.zone_faults_implied = 0  # zone faults of cars speeding through a zone in an overspeed fault
+
+    def _load_zones(self, zones: list[Zone]) -> None:
+        """The speed zones, and their edges in km east and north of the city's centre (for the
+        distance to the next zone along a car's heading)."""
+        c = self.config
+        self.zones = zones
+        self.zone_index = ZoneIndex(zones)
+        self.zone_limit = np.array([z.limit_kmh for z in zones] + [np.inf])  # index -1: no zone
+        self.km_east = KM_PER_DEG_LAT * math.cos(math.radians(c.center_lat))
+        most = max((len(z.lats) for z in zones), default=0)
+        edges = np.full((len(zones), most, 4), np.nan)  # (zone, edge, lat_i lon_i lat_j lon_j)
+        for k, zone in enumerate(zones):
+            edges[k, : len(zone.lats)] = _ring(zone)
+        scale = np.array([KM_PER_DEG_LAT, self.km_east, KM_PER_DEG_LAT, self.km_east])
+        origin = np.array([c.center_lat, c.center_lon, c.center_lat, c.center_lon])
+        km = (edges - origin) * scale
+        self.zone_edges = (km[..., 0], km[..., 1], km[..., 2], km[..., 3])  # north_i, east_i, north_j, east_j
+        box = np.array([z.bbox for z in zones], dtype=np.float64).reshape(-1, 4)
+        self.zone_box_km = (box - origin[[0, 0, 1, 1]]) * scale[[0, 0, 1, 1]]  # north lo, hi, east lo, hi
+        n = self.n
+        self.zone_here = np.full(n, -1, dtype=np.int64)  # the zone a car is in (-1: none)
+        self.zone_ahead = np.full(n, -1, dtype=np.int64)  # the next zone along its heading
+        self.zone_ahead_km = np.full(n, np.inf)  # ... and how far its edge is
 
     def _load_models(self) -> None:
         models = model_by_id()
@@ -230,6 +273,7 @@ class Fleet:
         self.t += dt
         self._lifecycle(dt)
         self._roads(dt)
+        self._zones()
         self._faults_start()
         self._drive(dt)
         gear, expected = self._gearbox()
@@ -283,6 +327,46 @@ class Fleet:
             self.road_limit * self.driver["cruise_factor"] * rng.uniform(0.9, 1.05, n), DISCIPLINED_MAX_KMH
         )[new]
 
+    def _zones(self) -> None:
+        """Where each car is: the zone it is in, and the nearest zone edge along its heading within
+        ZONE_HORIZON_KM (a car inside a zone sees the edge it will leave by)."""
+        self.zone_here[:] = self.zone_index.lookup(self.lat, self.lon)
+        self.zone_ahead[:] = -1
+        self.zone_ahead_km[:] = np.inf
+        if not self.zones:
+            return
+        c = self.config
+        north = (self.lat - c.center_lat) * KM_PER_DEG_LAT
+        east = (self.lon - c.center_lon) * self.km_east
+        rad = np.radians(self.heading)
+        dn, de = np.cos(rad), np.sin(rad)
+        # (car, zone) pairs whose boxes meet: the stretch of street ahead, and the zone
+        n_lo, n_hi = np.minimum(north, north + ZONE_HORIZON_KM * dn), np.maximum(north, north + ZONE_HORIZON_KM * dn)
+        e_lo, e_hi = np.minimum(east, east + ZONE_HORIZON_KM * de), np.maximum(east, east + ZONE_HORIZON_KM * de)
+        box = self.zone_box_km
+        meet = ((n_lo[:, None] <= box[:, 1]) & (n_hi[:, None] >= box[:, 0])
+                & (e_lo[:, None] <= box[:, 3]) & (e_hi[:, None] >= box[:, 2]))  # fmt: skip
+        meet &= (self.mode == DRIVING)[:, None]
+        cars, zones = np.nonzero(meet)
+        if not len(cars):
+            return
+        # car + t * heading = edge start + s * edge, by 2-D cross products (x east, y north); a zone's
+        # edges padded with NaN to the most any zone has (a NaN edge is never hit)
+        n1, e1, n2, e2 = (self.zone_edges[k][zones] for k in range(4))
+        cn, ce, hn, he = north[cars, None], east[cars, None], dn[cars, None], de[cars, None]
+        en, ee, wn, we = n2 - n1, e2 - e1, n1 - cn, e1 - ce
+        denom = he * en - hn * ee
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (we * en - wn * ee) / denom
+            along = (we * hn - wn * he) / denom
+            hit = (t >= 0) & (t <= ZONE_HORIZON_KM) & (along >= 0) & (along <= 1)
+        t = np.where(hit, t, np.inf).min(axis=1)
+        order = np.argsort(t, kind="stable")[::-1]  # the nearest last: it wins the assignment below
+        cars, zones, t = cars[order], zones[order], t[order]
+        found = np.isfinite(t)
+        self.zone_ahead[cars[found]] = zones[found]
+        self.zone_ahead_km[cars[found]] = t[found]
+
     def _no_stop(self) -> B:
         """Cars in a fault during which their driver does not stop."""
         return np.asarray(self.fault_active[:, [FAULT[name] for name in NO_STOP_FAULTS]].any(axis=1), dtype=bool)
@@ -304,6 +388,10 @@ class Fleet:
                 self.engine_on & (moving_kmh >= WRONG_GEAR_MIN_KMH + 5) & ~self.manual,  # wrong_gear
                 self.engine_on.copy(),  # overheat
                 cruising,  # sensor
+                cruising
+                & (self.zone_here < 0)
+                & (self.zone_ahead_km <= ZONE_FAULT_AHEAD_KM)
+                & (self.target_kmh > self.zone_limit[self.zone_ahead] + ZONE_FAULT_MIN_GAP_KMH),  # zone
                 cruising & calm,  # offline
             ],
             axis=1,
@@ -328,6 +416,9 @@ class Fleet:
                 self.overspeed_kmh[i] = rng.uniform(*OVERSPEED_KMH)
             elif name == "over_rev":
                 self.over_rev_rpm[i] = rng.uniform(LIMITS.over_rev_rpm + 100, self.redline[i])
+            elif name == "zone":
+                self.zone_fault_kmh[i] = self.zone_limit[self.zone_ahead[i]] + rng.uniform(*ZONE_FAULT_EXCESS_KMH)
+                self.zone_entered[i] = False
 
     def _drive(self, dt: float) -> None:
         d = self.driver
@@ -335,6 +426,17 @@ class Fleet:
         over = self.fault_active[:, FAULT["overspeed"]] & (self.t < self.cause_end[:, FAULT["overspeed"]])
         revving = self.fault_active[:, FAULT["over_rev"]]
         target = np.where(over, self.overspeed_kmh, self.target_kmh)
+        # Speed zones: a driver slows down before one and keeps under its limit inside, unless it
+        # ignores it (a zone fault; an overspeed fault ignores every limit; a driver in manual control)
+        ignoring_zone = self.fault_active[:, FAULT["zone"]] & (self.t < self.cause_end[:, FAULT["zone"]])
+        target = np.where(ignoring_zone, np.maximum(target, self.zone_fault_kmh), target)
+        heeds = ~(ignoring_zone | over | self.manual)
+        here_kmh = self.zone_limit[self.zone_here]  # inf outside every zone
+        ahead_kmh = self.zone_limit[self.zone_ahead]
+        lookahead_km = (v * ZONE_LOOKAHEAD_RESPONSES * d["response_s"] + 50.0) / 1000.0
+        zone_kmh = np.minimum(here_kmh, np.where(self.zone_ahead_km <= lookahead_km, ahead_kmh, np.inf))
+        keep_kmh = zone_kmh * np.minimum(d["cruise_factor"], 1.0) - ZONE_MARGIN_KMH
+        target = np.where(heeds, np.minimum(target, keep_kmh), target)
         hold_still = self.stopping | (self.mode != DRIVING) | revving | ~self.engine_on
         target_v = np.where(hold_still, 0.0, target / 3.6)
 
@@ -359,6 +461,11 @@ class Fleet:
         v_new = np.maximum(v + a * dt, 0.0)
         v_new = np.where((v <= 0.05) & (a <= 0), 0.0, v_new)
         cap = np.where(over, self.overspeed_kmh, np.where(self.manual, self.max_speed, DISCIPLINED_MAX_KMH))
+        # ...and never enters a zone, or drives in one, above its limit (whatever its response time)
+        reach_km = ((v + d["accel_max"] * dt) * dt + 5.0) / 1000.0
+        entering_kmh = np.where(self.zone_ahead_km <= reach_km, ahead_kmh, np.inf)
+        zone_cap = np.minimum(here_kmh, entering_kmh) - ZONE_CAP_MARGIN_KMH
+        cap = np.where(heeds, np.minimum(cap, zone_cap), cap)
         v_new = np.minimum(v_new, np.minimum(cap, self.max_speed) / 3.6)
         self.accel = (v_new - v) / dt
         # What the car reports is what the state holds: speed at 0.01 km/h resolution.
@@ -456,7 +563,10 @@ class Fleet:
         }
         # A lost connection: nothing is sent (the runner drops these reports; the car drives on).
         frame["silent"] = self.fault_active[:, FAULT["offline"]] & (self.t < self.cause_end[:, FAULT["offline"]])
-        frame["manifest"] = self._manifest(frame, expected, sensor)
+        zone = self.zone_index.lookup(frame["lat"], frame["lon"])
+        zone_speeding = frame["speed"] > self.zone_limit[zone]
+        self._zone_faults(zone, zone_speeding)
+        frame["manifest"] = self._manifest(frame, expected, sensor, zone_speeding)
         self._faults_end(frame["manifest"])
         return frame
 
@@ -473,7 +583,26 @@ class Fleet:
         self.oil_readings = np.stack([self.oil_readings[1], oil])
         return np.asarray(oil, dtype=np.float64)
 
-    def _manifest(self, frame: dict[str, np.ndarray], expected: I64, sensor: B) -> np.ndarray:
+    def _zone_faults(self, zone: I64, speeding: B) -> None:
+        """A car in an overspeed fault that speeds through a zone is a zone fault of its own (from its
+        first report above the zone's limit; it keeps ignoring the zone until it leaves it). A zone
+        fault's cause ends once the car, having been in a zone, is out of it."""
+        k = FAULT["zone"]
+        implied = np.flatnonzero(speeding & ~self.fault_active[:, k] & self.fault_active[:, FAULT["overspeed"]])
+        t_ms = int(self.t * 1000)
+        self.zone_faults_implied += len(implied)
+        for i in implied:
+            self.fault_active[i, k] = True
+            self.cause_end[i, k] = self.t + FAULT_DURATION_S["zone"][1]
+            self.episode_of[i, k] = self.ground_truth.new_episode("zone", self.car_ids[i], t_ms).episode_id
+            self.zone_fault_kmh[i] = self.zone_limit[zone[i]] + self.fault_rng.uniform(*ZONE_FAULT_EXCESS_KMH)
+            self.zone_entered[i] = False
+        active = self.fault_active[:, k]
+        self.zone_entered |= active & (zone >= 0)
+        left = active & self.zone_entered & (zone < 0)
+        self.cause_end[left, k] = np.minimum(self.cause_end[left, k], self.t)
+
+    def _manifest(self, frame: dict[str, np.ndarray], expected: I64, sensor: B, zone_speeding: B) -> np.ndarray:
         """(cars, fault types): which active fault shows in this tick's emitted values."""
         shows = np.stack(
             [
@@ -482,6 +611,7 @@ class Fleet:
                 frame["gear"] != expected,
                 frame["coolant_temp"] > LIMITS.overheat_c,
                 sensor,
+                zone_speeding,
                 frame["silent"],
             ],
             axis=1,
@@ -498,3 +628,9 @@ class Fleet:
     @property
     def driving(self) -> int:
         return int(((self.mode == DRIVING) & (self.v > 0.3)).sum())
+
+
+def _ring(zone: Zone) -> list[tuple[float, float, float, float]]:
+    """Every edge of a zone's ring: (lat_i, lon_i, lat_j, lon_j)."""
+    n = len(zone.lats)
+    return [(zone.lats[i], zone.lons[i], zone.lats[(i + 1) % n], zone.lons[(i + 1) % n]) for i in range(n)]
