@@ -563,16 +563,20 @@ def episodes_worker(cars: int, seconds: int, batch_s: int) -> dict[str, Any]:
     names = {c[0]: c[1] for c in COLORS}
     color = np.array([names[c.color_id] for c in fleet.cars])
     silver = f"{root}/silver/telemetry"
+    zone_ids = np.array([z.zone_id for z in fleet.zones] + [None], dtype=object)  # index -1: no zone
     for chunk in range(seconds // batch_s):  # one Delta commit, and so one micro-batch, per chunk
         frames = []
         for tick in range(chunk * batch_s, (chunk + 1) * batch_s):
             f = fleet.step()
+            zone = fleet.zone_index.lookup(f["lat"], f["lon"])
             columns = ("speed", "rpm", "gear", "coolant_temp", "oil_temp", "engine_on", "odometer", "lat", "lon",
                        "fuel_level")  # fmt: skip
             frames.append(pl.DataFrame({
                 "car_id": fleet.car_ids, "event_id": [f"{i}-{tick}" for i in range(cars)],
                 "event_time": np.full(cars, tick * 1000, dtype=np.int64), "model": model, "color": color,
                 **{c: f[c] for c in columns}, "expected_gear": expected_gear_array(f["speed"], fleet.upshift),
+                "zone_id": pl.Series(zone_ids[zone].tolist(), dtype=pl.String),
+                "zone_limit": pl.Series(fleet.zone_limit[zone]).replace(np.inf, None),
             }))  # fmt: skip
         batch = spark.createDataFrame(pl.concat(frames).to_pandas()).coalesce(1)
         batch.write.format("delta").mode("append").save(silver)

@@ -222,4 +222,4 @@ def _holds(zone: Zone, lat: FloatArray, lon: FloatArray) -> npt.NDArray[np.bool_
     for yi, xi, yj, xj in zone.edges():
         slope = (xj - xi) / (yj - yi)
         crossings ^= ((yi > lat) != (yj > lat)) & (lon < xi + (lat - yi) * slope)
-    return odd & crossings
+    return np.asarray(odd & crossings, dtype=bool)
