@@ -32,6 +32,11 @@ def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> 
     return {f"p{p}": float(v) for p, v in zip(points, got, strict=True)}
 
 
+#: the rules every system of ``bench compare`` implements (the seeds' three): alerts of other rules
+#: (our pipeline's zone_overspeed) are left out of its scores
+COMPARED_RULES = ("overspeed", "engine_stress", "gear_mismatch")
+
+
 def alert_score(got: set[tuple[str, str]], expected: set[tuple[str, str]]) -> tuple[float, float]:
     """(precision, recall) of an alert set against the expected one (1.0 each when equal)."""
     hits = len(got & expected)

@@ -36,6 +36,7 @@ from typing import IO
 import numpy as np
 
 from fleetstream.bench.common import (
+    COMPARED_RULES,
     AlertClock,
     TreeMeter,
     alert_score,
@@ -136,8 +137,9 @@ def lag_grows(samples: list[tuple[int, float]], min_slope: float = 0.05, min_ris
 def segment_alerts(
     seen: dict[tuple[str, str], tuple[int, float]], lo_ms: int, hi_ms: int
 ) -> dict[tuple[str, str], tuple[int, float]]:
-    """The alerts whose event_time lies in [lo_ms, hi_ms): one segment's share of everything read."""
-    return {key: value for key, value in seen.items() if lo_ms <= value[0] < hi_ms}
+    """The alerts of the compared rules whose event_time lies in [lo_ms, hi_ms): one segment's share
+    of everything read."""
+    return {key: value for key, value in seen.items() if lo_ms <= value[0] < hi_ms and key[1] in COMPARED_RULES}
 
 
 def max_sustained(runs: list[Run]) -> dict[str, int | None]:
@@ -253,7 +255,7 @@ def _segment(
     began = time.time()
     stats = simulation.run()
     sent_s = time.time() - began
-    expected = simulation.ground_truth.expected_alerts()
+    expected = simulation.ground_truth.expected_alerts(COMPARED_RULES)
     lo, hi = simulation.start_ms, simulation.start_ms + int(duration * 1000) + 1000
     drain = workload.burst_timeout_s if fast else workload.drain_s
     delivered = wait_until(lambda: expected <= set(segment_alerts(clock.seen.copy(), lo, hi)) or bool(failed()), drain)

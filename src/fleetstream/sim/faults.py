@@ -11,7 +11,7 @@ events); each one is recorded too. Together they are the ground truth detection 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -147,13 +147,14 @@ class GroundTruth:
             out[b.defect] += 1
         return out
 
-    def expected_alerts(self) -> set[tuple[str, str]]:
-        """(event_id, rule) of every alert the default rules must raise: one per event of a fault episode
-        whose fault one of them detects (overheat and sensor faults raise episodes only)."""
+    def expected_alerts(self, rules: Collection[str] | None = None) -> set[tuple[str, str]]:
+        """(event_id, rule) of every alert the default rules (or those of them named in ``rules``) must
+        raise: one per event of a fault episode whose fault one of them detects (overheat and sensor
+        faults raise episodes only)."""
         return {
             (event_id, RULE_OF_FAULT[e.fault])
             for e in self.episodes
-            if e.fault in RULE_OF_FAULT
+            if e.fault in RULE_OF_FAULT and (rules is None or RULE_OF_FAULT[e.fault] in rules)
             for event_id in e.event_ids
         }
 

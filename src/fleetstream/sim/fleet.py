@@ -62,7 +62,8 @@ FAULT_DURATION_S = {
 FAULT_COOLDOWN_S = {"overspeed": 60.0, "over_rev": 60.0, "wrong_gear": 60.0, "overheat": 120.0, "sensor": 60.0,
                      "zone": 60.0, "offline": 60.0}  # fmt: skip
 #: a lost connection starts only this long after the car's last fault of any type ended (longer
-#: than every default rule's clear time, overheat's with its cooling to the clear level: about 60 s)
+#: than every default rule's clear time, overheat's with its cooling to the clear level: about 60 s),
+#: and after the run's start (so a car has reported before it goes silent)
 OFFLINE_CALM_S = 120.0
 #: the faults during which the driver does not stop (a stop would split the episode in two)
 NO_STOP_FAULTS = ("overspeed", "wrong_gear", "sensor", "zone", "offline")
@@ -380,7 +381,9 @@ class Fleet:
         # and none in the last two minutes (whose episode resolves on the reports after it), and no
         # other fault starts during it (each injected episode shows in what is sent).
         silent = self.fault_active[:, FAULT["offline"]]
-        calm = ~self.fault_active.any(axis=1) & (self.t >= self.fault_ended.max(axis=1) + OFFLINE_CALM_S)
+        calm = ~self.fault_active.any(axis=1) & (
+            self.t >= np.maximum(self.fault_ended.max(axis=1), 0.0) + OFFLINE_CALM_S
+        )
         eligible = np.stack(
             [
                 cruising,  # overspeed

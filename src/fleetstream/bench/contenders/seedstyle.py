@@ -78,6 +78,7 @@ def detect_frame(enriched: Any) -> Any:
     """Enriched JSON values -> alert JSON values (one per event and rule that fires)."""
     from pyspark.sql import functions as F
 
+    from fleetstream.bench.common import COMPARED_RULES
     from fleetstream.rules.engine import alerts, load_rules
     from fleetstream.schema import spark_schema
 
@@ -85,7 +86,7 @@ def detect_frame(enriched: Any) -> Any:
     for name, type_name in ENRICHED_EXTRA:
         schema = schema.add(name, type_name)
     rows = enriched.select(F.from_json(F.col("value").cast("string"), schema).alias("e")).select("e.*")
-    fired = alerts(rows, load_rules())
+    fired = alerts(rows, [rule for rule in load_rules() if rule.name in COMPARED_RULES])  # the seeds' three
     return fired.select(F.col("car_id").alias("key"), F.to_json(F.struct(*fired.columns)).alias("value"))
 
 
