@@ -117,7 +117,7 @@ def test_a_frozen_reading_is_a_sensor_fault_episode_across_batches() -> None:
     assert first == []  # pending: 6 repeats, 5 s
     trip = tester.peekValueState("trip", "c1")  # the last reading is kept with the open trip
     assert trip is not None
-    assert (trip[-2], list(trip[-1])) == (10_000, [97.3])
+    assert (trip[-3], list(trip[-2]), trip[-1]) == (10_000, [97.3], 1)  # and the one episode pending
     second = [
         r.episode for r in tester.test("c1", rows("." * 12, start_ms=11_000, oil=[97.3] * 10 + [97.5, 97.4]))
         if r.kind == "episode"
@@ -222,3 +222,23 @@ def test_a_silence_a_batch_holds_whole_is_an_offline_episode_opened_and_resolved
         ("resolved", 33_000, 63_000, 75_000),
     ]
     assert steps[0].episode_id == steps[1].episode_id == episode_id("c1", "vehicle_offline", "e33")
+
+
+def test_a_car_with_nothing_pending_is_not_looked_up_until_a_rule_fires() -> None:
+    """The open trip says how many episodes the car holds; with none, a quiet batch skips the
+    episodes' state, and the first batch where a rule fires (or a reading repeats) still opens one."""
+    tester = TwsTester(EpisodeProcessor(load_rules()), timeMode=TIME_MODE)
+    assert [r for r in tester.test("c1", rows("....")) if r.kind == "episode"] == []
+    trip = tester.peekValueState("trip", "c1")
+    assert trip is not None
+    assert trip[-1] == 0  # nothing pending or open
+    assert [r for r in tester.test("c1", rows("....", start_ms=4_000)) if r.kind == "episode"] == []
+    opened = [r.episode for r in tester.test("c1", rows("..o", start_ms=8_000)) if r.kind == "episode"]
+    assert [(r.lifecycle, r.rule, r.started_at) for r in opened] == [("opened", "overspeed", 10_000)]
+    after = tester.peekValueState("trip", "c1")
+    assert after is not None
+    assert after[-1] == 1
+    # a reading that repeats across the batch boundary is a firing rule too
+    frozen = [99.0] * 12
+    tester.test("c1", rows("." * 12, start_ms=30_000, oil=frozen))
+    assert list(tester.peekMapState("episodes", "c1")) == [("sensor_fault",)]

@@ -103,6 +103,9 @@ class EpisodeProcessor(StatefulProcessor):
         self.rules = list(rules)
         self.machines = [Machine(r.name, r.severity, r.lifecycle) for r in self.rules]
         self.watched = [i for i, r in enumerate(self.rules) if r.unchanged is not None]
+        self.unwatched = [i for i, r in enumerate(self.rules) if r.unchanged is None]
+        self.names = {r.name for r in self.rules}
+        self.held_after: int | None = None
         self.trip_gap_ms = round(trip_gap_s * 1000)
 
     def init(self, handle: StatefulProcessorHandle) -> None:
@@ -114,14 +117,18 @@ class EpisodeProcessor(StatefulProcessor):
         events = sorted(rows, key=lambda r: (r["event_time"], r["event_id"]))
         if not events:
             return
-        held = self.trip.get() if self.trip.exists() else None
+        held = self.trip.get()  # None when the car has no open trip
         before = None if held is None else OpenTrip(*held)
         unchanged, readings = self._unchanged(events, before)
         opened: list[int] = []
-        for update in self._episodes(car_id, events, unchanged):
-            if update["lifecycle"] == "opened":
-                opened.append(update["opened_at"])
-            yield Row(kind="episode", episode=update, trip=None)
+        self.held_after = 0
+        # the common case, a driving car with nothing pending or open and nothing firing: its
+        # episodes' state is not read (each state call is a round trip to the JVM)
+        if before is None or before.held != 0 or self._fires(events, unchanged):
+            for update in self._episodes(car_id, events, unchanged):
+                if update["lifecycle"] == "opened":
+                    opened.append(update["opened_at"])
+                yield Row(kind="episode", episode=update, trip=None)
         trips = Trips(car_id, self.trip_gap_ms, before)
         for trip in trips.feed(events, sorted(opened)):
             yield Row(kind="trip", episode=None, trip=trip)
@@ -131,6 +138,9 @@ class EpisodeProcessor(StatefulProcessor):
             return
         if self.watched and (trips.open.reading_at, trips.open.readings) != readings:
             trips.open = replace(trips.open, reading_at=readings[0], readings=readings[1])
+            trips.changed = True
+        if trips.open.held != self.held_after:
+            trips.open = replace(trips.open, held=self.held_after)
             trips.changed = True
         if trips.changed:  # a state write only when the batch moved the trip
             self.trip.update(trips.open.as_tuple())
@@ -163,15 +173,24 @@ class EpisodeProcessor(StatefulProcessor):
             last_at = at
         return flags, (last_at, values)
 
+    def _fires(self, events: list[Row], unchanged: dict[int, list[bool]]) -> bool:
+        """Whether any rule fires at any of the events (a frozen-sensor rule: where its reading repeats)."""
+        plain = self.unwatched
+        return any(any(flags) for flags in unchanged.values()) or any(
+            fires[i] for fires in (e["fires"] for e in events) for i in plain
+        )
+
     def _episodes(self, car_id: str, events: list[Row], unchanged: dict[int, list[bool]]) -> Iterator[Row]:
-        held = {k[0]: Episode(*v) for k, v in self.state.iterator()} if self.state.exists() else {}
+        """Each rule's lifecycle over the events; sets ``held_after`` to the episodes still pending or open."""
+        held = {k[0]: Episode(*v) for k, v in self.state.iterator()}
+        kept = 0
         last = events[-1]
         for index, (rule, machine) in enumerate(zip(self.rules, self.machines, strict=True)):
             before = held.get(rule.name)
             flags = unchanged.get(index)
             fires = [e["fires"][index] for e in events] if flags is None else flags
             if before is None and not any(fires):
-                continue  # the common case: nothing pending or open, nothing fires
+                continue  # nothing pending or open, nothing fires
             state, emitted = before, None
             for e, fired in zip(events, fires, strict=True):
                 clears = e["clears"][index] if flags is None else not fired
@@ -189,6 +208,8 @@ class EpisodeProcessor(StatefulProcessor):
                     self.state.removeKey((rule.name,))
             elif state != before:
                 self.state.updateValue((rule.name,), _state_tuple(state))
+            kept += state is not None
+        self.held_after = kept + sum(1 for name in held if name not in self.names)  # (rules since removed)
 
     def close(self) -> None:
         pass

@@ -39,7 +39,7 @@ TRIP_STATE_SCHEMA = (
     "trip_id STRING, started_at BIGINT, start_km DOUBLE, start_lat DOUBLE, start_lon DOUBLE, "
     "start_fuel DOUBLE, last_at BIGINT, last_km DOUBLE, last_lat DOUBLE, last_lon DOUBLE, last_fuel DOUBLE, "
     "last_speed DOUBLE, reports BIGINT, speed_sum DOUBLE, max_speed DOUBLE, harsh_accelerations BIGINT, "
-    "harsh_brakings BIGINT, episodes BIGINT, reading_at BIGINT, readings ARRAY<DOUBLE>"
+    "harsh_brakings BIGINT, episodes BIGINT, reading_at BIGINT, readings ARRAY<DOUBLE>, held BIGINT"
 )
 
 
@@ -72,6 +72,9 @@ class OpenTrip:
     #: here, with the trip the processor reads and writes anyway (``EpisodeProcessor``)
     reading_at: int | None = None
     readings: list[float | None] | None = None
+    #: how many of the car's episodes were pending or open after the last batch (None: not known):
+    #: with none, a batch where no rule fires needs no look at the episodes' state
+    held: int | None = None
 
     def as_tuple(self) -> tuple[Any, ...]:
         return astuple(self)
