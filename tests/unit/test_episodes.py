@@ -70,6 +70,10 @@ def test_out_of_order_events_count_but_move_no_phase() -> None:
 NAMES = [r.name for r in load_rules()]  # the processor's rows carry one flag per rule, in this order
 
 
+def bits(flags: list[bool]) -> int:
+    return sum(1 << i for i, flag in enumerate(flags) if flag)
+
+
 def rows(pattern: str, start_ms: int = 0, oil: list[float] | None = None) -> list[Row]:
     """Silver rows as the processor reads them, for the default rules: ``o`` overspeed, ``.`` normal;
     the oil temperature readings ``oil`` (default: a new one at each report)."""
@@ -80,9 +84,9 @@ def rows(pattern: str, start_ms: int = 0, oil: list[float] | None = None) -> lis
         out.append(Row(car_id="c1", event_id=f"e{start_ms + t}", event_time=start_ms + t * 1000, model="M", color="red",
                        speed=speed, rpm=3000, coolant_temp=90.0, engine_on=True, odometer=100.0 + t * 0.03,
                        lat=32.0, lon=34.0, fuel_level=50.0,
-                       fires=[mark == "o" if name == "overspeed" else name == "sensor_fault" for name in NAMES],
-                       clears=[mark != "o" if name == "overspeed" else name != "sensor_fault" for name in NAMES],
-                       readings=[reading if name == "sensor_fault" else None for name in NAMES]))  # fmt: skip
+                       fires=bits([mark == "o" if name == "overspeed" else name == "sensor_fault" for name in NAMES]),
+                       clears=bits([mark != "o" if name == "overspeed" else name != "sensor_fault" for name in NAMES]),
+                       **{f"reading_{NAMES.index('sensor_fault')}": reading}))  # fmt: skip
     return out
 
 

@@ -76,21 +76,22 @@ OUTPUT_SCHEMA = f"kind STRING, episode STRUCT<{EPISODE_SCHEMA}>, trip STRUCT<{TR
 
 def episode_input(silver: DataFrame, rules: list[Rule]) -> DataFrame:
     """What the processor reads per event: ids, time, values, and per rule whether its condition
-    (``fires``) and its clear condition (``clears``) hold (a condition that is NULL holds neither)
-    and the reading it watches for a frozen sensor (``readings``; NULL for a rule that watches none)."""
+    (``fires``) and its clear condition (``clears``) hold, as bits (rule ``i``: bit ``i``; a condition
+    that is NULL holds neither), and the reading each frozen-sensor rule watches (``reading_<i>``).
+    Bits and plain columns, not arrays: each row crosses to the Python worker, and scalars are the
+    cheapest to convert there."""
 
-    def holds(text: str) -> Any:
-        return F.coalesce(F.expr(text).cast("boolean"), F.lit(False))
+    def bits(texts: list[str]) -> Any:
+        held = [F.when(F.coalesce(F.expr(t).cast("boolean"), F.lit(False)), F.lit(1 << i)).otherwise(0)
+                for i, t in enumerate(texts)]  # fmt: skip
+        return sum(held[1:], held[0]).cast("bigint")
 
     return silver.select(
         "car_id", "event_id", "event_time", "model", "color", "speed", "rpm", "coolant_temp", "engine_on",
         "odometer", "lat", "lon", "fuel_level",
-        F.array(*[holds(rule.condition) for rule in rules]).alias("fires"),
-        F.array(*[holds(rule.clear_expression) for rule in rules]).alias("clears"),
-        F.array(*[
-            F.lit(None).cast("double") if rule.unchanged is None else F.col(rule.unchanged).cast("double")
-            for rule in rules
-        ]).alias("readings"),
+        bits([rule.condition for rule in rules]).alias("fires"),
+        bits([rule.clear_expression for rule in rules]).alias("clears"),
+        *[F.col(rule.unchanged).cast("double").alias(f"reading_{i}") for i, rule in enumerate(rules) if rule.unchanged],
     )  # fmt: skip
 
 
@@ -103,7 +104,7 @@ class EpisodeProcessor(StatefulProcessor):
         self.rules = list(rules)
         self.machines = [Machine(r.name, r.severity, r.lifecycle) for r in self.rules]
         self.watched = [i for i, r in enumerate(self.rules) if r.unchanged is not None]
-        self.unwatched = [i for i, r in enumerate(self.rules) if r.unchanged is None]
+        self.unwatched = sum(1 << i for i, r in enumerate(self.rules) if r.unchanged is None)  # their bits
         self.names = {r.name for r in self.rules}
         self.held_after: int | None = None
         self.trip_gap_ms = round(trip_gap_s * 1000)
@@ -167,7 +168,7 @@ class EpisodeProcessor(StatefulProcessor):
                     flags[index].append(False)
                 continue
             for k, index in enumerate(self.watched):
-                holds, value = bool(e["fires"][index]), e["readings"][index]
+                holds, value = bool(e["fires"] >> index & 1), e[f"reading_{index}"]
                 flags[index].append(holds and value is not None and value == values[k])
                 values[k] = value if holds else None
             last_at = at
@@ -175,10 +176,7 @@ class EpisodeProcessor(StatefulProcessor):
 
     def _fires(self, events: list[Row], unchanged: dict[int, list[bool]]) -> bool:
         """Whether any rule fires at any of the events (a frozen-sensor rule: where its reading repeats)."""
-        plain = self.unwatched
-        return any(any(flags) for flags in unchanged.values()) or any(
-            fires[i] for fires in (e["fires"] for e in events) for i in plain
-        )
+        return any(any(flags) for flags in unchanged.values()) or any(e["fires"] & self.unwatched for e in events)
 
     def _episodes(self, car_id: str, events: list[Row], unchanged: dict[int, list[bool]]) -> Iterator[Row]:
         """Each rule's lifecycle over the events; sets ``held_after`` to the episodes still pending or open."""
@@ -188,12 +186,13 @@ class EpisodeProcessor(StatefulProcessor):
         for index, (rule, machine) in enumerate(zip(self.rules, self.machines, strict=True)):
             before = held.get(rule.name)
             flags = unchanged.get(index)
-            fires = [e["fires"][index] for e in events] if flags is None else flags
+            bit = 1 << index
+            fires = [bool(e["fires"] & bit) for e in events] if flags is None else flags
             if before is None and not any(fires):
                 continue  # nothing pending or open, nothing fires
             state, emitted = before, None
             for e, fired in zip(events, fires, strict=True):
-                clears = e["clears"][index] if flags is None else not fired
+                clears = bool(e["clears"] & bit) if flags is None else not fired
                 event = Event(
                     e["event_id"], e["event_time"], fired, clears, e["speed"], e["rpm"], e["coolant_temp"],
                 )  # fmt: skip
