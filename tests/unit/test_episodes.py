@@ -67,6 +67,13 @@ def test_out_of_order_events_count_but_move_no_phase() -> None:
     assert (state.events, state.peak_speed) == (2, 150.0)
 
 
+def episode_tester(**options: float) -> TwsTester:
+    """The processor under TwsTester, event time from ``event_time`` (shifted by 1 ms: the tester
+    drops events at or before its watermark, which starts at 0, and these rows start at 0)."""
+    return TwsTester(EpisodeProcessor(load_rules(), **options), timeMode=TIME_MODE,
+                     eventTimeExtractor=lambda r: r.event_time + 1)  # fmt: skip
+
+
 NAMES = [r.name for r in load_rules()]  # the processor's rows carry one flag per rule, in this order
 
 
@@ -91,7 +98,7 @@ def rows(pattern: str, start_ms: int = 0, oil: list[float] | None = None) -> lis
 
 
 def test_the_processor_keeps_an_episode_open_across_batches_and_resolves_it() -> None:
-    tester = TwsTester(EpisodeProcessor(load_rules()), timeMode=TIME_MODE)
+    tester = episode_tester()
     output = tester.test("c1", rows("..ooo"))
     first = [r.episode for r in output if r.kind == "episode"]
     [trip] = [r.trip for r in output if r.kind == "trip"]
@@ -115,13 +122,13 @@ def test_the_processor_keeps_an_episode_open_across_batches_and_resolves_it() ->
 def test_a_frozen_reading_is_a_sensor_fault_episode_across_batches() -> None:
     """sensor_fault: the oil reading repeats the previous report's for 10 s (event time) with the
     engine on; the first reading that moves resolves it. The previous reading crosses batches in state."""
-    tester = TwsTester(EpisodeProcessor(load_rules()), timeMode=TIME_MODE)
+    tester = episode_tester()
     stuck = [96.0, 96.4, 97.1] + [97.3] * 8  # frozen from the fourth report on: repeats from the fifth
     first = [r.episode for r in tester.test("c1", rows("." * 11, oil=stuck)) if r.kind == "episode"]
     assert first == []  # pending: 6 repeats, 5 s
     trip = tester.peekValueState("trip", "c1")  # the last reading is kept with the open trip
     assert trip is not None
-    assert (trip[-3], list(trip[-2]), trip[-1]) == (10_000, [97.3], 1)  # and the one episode pending
+    assert (trip[-4], list(trip[-3]), trip[-2]) == (10_000, [97.3], 1)  # and the one episode pending
     second = [
         r.episode for r in tester.test("c1", rows("." * 12, start_ms=11_000, oil=[97.3] * 10 + [97.5, 97.4]))
         if r.kind == "episode"
@@ -231,18 +238,38 @@ def test_a_silence_a_batch_holds_whole_is_an_offline_episode_opened_and_resolved
 def test_a_car_with_nothing_pending_is_not_looked_up_until_a_rule_fires() -> None:
     """The open trip says how many episodes the car holds; with none, a quiet batch skips the
     episodes' state, and the first batch where a rule fires (or a reading repeats) still opens one."""
-    tester = TwsTester(EpisodeProcessor(load_rules()), timeMode=TIME_MODE)
+    tester = episode_tester()
     assert [r for r in tester.test("c1", rows("....")) if r.kind == "episode"] == []
     trip = tester.peekValueState("trip", "c1")
     assert trip is not None
-    assert trip[-1] == 0  # nothing pending or open
+    assert trip[-2] == 0  # nothing pending or open
     assert [r for r in tester.test("c1", rows("....", start_ms=4_000)) if r.kind == "episode"] == []
     opened = [r.episode for r in tester.test("c1", rows("..o", start_ms=8_000)) if r.kind == "episode"]
     assert [(r.lifecycle, r.rule, r.started_at) for r in opened] == [("opened", "overspeed", 10_000)]
     after = tester.peekValueState("trip", "c1")
     assert after is not None
-    assert after[-1] == 1
+    assert after[-2] == 1
     # a reading that repeats across the batch boundary is a firing rule too
     frozen = [99.0] * 12
     tester.test("c1", rows("." * 12, start_ms=30_000, oil=frozen))
     assert list(tester.peekMapState("episodes", "c1")) == [("sensor_fault",)]
+
+
+def test_the_state_of_a_car_not_seen_for_a_day_is_dropped() -> None:
+    """An event-time timer a TTL (rounded up to the hour) after the car's last report: when the
+    fleet's clock passes it, the car's trip and episodes leave the state; a car seen since keeps its."""
+    tester = episode_tester(ttl_s=3600)
+    tester.test("c1", rows("...ooo"))  # an open trip and an open overspeed episode
+    tester.test("c2", rows("...", start_ms=1_000_000))
+    trip = tester.peekValueState("trip", "c1")
+    assert trip is not None
+    assert trip[-1] == 2 * 3_600_000  # 5 s + 1 h, rounded up to the hour
+    assert tester.setWatermark(3_600_000) == []
+    assert tester.peekValueState("trip", "c1") is not None
+    tester.test("c2", rows("...", start_ms=3_700_000))  # c2 reports again: its timer moves on
+    assert tester.setWatermark(2 * 3_600_000) == []  # nothing is emitted: the tables keep what they had
+    assert tester.peekValueState("trip", "c1") is None
+    assert tester.peekMapState("episodes", "c1") == {}
+    assert tester.peekValueState("trip", "c2") is not None  # seen at 3,702 s: expires at 3 h
+    tester.setWatermark(3 * 3_600_000)
+    assert tester.peekValueState("trip", "c2") is None

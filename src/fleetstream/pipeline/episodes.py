@@ -20,10 +20,16 @@ from typing import Any
 
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle, TimerValues
+from pyspark.sql.streaming.stateful_processor import (
+    ExpiredTimerInfo,
+    StatefulProcessor,
+    StatefulProcessorHandle,
+    TimerValues,
+)
 
 from fleetstream.pipeline import gold
 from fleetstream.pipeline.trips import TRIP_GAP_S, TRIP_STATE_SCHEMA, OpenTrip, Trips
+from fleetstream.pipeline.validate import DEFAULT_MAX_LATENESS_S
 from fleetstream.pipeline.writer import KAFKA, Writer
 from fleetstream.rules.engine import Rule
 from fleetstream.rules.lifecycle import Episode, Event, Machine, Update
@@ -38,11 +44,18 @@ __all__ = [
     "episodes",
 ]
 
-#: the processor's time mode. Not ProcessingTime: in that mode (the one that allows state TTL and
-#: processing-time timers) Spark 4.2 runs a batch at every trigger with or without new rows, and an
-#: available-now run never ends (it runs empty batches forever). The state is bounded without a
-#: TTL: it holds only the episodes pending or open, at most one per car and rule.
-TIME_MODE = "None"
+#: the processor's time mode: event time, for the timer that drops the state of a car not seen for
+#: ``STATE_TTL_S``. Not ProcessingTime (the mode of Spark's own state TTL): in that mode Spark 4.2
+#: runs a batch at every trigger with or without new rows, and an available-now run never ends.
+TIME_MODE = "EventTime"
+#: a car's state (open trip, pending and open episodes) is dropped once the fleet's clock (the
+#: watermark) is this far past its last report
+STATE_TTL_S = 86_400
+#: expiry timers fall on whole hours: a car's timer moves once an hour, not at every batch
+TTL_STEP_MS = 3_600_000
+#: the watermark stays this far behind the newest event time seen: silver accepts reports up to
+#: DEFAULT_MAX_LATENESS_S late, and the processor must not drop any of them as late
+WATERMARK_S = DEFAULT_MAX_LATENESS_S + 60
 STATE_SCHEMA = (
     "episode_id STRING, phase STRING, severity STRING, started_at BIGINT, last_seen_at BIGINT, "
     "last_event_at BIGINT, events BIGINT, peak_speed DOUBLE, peak_rpm BIGINT, peak_coolant DOUBLE, "
@@ -87,7 +100,7 @@ def episode_input(silver: DataFrame, rules: list[Rule]) -> DataFrame:
         return sum(held[1:], held[0]).cast("bigint")
 
     return silver.select(
-        "car_id", "event_id", "event_time", "model", "color", "speed", "rpm", "coolant_temp", "engine_on",
+        "car_id", "event_id", "event_time", "event_ts", "model", "color", "speed", "rpm", "coolant_temp", "engine_on",
         "odometer", "lat", "lon", "fuel_level",
         bits([rule.condition for rule in rules]).alias("fires"),
         bits([rule.clear_expression for rule in rules]).alias("clears"),
@@ -100,7 +113,8 @@ class EpisodeProcessor(StatefulProcessor):
     has no entry), and the car's open trip in a value state (:class:`~fleetstream.pipeline.trips.Trips`),
     which also keeps the last reading each frozen-sensor rule watches."""
 
-    def __init__(self, rules: list[Rule], trip_gap_s: float = TRIP_GAP_S) -> None:
+    def __init__(self, rules: list[Rule], trip_gap_s: float = TRIP_GAP_S, ttl_s: float = STATE_TTL_S) -> None:
+        self.ttl_ms = round(ttl_s * 1000)
         self.rules = list(rules)
         self.machines = [Machine(r.name, r.severity, r.lifecycle) for r in self.rules]
         self.watched = [i for i, r in enumerate(self.rules) if r.unchanged is not None]
@@ -110,6 +124,7 @@ class EpisodeProcessor(StatefulProcessor):
         self.trip_gap_ms = round(trip_gap_s * 1000)
 
     def init(self, handle: StatefulProcessorHandle) -> None:
+        self.handle = handle
         self.state = handle.getMapState("episodes", "rule STRING", STATE_SCHEMA)
         self.trip = handle.getValueState("trip", TRIP_STATE_SCHEMA)
 
@@ -133,10 +148,17 @@ class EpisodeProcessor(StatefulProcessor):
         trips = Trips(car_id, self.trip_gap_ms, before)
         for trip in trips.feed(events, sorted(opened)):
             yield Row(kind="trip", episode=None, trip=trip)
+        expires = self._expiry(events[-1]["event_time"])
         if trips.open is None:
             if before is not None:
                 self.trip.clear()
+            if self.held_after:  # episodes without a trip (rare): no place to remember the timer
+                self.handle.registerTimer(expires)
             return
+        if trips.open.expires_at != expires:  # an older timer finds the car seen since, and passes
+            self.handle.registerTimer(expires)
+            trips.open = replace(trips.open, expires_at=expires)
+            trips.changed = True
         if self.watched and (trips.open.reading_at, trips.open.readings) != readings:
             trips.open = replace(trips.open, reading_at=readings[0], readings=readings[1])
             trips.changed = True
@@ -145,6 +167,28 @@ class EpisodeProcessor(StatefulProcessor):
             trips.changed = True
         if trips.changed:  # a state write only when the batch moved the trip
             self.trip.update(trips.open.as_tuple())
+
+    def _expiry(self, last_at: int) -> int:
+        """The whole hour at or after ``last_at`` plus the TTL."""
+        return -(-(last_at + self.ttl_ms) // TTL_STEP_MS) * TTL_STEP_MS
+
+    def handleExpiredTimer(  # noqa: N802 (Spark's name)
+        self,
+        key: Any,
+        timerValues: TimerValues,  # noqa: N803
+        expiredTimerInfo: ExpiredTimerInfo,  # noqa: N803
+    ) -> Iterator[Row]:
+        """The fleet's clock is a TTL past a car's last report: its state goes (its trip and episodes
+        stay in the tables as last written), unless it reported since (a later timer stands)."""
+        trip = self.trip.get()
+        held = [Episode(*v) for _, v in self.state.iterator()]
+        seen = [t for t in [None if trip is None else OpenTrip(*trip).last_at, *(e.last_event_at for e in held)]
+                if t is not None]  # fmt: skip
+        if seen and self._expiry(max(seen)) > expiredTimerInfo.getExpiryTimeInMs():
+            return iter([])
+        self.trip.clear()
+        self.state.clear()
+        return iter([])
 
     def _unchanged(
         self, events: list[Row], trip: OpenTrip | None
@@ -235,6 +279,7 @@ def episodes(silver: DataFrame, rules: list[Rule]) -> DataFrame:
     """The lifecycle steps of every car's episodes, and its trips, from a stream of silver rows."""
     return (
         episode_input(silver, rules)
+        .withWatermark("event_ts", f"{WATERMARK_S} seconds")
         .groupBy("car_id")
         .transformWithState(EpisodeProcessor(rules), OUTPUT_SCHEMA, "Append", TIME_MODE)
     )
