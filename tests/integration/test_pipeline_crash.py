@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
+from fleetstream.pipeline.episodes import STATE_LAYOUTS
 from fleetstream.pipeline.session import spark_session
 from fleetstream.reference.catalog import generate_cars
 from fleetstream.reference.publish import publish
@@ -71,7 +72,7 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
             [FLEETSTREAM, "stream"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         silver_log = lake / "silver" / "telemetry" / "_delta_log"
-        episode_commits = lake / "_checkpoints" / "episodes" / "commits"
+        episode_commits = lake / "_checkpoints" / STATE_LAYOUTS[-1] / "commits"
 
         def under_way() -> bool:
             """The empty table's creation, then two micro-batches committed, and two episode batches

@@ -545,7 +545,7 @@ def episodes_worker(cars: int, seconds: int, batch_s: int) -> dict[str, Any]:
     import polars as pl
 
     from fleetstream.pipeline import EPISODE_PARTITIONS
-    from fleetstream.pipeline.episodes import EpisodesBatch, episodes, episodes_session
+    from fleetstream.pipeline.episodes import STATE_LAYOUTS, EpisodesBatch, episodes, episodes_session
     from fleetstream.pipeline.session import spark_session
     from fleetstream.pipeline.writer import Lake, Writer
     from fleetstream.reference.catalog import COLORS, model_by_id
@@ -584,7 +584,7 @@ def episodes_worker(cars: int, seconds: int, batch_s: int) -> dict[str, Any]:
     rows = session.readStream.format("delta").option("maxFilesPerTrigger", 1).load(silver)
     lake = Lake(root)
     query = (
-        episodes(rows, load_rules()).writeStream.option("checkpointLocation", lake.checkpoint("episodes"))
+        episodes(rows, load_rules()).writeStream.option("checkpointLocation", lake.checkpoint(STATE_LAYOUTS[-1]))
         .foreachBatch(EpisodesBatch(Writer(spark, lake, "episodes", {}), None)).trigger(availableNow=True).start()
     )  # fmt: skip
     query.awaitTermination()

@@ -44,6 +44,9 @@ __all__ = [
     "episodes",
 ]
 
+#: the episodes query's checkpoint (and writer) name, by the layout of its state; an earlier one
+#: (``STATE_LAYOUTS[:-1]``) cannot be read by this processor (Spark refuses a changed state schema)
+STATE_LAYOUTS = ("episodes", "episodes-v2")
 #: the processor's time mode: event time, for the timer that drops the state of a car not seen for
 #: ``STATE_TTL_S``. Not ProcessingTime (the mode of Spark's own state TTL): in that mode Spark 4.2
 #: runs a batch at every trigger with or without new rows, and an available-now run never ends.
