@@ -204,13 +204,16 @@ class ZoneIndex:
         rows = np.floor((lat - self.lat0) / self.cell)
         cols = np.floor((lon - self.lon0) / self.cell)
         on_grid = (rows >= 0) & (rows < self.grid.shape[0]) & (cols >= 0) & (cols < self.grid.shape[1])
-        candidate = np.full(len(lat), -1, dtype=np.int64)
-        candidate[on_grid] = self.grid[rows[on_grid].astype(np.int64), cols[on_grid].astype(np.int64)]
-        for z, zone in enumerate(self.zones):
-            near = np.flatnonzero((candidate == z) | ((candidate == -2) & (found < 0)))
-            if len(near):
-                inside = near[_holds(zone, lat[near], lon[near])]
-                found[inside] = np.where(found[inside] < 0, z, found[inside])
+        where = np.flatnonzero(on_grid)
+        candidate = self.grid[rows[where].astype(np.int64), cols[where].astype(np.int64)]
+        near, candidate = where[candidate != -1], candidate[candidate != -1]  # the few points near a zone
+        shared = near[candidate == -2]  # in a cell that several zones meet: each in turn, the first wins
+        for z in np.unique(candidate[candidate >= 0]):
+            points = near[candidate == z]
+            found[points[_holds(self.zones[z], lat[points], lon[points])]] = z
+        for z, zone in enumerate(self.zones if len(shared) else ()):
+            points = shared[found[shared] < 0]
+            found[points[_holds(zone, lat[points], lon[points])]] = z
         return found
 
 

@@ -337,9 +337,10 @@ class Fleet:
         if not self.zones:
             return
         c = self.config
-        north = (self.lat - c.center_lat) * KM_PER_DEG_LAT
-        east = (self.lon - c.center_lon) * self.km_east
-        rad = np.radians(self.heading)
+        driving = np.flatnonzero(self.mode == DRIVING)
+        north = (self.lat[driving] - c.center_lat) * KM_PER_DEG_LAT
+        east = (self.lon[driving] - c.center_lon) * self.km_east
+        rad = np.radians(self.heading[driving])
         dn, de = np.cos(rad), np.sin(rad)
         # (car, zone) pairs whose boxes meet: the stretch of street ahead, and the zone
         n_lo, n_hi = np.minimum(north, north + ZONE_HORIZON_KM * dn), np.maximum(north, north + ZONE_HORIZON_KM * dn)
@@ -347,8 +348,7 @@ class Fleet:
         box = self.zone_box_km
         meet = ((n_lo[:, None] <= box[:, 1]) & (n_hi[:, None] >= box[:, 0])
                 & (e_lo[:, None] <= box[:, 3]) & (e_hi[:, None] >= box[:, 2]))  # fmt: skip
-        meet &= (self.mode == DRIVING)[:, None]
-        cars, zones = np.nonzero(meet)
+        cars, zones = np.nonzero(meet)  # (cars: positions in ``driving``)
         if not len(cars):
             return
         # car + t * heading = edge start + s * edge, by 2-D cross products (x east, y north); a zone's
@@ -362,8 +362,9 @@ class Fleet:
             along = (we * hn - wn * he) / denom
             hit = (t >= 0) & (t <= ZONE_HORIZON_KM) & (along >= 0) & (along <= 1)
         t = np.where(hit, t, np.inf).min(axis=1)
-        order = np.argsort(t, kind="stable")[::-1]  # the nearest last: it wins the assignment below
-        cars, zones, t = cars[order], zones[order], t[order]
+        order = np.lexsort((t, cars))  # by car, the nearest first
+        first = order[np.unique(cars[order], return_index=True)[1]]
+        cars, zones, t = driving[cars[first]], zones[first], t[first]
         found = np.isfinite(t)
         self.zone_ahead[cars[found]] = zones[found]
         self.zone_ahead_km[cars[found]] = t[found]
