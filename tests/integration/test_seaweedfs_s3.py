@@ -50,12 +50,18 @@ def test_generated_credentials_are_private(stack_settings: Settings) -> None:
 def test_reference_data_published_to_an_s3_prefix(stack_settings: Settings) -> None:
     from fleetstream.reference.catalog import generate_cars
     from fleetstream.reference.publish import publish
+    from fleetstream.reference.zones import generate_zones, read_zones
 
     prefix = f"dims-{uuid.uuid4().hex[:8]}"
     written = publish(stack_settings, f"s3a://{stack_settings.s3.bucket}/{prefix}", generate_cars(30, seed=2))
     assert written == [
-        f"s3://{stack_settings.s3.bucket}/{prefix}/{name}.json" for name in ("car_models", "car_colors", "cars")
+        *(f"s3://{stack_settings.s3.bucket}/{prefix}/{name}.json" for name in ("car_models", "car_colors", "cars")),
+        f"s3://{stack_settings.s3.bucket}/{prefix}/speed_zones.geojson",
     ]
+    zones = seaweedfs.client(stack_settings).get_object(
+        Bucket=stack_settings.s3.bucket, Key=f"{prefix}/speed_zones.geojson"
+    )
+    assert read_zones(zones["Body"].read().decode()) == generate_zones()
     body = seaweedfs.client(stack_settings).get_object(Bucket=stack_settings.s3.bucket, Key=f"{prefix}/cars.json")
     lines = body["Body"].read().decode().splitlines()
     assert len(lines) == 30
