@@ -37,7 +37,7 @@ IntArray = npt.NDArray[np.int64]
 
 ZONES_FILE = "speed_zones.geojson"
 KM_PER_DEG_LAT = 111.32
-#: the city the simulator drives (fleetstream.sim.fleet.FleetConfig's defaults: Tel Aviv, 8 km)
+#: the city the simulator drives (fleetstream.sim.fleet.FleetConfig's defaults): centre and radius (km)
 CITY = (32.0853, 34.7818, 8.0)
 #: zones are at least this far apart (km, bounding boxes): a car that leaves one at any speed the
 #: simulator drives takes longer than the default rule's clear time to reach the next
@@ -62,16 +62,15 @@ class Zone:
     def center(self) -> tuple[float, float]:
         return sum(self.lats) / len(self.lats), sum(self.lons) / len(self.lons)
 
-    def edges(self) -> list[tuple[float, float, float, float]]:
-        """(lat_i, lon_i, lat_j, lon_j) of each edge that a ray along the longitude axis can cross
-        (a horizontal edge never counts in the even-odd rule)."""
+    def ring(self) -> list[tuple[float, float, float, float]]:
+        """Every edge of the ring: (lat_i, lon_i, lat_j, lon_j)."""
         n = len(self.lats)
-        out = []
-        for i in range(n):
-            j = (i + 1) % n
-            if self.lats[i] != self.lats[j]:
-                out.append((self.lats[i], self.lons[i], self.lats[j], self.lons[j]))
-        return out
+        return [(self.lats[i], self.lons[i], self.lats[(i + 1) % n], self.lons[(i + 1) % n]) for i in range(n)]
+
+    def edges(self) -> list[tuple[float, float, float, float]]:
+        """The edges that a ray along the longitude axis can cross (a horizontal edge never counts in
+        the even-odd rule)."""
+        return [edge for edge in self.ring() if edge[0] != edge[2]]
 
     def feature(self) -> dict[str, Any]:
         ring = [[lon, lat] for lat, lon in zip(self.lats, self.lons, strict=True)]

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fleetstream.reference.catalog import PROFILES, Car, CarModel, generate_cars, model_by_id
-from fleetstream.reference.zones import Zone, ZoneIndex, generate_zones
+from fleetstream.reference.zones import CITY, Zone, ZoneIndex, generate_zones
 from fleetstream.rules import LIMITS, expected_gear_array
 from fleetstream.sim.faults import FAULT_TYPES, FaultRates, GroundTruth
 from fleetstream.sim.profiles import profile_arrays
@@ -104,9 +104,9 @@ class FleetConfig:
     cars: int = 50
     seed: int = 42
     dt: float = 1.0  # simulated seconds per tick
-    center_lat: float = 32.0853  # Tel Aviv
-    center_lon: float = 34.7818
-    radius_km: float = 8.0
+    center_lat: float = CITY[0]  # Tel Aviv (the city the default speed zones lie in)
+    center_lon: float = CITY[1]
+    radius_km: float = CITY[2]
     faults: FaultRates = field(default_factory=FaultRates)
 
 
@@ -199,7 +199,7 @@ class Fleet:
         most = max((len(z.lats) for z in zones), default=0)
         edges = np.full((len(zones), most, 4), np.nan)  # (zone, edge, lat_i lon_i lat_j lon_j)
         for k, zone in enumerate(zones):
-            edges[k, : len(zone.lats)] = _ring(zone)
+            edges[k, : len(zone.lats)] = zone.ring()
         scale = np.array([KM_PER_DEG_LAT, self.km_east, KM_PER_DEG_LAT, self.km_east])
         origin = np.array([c.center_lat, c.center_lon, c.center_lat, c.center_lon])
         km = (edges - origin) * scale
@@ -632,9 +632,3 @@ class Fleet:
     @property
     def driving(self) -> int:
         return int(((self.mode == DRIVING) & (self.v > 0.3)).sum())
-
-
-def _ring(zone: Zone) -> list[tuple[float, float, float, float]]:
-    """Every edge of a zone's ring: (lat_i, lon_i, lat_j, lon_j)."""
-    n = len(zone.lats)
-    return [(zone.lats[i], zone.lons[i], zone.lats[(i + 1) % n], zone.lons[(i + 1) % n]) for i in range(n)]
