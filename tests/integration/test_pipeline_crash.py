@@ -1,5 +1,7 @@
 """kill -9 the streaming application mid-stream, restart it: nothing lost, nothing doubled, and its
-alert publisher application (a child) stops by itself."""
+alert publisher application (a child) stops by itself. Gold is in the run: live, its small batches
+update gold every few batches from rows kept in memory; after the kill, the restart reads the rows
+gold had not taken in back from silver. Either way gold/car_minutes sums to exactly silver's rows."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pyspark.sql import functions as F
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
+from fleetstream.pipeline import gold
 from fleetstream.pipeline.episodes import STATE_LAYOUTS
 from fleetstream.pipeline.session import spark_session
 from fleetstream.reference.catalog import generate_cars
@@ -61,7 +64,7 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
         "FLEETSTREAM_KAFKA__PORT": str(settings.kafka.port),
         "FLEETSTREAM_LAKE__ROOT": str(lake),
         "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1",
-        "FLEETSTREAM_STREAM_ONLY": "bronze,silver,alerts,episodes",  # what this test checks; gold has its own test
+        "FLEETSTREAM_STREAM_ONLY": "bronze,silver,alerts,gold,episodes",
         "FLEETSTREAM_STREAM_EPISODES_TRIGGER_SECONDS": "1",
         **{f"FLEETSTREAM_KAFKA__TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
     }
@@ -74,16 +77,23 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
         silver_log = lake / "silver" / "telemetry" / "_delta_log"
         episode_commits = lake / "_checkpoints" / STATE_LAYOUTS[-1] / "commits"
 
+        car_state_log = lake / "gold" / "car_state" / "_delta_log"
+
         def under_way() -> bool:
-            """The empty table's creation, then two micro-batches committed, and two episode batches
-            (with episodes open): kill in the middle of the run."""
-            return len(list(silver_log.glob("*.json"))) >= 3 and len(list(episode_commits.glob("[0-9]*"))) >= 2
+            """The empty table's creation, then two micro-batches committed, two episode batches (with
+            episodes open), and three gold updates (the later ones from several batches' rows): kill
+            in the middle of the run."""
+            return (
+                len(list(silver_log.glob("*.json"))) >= 3
+                and len(list(episode_commits.glob("[0-9]*"))) >= 2
+                and len(list(car_state_log.glob("*.json"))) >= 3
+            )
 
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not under_way():
             assert first.poll() is None, (tmp_path / "first.log").read_text()
             time.sleep(0.5)
-        assert under_way(), "silver or the episodes never committed a batch"
+        assert under_way(), "silver, the episodes or gold never committed a batch"
         tree = psutil.Process(first.pid).children(recursive=True)
         assert any("alert-data" in _cmdline(p) for p in tree), "no alert publisher application"
         os.killpg(first.pid, signal.SIGKILL)
@@ -111,6 +121,15 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
     assert duplicates.count() == simulation.ground_truth.counts()["duplicate"]
     fired = spark.read.format("delta").load(str(lake / "silver" / "alerts"))
     assert fired.select("alert_id").distinct().count() == fired.count()
+    # gold: every silver row counted once in gold/car_minutes (partial rows: summed), alerts too
+    minutes = spark.read.format("delta").load(str(lake / "gold" / "car_minutes"))
+    totals = minutes.groupBy("car_id", "minute").agg(F.sum("events").alias("events"), F.sum("alerts").alias("alerts"))
+    recomputed = gold.car_minutes(silver, fired).select("car_id", "minute", "events", "alerts")
+    assert sorted(map(tuple, totals.collect())) == sorted(map(tuple, recomputed.collect()))
+    state = spark.read.format("delta").load(str(lake / "gold" / "car_state"))
+    latest = silver.groupBy("car_id").agg(F.max("event_time").alias("t"))
+    assert state.count() == latest.count() == 30
+    assert state.join(latest, "car_id").where(F.col("event_time") != F.col("t")).count() == 0
     expected = simulation.ground_truth.expected_alerts()
     assert {(r["event_id"], r["rule"]) for r in fired.select("event_id", "rule").collect()} == expected
     assert fired.where(F.col("rule").isNull()).count() == 0

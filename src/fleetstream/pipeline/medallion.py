@@ -85,6 +85,10 @@ class LakeBatch:
         self.gold_every_s = gold_every_s
         self.gold_at = 0.0  # when gold was last updated (monotonic)
         self.gold_covered: int | None = None  # the last batch whose silver rows gold holds
+        #: the silver rows of the batches since ``pending_since`` that gold has not taken in yet
+        #: (materialised in each batch: holding the frames keeps their blocks)
+        self.gold_pending: list[DataFrame] = []
+        self.pending_since: int | None = None
         self.__name__ = query.name  # what Spark and stoppable() call it
         self.recent_ids = RecentIds(self._silver_seen, DEDUP_WINDOW_MS)
         self.car_state: DataFrame | None = None  # the cars' latest state after the last batch
@@ -191,10 +195,12 @@ class LakeBatch:
 
         A query that reads silver updates gold every batch. One that computes silver updates it at
         most every ``gold_every_s`` while its batches are small (a quiet fleet: each update costs a
-        second of CPU or two), then from every batch's rows since the last update: this batch's
-        from memory, the others' read back from silver by ``silver_batch``. Large batches (a busy
-        fleet, a backlog) and catch-up runs update it every batch. After a restart, the last batch
-        gold holds is the last one committed to gold/car_state, so nothing is skipped or counted twice.
+        second of CPU or two), then from every batch's rows since the last update, kept in memory
+        (each batch's silver rows are materialised in the batch). Large batches (a busy fleet, a
+        backlog) and catch-up runs update it every batch. After a restart, the last batch gold holds
+        is the last one committed to gold/car_state, and the rows of the batches after it that this
+        run did not see are read back from silver by ``silver_batch``: nothing is skipped or counted
+        twice.
         """
         if silver_rows is not None and "alerts" not in self.query.layers:
             fired = alerts(silver_rows, self.rules)
@@ -202,11 +208,27 @@ class LakeBatch:
             return silver_rows, fired, silver_rows is not None
         large = self.last_rows > SMALL_BATCH
         if not (self.gold_every_s <= 0 or large or time.monotonic() - self.gold_at >= self.gold_every_s):
+            if self.pending_since is None:
+                self.pending_since = batch_id
+            if silver_rows is not None:
+                self.gold_pending.append(silver_rows)
             return None, None, False
+        pending, since = self.gold_pending, self.pending_since
+        self.gold_pending, self.pending_since = [], None
         if self.gold_covered is None:
             self.gold_covered = self.writer.committed("gold/car_state")
         if self.gold_covered >= batch_id - 1:  # nothing waiting from earlier batches
             return silver_rows, fired, True
+        if since is not None and since <= self.gold_covered + 1:  # every batch waiting is in memory
+            # (a filter on silver_batch would write the batch ids into generated code: code compiled
+            # anew at every update)
+            kept = [*pending, *([silver_rows] if silver_rows is not None else [])]
+            if not kept:
+                return None, None, True
+            if len(kept) == 1 and silver_rows is not None:
+                return silver_rows, fired, True
+            rows = reduce(DataFrame.unionByName, kept)
+            return rows, alerts(rows, self.rules), True
         path = self.lake.table("silver/telemetry")
         waiting = (
             self.spark.read.format("delta")

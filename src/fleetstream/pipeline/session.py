@@ -24,9 +24,26 @@ if TYPE_CHECKING:
 #: spends less CPU than G1 on a batch engine's short-lived objects (G1's concurrent marking was a
 #: steady share of a quiet lake's CPU). Tiered compilation stays on: without it `make run`'s
 #: dashboard showed its first data 92 s after the command (53 s with it), and with C1 alone the
-#: code cache's sweeper kept recompiling (docs/benchmarks.md). The alert publisher's JVM keeps the
-#: defaults (G1's short pauses).
-BATCH_JVM_OPTIONS = "-XX:+UseParallelGC"
+#: code cache's sweeper kept recompiling (docs/benchmarks.md). C2, the optimising compiler, takes
+#: a method ten times later than HotSpot's defaults: a quiet lake runs thousands of planning
+#: methods a few times per batch, and with the defaults C2 compiled them one by one for minutes
+#: (0.4 to 0.7 of a core four minutes after the start, against 0.1 with these); the per-row code
+#: of a busy stream still reaches C2 within seconds. The alert publisher's JVM keeps the defaults
+#: (G1's short pauses).
+BATCH_JVM_OPTIONS = " ".join(
+    (
+        "-XX:+UseParallelGC",
+        "-XX:Tier4InvocationThreshold=50000",
+        "-XX:Tier4MinInvocationThreshold=6000",
+        "-XX:Tier4CompileThreshold=150000",
+        "-XX:Tier4BackEdgeThreshold=400000",
+    )
+)
+
+
+LOCAL_CHECKPOINT_FILE_MANAGER = (
+    "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+)
 
 
 def session_conf(settings: Settings, with_s3: bool = False, batch_jvm: bool = True) -> dict[str, str]:
@@ -72,6 +89,11 @@ def session_conf(settings: Settings, with_s3: bool = False, batch_jvm: bool = Tr
     }
     if batch_jvm:
         conf["spark.driver.extraJavaOptions"] = BATCH_JVM_OPTIONS
+    if "://" not in settings.lake.root or settings.lake.root.startswith("file:"):
+        # Streaming checkpoints and Delta's checksum files on a local disk: written through Hadoop's
+        # FileSystem, not its FileContext, which for a local file starts a `chmod` and two `readlink`
+        # processes per file (about 600 processes a minute on a quiet fleet). A local rename is atomic.
+        conf["spark.sql.streaming.checkpointFileManagerClass"] = LOCAL_CHECKPOINT_FILE_MANAGER
     conf.update(settings.spark.conf)
     if with_s3:
         key, secret = seaweedfs.credentials(settings)
