@@ -76,7 +76,6 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
         )
         silver_log = lake / "silver" / "telemetry" / "_delta_log"
         episode_commits = lake / "_checkpoints" / STATE_LAYOUTS[-1] / "commits"
-
         car_state_log = lake / "gold" / "car_state" / "_delta_log"
 
         def under_way() -> bool:
