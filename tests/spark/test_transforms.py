@@ -92,6 +92,8 @@ def silver(spark: SparkSession, rows: list[tuple[str, str, str, int, float]]) ->
 
 
 MIN = 60_000
+#: the silver columns gold's minutes need besides speed, rpm and coolant (one value each)
+OTHER = {"fuel_level": 50.0, "oil_temp": 95.0, "throttle": 20.0, "brake": 0.0, "gear": 3, "engine_on": True}
 
 
 def test_speed_by_model_slides_fifteen_minute_windows_every_minute(spark: SparkSession) -> None:
@@ -215,7 +217,7 @@ def test_car_minutes_are_partial_aggregates_per_car_and_minute(spark: SparkSessi
         ("4", "c2", "B/blue", T0 + 3_000, 20.0),
     ]
     frame = silver(spark, rows).withColumns(
-        {"rpm": F.lit(2000.0), "coolant_temp": F.lit(90.0), "fuel_level": F.lit(50.0)}
+        {"rpm": F.lit(2000.0), "coolant_temp": F.lit(90.0), **{k: F.lit(v) for k, v in OTHER.items()}}
     )
     fired = spark.createDataFrame([("c1", T0 + 2_000), ("c1", T0 + 2_000)], "car_id string, event_time long")
     got = {(r["car_id"], r["minute"]): r for r in gold.car_minutes(frame, fired).collect()}
@@ -230,7 +232,9 @@ def test_windows_rolled_up_from_minutes_equal_windows_over_the_events(spark: Spa
     windows Spark computes over the events themselves."""
     rows = [(f"e{i}", f"c{i % 3}", ("A/red", "B/blue", "A/blue")[i % 3], T0 + i * 37_000, float(i % 50))
             for i in range(90)]  # fmt: skip
-    frame = silver(spark, rows).withColumns({"rpm": F.lit(1.0), "coolant_temp": F.lit(1.0), "fuel_level": F.lit(1.0)})
+    frame = silver(spark, rows).withColumns(
+        {"rpm": F.lit(1.0), "coolant_temp": F.lit(1.0), **{k: F.lit(v) for k, v in OTHER.items()}}
+    )
     # three batches, each with its own partial rows per car and minute
     minutes = gold.car_minutes(frame.where("event_time % 3 = 0"))
     for rest in (1, 2):

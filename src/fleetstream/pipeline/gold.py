@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from fleetstream.ml import features
 from fleetstream.pipeline.validate import DEFAULT_MAX_LATENESS_S
 
 MINUTE_MS = 60_000
@@ -30,18 +31,25 @@ FLEET_WINDOW_MIN = 15  # the sliding windows' length in minutes (they slide ever
 LATENESS_MS = DEFAULT_MAX_LATENESS_S * 1000
 
 
-def car_minutes(silver: DataFrame, fired: DataFrame | None = None) -> DataFrame:
+def car_minutes(silver: DataFrame, fired: DataFrame | None = None, previous: DataFrame | None = None) -> DataFrame:
     """One row per car and event-time minute of a batch of silver rows: events, speed and rpm sums
-    and maxima, the hottest coolant, the lowest fuel level, and the alerts raised (``fired``)."""
-    minute = F.date_trunc("minute", F.col("event_ts")).alias("minute")
-    rows = silver.groupBy(minute, "car_id", "model", "color").agg(
-        F.count(F.lit(1)).alias("events"),
-        F.sum("speed").alias("sum_speed"),
-        F.max("speed").alias("max_speed"),
-        F.sum("rpm").alias("sum_rpm"),
-        F.max("rpm").alias("max_rpm"),
-        F.max("coolant_temp").alias("max_coolant_temp"),
-        F.min("fuel_level").alias("min_fuel_level"),
+    and maxima, the hottest coolant, the lowest fuel level, the alerts raised (``fired``), and the
+    partial sums the driving features are made of (:func:`fleetstream.ml.features.minute_partials`;
+    ``previous``: each car's report before the batch, for the speed change across batches)."""
+    rows = (
+        features.with_motion(silver, previous)
+        .withColumn("minute", F.date_trunc("minute", F.col("event_ts")))
+        .groupBy("minute", "car_id", "model", "color")
+        .agg(
+            F.count(F.lit(1)).alias("events"),
+            F.sum("speed").alias("sum_speed"),
+            F.max("speed").alias("max_speed"),
+            F.sum("rpm").alias("sum_rpm"),
+            F.max("rpm").alias("max_rpm"),
+            F.max("coolant_temp").alias("max_coolant_temp"),
+            F.min("fuel_level").alias("min_fuel_level"),
+            *features.minute_partials(),
+        )
     )
     if fired is None:
         return rows.withColumn("alerts", F.lit(0).cast("long"))

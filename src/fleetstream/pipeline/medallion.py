@@ -21,6 +21,7 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fleetstream.ml import features
 from fleetstream.pipeline import gold
 from fleetstream.pipeline.alerts import alert_messages, alerts
 from fleetstream.pipeline.dedup import RecentIds
@@ -39,7 +40,7 @@ DEDUP_WINDOW_MS = 10 * 60 * 1000  # a copy of an event up to this far apart in e
 #: (docs/benchmarks.md). Spark's own advice on HotSpot is 8,000.
 SMALL_BATCH = 20_000
 CODEGEN_LIMIT = {"small": "65535", "large": "8000"}
-ROLLUPS = ("gold/speed_by_model", "gold/cars_by_color", "gold/alerts_per_minute")
+ROLLUPS = ("gold/speed_by_model", "gold/cars_by_color", "gold/alerts_per_minute", "gold/driving_features")
 
 
 class StepClock:
@@ -138,8 +139,9 @@ class LakeBatch:
                 event_range = self._event_range(silver_rows)
             gold_rows, gold_fired, gold_now = self._gold_input(batch_id, silver_rows, fired)
             if gold_rows is not None:
-                outputs["gold/car_minutes"] = gold.car_minutes(gold_rows, gold_fired)
-                outputs["gold/car_state"] = self._car_state(gold_rows, gold_fired)
+                before = self._current_state()  # each car's last report before these rows
+                outputs["gold/car_minutes"] = gold.car_minutes(gold_rows, gold_fired, before)
+                outputs["gold/car_state"] = self._car_state(gold_rows, gold_fired, before)
         outputs[KAFKA] = reduce(DataFrame.unionByName, messages) if messages else None
         dedup_ids = RecentIds.chunk(silver_rows) if "silver" in layers and silver_rows is not None else None
         clock.mark("plan")
@@ -238,14 +240,18 @@ class LakeBatch:
         rows = waiting if silver_rows is None else waiting.unionByName(silver_rows)
         return rows, alerts(rows, self.rules), True
 
-    def _car_state(self, silver_rows: DataFrame, fired: DataFrame | None) -> DataFrame:
-        """The cars' state after this batch, materialised: the last batch's state (read from the
-        table at the first batch of a run) with this batch's latest report of each car."""
+    def _current_state(self) -> DataFrame | None:
+        """The cars' state after the last batch gold took in (read from the table at the first
+        batch of a run; None before there is one)."""
+        if self.car_state is not None:
+            return self.car_state
+        path = self.lake.table("gold/car_state")
+        return self.spark.read.format("delta").load(path) if delta_exists(self.spark, path) else None
+
+    def _car_state(self, silver_rows: DataFrame, fired: DataFrame | None, current: DataFrame | None) -> DataFrame:
+        """The cars' state after this batch, materialised: ``current`` with this batch's latest
+        report of each car."""
         latest = gold.latest_per_car(silver_rows, fired)
-        current = self.car_state
-        if current is None:
-            path = self.lake.table("gold/car_state")
-            current = self.spark.read.format("delta").load(path) if delta_exists(self.spark, path) else None
         state = latest if current is None else gold.newest_per_car(current, latest)
         self.car_state = state.localCheckpoint(eager=True)
         return self.car_state
@@ -286,13 +292,19 @@ class LakeBatch:
 
         outputs: dict[str, DataFrame | None] = {}
         fleet = [n for n in ("gold/speed_by_model", "gold/cars_by_color") if n in ranges]
-        if fleet:
-            window_ms = gold.FLEET_WINDOW_MIN * gold.MINUTE_MS
+        if fleet or "gold/driving_features" in ranges:
+            longest = gold.FLEET_WINDOW_MIN if fleet else features.WINDOW_MIN
             minutes = (
                 self.spark.read.format("delta")
                 .load(self.lake.table("gold/car_minutes"))
-                .where(_ms("minute").between(lo - window_ms, hi - 1))
+                .where(_ms("minute").between(lo - longest * gold.MINUTE_MS, hi - 1))
             )
+        if "gold/driving_features" in ranges:
+            span = ranges["gold/driving_features"]
+            outputs["gold/driving_features"] = features.driving_features(
+                minutes, F.timestamp_millis(F.lit(span[0])), F.timestamp_millis(F.lit(span[1]))
+            )
+        if fleet:
             per_car = gold.car_windows_from_minutes(
                 minutes, F.timestamp_millis(F.lit(lo)), F.timestamp_millis(F.lit(hi))
             ).localCheckpoint(eager=True)
