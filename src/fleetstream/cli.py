@@ -62,6 +62,11 @@ reference_app = typer.Typer(
     help="Reference data: car models, colors, the fleet's cars and speed zones.", no_args_is_help=True
 )
 app.add_typer(reference_app, name="reference")
+ml_app = typer.Typer(
+    help="Driving-style model: train on gold/driving_features, track and register in MLflow (docs/ml.md).",
+    no_args_is_help=True,
+)
+app.add_typer(ml_app, name="ml")
 
 log = logging.getLogger("fleetstream")
 console = Console(stderr=True)
@@ -110,13 +115,22 @@ def up(
     s3: Annotated[
         bool, typer.Option("--s3", envvar="FLEETSTREAM_WITH_S3", help="Also run the SeaweedFS S3 server.")
     ] = False,
+    with_mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow",
+            envvar="FLEETSTREAM_WITH_MLFLOW",
+            help="Also run the MLflow tracking server (SQLite and artifacts under the state directory).",
+        ),
+    ] = False,
 ) -> None:
-    """Start the local stack (Kafka broker, topics, optionally SeaweedFS) and wait until it is healthy.
+    """Start the local stack (Kafka broker, topics, optionally SeaweedFS and MLflow) and wait until it
+    is healthy.
 
     In the foreground (the default) Ctrl-C stops everything it started; with --detach it keeps running
     until `fleetstream down`. Parts that settings point at an existing cluster are only checked.
     """
-    settings, services = _start_stack(s3)
+    settings, services = _start_stack(s3, with_mlflow)
     if detach:
         _print_status(stack.status(settings))
         console.print("stack running in the background; stop it with [bold]fleetstream down[/]")
@@ -128,12 +142,12 @@ def up(
     _supervise_foreground(settings, services, lambda: None)
 
 
-def _start_stack(with_s3: bool) -> tuple[Settings, list[Service]]:
+def _start_stack(with_s3: bool, with_mlflow: bool = False) -> tuple[Settings, list[Service]]:
     """`stack.up` for a command: clear errors, and Ctrl-C during start-up stops what had started."""
     try:
         settings = _settings()
         with console.status("starting the local stack..."):
-            return settings, stack.up(settings, with_s3=with_s3)
+            return settings, stack.up(settings, with_s3=with_s3, with_mlflow=with_mlflow)
     except FleetstreamError as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:
@@ -496,6 +510,74 @@ def schema_command(
         out.print_json(json.dumps(schema.json_schema()))
 
 
+@ml_app.command("train")
+def ml_train(
+    test_share: Annotated[
+        float, typer.Option(min=0.05, max=0.9, help="Share of each driving style's cars held out for the test.")
+    ] = 0.3,
+    seed: Annotated[int, typer.Option(help="Random state of the split and the forest.")] = 42,
+    trees: Annotated[int, typer.Option(min=1, help="Trees in the forest (the seed's model: 300).")] = 300,
+    depth: Annotated[int, typer.Option(min=1, help="Their maximum depth (the seed's model: 12).")] = 12,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Train the driving-style forest on gold/driving_features, log the run to MLflow, register the
+    model, and make it the `champion` if it beats the current one on the same held-out cars.
+
+    Needs the tracking server (`fleetstream up --mlflow`, started by `make run`, or
+    FLEETSTREAM_MLFLOW__TRACKING_URI) and a few closed 5-minute feature windows per car.
+    """
+    from fleetstream.ml.train import TrainOptions, train
+
+    try:
+        settings = _settings()
+        with console.status("training the driving-style model..."):
+            result = train(settings, TrainOptions(test_share=test_share, seed=seed, trees=trees, depth=depth))
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        out.print_json(json.dumps(asdict(result)))
+        return
+    table = Table(title=f"driving style, {result.test_windows} windows of {result.test_cars} held-out cars",
+                  title_justify="left")  # fmt: skip
+    for column in ("model", "accuracy", "macro F1"):
+        table.add_column(column)
+    table.add_row("random forest", f"{result.forest.accuracy:.3f}", f"{result.forest.macro_f1:.3f}")
+    for name, scores in result.baselines.items():
+        table.add_row(f"baseline: {name}", f"{scores.accuracy:.3f}", f"{scores.macro_f1:.3f}")
+    if result.champion_f1 is not None:
+        table.add_row("previous champion", "-", f"{result.champion_f1:.3f}")
+    out.print(table)
+    verdict = "is now the champion" if result.promoted else "did not beat the champion; the alias stays"
+    console.print(
+        f"{settings.mlflow.model_name} version {result.version} {verdict} (run {result.run_id}, "
+        f"{settings.mlflow.uri}); trained on {result.train_windows} windows of {result.train_cars} cars "
+        f"in {result.seconds:.1f} s"
+    )
+
+
+@ml_app.command("score")
+def ml_score() -> None:
+    """Score the feature windows gold/driver_style does not hold yet (closed before there was a
+    champion, or while MLflow was down) with the registry's champion: a backfill of what the stream
+    does live. Runs a local Spark job (or on FLEETSTREAM_SPARK__MASTER)."""
+    from fleetstream.ml.score import backfill
+    from fleetstream.pipeline.session import spark_session
+
+    try:
+        settings = _settings()
+        with console.status("scoring the driving-feature windows..."):
+            spark = spark_session(settings, "fleetstream-ml-score", with_s3=settings.lake.root.startswith("s3a://"))
+            try:
+                count, version = backfill(settings, spark)
+            finally:
+                spark.stop()
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"scored {count:,} windows with {settings.mlflow.model_name} version {version} into gold/driver_style"
+    )
+
+
 bench_app = typer.Typer(help="Benchmarks; results go to docs/benchmarks.md.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -624,6 +706,40 @@ def bench_pipeline(
         raise typer.Exit(1)
 
 
+@bench_app.command("ml")
+def bench_ml(
+    cars: Annotated[int, typer.Option(min=10, help="Simulated cars.")] = 300,
+    seconds: Annotated[int, typer.Option(min=600, help="Simulated seconds of driving.")] = 1800,
+    million: Annotated[
+        bool, typer.Option("--million", help="Also time the forest on one million feature rows (minutes).")
+    ] = False,
+    write: Annotated[Path | None, typer.Option(help="Markdown file whose figures section is replaced.")] = Path(
+        "docs/ml.md"
+    ),
+) -> None:
+    """The driving-style model end to end: a simulated fleet streamed into the lake, the forest trained
+    on its feature windows, scored on held-out cars beside the baselines, logged and registered in
+    MLflow (the configured server, or a private one). Needs Kafka (`fleetstream up --detach`); about
+    5 minutes for the defaults on two cores."""
+    from fleetstream.bench import ml as bench
+    from fleetstream.bench.sim import machine, write_report
+
+    try:
+        settings = _settings()
+        if broker_count(settings.kafka, timeout=5) == 0:
+            raise FleetstreamError(
+                f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
+            )
+        figures = bench.run(settings, cars, seconds, million, say=lambda line: console.print(line, highlight=False))
+    except (FleetstreamError, RuntimeError) as exc:
+        raise _fail(FleetstreamError(str(exc))) from None
+    section = bench.report(figures, machine())
+    out.print(section)
+    if write is not None:
+        write_report(section, write)
+        console.print(f"updated {write}")
+
+
 @bench_app.command("compare")
 def bench_compare(
     quick: Annotated[
@@ -732,6 +848,14 @@ def run_all(
             "--dashboard/--no-dashboard", envvar="FLEETSTREAM_RUN_DASHBOARD", help="Also serve the dashboard."
         ),
     ] = True,
+    with_mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow/--no-mlflow",
+            envvar="FLEETSTREAM_RUN_MLFLOW",
+            help="Also run the MLflow tracking server (started last: the stream and dashboard come first).",
+        ),
+    ] = True,
 ) -> None:
     """Everything, in the foreground: the local stack, the reference data, the simulator, the pipeline
     and the dashboard (its address is printed).
@@ -760,6 +884,15 @@ def run_all(
         if with_dashboard:
             started.append(stack.start_app(settings, "dashboard", [sys.executable, "-m", "fleetstream", "dashboard"]))
             console.print(f"dashboard: [bold]{settings.dashboard.url}[/]")
+        if with_mlflow:
+            try:
+                server = stack.start_mlflow(settings)
+            except FleetstreamError as exc:
+                console.print(f"[yellow]MLflow not started:[/] {exc}")
+            else:
+                if server is not None:
+                    started.append(server)
+                console.print(f"MLflow: [bold]{settings.mlflow.uri}[/]")
         return started
 
     _supervise_foreground(settings, services, start_simulator)

@@ -156,6 +156,30 @@ class DashboardSettings(_Frozen):
         return f"http://{self.host}:{self.port}"
 
 
+class MlflowSettings(_Frozen):
+    """ML tracking and the model registry: the local MLflow server (`fleetstream up --mlflow`) or any
+    MLflow tracking server.
+
+    Leave ``tracking_uri`` unset to use the local server (SQLite and artifacts under the state
+    directory, bound to 127.0.0.1); set it (``http://mlflow.example:5000``) to use an existing one.
+    """
+
+    tracking_uri: str | None = None
+    port: int = Field(5000, ge=1, le=65535, description="local MLflow server: port")
+    experiment: str = Field("fleetstream-driving-style", description="the experiment training runs go to")
+    model_name: str = Field("fleetstream-driving-style", description="the registered model")
+
+    @property
+    def managed(self) -> bool:
+        """True when fleetstream runs the MLflow server itself."""
+        return self.tracking_uri is None
+
+    @property
+    def uri(self) -> str:
+        """The tracking URI clients use."""
+        return self.tracking_uri or f"http://{LOCAL_HOST}:{self.port}"
+
+
 class Settings(BaseSettings):
     """All of fleetstream's configuration."""
 
@@ -176,6 +200,7 @@ class Settings(BaseSettings):
     spark: SparkSettings = SparkSettings()
     lake: LakeSettings = LakeSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    mlflow: MlflowSettings = MlflowSettings()
 
     @field_validator("state_dir", "cache_dir")
     @classmethod

@@ -11,9 +11,13 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
+from fleetstream.config import KafkaSettings, LakeSettings, MlflowSettings, Settings, TopicNames
 from fleetstream.ingest.kafka import describe_topics, ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
+from fleetstream.local import stack
+from fleetstream.ml import features
+from fleetstream.ml.score import backfill
+from fleetstream.ml.train import CHAMPION, TrainingError, TrainOptions, train
 from fleetstream.pipeline import OFFLINE_AFTER_S, gold
 from fleetstream.pipeline.offline import RULE as OFFLINE_RULE
 from fleetstream.pipeline.plan import LAYERS, STATEFUL, plan
@@ -24,6 +28,7 @@ from fleetstream.reference.publish import publish
 from fleetstream.rules.engine import load_rules
 from fleetstream.sim.faults import BAD_DATA_PRESETS, EPISODE_RULE_OF_FAULT, FAULT_PRESETS
 from fleetstream.sim.runner import SimOptions, SimStats, Simulation
+from fleetstream.testing import free_port_base
 
 pytestmark = pytest.mark.integration
 CARS, SECONDS, SEED = 40, 1500, 77
@@ -224,30 +229,6 @@ def test_gold_equals_batch_recomputation(run) -> None:  # type: ignore[no-untype
     assert state.join(latest, "car_id").where(F.col("event_time") != F.col("t")).count() == 0
 
 
-def test_replay_rebuilds_the_same_tables_from_bronze(run, tmp_path_factory: pytest.TempPathFactory) -> None:  # type: ignore[no-untyped-def]
-    settings, _, _, spark = run
-    target = str(tmp_path_factory.mktemp("replay"))
-    replayed = settings.model_copy(update={"lake": LakeSettings(root=target, dims_location=settings.lake.dims)})
-    before = describe_topics(settings.kafka, [settings.kafka.topics.alerts])[0].messages
-    layers = plan(["silver", "alerts", "gold"], "realtime", separate=True, available_now=True, publish=False)
-    streams = Streams(spark, replayed, layers, bronze_from=settings.lake.root)
-    streams.run_available_now()
-
-    def ids(root: str, name: str, column: str) -> list[str]:
-        frame = spark.read.format("delta").load(f"{root}/{name}")
-        return sorted(r[0] for r in frame.select(column).collect())
-
-    root = settings.lake.root
-    assert ids(target, "silver/telemetry", "event_id") == ids(root, "silver/telemetry", "event_id")
-    assert ids(target, "silver/alerts", "alert_id") == ids(root, "silver/alerts", "alert_id")
-    assert ids(target, "quarantine/telemetry", "raw") == ids(root, "quarantine/telemetry", "raw")
-    assert ids(target, "silver/duplicates", "event_id") == ids(root, "silver/duplicates", "event_id")
-    counts = streams.table_counts()
-    assert counts["gold/car_state"] == table(spark, settings, "gold/car_state").count()
-    assert "bronze" not in os.listdir(target), "bronze is read in place, not copied"
-    assert describe_topics(settings.kafka, [settings.kafka.topics.alerts])[0].messages == before, "nothing published"
-
-
 def test_trips_equal_the_simulators_trips(run) -> None:  # type: ignore[no-untyped-def]
     """gold/trips holds the simulator's trips: the same count per car, start and end within one report
     (a quarantined first or last report moves them by one), distance within 1 % or one report's."""
@@ -270,3 +251,158 @@ def test_trips_equal_the_simulators_trips(run) -> None:  # type: ignore[no-untyp
     driving = {car for car, on in zip(simulation.fleet.car_ids, simulation.fleet.engine_on, strict=True) if on}
     assert {t["car_id"] for t in got if t["status"] == "open"} == driving
     assert sum(t["episodes"] for t in got) > 0
+
+
+def test_driving_features_equal_batch_recomputation(run) -> None:  # type: ignore[no-untyped-def]
+    """gold/driving_features (from partial minutes written batch by batch, the motion carried across
+    batches) equals the features computed from the whole of silver at once."""
+    settings, _, _, spark = run
+    written = table(spark, settings, "gold/driving_features")
+    assert written.count() > CARS * 10
+    assert written.groupBy("car_id", "window_end").count().where("count > 1").count() == 0  # each window once
+    silver = table(spark, settings, "silver/telemetry")
+    span = written.agg(F.min("window_end"), F.max("window_end")).first()
+    recomputed = features.driving_features(gold.car_minutes(silver), F.lit(span[0]), F.lit(span[1]))
+    joined = written.alias("g").join(recomputed.alias("b"), ["car_id", "window_end"])
+    assert joined.count() == written.count()
+    for exact in ("events", "moving_events", "upshifts"):
+        assert joined.where(F.col(f"g.{exact}") != F.col(f"b.{exact}")).count() == 0, exact
+    for name in features.FEATURES:
+        g, b = F.col(f"g.{name}"), F.col(f"b.{name}")
+        off = joined.where(~F.coalesce(F.abs(g - b) <= 1e-6 * (1 + F.abs(b)), g.isNull() & b.isNull()))
+        assert off.count() == 0, (name, off.select("car_id", "window_end", f"g.{name}", f"b.{name}").take(3))
+
+
+@pytest.fixture(scope="module")
+def mlflow_settings(run, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The e2e run's settings with a local MLflow server of their own (started as `up --mlflow` does)."""
+    settings = run[0].model_copy(
+        update={"state_dir": tmp_path_factory.mktemp("mlflow-state"), "mlflow": MlflowSettings(port=free_port_base(1))}
+    )
+    stack.start_mlflow(settings)
+    try:
+        yield settings
+    finally:
+        stack.down(settings)
+
+
+def test_driving_style_model_is_trained_tracked_and_served_by_alias(run, mlflow_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    settings = mlflow_settings
+    first = train(settings)
+    assert first.forest.macro_f1 >= 0.85, first
+    assert first.forest.macro_f1 > first.baselines["majority"].macro_f1
+    assert first.test_cars >= 3
+    assert first.train_cars >= 6
+    assert (first.version, first.promoted, first.champion_f1) == ("1", True, None)
+    client = MlflowClient(settings.mlflow.uri)
+    run_data = client.get_run(first.run_id).data
+    assert run_data.metrics["macro_f1"] == pytest.approx(first.forest.macro_f1)
+    assert {"majority_macro_f1", "threshold_macro_f1", "recall_aggressive"} <= set(run_data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(first.run_id)}
+    assert {"confusion_matrix.png", "feature_importance.png", "test_cars.json"} <= artifacts
+    # a worse model (one shallow tree) is registered but does not take the alias
+    worse = train(settings, TrainOptions(trees=1, depth=1))
+    assert (worse.version, worse.promoted) == ("2", False)
+    assert worse.champion_f1 == pytest.approx(first.forest.macro_f1)
+    assert client.get_model_version_by_alias(settings.mlflow.model_name, CHAMPION).version == "1"
+    # the champion loads by alias in a fresh process and predicts what version 1 predicts here
+    from fleetstream.ml.train import load_features
+
+    windows = load_features(settings)[list(features.FEATURES)].head(200)
+    windows.to_parquet(tmp_path / "x.parquet")
+    mlflow.set_tracking_uri(settings.mlflow.uri)
+    here = mlflow.sklearn.load_model(f"models:/{settings.mlflow.model_name}/1").predict(windows)
+    code = (
+        "import sys, json, mlflow, pandas as pd; mlflow.set_tracking_uri(sys.argv[1]); "
+        "m = mlflow.sklearn.load_model(f'models:/{sys.argv[2]}@champion'); "
+        "print(json.dumps(m.predict(pd.read_parquet(sys.argv[3])).tolist()))"
+    )
+    import json
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-c", code, settings.mlflow.uri, settings.mlflow.model_name, str(tmp_path / "x.parquet")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == here.tolist()
+    assert len(set(here)) >= 2
+    # `fleetstream ml score`: the windows the run closed before there was a champion, scored once
+    spark = run[3]
+    scorable = features.scorable(table(spark, settings, "gold/driving_features")).count()
+    assert backfill(settings, spark) == (scorable, "1")
+    assert backfill(settings, spark) == (0, "1")
+    assert table(spark, settings, "gold/driver_style").count() == scorable
+
+
+def test_training_refuses_bad_input_and_registers_nothing(mlflow_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from mlflow.tracking import MlflowClient
+
+    settings = mlflow_settings
+    client = MlflowClient(settings.mlflow.uri)
+
+    def versions() -> int:
+        return len(client.search_model_versions(f"name='{settings.mlflow.model_name}'"))
+
+    before = versions()
+    # one driving style only: every car labelled calm
+    dims = tmp_path / "dims"
+    calm = [c.__class__(**{**c.__dict__, "driver_profile": "calm"}) for c in generate_cars(CARS, SEED)]
+    publish(settings, str(dims), calm)
+    one_class = settings.model_copy(update={"lake": LakeSettings(root=settings.lake.root, dims_location=str(dims))})
+    with pytest.raises(TrainingError, match="at least two driving styles"):
+        train(one_class)
+    # no features: an empty lake
+    empty = settings.model_copy(update={"lake": LakeSettings(root=str(tmp_path / "empty"))})
+    with pytest.raises(TrainingError, match="no gold/driving_features table"):
+        train(empty)
+    # the tracking server down
+    down = settings.model_copy(update={"mlflow": MlflowSettings(port=free_port_base(1))})
+    with pytest.raises(TrainingError, match="does not answer"):
+        train(down)
+    assert versions() == before
+
+
+def test_replay_rebuilds_the_same_tables_from_bronze_and_scores_driving_styles_live(  # type: ignore[no-untyped-def]
+    run, mlflow_settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A replay from bronze rebuilds the same tables; with the champion registered (by the training
+    test before this one), its gold layer also scores each closed feature window (gold/driver_style)."""
+    _, _, _, spark = run
+    settings = mlflow_settings
+    target = str(tmp_path_factory.mktemp("replay"))
+    replayed = settings.model_copy(update={"lake": LakeSettings(root=target, dims_location=settings.lake.dims)})
+    before = describe_topics(settings.kafka, [settings.kafka.topics.alerts])[0].messages
+    layers = plan(["silver", "alerts", "gold"], "realtime", separate=True, available_now=True, publish=False)
+    streams = Streams(spark, replayed, layers, bronze_from=settings.lake.root)
+    streams.run_available_now()
+
+    def ids(root: str, name: str, column: str) -> list[str]:
+        frame = spark.read.format("delta").load(f"{root}/{name}")
+        return sorted(r[0] for r in frame.select(column).collect())
+
+    root = settings.lake.root
+    assert ids(target, "silver/telemetry", "event_id") == ids(root, "silver/telemetry", "event_id")
+    assert ids(target, "silver/alerts", "alert_id") == ids(root, "silver/alerts", "alert_id")
+    assert ids(target, "quarantine/telemetry", "raw") == ids(root, "quarantine/telemetry", "raw")
+    assert ids(target, "silver/duplicates", "event_id") == ids(root, "silver/duplicates", "event_id")
+    counts = streams.table_counts()
+    assert counts["gold/car_state"] == table(spark, settings, "gold/car_state").count()
+    assert "bronze" not in os.listdir(target), "bronze is read in place, not copied"
+    assert describe_topics(settings.kafka, [settings.kafka.topics.alerts])[0].messages == before, "nothing published"
+    # live scoring: every scorable window scored once, by version 1 (the champion), as it predicts
+    import mlflow
+
+    styles = table(spark, replayed, "gold/driver_style").toPandas()
+    windows = features.scorable(table(spark, replayed, "gold/driving_features")).toPandas()
+    assert len(styles) == len(windows) > CARS * 5
+    assert set(styles["model_version"]) == {"1"}
+    mlflow.set_tracking_uri(settings.mlflow.uri)
+    champion = mlflow.sklearn.load_model(f"models:/{settings.mlflow.model_name}@{CHAMPION}")
+    merged = windows.merge(styles, on=["car_id", "window_end"], validate="one_to_one")
+    assert (merged["style"] == champion.predict(merged[list(features.FEATURES)])).all()
+    assert ((merged[["p_calm", "p_normal", "p_aggressive"]].sum(axis=1) - 1).abs() < 1e-9).all()
+    truth = {c.car_id: c.driver_profile for c in generate_cars(CARS, SEED)}
+    accuracy = (merged["style"] == merged["car_id"].map(truth)).mean()
+    assert accuracy >= 0.85, accuracy

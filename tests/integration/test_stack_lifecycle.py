@@ -169,7 +169,8 @@ def test_run_starts_stack_simulator_pipeline_and_dashboard_and_ctrl_c_stops_all(
         probe.bind(("127.0.0.1", 0))
         dashboard_port = probe.getsockname()[1]
     env = {**stack_env, "FLEETSTREAM_LAKE__ROOT": str(tmp_path / "lake"), "FLEETSTREAM_SIM_CARS": "20",
-           "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1", "FLEETSTREAM_DASHBOARD__PORT": str(dashboard_port)}  # fmt: skip
+           "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1", "FLEETSTREAM_DASHBOARD__PORT": str(dashboard_port),
+           "FLEETSTREAM_MLFLOW__PORT": str(free_port_base(1))}  # fmt: skip
     with supervisor(["run"], env, tmp_path / "run.log") as process:
         deadline = time.monotonic() + 60
         produced = 0
@@ -181,7 +182,7 @@ def test_run_starts_stack_simulator_pipeline_and_dashboard_and_ctrl_c_stops_all(
         assert (tmp_path / "lake" / "dims" / "cars.json").read_text().count("\n") == 20
         recorded = json.loads((Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "stack.json").read_text())["services"]
         pids = {s["name"]: s["pid"] for s in recorded}
-        assert set(pids) == {"kafka", "simulator", "stream", "dashboard"}
+        assert set(pids) == {"kafka", "simulator", "stream", "dashboard", "mlflow"}  # MLflow started last, healthy
         health = f"http://127.0.0.1:{dashboard_port}/_stcore/health"
         while time.monotonic() < deadline + 60 and not _answers(health):
             time.sleep(1)

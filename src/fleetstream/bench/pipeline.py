@@ -169,6 +169,7 @@ def quiet_worker(
         "FLEETSTREAM_KAFKA__PORT": str(kafka_port),
         "FLEETSTREAM_KAFKA__CONTROLLER_PORT": str(kafka_port + 1),
         "FLEETSTREAM_DASHBOARD__PORT": str(web),
+        "FLEETSTREAM_MLFLOW__PORT": str(free_port_base(1, low=31000, high=32000)),
         "FLEETSTREAM_DASHBOARD__MAP_TILES": "",
     }
     only = QUIET_VARIANTS[variant]

@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from fleetstream.pipeline.monitor import QueryHealth, Status
+from fleetstream.reference.catalog import PROFILES
 
 ACTIVE_S = 60  # a car that reported within this many seconds is active
 STATUS_STALE_S = 30  # a status file older than this means the pipeline is not running
@@ -99,6 +100,26 @@ def offline_cars(episodes: pl.DataFrame | None) -> list[str]:
         return []
     offline = episodes.filter((pl.col("status") == "open") & (pl.col("rule") == "vehicle_offline"))
     return sorted(offline["car_id"].unique().to_list())
+
+
+def style_mix(styles: pl.DataFrame | None) -> dict[str, int]:
+    """Cars per driving style (each car's latest scored window), calm to aggressive, styles with cars only.
+
+    >>> style_mix(pl.DataFrame({"car_id": ["a", "b", "c"], "style": ["aggressive", "calm", "calm"]}))
+    {'calm': 2, 'aggressive': 1}
+    """
+    if styles is None or not styles.height:
+        return {}
+    counts = dict(styles.group_by("style").len().iter_rows())
+    return {p: int(counts[p]) for p in PROFILES if p in counts}
+
+
+def car_style(styles: pl.DataFrame | None, car: str) -> dict[str, Any] | None:
+    """One car's latest scored window (style, confidence, model_version, window_end), or None."""
+    if styles is None or not styles.height:
+        return None
+    rows = styles.filter(pl.col("car_id") == car)
+    return rows.row(0, named=True) if rows.height else None
 
 
 def open_episodes_by_rule(episodes: pl.DataFrame | None) -> dict[str, int]:

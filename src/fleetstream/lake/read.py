@@ -105,5 +105,13 @@ def car_trips(settings: Settings, car_id: str, limit: int = 10) -> pl.DataFrame 
     return _collect(None if frame is None else frame.sort("started_at", descending=True).head(limit))
 
 
+def driver_styles(settings: Settings, since: dt.datetime) -> pl.DataFrame | None:
+    """gold/driver_style: each car's latest scored window among those ending at or after ``since``."""
+    frame = _where(
+        scan(settings, "gold/driver_style"), pl.col("window_end") >= since.astimezone(UTC).replace(tzinfo=None)
+    )
+    return None if frame is None else frame.sort("window_end").group_by("car_id").last().collect()
+
+
 def _where(frame: pl.LazyFrame | None, predicate: pl.Expr) -> pl.LazyFrame | None:
     return None if frame is None else frame.filter(predicate)

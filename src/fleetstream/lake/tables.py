@@ -63,6 +63,8 @@ TABLES = {
               None, ("window_start", "window_end")),
         Table("gold/driving_features", "5-minute windows ending every minute: driving features per car "
               "(docs/ml.md), closed windows", None, ("window_end", "car_id")),
+        Table("gold/driver_style", "the champion model's driving style for each scorable feature window: "
+              "style, probabilities, confidence, model version", None, ("window_end", "car_id")),
         Table("gold/episodes_per_minute", "1-minute windows: alert episodes opened and resolved per rule, "
               "color and model; partial counts, one row per batch (sum them)", None, ("window_start", "rule")),
     )

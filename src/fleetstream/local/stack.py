@@ -19,13 +19,15 @@ from confluent_kafka import KafkaException
 from fleetstream.config import LOCAL_HOST, Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.ingest.kafka import TopicInfo, broker_count, describe_topics, ensure_topics
-from fleetstream.local import kafka_broker, seaweedfs
+from fleetstream.local import kafka_broker, mlflow_server, seaweedfs
 from fleetstream.local.process import Service, StateFile, port_is_free, port_owner, spawn, stop, wait_until
 
 log = logging.getLogger(__name__)
 
 KAFKA = "kafka"
 S3 = "seaweedfs"
+MLFLOW = "mlflow"
+MLFLOW_START_TIMEOUT = 120.0  # its first start creates the SQLite store (about 25 s on two cores)
 KAFKA_START_TIMEOUT = 90.0
 S3_START_TIMEOUT = 60.0
 
@@ -56,7 +58,7 @@ class StackStatus:
         return all(part.healthy for part in self.parts)
 
 
-def _required_ports(settings: Settings, with_s3: bool) -> list[tuple[int, str, str]]:
+def _required_ports(settings: Settings, with_s3: bool, with_mlflow: bool = False) -> list[tuple[int, str, str]]:
     """(port, what uses it, the setting that moves it) for every port managed parts will bind."""
     needed = []
     if settings.kafka.managed:
@@ -68,11 +70,13 @@ def _required_ports(settings: Settings, with_s3: bool) -> list[tuple[int, str, s
         needed += [
             (port, f"SeaweedFS {role}", "FLEETSTREAM_S3__PORT") for role, port in seaweedfs.ports(settings.s3).items()
         ]
+    if with_mlflow and settings.mlflow.managed:
+        needed.append((settings.mlflow.port, "MLflow tracking server", "FLEETSTREAM_MLFLOW__PORT"))
     return needed
 
 
-def check_ports(settings: Settings, with_s3: bool) -> None:
-    for port, what, setting in _required_ports(settings, with_s3):
+def check_ports(settings: Settings, with_s3: bool, with_mlflow: bool = False) -> None:
+    for port, what, setting in _required_ports(settings, with_s3, with_mlflow):
         if not port_is_free(LOCAL_HOST, port):
             raise FleetstreamError(
                 f"Port {port} on {LOCAL_HOST}, needed for the {what}, is already in use by "
@@ -85,7 +89,7 @@ def running_services(settings: Settings) -> list[Service]:
     return [s for s in StateFile(settings.state_dir).read() if s.alive()]
 
 
-def up(settings: Settings, with_s3: bool = False) -> list[Service]:
+def up(settings: Settings, with_s3: bool = False, with_mlflow: bool = False) -> list[Service]:
     """Start every managed part, wait until each is healthy, create the topics; return what started.
 
     On any failure, whatever this call started is stopped again before the error is raised.
@@ -99,7 +103,7 @@ def up(settings: Settings, with_s3: bool = False) -> list[Service]:
                 f"The fleetstream stack of {settings.state_dir} is already running: {listing}. "
                 "Nothing new was started. See `fleetstream status`, or stop it with `fleetstream down`."
             )
-        check_ports(settings, with_s3)
+        check_ports(settings, with_s3, with_mlflow)
         started: list[Service] = []
         try:
             if settings.kafka.managed:
@@ -119,6 +123,8 @@ def up(settings: Settings, with_s3: bool = False) -> list[Service]:
                         f"answer, or the bucket '{settings.s3.bucket}' does not exist or is not readable with the "
                         "configured credentials. Create the bucket or fix FLEETSTREAM_S3__* and try again."
                     )
+            if with_mlflow and (mlflow := _start_mlflow(settings, state, started)) is not None:
+                started.append(mlflow)
             try:
                 created = ensure_topics(settings.kafka, settings.kafka.topics.all())
             except KafkaException as exc:
@@ -167,6 +173,40 @@ def _start_seaweedfs(settings: Settings, state: StateFile, started: list[Service
         service.address, settings.s3.bucket, time.monotonic() - began, service.pid,
     )  # fmt: skip
     return service
+
+
+def _start_mlflow(settings: Settings, state: StateFile, started: list[Service]) -> Service | None:
+    """The local MLflow server (None when settings point at an existing one, which must answer)."""
+    if not settings.mlflow.managed:
+        if not mlflow_server.healthy(settings.mlflow.uri, timeout=10):
+            raise FleetstreamError(
+                f"The MLflow tracking server at {settings.mlflow.uri} (FLEETSTREAM_MLFLOW__TRACKING_URI) did not "
+                "answer its health check within 10 s. Check the address, or unset it to run a local server."
+            )
+        return None
+    command, env = mlflow_server.prepare(settings)
+    began = time.monotonic()
+    home = mlflow_server.mlflow_dir(settings)
+    service = spawn(MLFLOW, command, home / "mlflow.log", address=settings.mlflow.uri, env=env)
+    state.write([*started, service])
+    wait_until(lambda: mlflow_server.healthy(settings.mlflow.uri), MLFLOW_START_TIMEOUT, "The MLflow server", service)
+    log.info("MLflow tracking server healthy on %s in %.1f s (pid %d)", service.address,
+             time.monotonic() - began, service.pid)  # fmt: skip
+    return service
+
+
+def start_mlflow(settings: Settings) -> Service | None:
+    """Start the local MLflow server beside a running stack (recorded with it, so `down` stops it);
+    None when settings point at an existing server."""
+    state = StateFile(settings.state_dir)
+    with state.locked():
+        if settings.mlflow.managed and not port_is_free(LOCAL_HOST, settings.mlflow.port):
+            raise FleetstreamError(
+                f"Port {settings.mlflow.port} on {LOCAL_HOST}, needed for the MLflow tracking server, is already in "
+                f"use by {port_owner(settings.mlflow.port)}. Stop that process, or move it with "
+                "FLEETSTREAM_MLFLOW__PORT=<port>, or use an existing server with FLEETSTREAM_MLFLOW__TRACKING_URI."
+            )
+        return _start_mlflow(settings, state, [s for s in state.read() if s.alive()])
 
 
 def start_app(settings: Settings, name: str, argv: list[str]) -> Service:
@@ -225,6 +265,13 @@ def status(settings: Settings) -> StackStatus:
         detail = ("running" if healthy else "stopped") if settings.s3.managed else "external"
         pid = s3_service.pid if alive and s3_service else None
         parts.append(PartStatus(S3, settings.s3.managed, settings.s3.endpoint, healthy, pid, detail))
+    mlflow_service = recorded.get(MLFLOW)
+    if not settings.mlflow.managed or mlflow_service is not None:
+        alive = mlflow_service is not None and mlflow_service.alive()
+        healthy = (alive or not settings.mlflow.managed) and mlflow_server.healthy(settings.mlflow.uri)
+        detail = ("running" if healthy else "stopped") if settings.mlflow.managed else "external"
+        pid = mlflow_service.pid if alive and mlflow_service else None
+        parts.append(PartStatus(MLFLOW, settings.mlflow.managed, settings.mlflow.uri, healthy, pid, detail))
     topics = describe_topics(settings.kafka, settings.kafka.topics.all()) if parts[0].healthy else []
     return StackStatus(parts, topics)
 

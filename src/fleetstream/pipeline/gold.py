@@ -12,6 +12,9 @@ Incremental, without streaming state:
   color and model, appended by the stateful queries (partial counts per batch; readers sum them).
 - ``gold/car_state``: each car's latest report, kept in memory and written whole every batch (one
   row per car; no read, join or MERGE of the table).
+- ``gold/driving_features`` (5-minute windows ending every minute) are rolled up from the partial
+  sums ``car_minutes`` also holds (:mod:`fleetstream.ml.features`), and ``gold/driver_style`` scores
+  them (:mod:`fleetstream.ml.score`).
 
 The pure functions below take and return DataFrames; :class:`Windows` decides which windows close.
 """

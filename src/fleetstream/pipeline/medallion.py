@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -77,13 +77,15 @@ class LakeBatch:
         topics: Mapping[str, str] | None,
         alerts_in_batch: bool = False,
         gold_every_s: float = 0.0,
+        scorer: Callable[[DataFrame], DataFrame | None] | None = None,
     ) -> None:
         """``topics`` (enriched, dlq, alerts by name) when the batch writes Kafka records, else None;
         ``alerts_in_batch``: it also publishes its alerts to alert-data (catch-up runs);
-        ``gold_every_s``: how often small batches update gold (0: every batch; see :meth:`_gold_input`)."""
+        ``gold_every_s``: how often small batches update gold (0: every batch; see :meth:`_gold_input`);
+        ``scorer``: scores the feature windows gold closes (``gold/driver_style``), or None."""
         self.spark, self.lake, self.query, self.rules, self.dims = spark, lake, query, rules, dims
         self.writer, self.topics, self.alerts_in_batch = writer, topics, alerts_in_batch
-        self.gold_every_s = gold_every_s
+        self.gold_every_s, self.scorer = gold_every_s, scorer
         self.gold_at = 0.0  # when gold was last updated (monotonic)
         self.gold_covered: int | None = None  # the last batch whose silver rows gold holds
         #: the silver rows of the batches since ``pending_since`` that gold has not taken in yet
@@ -301,9 +303,16 @@ class LakeBatch:
             )
         if "gold/driving_features" in ranges:
             span = ranges["gold/driving_features"]
-            outputs["gold/driving_features"] = features.driving_features(
+            closed = features.driving_features(
                 minutes, F.timestamp_millis(F.lit(span[0])), F.timestamp_millis(F.lit(span[1]))
             )
+            if self.scorer is not None:
+                closed = closed.localCheckpoint(eager=True)
+                try:
+                    outputs["gold/driver_style"] = self.scorer(closed)
+                except Exception:  # scoring is an extra: the lake goes on without it
+                    log.exception("%s: scoring the driving-feature windows failed; they stay unscored", self.query.name)
+            outputs["gold/driving_features"] = closed
         if fleet:
             per_car = gold.car_windows_from_minutes(
                 minutes, F.timestamp_millis(F.lit(lo)), F.timestamp_millis(F.lit(hi))

@@ -24,6 +24,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.lake.tables import TABLES
+from fleetstream.ml.score import Champion, Scorer
 from fleetstream.pipeline import (
     ALERTS_TRIGGER_S,
     EPISODE_PARTITIONS,
@@ -254,6 +255,7 @@ class Streams:
             {"enriched": topics.enriched, "dlq": topics.dlq, "alerts": topics.alerts} if self.plan.publish else None,
             alerts_in_batch=self.plan.alerts_in_batch,
             gold_every_s=0.0 if self.plan.available_now else self.triggers.gold_s,
+            scorer=Scorer(Champion(self.settings.mlflow)) if "gold" in query.layers else None,
         )
         self.batches[query.name] = batch
         return batch

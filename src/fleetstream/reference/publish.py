@@ -32,3 +32,14 @@ def publish(settings: Settings, target: str, cars: list[Car], zones: list[Zone] 
             path.write_bytes(body)
             written.append(str(path))
     return written
+
+
+def read(settings: Settings, target: str, name: str) -> bytes:
+    """One published file (``name``, e.g. cars.json) from a folder or an S3 prefix, as ``publish``
+    wrote it."""
+    if target.startswith(("s3://", "s3a://")):
+        bucket, _, prefix = target.split("://", 1)[1].partition("/")
+        key = f"{prefix.strip('/')}/{name}".lstrip("/")
+        body: bytes = seaweedfs.client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+    return (Path(target) / name).read_bytes()

@@ -114,6 +114,14 @@ def gauges(car: str) -> None:
 def trips(car: str) -> None:
     settings = context.settings()
     rows = context.safely("gold/trips", lambda: read.car_trips(settings, car), None)
+    since = context.now() - dt.timedelta(minutes=15)
+    styles = context.safely("gold/driver_style", lambda: read.driver_styles(settings, since), None)
+    style = shape.car_style(styles, car)
+    if style is not None:
+        st.caption(
+            f"Driving style: **{style['style']}** ({style['confidence']:.0%} confidence; "
+            f"model v{style['model_version']}, 5-minute window ending {style['window_end']:%H:%M} UTC)"
+        )
     view = shape.trips_view(rows)
     st.subheader("Trips")
     current = view.filter(view["status"] == "open") if view.height else view

@@ -9,6 +9,8 @@ import streamlit as st
 from fleetstream.dashboard import charts, context, shape
 from fleetstream.lake import read
 
+STYLE_MIN = 15  # a car's style is shown from windows that ended within this many minutes
+
 
 def _fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
@@ -50,6 +52,18 @@ def live() -> None:
     )
     if open_by_rule:
         st.caption("Open episodes by rule: " + ", ".join(f"**{rule}** {n:,}" for rule, n in open_by_rule.items()))
+    styles = context.safely(
+        "gold/driver_style", lambda: read.driver_styles(settings, now - dt.timedelta(minutes=STYLE_MIN)), None
+    )
+    mix = shape.style_mix(styles)
+    if mix:
+        versions = sorted(set(styles["model_version"].to_list())) if styles is not None else []
+        st.caption(
+            "Driving style (each car's latest 5-minute window, model "
+            + ", ".join(f"v{v}" for v in versions)
+            + "): "
+            + ", ".join(f"**{style}** {n:,}" for style, n in mix.items())
+        )
     offline = shape.offline_cars(episodes)
     if offline:
         shown = ", ".join(offline[:20]) + (f" and {len(offline) - 20} more" if len(offline) > 20 else "")
