@@ -189,7 +189,14 @@ def _start_mlflow(settings: Settings, state: StateFile, started: list[Service]) 
     home = mlflow_server.mlflow_dir(settings)
     service = spawn(MLFLOW, command, home / "mlflow.log", address=settings.mlflow.uri, env=env)
     state.write([*started, service])
-    wait_until(lambda: mlflow_server.healthy(settings.mlflow.uri), MLFLOW_START_TIMEOUT, "The MLflow server", service)
+    try:
+        wait_until(
+            lambda: mlflow_server.healthy(settings.mlflow.uri), MLFLOW_START_TIMEOUT, "The MLflow server", service
+        )
+    except BaseException:
+        stop(service)
+        state.write(started)
+        raise
     log.info("MLflow tracking server healthy on %s in %.1f s (pid %d)", service.address,
              time.monotonic() - began, service.pid)  # fmt: skip
     return service

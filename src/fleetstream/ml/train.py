@@ -119,8 +119,10 @@ def split_by_car(labels: pd.Series, cars: pd.Series, test_share: float, seed: in
     >>> cars = pd.Series(["a", "a", "b", "c", "d", "d"])
     >>> labels = pd.Series(["x", "x", "x", "y", "y", "y"])
     >>> mask = split_by_car(labels, cars, 0.5, 1)
-    >>> sorted(set(cars[mask])), sorted(set(cars[~mask])) != []
-    (['a', 'd'], True)
+    >>> sorted(set(labels[mask])), set(cars[mask]) & set(cars[~mask])
+    (['x', 'y'], set())
+    >>> len(set(cars[mask]))  # one of x's two cars (ceil(0.5 * 2)), one of y's two
+    2
     """
     rng = np.random.default_rng(seed)
     by_car = dict(zip(cars, labels, strict=False))
