@@ -244,11 +244,13 @@ class LakeBatch:
 
     def _current_state(self) -> DataFrame | None:
         """The cars' state after the last batch gold took in (read from the table at the first
-        batch of a run; None before there is one)."""
-        if self.car_state is not None:
-            return self.car_state
-        path = self.lake.table("gold/car_state")
-        return self.spark.read.format("delta").load(path) if delta_exists(self.spark, path) else None
+        batch of a run, materialised: the batch overwrites the table while frames built on it are
+        still to be evaluated; None before there is one)."""
+        if self.car_state is None:
+            path = self.lake.table("gold/car_state")
+            if delta_exists(self.spark, path):
+                self.car_state = self.spark.read.format("delta").load(path).localCheckpoint(eager=True)
+        return self.car_state
 
     def _car_state(self, silver_rows: DataFrame, fired: DataFrame | None, current: DataFrame | None) -> DataFrame:
         """The cars' state after this batch, materialised: ``current`` with this batch's latest
