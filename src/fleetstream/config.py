@@ -180,6 +180,17 @@ class MlflowSettings(_Frozen):
         return self.tracking_uri or f"http://{LOCAL_HOST}:{self.port}"
 
 
+class MaintenanceSettings(_Frozen):
+    """Service thresholds for ``gold/maintenance`` (docs/ml.md): kilometres and days left are
+    counted to these, at each car's wear rate and daily distance over the lookback."""
+
+    tyre_wear_limit_pct: float = Field(80.0, gt=0, le=100, description="tyres are due at this tread wear (%)")
+    brake_wear_limit_pct: float = Field(80.0, gt=0, le=100, description="brake pads are due at this wear (%)")
+    service_interval_km: float = Field(15_000.0, gt=0, description="a service every this many km of odometer")
+    lookback_days: float = Field(7.0, gt=0, description="wear rates, daily distance and fuel use over this many days")
+    every_min: int = Field(5, ge=1, description="the stream recomputes gold/maintenance every this many minutes")
+
+
 class Settings(BaseSettings):
     """All of fleetstream's configuration."""
 
@@ -201,6 +212,7 @@ class Settings(BaseSettings):
     lake: LakeSettings = LakeSettings()
     dashboard: DashboardSettings = DashboardSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
 
     @field_validator("state_dir", "cache_dir")
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
+from dataclasses import asdict
 
 import pytest
 from pyspark.sql import SparkSession
@@ -15,7 +16,7 @@ from fleetstream.config import KafkaSettings, LakeSettings, MlflowSettings, Sett
 from fleetstream.ingest.kafka import describe_topics, ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
 from fleetstream.local import stack
-from fleetstream.ml import features
+from fleetstream.ml import features, overheat
 from fleetstream.ml.score import backfill
 from fleetstream.ml.train import CHAMPION, TrainingError, TrainOptions, train
 from fleetstream.pipeline import OFFLINE_AFTER_S, gold
@@ -273,6 +274,47 @@ def test_driving_features_equal_batch_recomputation(run) -> None:  # type: ignor
         assert off.count() == 0, (name, off.select("car_id", "window_end", f"g.{name}", f"b.{name}").take(3))
 
 
+def test_maintenance_and_overheat_warnings_match_the_simulation(run) -> None:  # type: ignore[no-untyped-def]
+    """gold/maintenance: one row per car; the distance integrated from the reports agrees with the
+    odometer, the wear rates with the simulator's wear model, the service distance with the
+    odometer. gold/overheat_warnings: scored against the injected overheat faults."""
+    settings, simulation, _, spark = run
+    upkeep = table(spark, settings, "gold/maintenance")
+    silver = table(spark, settings, "silver/telemetry")
+    assert {r[0] for r in upkeep.select("car_id").collect()} == {
+        r[0] for r in silver.select("car_id").distinct().collect()
+    }
+    spans = upkeep.select("car_id", "first_minute", "last_minute", "km_seen", "odometer", "km_to_service")
+    seen = silver.join(spans, "car_id").where(
+        (F.col("event_ts") >= F.col("first_minute"))
+        & (F.col("event_ts") < F.col("last_minute") + F.expr("INTERVAL 1 MINUTE"))
+    )
+    per_car = seen.groupBy("car_id").agg(
+        (F.max("odometer") - F.min("odometer")).alias("advance"),
+        (F.max("tyre_wear") - F.min("tyre_wear")).alias("tyre"),
+        F.max("odometer").alias("odometer_max"),
+        F.first("km_seen").alias("km_seen"), F.first("odometer").alias("odometer"),
+        F.first("km_to_service").alias("km_to_service"),
+    ).toPandas()  # fmt: skip
+    assert (per_car["km_seen"] <= per_car["advance"] * 1.02 + 0.05).all()  # a gap over 5 s is not integrated
+    ratio = per_car["km_seen"].sum() / per_car["advance"].sum()
+    assert 0.9 <= ratio <= 1.01, ratio
+    assert (per_car["odometer"] == per_car["odometer_max"]).all()
+    interval = settings.maintenance.service_interval_km
+    assert per_car["km_to_service"].to_numpy() == pytest.approx(interval - per_car["odometer"] % interval)
+    tyre_rate = per_car["tyre"].sum() / per_car["km_seen"].sum() * 1000  # the simulator: 2 % per 1,000 km and more
+    assert 2.0 <= tyre_rate <= 4.0, tyre_rate
+    warned = [
+        (r[0], r[1]) for r in table(spark, settings, "gold/overheat_warnings").select("car_id", "event_time").collect()
+    ]
+    scored = overheat.score(warned, [asdict(e) for e in simulation.ground_truth.episodes])
+    print("overheat warnings:", scored.as_dict())
+    assert scored.overheats >= 10
+    assert scored.recall >= 0.8, scored.as_dict()
+    assert scored.precision >= 0.8, scored.as_dict()
+    assert (scored.median_lead_s or 0) >= 20, scored.as_dict()
+
+
 @pytest.fixture(scope="module")
 def mlflow_settings(run, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The e2e run's settings with a local MLflow server of their own (started as `up --mlflow` does)."""
@@ -406,3 +448,7 @@ def test_replay_rebuilds_the_same_tables_from_bronze_and_scores_driving_styles_l
     truth = {c.car_id: c.driver_profile for c in generate_cars(CARS, SEED)}
     accuracy = (merged["style"] == merged["car_id"].map(truth)).mean()
     assert accuracy >= 0.85, accuracy
+    # fuel per 100 km by the style the champion gave each minute
+    by_style = table(spark, replayed, "gold/maintenance").select("car_id", "fuel_l_per_100km_by_style").toPandas()
+    styled = [set(m) - {"unscored"} for m in by_style["fuel_l_per_100km_by_style"] if m]
+    assert sum(1 for s in styled if s) >= CARS // 2, by_style.head()

@@ -12,7 +12,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fleetstream.config import MaintenanceSettings
 from fleetstream.ml import features as FT
+from fleetstream.ml import maintenance as MT
 from fleetstream.pipeline import gold
 from fleetstream.pipeline.silver import with_event_time
 
@@ -41,6 +43,10 @@ def events(seed: int = 7, minutes: int = 12) -> pd.DataFrame:
             "coolant_temp": 80 + np.arange(n) * 0.01 + rng.normal(0, 0.2, n),
             "oil_temp": 90 - np.arange(n) * 0.02 + rng.normal(0, 0.2, n),
             "fuel_level": 50.0, "engine_on": np.arange(n) % 97 != 0,
+            "fuel_rate": rng.uniform(0.5, 12.0, n).round(2),
+            "odometer": 1000.0 + np.cumsum(speed) / 3600.0,
+            "tyre_wear": 20.0 + np.cumsum(speed) / 3600.0 * 0.003,
+            "brake_wear": 30.0 + np.cumsum(speed) / 3600.0 * 0.004,
         }))  # fmt: skip
     return pd.concat(frames, ignore_index=True)
 
@@ -84,7 +90,8 @@ def expected(rows: pd.DataFrame, first_end: int, last_end: int) -> dict[tuple[st
 def silver(spark: SparkSession, rows: pd.DataFrame) -> DataFrame:
     schema = ("event_id string, car_id string, model string, color string, event_time long, speed double, "
               "rpm double, gear long, throttle double, brake double, coolant_temp double, oil_temp double, "
-              "fuel_level double, engine_on boolean")  # fmt: skip
+              "fuel_level double, engine_on boolean, fuel_rate double, odometer double, tyre_wear double, "
+              "brake_wear double")  # fmt: skip
     return with_event_time(spark.createDataFrame(rows, schema))
 
 
@@ -129,7 +136,8 @@ def test_acceleration_and_upshifts_continue_from_the_previous_report(spark: Spar
     batch = silver(spark, pd.DataFrame({
         "event_id": ["2", "3"], "car_id": "a", "model": "M", "color": "red", "event_time": [T0 + 1000, T0 + 2000],
         "speed": [36.0, 72.0], "rpm": [3000.0, 2000.0], "gear": [2, 3], "throttle": 50.0, "brake": 0.0,
-        "coolant_temp": 90.0, "oil_temp": 95.0, "fuel_level": 50.0, "engine_on": True,
+        "coolant_temp": 90.0, "oil_temp": 95.0, "fuel_level": 50.0, "engine_on": True, "fuel_rate": 3.0,
+        "odometer": 100.0, "tyre_wear": 1.0, "brake_wear": 1.0,
     }))  # fmt: skip
     previous = batch.sparkSession.createDataFrame(
         [("a", T0, 18.0, 2, 2500.0)], "car_id string, event_time long, speed double, gear long, rpm double"
@@ -138,3 +146,87 @@ def test_acceleration_and_upshifts_continue_from_the_previous_report(spark: Spar
     assert got == {"2": (pytest.approx(5.0), None), "3": (pytest.approx(10.0), 3000.0)}
     alone = {r["event_id"]: r["accel"] for r in FT.with_motion(batch).collect()}
     assert alone == {"2": None, "3": pytest.approx(10.0)}
+
+
+def _minutes_batch_by_batch(frame: DataFrame, cuts: list[int]) -> DataFrame:
+    """gold/car_minutes as the stream writes it: one batch at a time, motion carried across."""
+    minutes, previous = None, None
+    for lo, hi in itertools.pairwise(cuts):
+        batch = frame.where((F.col("event_time") >= lo) & (F.col("event_time") < hi))
+        part = gold.car_minutes(batch, None, previous).localCheckpoint()
+        minutes = part if minutes is None else minutes.unionByName(part)
+        last = F.max_by(F.struct("event_time", "speed", "gear", "rpm"), "event_time")
+        previous = batch.groupBy("car_id").agg(last.alias("s")).select("car_id", "s.*").localCheckpoint()
+    assert minutes is not None
+    return minutes
+
+
+def test_maintenance_from_minutes_written_batch_by_batch_equals_its_definition(spark: SparkSession) -> None:
+    rows = events()
+    minutes = _minutes_batch_by_batch(silver(spark, rows), [T0, T0 + 3 * MIN + 5_500, T0 + 7 * MIN + 200,
+                                                            T0 + 20 * MIN])  # fmt: skip
+    # car a's windows ending 6 to 9 minutes in are scored aggressive: its minutes 5 to 8
+    styles = spark.createDataFrame(
+        [("a", pd.Timestamp(T0 + k * MIN, unit="ms").to_pydatetime(), "aggressive") for k in range(6, 10)],
+        "car_id string, window_end timestamp, style string",
+    )
+    limits = MaintenanceSettings(service_interval_km=1000.0)
+    got = {r["car_id"]: r.asDict() for r in MT.maintenance(minutes, styles, limits).collect()}
+    assert set(got) == {"a", "b"}
+    for car, r in rows.sort_values("event_time").groupby("car_id"):
+        dt = r["event_time"].diff() / 1000.0
+        dt = dt.where((dt > 0) & (dt <= FT.MAX_GAP_S))
+        km_each, fuel_each = r["speed"] / 3600.0 * dt, r["fuel_rate"] / 3600.0 * dt
+        km, fuel = km_each.sum(), fuel_each.sum()
+        minute = (r["event_time"] - T0) // MIN
+        days = (minute.max() - minute.min() + 1) / 1440.0
+        tyre_rate = (r["tyre_wear"].max() - r["tyre_wear"].min()) / km * 1000
+        brake_rate = (r["brake_wear"].max() - r["brake_wear"].min()) / km * 1000
+        want = {
+            "km_seen": km, "days_seen": days, "km_per_day": km / days, "odometer": r["odometer"].max(),
+            "tyre_wear": r["tyre_wear"].max(), "tyre_wear_per_1000km": tyre_rate,
+            "brake_wear_per_1000km": brake_rate,
+            "km_to_tyres": (80.0 - r["tyre_wear"].max()) / tyre_rate * 1000,
+            "km_to_brakes": (80.0 - r["brake_wear"].max()) / brake_rate * 1000,
+            "km_to_service": 1000.0 - r["odometer"].max() % 1000.0,
+            "fuel_l_per_100km": fuel / km * 100,
+        }  # fmt: skip
+        want["days_to_tyres"] = want["km_to_tyres"] / want["km_per_day"]
+        for name, value in want.items():
+            assert got[car][name] == pytest.approx(value, rel=1e-9), (car, name)
+        scored = minute.between(5, 8) if car == "a" else minute < 0
+        by_style = {"aggressive": (fuel_each[scored].sum(), km_each[scored].sum()),
+                    "unscored": (fuel_each[~scored].sum(), km_each[~scored].sum())}  # fmt: skip
+        want_styles = {k: f / d * 100 for k, (f, d) in by_style.items() if d >= MT.MIN_KM}
+        assert got[car]["fuel_l_per_100km_by_style"] == pytest.approx(want_styles, rel=1e-9)
+    assert set(got["a"]["fuel_l_per_100km_by_style"]) == {"aggressive", "unscored"}
+
+
+def test_overheat_warning_comes_before_the_limit_and_never_in_normal_driving(spark: SparkSession) -> None:
+    """Three cars at 1 Hz for 10 minutes: one overheats from 200 s on (the simulator's curve: 90 °C
+    towards 124 °C with a 90 s time constant, crossing 110 °C 80 s later), one starts cold and warms
+    to 95 °C, one steps from light load to full load (88 °C towards 97 °C)."""
+    t = np.arange(600.0)
+    rng = np.random.default_rng(3)
+    heating = np.clip(t - 200, 0, None)
+    curves = {
+        "hot": np.where(t < 200, 90.0, 124.0 - 34.0 * np.exp(-heating / 90.0)),
+        "cold": 95.0 - 75.0 * np.exp(-t / 90.0),
+        "busy": np.where(t < 100, 88.0, 97.0 - 9.0 * np.exp(-np.clip(t - 100, 0, None) / 90.0)),
+    }
+    frames = [
+        pd.DataFrame({"event_id": [f"{car}{i}" for i in range(len(t))], "car_id": car, "model": "M", "color": "red",
+                      "event_time": T0 + (t * 1000).astype("int64"), "speed": 50.0, "rpm": 2500.0, "gear": 3,
+                      "throttle": 40.0, "brake": 0.0, "coolant_temp": (c + rng.normal(0, 0.05, len(t))).round(1),
+                      "oil_temp": (c + 6).round(1), "fuel_level": 50.0, "engine_on": True, "fuel_rate": 5.0,
+                      "odometer": 100.0, "tyre_wear": 1.0, "brake_wear": 1.0})
+        for car, c in curves.items()
+    ]  # fmt: skip
+    warned = MT.overheat_warnings(silver(spark, pd.concat(frames, ignore_index=True)), 110.0).collect()
+    assert {r["car_id"] for r in warned} == {"hot"}
+    crossed = T0 + int(t[curves["hot"] > 110.0][0] * 1000)
+    first = min(r["event_time"] for r in warned)
+    assert T0 + 200_000 < first < crossed
+    assert crossed - first >= 30_000, "warned at least 30 s before the coolant crossed the limit"
+    assert all(r["coolant_temp"] <= 110.0 and r["coolant_slope"] >= MT.WARN_MIN_SLOPE for r in warned)
+    assert all(0 <= r["seconds_to_limit"] <= MT.WARN_HORIZON_S for r in warned)

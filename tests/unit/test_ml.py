@@ -9,6 +9,7 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 
 from fleetstream.config import MlflowSettings
+from fleetstream.ml import overheat
 from fleetstream.ml.features import FEATURES
 from fleetstream.ml.score import Champion, score_windows
 from fleetstream.ml.train import score, split_by_car
@@ -55,3 +56,24 @@ def test_no_tracking_server_means_no_scoring_and_no_error(caplog: pytest.LogCapt
         assert champion.current() is None
         assert champion.current() is None  # not asked again within refresh_s
     assert [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()] != []
+
+
+def test_overheat_warnings_are_scored_by_run_and_only_before_the_crossing() -> None:
+    episodes = [
+        {"fault": "overheat", "car_id": "a", "started_ms": 100_000, "first_event_time": 180_000},
+        {"fault": "overheat", "car_id": "a", "started_ms": 900_000, "first_event_time": 975_000},
+        {"fault": "overheat", "car_id": "b", "started_ms": 0, "first_event_time": None},  # never crossed
+        {"fault": "sensor", "car_id": "b", "started_ms": 0, "first_event_time": 1_000},
+    ]
+    warned = [
+        ("a", 120_000), ("a", 150_000), ("a", 179_000),  # one run, in the first fault: right, lead 60 s
+        ("a", 400_000),  # a run of its own, no fault heating: wrong
+        ("a", 975_000),  # at the second crossing, not before it: wrong, not caught
+        ("b", 10_000),  # b never crossed the limit: wrong
+    ]  # fmt: skip
+    s = overheat.score(warned, episodes)
+    assert (s.overheats, s.caught, s.warnings, s.right) == (2, 1, 4, 1)
+    assert s.leads_s == [60.0]
+    assert s.as_dict()["median_lead_s"] == 60.0
+    empty = overheat.score([], episodes)
+    assert (empty.recall, empty.precision, empty.median_lead_s) == (0.0, 0.0, None)

@@ -306,7 +306,7 @@ def publisher_worker(
 
 def backlog_worker(bootstrap: str, suffix: str, lake: str, cars: int, seconds: int, seed: int = 7) -> dict[str, Any]:
     """Produce a backlog (faults and bad data included) and its reference data; the expected alerts
-    go to ``<lake>/expected.json``."""
+    go to ``<lake>/expected.json``, the ground truth to ``<lake>/ground_truth.jsonl``."""
     from fleetstream.ingest.sinks import KafkaSink
     from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
     from fleetstream.sim.runner import SimOptions, Simulation
@@ -318,6 +318,7 @@ def backlog_worker(bootstrap: str, suffix: str, lake: str, cars: int, seconds: i
     simulation = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors))
     events = simulation.run().events
     Path(lake, "expected.json").write_text(json.dumps(sorted(simulation.ground_truth.expected_alerts())))
+    simulation.ground_truth.save(Path(lake, "ground_truth.jsonl"))
     return {"events": events}
 
 

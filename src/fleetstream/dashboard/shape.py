@@ -122,6 +122,59 @@ def car_style(styles: pl.DataFrame | None, car: str) -> dict[str, Any] | None:
     return rows.row(0, named=True) if rows.height else None
 
 
+def _km(value: float | None) -> str:
+    return "?" if value is None else f"{value:,.0f} km"
+
+
+def _days(value: float | None) -> str:
+    return "?" if value is None else f"{value:,.1f} days" if value < 10 else f"{value:,.0f} days"
+
+
+def upkeep_lines(row: dict[str, Any] | None) -> list[str]:
+    """What the cockpit says of a car's gold/maintenance row: wear, service, fuel (empty: no row).
+
+    >>> upkeep_lines({"tyre_wear": 41.2, "tyre_wear_per_1000km": 2.5, "km_to_tyres": 15520.0,
+    ...     "days_to_tyres": 31.0, "brake_wear": 12.0, "brake_wear_per_1000km": None, "km_to_brakes": None,
+    ...     "days_to_brakes": None, "km_to_service": 2300.0, "days_to_service": 4.6, "fuel_l_per_100km": 7.84,
+    ...     "fuel_l_per_100km_by_style": {"aggressive": 9.1}, "km_seen": 60.0, "days_seen": 0.02})[:2]
+    ['Tyres 41.2 % worn, 2.50 % per 1,000 km: 15,520 km (31 days) to the limit', 'Brakes 12.0 % worn, no wear seen yet']
+    """
+    if not row:
+        return []
+    lines = []
+    for part, name in (("tyre", "Tyres"), ("brake", "Brakes")):
+        worn, rate = row.get(f"{part}_wear"), row.get(f"{part}_wear_per_1000km")
+        head = f"{name} {worn:.1f} % worn" if worn is not None else f"{name}: wear not reported"
+        if rate is None or rate <= 0:
+            lines.append(f"{head}, no wear seen yet")
+        else:
+            key = f"{part}s"
+            lines.append(f"{head}, {rate:.2f} % per 1,000 km: {_km(row.get(f'km_to_{key}'))} "
+                         f"({_days(row.get(f'days_to_{key}'))}) to the limit")  # fmt: skip
+    lines.append(f"Service in {_km(row.get('km_to_service'))} ({_days(row.get('days_to_service'))})")
+    fuel = row.get("fuel_l_per_100km")
+    if fuel is not None:
+        styles = row.get("fuel_l_per_100km_by_style") or {}
+        per = ", ".join(f"{k} {v:.1f}" for k, v in sorted(styles.items()) if k != "unscored")
+        lines.append(f"Fuel {fuel:.1f} l/100 km" + (f" (by style: {per})" if per else ""))
+    return lines
+
+
+def overheat_warning(warnings: pl.DataFrame | None) -> str | None:
+    """The latest overheating warning of a car, in words, or None (no warning in the slice read).
+
+    >>> import polars as pl
+    >>> overheat_warning(pl.DataFrame({"event_time": [1], "coolant_temp": [101.5], "coolant_slope": [12.0],
+    ...                                "seconds_to_limit": [42.0]}))
+    'Overheating expected in about 42 s: coolant 101.5 °C, rising 12.0 °C per minute'
+    """
+    if warnings is None or not warnings.height:
+        return None
+    w = warnings.sort("event_time").row(-1, named=True)
+    return (f"Overheating expected in about {w['seconds_to_limit']:.0f} s: coolant {w['coolant_temp']:.1f} °C, "
+            f"rising {w['coolant_slope']:.1f} °C per minute")  # fmt: skip
+
+
 def open_episodes_by_rule(episodes: pl.DataFrame | None) -> dict[str, int]:
     """Open episodes per rule, most first."""
     if episodes is None or episodes.height == 0:

@@ -113,5 +113,19 @@ def driver_styles(settings: Settings, since: dt.datetime) -> pl.DataFrame | None
     return None if frame is None else frame.sort("window_end").group_by("car_id").last().collect()
 
 
+def car_maintenance(settings: Settings, car_id: str) -> pl.DataFrame | None:
+    """gold/maintenance's row for one car (wear, service, fuel)."""
+    return _collect(_where(scan(settings, "gold/maintenance"), pl.col("car_id") == car_id))
+
+
+def overheat_warnings(settings: Settings, car_id: str, since: dt.datetime) -> pl.DataFrame | None:
+    """gold/overheat_warnings: one car's warned reports since ``since``, oldest first."""
+    since_ms = int(since.timestamp() * 1000)
+    frame = _where(
+        scan(settings, "gold/overheat_warnings"), (pl.col("event_time") >= since_ms) & (pl.col("car_id") == car_id)
+    )
+    return _collect(None if frame is None else frame.sort("event_time"))
+
+
 def _where(frame: pl.LazyFrame | None, predicate: pl.Expr) -> pl.LazyFrame | None:
     return None if frame is None else frame.filter(predicate)

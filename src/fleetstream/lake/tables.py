@@ -65,6 +65,11 @@ TABLES = {
               "(docs/ml.md), closed windows", None, ("window_end", "car_id")),
         Table("gold/driver_style", "the champion model's driving style for each scorable feature window: "
               "style, probabilities, confidence, model version", None, ("window_end", "car_id")),
+        Table("gold/maintenance", "one row per car: wear per 1,000 km, km and days to each service threshold, "
+              "fuel per 100 km by driving style (docs/ml.md); rewritten every few minutes", None, ("car_id",),
+              "overwrite"),
+        Table("gold/overheat_warnings", "the reports on which a car was warned of overheating: coolant trend and "
+              "seconds to the limit (docs/ml.md)", None, ("event_time", "car_id")),
         Table("gold/episodes_per_minute", "1-minute windows: alert episodes opened and resolved per rule, "
               "color and model; partial counts, one row per batch (sum them)", None, ("window_start", "rule")),
     )

@@ -61,9 +61,10 @@ _MOTION = ("car_id", "event_time", "speed", "gear", "rpm")
 
 def with_motion(silver: DataFrame, previous: DataFrame | None = None) -> DataFrame:
     """``silver`` with ``accel`` (m/s², from the speed change since the car's previous report, None
-    after a gap over ``MAX_GAP_S``) and ``upshift_rpm`` (the rpm of the previous report when the gear
-    went up from a driving gear). ``previous``: each car's last report before these (``car_id``,
-    ``event_time``, ``speed``, ``gear``, ``rpm``; for example gold/car_state), or None."""
+    after a gap over ``MAX_GAP_S``), ``dt_s`` (the seconds since that report, None after such a gap)
+    and ``upshift_rpm`` (the rpm of the previous report when the gear went up from a driving gear).
+    ``previous``: each car's last report before these (``car_id``, ``event_time``, ``speed``,
+    ``gear``, ``rpm``; for example gold/car_state), or None."""
     rows = silver.withColumn("_prev", F.lit(False))
     if previous is not None:
         earlier = previous.select(*_MOTION).withColumn("_prev", F.lit(True))
@@ -72,8 +73,10 @@ def with_motion(silver: DataFrame, previous: DataFrame | None = None) -> DataFra
     dt_s = (F.col("event_time") - F.lag("event_time").over(order)) / 1000.0
     dv = (F.col("speed") - F.lag("speed").over(order)) / 3.6
     gear_before, rpm_before = F.lag("gear").over(order), F.lag("rpm").over(order)
+    close = (dt_s > 0) & (dt_s <= MAX_GAP_S)
     return (
-        rows.withColumn("accel", F.when((dt_s > 0) & (dt_s <= MAX_GAP_S), dv / dt_s))
+        rows.withColumn("accel", F.when(close, dv / dt_s))
+        .withColumn("dt_s", F.when(close, dt_s))
         .withColumn("upshift_rpm", F.when((F.col("gear") > gear_before) & (gear_before >= 1), rpm_before))
         .where(~F.col("_prev"))
         .drop("_prev")

@@ -102,6 +102,10 @@ class Scorer:
 
     champion: Champion
 
+    def ready(self) -> bool:
+        """Whether there is a champion to score with (asks the registry at most every refresh)."""
+        return self.champion.current() is not None
+
     def __call__(self, closed: DataFrame) -> DataFrame | None:
         """The scores of the scorable windows in ``closed`` as a Spark frame, or None (no champion,
         nothing scorable)."""
@@ -122,8 +126,9 @@ def backfill(settings: Settings, spark: SparkSession) -> tuple[int, str]:
     (windows closed before there was a champion, or while MLflow was down) with the champion, in an
     iterator pandas function (``mapInPandas``: the model is shipped once per task, rows go in Arrow
     batches). Returns (windows scored, model version)."""
+    from fleetstream.lake.tables import TABLES
     from fleetstream.ml.features import scorable
-    from fleetstream.pipeline.writer import delta_exists
+    from fleetstream.pipeline.writer import CHECKPOINT_INTERVAL, delta_exists
 
     current = Champion(settings.mlflow).current()
     if current is None:
@@ -153,6 +158,9 @@ def backfill(settings: Settings, spark: SparkSession) -> tuple[int, str]:
     scored = windows.mapInPandas(scores, schema).localCheckpoint(eager=True)
     count = scored.count()
     if count:
-        scored.write.format("delta").mode("append").option("mergeSchema", "true").save(target)
+        writer = scored.write.format("delta").mode("append").option("mergeSchema", "true")
+        if not delta_exists(spark, target):  # created here: with the table's properties, as the stream would
+            writer = writer.options(**TABLES["gold/driver_style"].properties(CHECKPOINT_INTERVAL))
+        writer.save(target)
     log.info("scored %d windows with version %s", count, version)
     return count, version

@@ -15,6 +15,9 @@ Incremental, without streaming state:
 - ``gold/driving_features`` (5-minute windows ending every minute) are rolled up from the partial
   sums ``car_minutes`` also holds (:mod:`fleetstream.ml.features`), and ``gold/driver_style`` scores
   them (:mod:`fleetstream.ml.score`).
+- ``gold/maintenance`` (one row per car: wear, service and fuel; rewritten every few minutes) is
+  computed from ``car_minutes`` too, and ``gold/overheat_warnings`` (the reports a car was warned on)
+  from each batch's rows (:mod:`fleetstream.ml.maintenance`).
 
 The pure functions below take and return DataFrames; :class:`Windows` decides which windows close.
 """
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from fleetstream.ml import features
+from fleetstream.ml import features, maintenance
 from fleetstream.pipeline.validate import DEFAULT_MAX_LATENESS_S
 
 MINUTE_MS = 60_000
@@ -37,8 +40,9 @@ LATENESS_MS = DEFAULT_MAX_LATENESS_S * 1000
 def car_minutes(silver: DataFrame, fired: DataFrame | None = None, previous: DataFrame | None = None) -> DataFrame:
     """One row per car and event-time minute of a batch of silver rows: events, speed and rpm sums
     and maxima, the hottest coolant, the lowest fuel level, the alerts raised (``fired``), and the
-    partial sums the driving features are made of (:func:`fleetstream.ml.features.minute_partials`;
-    ``previous``: each car's report before the batch, for the speed change across batches)."""
+    partial sums the driving features and the maintenance figures are made of
+    (:func:`fleetstream.ml.features.minute_partials`, :func:`fleetstream.ml.maintenance.minute_partials`;
+    ``previous``: each car's report before the batch, for the changes across batches)."""
     rows = (
         features.with_motion(silver, previous)
         .withColumn("minute", F.date_trunc("minute", F.col("event_ts")))
@@ -52,6 +56,7 @@ def car_minutes(silver: DataFrame, fired: DataFrame | None = None, previous: Dat
             F.max("coolant_temp").alias("max_coolant_temp"),
             F.min("fuel_level").alias("min_fuel_level"),
             *features.minute_partials(),
+            *maintenance.minute_partials(),
         )
     )
     if fired is None:

@@ -15,13 +15,15 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fleetstream.ml import features
+from fleetstream.config import MaintenanceSettings
+from fleetstream.ml import features, maintenance
+from fleetstream.ml.score import Scorer
 from fleetstream.pipeline import gold
 from fleetstream.pipeline.alerts import alert_messages, alerts
 from fleetstream.pipeline.dedup import RecentIds
@@ -30,6 +32,7 @@ from fleetstream.pipeline.plan import LakeQuery
 from fleetstream.pipeline.silver import dlq_messages, enriched_messages, silver_batch
 from fleetstream.pipeline.writer import KAFKA, Lake, Writer, delta_exists
 from fleetstream.rules.engine import Rule
+from fleetstream.rules.limits import LIMITS
 
 log = logging.getLogger(__name__)
 DEDUP_WINDOW_MS = 10 * 60 * 1000  # a copy of an event up to this far apart in event time is a duplicate
@@ -77,15 +80,19 @@ class LakeBatch:
         topics: Mapping[str, str] | None,
         alerts_in_batch: bool = False,
         gold_every_s: float = 0.0,
-        scorer: Callable[[DataFrame], DataFrame | None] | None = None,
+        scorer: Scorer | None = None,
+        upkeep: MaintenanceSettings | None = None,
     ) -> None:
         """``topics`` (enriched, dlq, alerts by name) when the batch writes Kafka records, else None;
         ``alerts_in_batch``: it also publishes its alerts to alert-data (catch-up runs);
         ``gold_every_s``: how often small batches update gold (0: every batch; see :meth:`_gold_input`);
-        ``scorer``: scores the feature windows gold closes (``gold/driver_style``), or None."""
+        ``scorer``: scores the feature windows gold closes (``gold/driver_style``), or None;
+        ``upkeep``: the service thresholds of ``gold/maintenance``."""
         self.spark, self.lake, self.query, self.rules, self.dims = spark, lake, query, rules, dims
         self.writer, self.topics, self.alerts_in_batch = writer, topics, alerts_in_batch
         self.gold_every_s, self.scorer = gold_every_s, scorer
+        self.upkeep = upkeep or MaintenanceSettings()
+        self.upkeep_ms: int | None = None  # the feature window end gold/maintenance was last computed at
         self.gold_at = 0.0  # when gold was last updated (monotonic)
         self.gold_covered: int | None = None  # the last batch whose silver rows gold holds
         #: the silver rows of the batches since ``pending_since`` that gold has not taken in yet
@@ -144,6 +151,9 @@ class LakeBatch:
                 before = self._current_state()  # each car's last report before these rows
                 outputs["gold/car_minutes"] = gold.car_minutes(gold_rows, gold_fired, before)
                 outputs["gold/car_state"] = self._car_state(gold_rows, gold_fired, before)
+                warned = maintenance.overheat_warnings(gold_rows, LIMITS.overheat_c).persist()
+                held.append(warned)
+                outputs["gold/overheat_warnings"] = warned if warned.count() else None
         outputs[KAFKA] = reduce(DataFrame.unionByName, messages) if messages else None
         dedup_ids = RecentIds.chunk(silver_rows) if "silver" in layers and silver_rows is not None else None
         clock.mark("plan")
@@ -273,6 +283,24 @@ class LakeBatch:
         row = self.spark.read.format("delta").load(path).agg(pick).first()
         return None if row is None or row[0] is None else int(row[0])
 
+    def _maintenance(self, end_ms: int) -> DataFrame:
+        """gold/maintenance over the lookback ending at ``end_ms`` (car_minutes, and the scored
+        windows for fuel per style)."""
+        since = end_ms - int(self.upkeep.lookback_days * 86_400_000)
+        minutes = (
+            self.spark.read.format("delta")
+            .load(self.lake.table("gold/car_minutes"))
+            .where(_ms("minute").between(since, end_ms - 1))
+        )
+        styles = None
+        if delta_exists(self.spark, self.lake.table("gold/driver_style")):
+            styles = (
+                self.spark.read.format("delta")
+                .load(self.lake.table("gold/driver_style"))
+                .where(_ms("window_end") > since)
+            )
+        return maintenance.maintenance(minutes, styles, self.upkeep)
+
     def _roll_up(self, batch_id: int) -> list[str]:
         """Write the gold windows that have closed (phase two, after gold/car_minutes is written);
         returns the tables written."""
@@ -308,13 +336,16 @@ class LakeBatch:
             closed = features.driving_features(
                 minutes, F.timestamp_millis(F.lit(span[0])), F.timestamp_millis(F.lit(span[1]))
             )
-            if self.scorer is not None:
+            if self.scorer is not None and self.scorer.ready():  # (computed once for both writes)
                 closed = closed.localCheckpoint(eager=True)
                 try:
                     outputs["gold/driver_style"] = self.scorer(closed)
                 except Exception:  # scoring is an extra: the lake goes on without it
                     log.exception("%s: scoring the driving-feature windows failed; they stay unscored", self.query.name)
             outputs["gold/driving_features"] = closed
+            if self.upkeep_ms is None or span[1] - self.upkeep_ms >= self.upkeep.every_min * gold.MINUTE_MS:
+                outputs["gold/maintenance"] = self._maintenance(span[1])
+                self.upkeep_ms = span[1]
         if fleet:
             per_car = gold.car_windows_from_minutes(
                 minutes, F.timestamp_millis(F.lit(lo)), F.timestamp_millis(F.lit(hi))

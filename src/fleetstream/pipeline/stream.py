@@ -256,6 +256,7 @@ class Streams:
             alerts_in_batch=self.plan.alerts_in_batch,
             gold_every_s=0.0 if self.plan.available_now else self.triggers.gold_s,
             scorer=Scorer(Champion(self.settings.mlflow)) if "gold" in query.layers else None,
+            upkeep=self.settings.maintenance,
         )
         self.batches[query.name] = batch
         return batch

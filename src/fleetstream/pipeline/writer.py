@@ -190,6 +190,8 @@ class Writer:
             writer = writer.options(**table.properties(CHECKPOINT_INTERVAL))
         if table.mode == "append":  # a table an earlier version wrote gains the columns added since
             writer = writer.option("mergeSchema", "true")
+        elif table.mode == "overwrite":  # a table rewritten whole takes the columns of this version
+            writer = writer.option("overwriteSchema", "true")
         if table.partition:
             writer = writer.partitionBy(table.partition)
         writer.save(path)

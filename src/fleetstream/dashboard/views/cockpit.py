@@ -13,6 +13,7 @@ from fleetstream.dashboard import charts, context, shape
 from fleetstream.lake import read
 
 HISTORY_MIN = 5
+WARNING_SHOWN_S = 120  # an overheating warning stays on the page this long after its report
 LIVE_COLUMNS = ["event_ts", "speed", "rpm", "gear", "coolant_temp", "fuel_level", "engine_on"]
 
 
@@ -122,6 +123,19 @@ def trips(car: str) -> None:
             f"Driving style: **{style['style']}** ({style['confidence']:.0%} confidence; "
             f"model v{style['model_version']}, 5-minute window ending {style['window_end']:%H:%M} UTC)"
         )
+    warned = context.safely(
+        "gold/overheat_warnings",
+        lambda: read.overheat_warnings(settings, car, context.now() - dt.timedelta(seconds=WARNING_SHOWN_S)),
+        None,
+    )
+    warning = shape.overheat_warning(warned)
+    if warning is not None:
+        st.warning(warning, icon="🌡️")
+    upkeep = context.safely("gold/maintenance", lambda: read.car_maintenance(settings, car), None)
+    lines = shape.upkeep_lines(upkeep.row(0, named=True) if upkeep is not None and upkeep.height else None)
+    if lines:
+        st.subheader("Maintenance")
+        st.markdown("\n".join(f"- {line}" for line in lines))
     view = shape.trips_view(rows)
     st.subheader("Trips")
     current = view.filter(view["status"] == "open") if view.height else view
