@@ -165,9 +165,9 @@ def test_maintenance_from_minutes_written_batch_by_batch_equals_its_definition(s
     rows = events()
     minutes = _minutes_batch_by_batch(silver(spark, rows), [T0, T0 + 3 * MIN + 5_500, T0 + 7 * MIN + 200,
                                                             T0 + 20 * MIN])  # fmt: skip
-    # car a's windows ending 6 to 9 minutes in are scored aggressive: its minutes 5 to 8
+    # car b's windows ending 6 to 9 minutes in are scored aggressive: its minutes 5 to 8
     styles = spark.createDataFrame(
-        [("a", pd.Timestamp(T0 + k * MIN, unit="ms").to_pydatetime(), "aggressive") for k in range(6, 10)],
+        [("b", pd.Timestamp(T0 + k * MIN, unit="ms").to_pydatetime(), "aggressive") for k in range(6, 10)],
         "car_id string, window_end timestamp, style string",
     )
     limits = MaintenanceSettings(service_interval_km=1000.0)
@@ -180,26 +180,37 @@ def test_maintenance_from_minutes_written_batch_by_batch_equals_its_definition(s
         km, fuel = km_each.sum(), fuel_each.sum()
         minute = (r["event_time"] - T0) // MIN
         days = (minute.max() - minute.min() + 1) / 1440.0
+        enough = km >= MT.MIN_KM  # under it, no rates (car a barely moves)
         tyre_rate = (r["tyre_wear"].max() - r["tyre_wear"].min()) / km * 1000
         brake_rate = (r["brake_wear"].max() - r["brake_wear"].min()) / km * 1000
         want = {
-            "km_seen": km, "days_seen": days, "km_per_day": km / days, "odometer": r["odometer"].max(),
-            "tyre_wear": r["tyre_wear"].max(), "tyre_wear_per_1000km": tyre_rate,
-            "brake_wear_per_1000km": brake_rate,
+            "km_seen": km, "days_seen": days, "odometer": r["odometer"].max(), "tyre_wear": r["tyre_wear"].max(),
+            "km_to_service": 1000.0 - r["odometer"].max() % 1000.0,
+        }  # fmt: skip
+        rates = {
+            "km_per_day": km / days, "tyre_wear_per_1000km": tyre_rate, "brake_wear_per_1000km": brake_rate,
             "km_to_tyres": (80.0 - r["tyre_wear"].max()) / tyre_rate * 1000,
             "km_to_brakes": (80.0 - r["brake_wear"].max()) / brake_rate * 1000,
-            "km_to_service": 1000.0 - r["odometer"].max() % 1000.0,
             "fuel_l_per_100km": fuel / km * 100,
+            "days_to_tyres": (80.0 - r["tyre_wear"].max()) / tyre_rate * 1000 / (km / days),
         }  # fmt: skip
-        want["days_to_tyres"] = want["km_to_tyres"] / want["km_per_day"]
         for name, value in want.items():
             assert got[car][name] == pytest.approx(value, rel=1e-9), (car, name)
-        scored = minute.between(5, 8) if car == "a" else minute < 0
+        for name, value in rates.items():
+            if enough:
+                assert got[car][name] == pytest.approx(value, rel=1e-9), (car, name)
+            else:
+                assert got[car][name] is None, (car, name)
+        scored = minute.between(5, 8) if car == "b" else minute < 0
         by_style = {"aggressive": (fuel_each[scored].sum(), km_each[scored].sum()),
                     "unscored": (fuel_each[~scored].sum(), km_each[~scored].sum())}  # fmt: skip
         want_styles = {k: f / d * 100 for k, (f, d) in by_style.items() if d >= MT.MIN_KM}
-        assert got[car]["fuel_l_per_100km_by_style"] == pytest.approx(want_styles, rel=1e-9)
-    assert set(got["a"]["fuel_l_per_100km_by_style"]) == {"aggressive", "unscored"}
+        if want_styles:
+            assert got[car]["fuel_l_per_100km_by_style"] == pytest.approx(want_styles, rel=1e-9)
+        else:
+            assert got[car]["fuel_l_per_100km_by_style"] is None
+    assert set(got["b"]["fuel_l_per_100km_by_style"]) == {"aggressive", "unscored"}
+    assert got["a"]["km_seen"] < MT.MIN_KM <= got["b"]["km_seen"]
 
 
 def test_overheat_warning_comes_before_the_limit_and_never_in_normal_driving(spark: SparkSession) -> None:

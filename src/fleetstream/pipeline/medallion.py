@@ -343,9 +343,6 @@ class LakeBatch:
                 except Exception:  # scoring is an extra: the lake goes on without it
                     log.exception("%s: scoring the driving-feature windows failed; they stay unscored", self.query.name)
             outputs["gold/driving_features"] = closed
-            if self.upkeep_ms is None or span[1] - self.upkeep_ms >= self.upkeep.every_min * gold.MINUTE_MS:
-                outputs["gold/maintenance"] = self._maintenance(span[1])
-                self.upkeep_ms = span[1]
         if fleet:
             per_car = gold.car_windows_from_minutes(
                 minutes, F.timestamp_millis(F.lit(lo)), F.timestamp_millis(F.lit(hi))
@@ -367,4 +364,10 @@ class LakeBatch:
         written = self.writer.write(batch_id, outputs)
         for name, span in ranges.items():
             self.windows[name].closed_ms = span[1]
+        features_end = ranges.get("gold/driving_features", (0, None))[1]
+        if features_end is not None and (
+            self.upkeep_ms is None or features_end - self.upkeep_ms >= self.upkeep.every_min * gold.MINUTE_MS
+        ):  # after the windows' scores are in: fuel per style counts them
+            written += self.writer.write(batch_id, {"gold/maintenance": self._maintenance(features_end)})
+            self.upkeep_ms = features_end
         return written
