@@ -93,7 +93,8 @@ def silver(spark: SparkSession, rows: list[tuple[str, str, str, int, float]]) ->
 
 MIN = 60_000
 #: the silver columns gold's minutes need besides speed, rpm and coolant (one value each)
-OTHER = {"fuel_level": 50.0, "oil_temp": 95.0, "throttle": 20.0, "brake": 0.0, "gear": 3, "engine_on": True}
+OTHER = {"fuel_level": 50.0, "oil_temp": 95.0, "throttle": 20.0, "brake": 0.0, "gear": 3, "engine_on": True,
+         "fuel_rate": 5.0, "odometer": 1000.0, "tyre_wear": 10.0, "brake_wear": 10.0}  # fmt: skip
 
 
 def test_speed_by_model_slides_fifteen_minute_windows_every_minute(spark: SparkSession) -> None:
