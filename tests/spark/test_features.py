@@ -100,14 +100,7 @@ def test_features_from_minutes_written_batch_by_batch_equal_the_direct_definitio
     frame = silver(spark, rows)
     # four batches by arrival: each its own partial rows, the motion carried over from the cars' last report
     cuts = [T0, T0 + 3 * MIN + 5_500, T0 + 3 * MIN + 30_000, T0 + 7 * MIN + 200, T0 + 20 * MIN]
-    minutes, previous = None, None
-    for lo, hi in itertools.pairwise(cuts):
-        batch = frame.where((F.col("event_time") >= lo) & (F.col("event_time") < hi))
-        part = gold.car_minutes(batch, None, previous).localCheckpoint()
-        minutes = part if minutes is None else minutes.unionByName(part)
-        last = F.max_by(F.struct("event_time", "speed", "gear", "rpm"), "event_time")
-        previous = batch.groupBy("car_id").agg(last.alias("s")).select("car_id", "s.*").localCheckpoint()
-    assert minutes is not None
+    minutes = _minutes_batch_by_batch(frame, cuts)
     first, last = T0 + MIN, T0 + 12 * MIN
     got = {
         (r["car_id"], int(r["window_end"].timestamp() * 1000)): r.asDict()

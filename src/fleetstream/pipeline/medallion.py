@@ -364,10 +364,10 @@ class LakeBatch:
         written = self.writer.write(batch_id, outputs)
         for name, span in ranges.items():
             self.windows[name].closed_ms = span[1]
-        features_end = ranges.get("gold/driving_features", (0, None))[1]
-        if features_end is not None and (
-            self.upkeep_ms is None or features_end - self.upkeep_ms >= self.upkeep.every_min * gold.MINUTE_MS
+        upkeep_span = ranges.get("gold/driving_features")
+        if upkeep_span is not None and (
+            self.upkeep_ms is None or upkeep_span[1] - self.upkeep_ms >= self.upkeep.every_min * gold.MINUTE_MS
         ):  # after the windows' scores are in: fuel per style counts them
-            written += self.writer.write(batch_id, {"gold/maintenance": self._maintenance(features_end)})
-            self.upkeep_ms = features_end
+            written += self.writer.write(batch_id, {"gold/maintenance": self._maintenance(upkeep_span[1])})
+            self.upkeep_ms = upkeep_span[1]
         return written
