@@ -652,6 +652,15 @@ def bench_pipeline(
     ] = "quiet,publisher,ceiling,small,steady,burst,episodes",
     repeat: Annotated[int, typer.Option(min=1, help="Runs of each measure; the median is reported.")] = 3,
     quiet_seconds: Annotated[int, typer.Option(min=10, help="Quiet fleet: seconds of CPU measured.")] = 300,
+    quiet_settle_seconds: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Quiet fleet: seconds from the command to the measure. The gold windows and feature windows "
+            "close 10 minutes of event time after they start (the lateness validation accepts): 720 measures "
+            "them too.",
+        ),
+    ] = 60,
     ceiling_cars: Annotated[int, typer.Option(min=1, help="Ceiling: fleet size of the backlog.")] = 1000,
     ceiling_seconds: Annotated[
         int, typer.Option(min=10, help="Ceiling: simulated seconds of backlog (cars x seconds events).")
@@ -682,7 +691,8 @@ def bench_pipeline(
     if unknown:
         raise _fail(FleetstreamError(f"unknown measures {unknown}; choose from {', '.join(bench.MEASURES)}"))
     options = bench.Options(
-        repeat=repeat, quiet_seconds=quiet_seconds, ceiling_cars=ceiling_cars, ceiling_seconds=ceiling_seconds,
+        repeat=repeat, quiet_seconds=quiet_seconds, quiet_settle_seconds=quiet_settle_seconds,
+        ceiling_cars=ceiling_cars, ceiling_seconds=ceiling_seconds,
         max_records=max_offsets, steady_rate=steady_rate, steady_seconds=steady_seconds,
         warmup_seconds=warmup_seconds, burst_events=burst_events, burst_seconds=burst_seconds,
     )  # fmt: skip
@@ -709,7 +719,14 @@ def bench_pipeline(
 @bench_app.command("ml")
 def bench_ml(
     cars: Annotated[int, typer.Option(min=10, help="Simulated cars.")] = 300,
-    seconds: Annotated[int, typer.Option(min=600, help="Simulated seconds of driving.")] = 1800,
+    seconds: Annotated[
+        int,
+        typer.Option(
+            min=1200,
+            help="Simulated seconds of driving. A feature window closes once the newest event is 10 minutes "
+            "past its end (the lateness validation accepts), so the last 10 minutes train nothing.",
+        ),
+    ] = 1800,
     million: Annotated[
         bool, typer.Option("--million", help="Also time the forest on one million feature rows (minutes).")
     ] = False,

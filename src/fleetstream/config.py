@@ -222,7 +222,7 @@ class Settings(BaseSettings):
 
 def process_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     """``base`` (an environment) without its FLEETSTREAM_* variables, plus those that make a child
-    process see these settings' Kafka, topics and lake (a benchmark's or a test's private ones).
+    process see these settings' Kafka, topics, lake and MLflow (a benchmark's or a test's private ones).
 
     >>> env = process_env(Settings(lake=LakeSettings(root="/tmp/l")), {"PATH": "/bin", "FLEETSTREAM_X": "1"})
     >>> env["PATH"], env["FLEETSTREAM_LAKE__ROOT"], env["FLEETSTREAM_KAFKA__TOPICS__ALERTS"], "FLEETSTREAM_X" in env
@@ -233,4 +233,7 @@ def process_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     for name, topic in settings.kafka.topics.model_dump().items():
         env[f"{ENV_PREFIX}KAFKA__TOPICS__{name.upper()}"] = topic
     env[f"{ENV_PREFIX}LAKE__ROOT"] = settings.lake.root
+    env[f"{ENV_PREFIX}MLFLOW__PORT"] = str(settings.mlflow.port)
+    if settings.mlflow.tracking_uri:
+        env[f"{ENV_PREFIX}MLFLOW__TRACKING_URI"] = settings.mlflow.tracking_uri
     return env

@@ -78,6 +78,7 @@ class Options:
     repeat: int = 3
     quiet_cars: int = 50
     quiet_seconds: int = 300
+    quiet_settle_seconds: int = 60
     publisher_rates: tuple[int, ...] = (50, 1000, 10_000)
     ceiling_cars: int = 1000
     ceiling_seconds: int = 600  # simulated seconds of backlog: cars x seconds events
@@ -172,6 +173,9 @@ def quiet_worker(
         "FLEETSTREAM_MLFLOW__PORT": str(free_port_base(1, low=31000, high=32000)),
         "FLEETSTREAM_DASHBOARD__MAP_TILES": "",
     }
+    tracking = Settings().mlflow.tracking_uri
+    if tracking:  # an existing MLflow server (with a champion: the fleet's windows are scored live)
+        env["FLEETSTREAM_MLFLOW__TRACKING_URI"] = tracking
     only = QUIET_VARIANTS[variant]
     if only:
         env["FLEETSTREAM_STREAM_ONLY"] = only
@@ -634,7 +638,7 @@ def run(settings: Settings, measures: tuple[str, ...], options: Options, say: Ca
             if measure == "quiet":
                 for variant in list(QUIET_VARIANTS)[:: 1 if i % 2 == 0 else -1]:
                     collect(in_subprocess(HERE, "quiet_worker", cars=options.quiet_cars, seconds=options.quiet_seconds,
-                                          variant=variant))  # fmt: skip
+                                          settle_s=options.quiet_settle_seconds, variant=variant))  # fmt: skip
             elif measure == "publisher":
                 for rate in options.publisher_rates:
                     for mode in MODES if i % 2 == 0 else MODES[::-1]:
