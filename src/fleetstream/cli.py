@@ -67,6 +67,8 @@ ml_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(ml_app, name="ml")
+lake_app = typer.Typer(help="The lake's tables: maintenance (docs/operations.md).", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
 
 log = logging.getLogger("fleetstream")
 console = Console(stderr=True)
@@ -576,6 +578,52 @@ def ml_score() -> None:
     console.print(
         f"scored {count:,} windows with {settings.mlflow.model_name} version {version} into gold/driver_style"
     )
+
+
+@lake_app.command("maintain")
+def lake_maintain(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be done; change nothing.")] = False,
+    retain_hours: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="VACUUM deletes removed files older than this. Refused when shorter than safe: the age of the "
+            "oldest version a streaming query still reads, plus an hour (at least 1 h).",
+        ),
+    ] = 168.0,
+    tables: Annotated[
+        str | None, typer.Option(help="Comma-separated tables (e.g. silver/telemetry); default: all of them.")
+    ] = None,
+) -> None:
+    """Compact the tables' small files, Z-order silver's closed days by car and time, and VACUUM the
+    files compaction removed: safe while the stream writes. Prints files, MiB and small files per
+    table before and after. Runs a local Spark job (or on FLEETSTREAM_SPARK__MASTER); meant to run
+    daily (the Airflow DAG `lake_maintenance`, or cron)."""
+    from fleetstream.lake.maintain import maintain
+    from fleetstream.pipeline.session import spark_session
+
+    chosen = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
+    try:
+        settings = _settings()
+        spark = spark_session(settings, "fleetstream-lake-maintain", with_s3=settings.lake.root.startswith("s3a://"))
+        try:
+            with console.status("maintaining the lake's tables..."):
+                outcomes = maintain(
+                    settings,
+                    spark,
+                    retain_hours,
+                    dry_run,
+                    chosen,
+                    say=lambda line: console.print(line, highlight=False),
+                )
+        finally:
+            spark.stop()
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    files = sum(o.before.files for o in outcomes)
+    after = sum((o.after or o.before).files for o in outcomes)
+    verb = "would change" if dry_run else "maintained"
+    out.print(f"{verb} {len(outcomes)} tables: {files:,} files{'' if dry_run else f' -> {after:,}'}")
 
 
 bench_app = typer.Typer(help="Benchmarks; results go to docs/benchmarks.md.", no_args_is_help=True)

@@ -1,7 +1,8 @@
 """kill -9 the streaming application mid-stream, restart it: nothing lost, nothing doubled, and its
 alert publisher application (a child) stops by itself. Gold is in the run: live, its small batches
 update gold every few batches from rows kept in memory; after the kill, the restart reads the rows
-gold had not taken in back from silver. Either way gold/car_minutes sums to exactly silver's rows."""
+gold had not taken in back from silver. Either way gold/car_minutes sums to exactly silver's rows.
+`fleetstream lake maintain` runs beside the restart: it compacts and vacuums, nothing is lost."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
@@ -104,11 +106,18 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
 
     # The restart drains the rest at the default batch size: its first batch still reads back from
     # silver the rows gold had not taken in (a batch of 2,000 records each would take minutes).
+    # `fleetstream lake maintain` runs beside it: compaction, the closed day's Z-order and VACUUM
+    # while the stream appends, upserts episodes and reads silver as a stream.
     rest = {k: v for k, v in env.items() if k != "FLEETSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER"}
-    second = subprocess.run(
-        [FLEETSTREAM, "stream", "--available-now"], env=rest, capture_output=True, text=True, timeout=600, check=False
-    )
-    assert second.returncode == 0, second.stderr[-3000:]
+    pipe = {"env": rest, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    second = subprocess.Popen([FLEETSTREAM, "stream", "--available-now"], **pipe)  # type: ignore[call-overload]
+    upkeep = subprocess.Popen([FLEETSTREAM, "lake", "maintain", "--retain-hours", "2"], **pipe)  # type: ignore[call-overload]
+    kept_out, kept_err = upkeep.communicate(timeout=600)
+    _, second_err = second.communicate(timeout=600)
+    assert second.returncode == 0, second_err[-3000:]
+    assert upkeep.returncode == 0, kept_err[-3000:]
+    assert "maintained" in kept_out, kept_err[-3000:]
+    assert "silver/telemetry:" in kept_err, kept_err[-3000:]
 
     spark = spark_session(settings, "fleetstream-crash-check")
     bronze = spark.read.format("delta").load(str(lake / "bronze" / "telemetry"))
@@ -123,6 +132,16 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
     assert duplicates.count() == simulation.ground_truth.counts()["duplicate"]
     fired = spark.read.format("delta").load(str(lake / "silver" / "alerts"))
     assert fired.select("alert_id").distinct().count() == fired.count()
+    # the maintenance compacted silver (fewer files written than removed) and Z-ordered its day
+    optimized = (
+        DeltaTable.forPath(spark, str(lake / "silver" / "telemetry")).history()
+        .where("operation = 'OPTIMIZE'").select("operationParameters", "operationMetrics").collect()
+    )  # fmt: skip
+    assert optimized
+    assert all(
+        int(r["operationMetrics"]["numAddedFiles"]) < int(r["operationMetrics"]["numRemovedFiles"]) for r in optimized
+    ), optimized
+    assert any(r["operationParameters"]["zOrderBy"] not in ("[]", "") for r in optimized), optimized
     # gold: every silver row counted once in gold/car_minutes (partial rows: summed), alerts too
     minutes = spark.read.format("delta").load(str(lake / "gold" / "car_minutes"))
     totals = minutes.groupBy("car_id", "minute").agg(F.sum("events").alias("events"), F.sum("alerts").alias("alerts"))

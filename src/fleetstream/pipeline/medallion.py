@@ -212,9 +212,9 @@ class LakeBatch:
         second of CPU or two), then from every batch's rows since the last update, kept in memory
         (each batch's silver rows are materialised in the batch). Large batches (a busy fleet, a
         backlog) and catch-up runs update it every batch. After a restart, the last batch gold holds
-        is the last one committed to gold/car_state, and the rows of the batches after it that this
-        run did not see are read back from silver by ``silver_batch``: nothing is skipped or counted
-        twice.
+        is the last one committed to both gold/car_state and gold/car_minutes (a kill can land
+        between their commits), and the rows of the batches after it that this run did not see are
+        read back from silver by ``silver_batch``: nothing is skipped or counted twice.
         """
         if silver_rows is not None and "alerts" not in self.query.layers:
             fired = alerts(silver_rows, self.rules)
@@ -230,7 +230,9 @@ class LakeBatch:
         pending, since = self.gold_pending, self.pending_since
         self.gold_pending, self.pending_since = [], None
         if self.gold_covered is None:
-            self.gold_covered = self.writer.committed("gold/car_state")
+            # (the tables of one update commit in parallel: a kill may land between their commits, and
+            # the one behind must get every row since its last batch; one ahead skips the batch)
+            self.gold_covered = min(self.writer.committed(t) for t in ("gold/car_state", "gold/car_minutes"))
         if self.gold_covered >= batch_id - 1:  # nothing waiting from earlier batches
             return silver_rows, fired, True
         if since is not None and since <= self.gold_covered + 1:  # every batch waiting is in memory
@@ -259,7 +261,16 @@ class LakeBatch:
         if self.car_state is None:
             path = self.lake.table("gold/car_state")
             if delta_exists(self.spark, path):
-                self.car_state = self.spark.read.format("delta").load(path).localCheckpoint(eager=True)
+                reader = self.spark.read.format("delta")
+                covered = self.gold_covered
+                if covered is not None and self.writer.committed("gold/car_state") > covered:
+                    # killed between the update's commits: car_state is ahead of the rows gold now
+                    # takes in again; the state before them is the one written with batch `covered`
+                    version = self.writer.version_of("gold/car_state", covered)
+                    if version is None:
+                        return None
+                    reader = reader.option("versionAsOf", version)
+                self.car_state = reader.load(path).localCheckpoint(eager=True)
         return self.car_state
 
     def _car_state(self, silver_rows: DataFrame, fired: DataFrame | None, current: DataFrame | None) -> DataFrame:

@@ -156,6 +156,14 @@ class Writer:
                 self._exists.add(table)
         return found
 
+    def version_of(self, table: str, batch_id: int) -> int | None:
+        """The version of ``table`` this writer committed ``batch_id`` as (None: not in its log)."""
+        from delta.tables import DeltaTable
+
+        want = marker(self.writer, batch_id)
+        rows = DeltaTable.forPath(self.spark, self.lake.table(table)).history().select("version", "userMetadata")
+        return next((int(r[0]) for r in rows.collect() if r[1] == want), None)
+
     def write(self, batch_id: int, outputs: Mapping[str, DataFrame | None]) -> list[str]:
         """Write every output that is not None, at once; returns the names written (a table that
         already holds this batch is not written again)."""
