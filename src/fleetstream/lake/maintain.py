@@ -108,7 +108,9 @@ def safe_hours(needed: dict[str, int], commit_times_ms: dict[str, dict[int, int]
     >>> hour = 3_600_000
     >>> safe_hours({"t": 7}, {"t": {6: 0, 7: 5 * hour}}, now_ms=30 * hour)
     {'t': 26.0}
-    >>> safe_hours({"t": 7}, {"t": {7: 30 * hour - 60_000}}, now_ms=30 * hour)  # a minute old: the floor
+    >>> safe_hours({"t": 7}, {"t": {7: 30 * hour - 60_000}}, now_ms=30 * hour)  # a minute old
+    {'t': 1.02}
+    >>> safe_hours({"t": 7}, {"t": {7: 31 * hour}}, now_ms=30 * hour)  # a clock behind the log: the floor
     {'t': 1.0}
     """
     out = {}
