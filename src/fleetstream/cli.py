@@ -125,14 +125,29 @@ def up(
             help="Also run the MLflow tracking server (SQLite and artifacts under the state directory).",
         ),
     ] = False,
+    with_sql: Annotated[
+        bool,
+        typer.Option(
+            "--sql",
+            envvar="FLEETSTREAM_WITH_SQL",
+            help="Also run the SQL endpoint (`fleetstream sql serve`: Spark's Thrift server on the lake's tables).",
+        ),
+    ] = False,
 ) -> None:
-    """Start the local stack (Kafka broker, topics, optionally SeaweedFS and MLflow) and wait until it
-    is healthy.
+    """Start the local stack (Kafka broker, topics, optionally SeaweedFS, MLflow and the SQL endpoint)
+    and wait until it is healthy.
 
     In the foreground (the default) Ctrl-C stops everything it started; with --detach it keeps running
     until `fleetstream down`. Parts that settings point at an existing cluster are only checked.
     """
     settings, services = _start_stack(s3, with_mlflow)
+    if with_sql:
+        try:
+            with console.status("starting the SQL endpoint..."):
+                services.append(stack.start_sql(settings, [sys.executable, "-m", "fleetstream", "sql", "serve"]))
+        except FleetstreamError as exc:
+            stack.down(settings)
+            raise _fail(exc) from None
     if detach:
         _print_status(stack.status(settings))
         console.print("stack running in the background; stop it with [bold]fleetstream down[/]")
@@ -624,6 +639,71 @@ def lake_maintain(
     after = sum((o.after or o.before).files for o in outcomes)
     verb = "would change" if dry_run else "maintained"
     out.print(f"{verb} {len(outcomes)} tables: {files:,} files{'' if dry_run else f' -> {after:,}'}")
+
+
+@app.command("sql")
+def sql_command(
+    statement: Annotated[
+        str | None,
+        typer.Argument(
+            help='A question in SQL ("SELECT ... FROM fleet.silver_telemetry ..."); or `serve` to run the SQL '
+            "endpoint; or `shell` (the default) for beeline connected to it."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows printed at most (a query without a running endpoint).")] = 100,
+) -> None:
+    """SQL over the lake's named tables (fleet.silver_telemetry, fleet.gold_car_state, fleet.dims_cars,
+    ...; docs/sql.md), read-only.
+
+    `fleetstream sql serve` runs the endpoint in the foreground: Spark's Thrift server (HiveServer2's
+    protocol, for beeline, JDBC and ODBC clients) on 127.0.0.1:10000 (FLEETSTREAM_SQL__HOST, __PORT;
+    beyond loopback only with FLEETSTREAM_SQL__PASSWORD). `fleetstream up --sql` runs it with the stack.
+    `fleetstream sql "SELECT ..."` asks a running endpoint, or, when none runs, a local Spark session
+    (about 20 s to start). `fleetstream sql` opens beeline on the running endpoint.
+    """
+    from fleetstream.local.stack import sql_answers
+    from fleetstream.sql import client
+
+    try:
+        settings = _settings()
+        if statement == "serve":
+            _serve_sql(settings)
+            return
+        running = sql_answers(settings)
+        if statement in (None, "shell"):
+            if not running:
+                raise FleetstreamError(
+                    f"no SQL endpoint answers on {settings.sql.url}: start it with `fleetstream sql serve` "
+                    '(or `fleetstream up --sql`), or ask one question without it: fleetstream sql "SELECT ..."'
+                )
+            raise typer.Exit(client.run_beeline(settings, "--showHeader=true"))
+        assert statement is not None
+        if running:
+            raise typer.Exit(client.run_beeline(settings, "--silent=true", "--outputformat=table", "-e", statement))
+        with console.status("no SQL endpoint running: asking a local Spark session..."):
+            columns, rows, more = client.query_local(settings, statement, limit)
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    table = Table(*columns, title_justify="left")
+    for row in rows:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    out.print(table)
+    console.print(f"{len(rows)} rows{f' (the first {limit}; --limit for more)' if more else ''}")
+
+
+def _serve_sql(settings: Settings) -> None:
+    """The SQL endpoint in the foreground until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from fleetstream.sql.server import check_exposure, serve
+
+    check_exposure(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"starting the SQL endpoint on {settings.sql.host}:{settings.sql.port}; Ctrl-C stops it")
+    serve(settings, stop)
 
 
 bench_app = typer.Typer(help="Benchmarks; results go to docs/benchmarks.md.", no_args_is_help=True)

@@ -180,6 +180,29 @@ class MlflowSettings(_Frozen):
         return self.tracking_uri or f"http://{LOCAL_HOST}:{self.port}"
 
 
+class SqlSettings(_Frozen):
+    """The SQL endpoint (`fleetstream sql serve`, `fleetstream up --sql`): Spark's Thrift server,
+    HiveServer2's protocol (beeline, JDBC and ODBC clients; docs/sql.md)."""
+
+    host: str = Field(LOCAL_HOST, description="the address it listens on; anything but loopback needs a password")
+    port: int = Field(10000, ge=1, le=65535, description="the HiveServer2 (Thrift, binary) port")
+    user: str = Field("fleet", min_length=1, description="the user clients log in as, when a password is set")
+    password: SecretStr | None = Field(None, description="when set, clients must log in (user and password)")
+    read_only: bool = Field(True, description="refuse every statement that writes or changes the catalog")
+    refresh_s: float = Field(30.0, gt=0, description="tables the stream creates later are registered this often")
+    driver_memory: str = Field("1g", pattern=r"^\d+[kmgKMG]$", description="the server's Spark driver heap")
+
+    @property
+    def client_host(self) -> str:
+        """Where a client on this machine reaches it (loopback when it listens on every address)."""
+        return LOCAL_HOST if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104
+
+    @property
+    def url(self) -> str:
+        """The JDBC URL clients on this machine use."""
+        return f"jdbc:hive2://{self.client_host}:{self.port}/fleet"
+
+
 class MaintenanceSettings(_Frozen):
     """Service thresholds for ``gold/maintenance`` (docs/ml.md): kilometres and days left are
     counted to these, at each car's wear rate and daily distance over the lookback."""
@@ -213,6 +236,7 @@ class Settings(BaseSettings):
     dashboard: DashboardSettings = DashboardSettings()
     mlflow: MlflowSettings = MlflowSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
+    sql: SqlSettings = SqlSettings()
 
     @field_validator("state_dir", "cache_dir")
     @classmethod

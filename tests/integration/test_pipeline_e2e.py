@@ -454,3 +454,87 @@ def test_replay_rebuilds_the_same_tables_from_bronze_and_scores_driving_styles_l
     by_style = table(spark, replayed, "gold/maintenance").select("car_id", "fuel_l_per_100km_by_style").toPandas()
     styled = [set(m) - {"unscored"} for m in by_style["fuel_l_per_100km_by_style"] if m]
     assert sum(1 for s in styled if s) >= CARS // 2, by_style.head()
+
+
+def _sql_blocks(text: str) -> list[str]:
+    """The ```sql blocks of a Markdown page."""
+    import re
+
+    return [block.strip() for block in re.findall(r"```sql\n(.*?)```", text, flags=re.S)]
+
+
+def test_sql_endpoint_answers_what_delta_rs_reads(run, tmp_path, repo_root) -> None:  # type: ignore[no-untyped-def]
+    """`fleetstream sql serve` on the e2e lake, asked by beeline (pyspark's HiveServer2 client) as an
+    outside program: the counts equal delta-rs's, every query of docs/sql.md runs, writes are refused,
+    a wrong password is refused; `fleetstream sql` asks it too."""
+    import subprocess
+    import sys
+
+    from deltalake import DeltaTable
+    from pydantic import SecretStr
+
+    from fleetstream.config import SqlSettings, process_env
+    from fleetstream.lake.catalog import NAMED, sql_name
+    from fleetstream.sql.client import beeline_argv
+
+    settings = run[0].model_copy(
+        update={
+            "state_dir": tmp_path / "state",
+            "sql": SqlSettings(port=free_port_base(1), password=SecretStr("e2e-secret"), refresh_s=5),
+        }
+    )
+    env = {
+        **process_env(settings, os.environ),
+        "FLEETSTREAM_STATE_DIR": str(settings.state_dir),
+        "FLEETSTREAM_SQL__PORT": str(settings.sql.port),
+        "FLEETSTREAM_SQL__PASSWORD": "e2e-secret",
+        "FLEETSTREAM_SQL__REFRESH_S": "5",
+    }
+    stack.start_sql(settings, [sys.executable, "-m", "fleetstream", "sql", "serve"], env)
+    try:
+
+        def ask(*args: str, as_settings: Settings = settings) -> subprocess.CompletedProcess[str]:
+            with beeline_argv(as_settings, "--silent=true", "--outputformat=csv2", *args) as argv:
+                return subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
+
+        tables = [t for t in NAMED if DeltaTable.is_deltatable(f"{settings.lake.root}/{t}")]
+        assert {"silver/telemetry", "gold/car_state", "gold/alerts_per_minute", "dims/cars"} <= set(tables)
+        union = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {sql_name(t)}" for t in tables)
+        answer = ask("-e", union)
+        assert answer.returncode == 0, answer.stderr[-3000:]
+        served = {line.split(",")[0]: int(line.split(",")[1]) for line in answer.stdout.splitlines()[1:] if line}
+        read = {t: DeltaTable(f"{settings.lake.root}/{t}").to_pyarrow_dataset().count_rows() for t in tables}
+        assert served == read
+        assert read["silver/telemetry"] > 10_000
+
+        queries = _sql_blocks((repo_root / "docs" / "sql.md").read_text(encoding="utf-8"))
+        assert len(queries) >= 10
+        script = tmp_path / "docs-sql.sql"
+        script.write_text("\n".join(queries) + "\n", encoding="utf-8")
+        answer = ask("-f", str(script))
+        assert answer.returncode == 0, answer.stdout[-2000:] + answer.stderr[-3000:]
+        assert "color_name,cars" in answer.stdout
+        assert "model,max_speed_kmh" in answer.stdout
+
+        refused = ask("-e", "INSERT INTO fleet.dims_car_colors SELECT * FROM fleet.dims_car_colors")
+        assert refused.returncode != 0
+        assert "read-only: AppendData is refused" in refused.stdout + refused.stderr
+        assert DeltaTable(f"{settings.lake.root}/dims/car_colors").version() == 0
+
+        wrong = settings.model_copy(update={"sql": settings.sql.model_copy(update={"password": SecretStr("nope")})})
+        denied = ask("-e", "SELECT 1", as_settings=wrong)
+        assert denied.returncode != 0
+        assert "Error validating the login" in denied.stdout + denied.stderr
+
+        cli = subprocess.run(
+            [sys.executable, "-m", "fleetstream", "sql", "SELECT count(*) AS cars FROM fleet.gold_car_state"],
+            capture_output=True, text=True, timeout=180, env=env, check=False,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr[-3000:]
+        assert str(read["gold/car_state"]) in cli.stdout
+        status = stack.status(settings)
+        assert any(p.name == stack.SQL and p.healthy for p in status.parts)
+    finally:
+        stopped = stack.down(settings)
+    assert [s.name for s in stopped] == [stack.SQL]
+    assert not stack.sql_answers(settings)

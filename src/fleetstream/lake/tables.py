@@ -76,3 +76,16 @@ TABLES = {
               "color and model; partial counts, one row per batch (sum them)", None, ("window_start", "rule")),
     )
 }  # fmt: skip
+
+
+#: The reference data as lake tables, rewritten whole by `fleetstream reference publish` (the
+#: pipeline itself reads the JSON lines published beside them).
+DIM_TABLES = {
+    t.name: t
+    for t in (
+        Table("dims/car_models", "car models: make, model, limits (max speed, red line), specifications",
+              mode="overwrite"),
+        Table("dims/car_colors", "car colors: id, name, hex", mode="overwrite"),
+        Table("dims/cars", "the fleet: car id, model, color, driver profile, year", mode="overwrite"),
+    )
+}  # fmt: skip

@@ -10,7 +10,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 KAFKA = "kafka"
 S3 = "seaweedfs"
 MLFLOW = "mlflow"
+SQL = "sql"
+SQL_START_TIMEOUT = 180.0  # a Spark driver, the first time also compiling the endpoint's two classes
 MLFLOW_START_TIMEOUT = 120.0  # its first start creates the SQLite store (about 25 s on two cores)
 KAFKA_START_TIMEOUT = 90.0
 S3_START_TIMEOUT = 60.0
@@ -216,14 +218,39 @@ def start_mlflow(settings: Settings) -> Service | None:
         return _start_mlflow(settings, state, [s for s in state.read() if s.alive()])
 
 
-def start_app(settings: Settings, name: str, argv: list[str]) -> Service:
+def sql_answers(settings: Settings) -> bool:
+    """True when something accepts connections on the SQL endpoint's port."""
+    return not port_is_free(settings.sql.client_host, settings.sql.port)
+
+
+def start_sql(settings: Settings, argv: list[str], env: Mapping[str, str] | None = None) -> Service:
+    """Start the SQL endpoint (``argv``: `fleetstream sql serve`, in ``env``, default this process's)
+    beside a running stack, recorded with it, and wait until it accepts connections."""
+    if sql_answers(settings):
+        raise FleetstreamError(
+            f"Port {settings.sql.port}, needed for the SQL endpoint, is already in use by "
+            f"{port_owner(settings.sql.port)}. Stop that process, or move it with FLEETSTREAM_SQL__PORT=<port>."
+        )
+    service = start_app(settings, SQL, argv, env)
+    try:
+        wait_until(lambda: sql_answers(settings), SQL_START_TIMEOUT, "The SQL endpoint", service)
+    except BaseException:
+        stop(service)
+        state = StateFile(settings.state_dir)
+        with state.locked():
+            state.write([s for s in state.read() if s.pid != service.pid])
+        raise
+    return service
+
+
+def start_app(settings: Settings, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Service:
     """Start one of fleetstream's own jobs (simulator, stream, dashboard) as part of the stack.
 
     It is recorded with the stack, so `down` and the foreground supervisor stop it too.
     """
     state = StateFile(settings.state_dir)
     with state.locked():
-        service = spawn(name, argv, settings.state_dir / "logs" / f"{name}.log", address="-")
+        service = spawn(name, argv, settings.state_dir / "logs" / f"{name}.log", address="-", env=env)
         state.write([*state.read(), service])
     log.info("%s started (pid %d), log: %s", name, service.pid, service.log)
     return service
@@ -279,6 +306,12 @@ def status(settings: Settings) -> StackStatus:
         detail = ("running" if healthy else "stopped") if settings.mlflow.managed else "external"
         pid = mlflow_service.pid if alive and mlflow_service else None
         parts.append(PartStatus(MLFLOW, settings.mlflow.managed, settings.mlflow.uri, healthy, pid, detail))
+    sql_service = recorded.get(SQL)
+    if sql_service is not None:
+        alive = sql_service.alive()
+        healthy = alive and sql_answers(settings)
+        detail = "running" if healthy else ("starting" if alive else "stopped")
+        parts.append(PartStatus(SQL, True, settings.sql.url, healthy, sql_service.pid if alive else None, detail))
     topics = describe_topics(settings.kafka, settings.kafka.topics.all()) if parts[0].healthy else []
     return StackStatus(parts, topics)
 

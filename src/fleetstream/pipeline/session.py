@@ -46,9 +46,12 @@ LOCAL_CHECKPOINT_FILE_MANAGER = (
 )
 
 
-def session_conf(settings: Settings, with_s3: bool = False, batch_jvm: bool = True) -> dict[str, str]:
+def session_conf(
+    settings: Settings, with_s3: bool = False, batch_jvm: bool = True, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """Spark configuration for fleetstream jobs; S3 credentials are added only when ``with_s3``;
-    ``batch_jvm``: the driver JVM gets :data:`BATCH_JVM_OPTIONS`."""
+    ``batch_jvm``: the driver JVM gets :data:`BATCH_JVM_OPTIONS`; ``extra``: a job's own settings
+    (over the defaults, under ``settings.spark.conf``)."""
     conf = {
         "spark.master": settings.spark.master,
         "spark.driver.memory": settings.spark.driver_memory,
@@ -94,6 +97,7 @@ def session_conf(settings: Settings, with_s3: bool = False, batch_jvm: bool = Tr
         # FileSystem, not its FileContext, which for a local file starts a `chmod` and two `readlink`
         # processes per file (about 600 processes a minute on a quiet fleet). A local rename is atomic.
         conf["spark.sql.streaming.checkpointFileManagerClass"] = LOCAL_CHECKPOINT_FILE_MANAGER
+    conf.update(extra or {})
     conf.update(settings.spark.conf)
     if with_s3:
         key, secret = seaweedfs.credentials(settings)
@@ -126,14 +130,18 @@ def publisher_session(spark: SparkSession) -> SparkSession:
 
 
 def spark_session(
-    settings: Settings, app_name: str = "fleetstream", with_s3: bool = False, batch_jvm: bool = True
+    settings: Settings,
+    app_name: str = "fleetstream",
+    with_s3: bool = False,
+    batch_jvm: bool = True,
+    extra: dict[str, str] | None = None,
 ) -> SparkSession:
     """A SparkSession with every jar taken from the local cache (nothing is resolved at start-up);
-    ``batch_jvm``: see :func:`session_conf`."""
+    ``batch_jvm``, ``extra``: see :func:`session_conf`."""
     from pyspark.sql import SparkSession
 
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per gateway call otherwise
-    conf = session_conf(settings, with_s3, batch_jvm)
+    conf = session_conf(settings, with_s3, batch_jvm, extra)
     if settings.spark.master.startswith("local"):
         # local Python workers (UDFs) run this interpreter, where fleetstream is importable, unless
         # PYSPARK_PYTHON says otherwise; on a cluster the executors' own Python applies

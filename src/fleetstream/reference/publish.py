@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fleetstream.config import Settings
 from fleetstream.local import seaweedfs
@@ -12,13 +13,16 @@ from fleetstream.reference.zones import ZONES_FILE, Zone, generate_zones, to_geo
 
 def publish(settings: Settings, target: str, cars: list[Car], zones: list[Zone] | None = None) -> list[str]:
     """Write car_models.json, car_colors.json and cars.json (JSON lines) under ``target``, and the
-    speed zones (default: the simulated city's) as speed_zones.geojson.
+    speed zones (default: the simulated city's) as speed_zones.geojson; and the same three tables as
+    Delta tables ``dims/<name>`` under the lake's root (:data:`~fleetstream.lake.tables.DIM_TABLES`,
+    named ``fleet.dims_<name>`` in SQL).
 
     ``target`` is a folder, or ``s3://bucket/prefix`` / ``s3a://bucket/prefix`` on the configured S3
     endpoint. Returns what was written.
     """
     written = []
-    files = {f"{name}.json": to_json_lines(records) for name, records in tables(cars).items()}
+    records = tables(cars)
+    files = {f"{name}.json": to_json_lines(rows) for name, rows in records.items()}
     files[ZONES_FILE] = to_geojson(generate_zones() if zones is None else zones)
     for name, body in files.items():
         if target.startswith(("s3://", "s3a://")):
@@ -31,6 +35,25 @@ def publish(settings: Settings, target: str, cars: list[Car], zones: list[Zone] 
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(body)
             written.append(str(path))
+    written.extend(publish_delta(settings, records))
+    return written
+
+
+def publish_delta(settings: Settings, records: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Each dimension as a Delta table under the lake's root, replaced whole (delta-rs; no Spark)."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+    from deltalake import write_deltalake
+
+    from fleetstream.lake.read import storage_options, table_uri
+
+    written = []
+    for name, rows in records.items():
+        uri = table_uri(settings, f"dims/{name}")
+        frame = pa.Table.from_pylist(rows)
+        write_deltalake(
+            uri, frame, mode="overwrite", schema_mode="overwrite", storage_options=storage_options(settings)
+        )
+        written.append(uri)
     return written
 
 
