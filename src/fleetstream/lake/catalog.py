@@ -64,7 +64,8 @@ def register(spark: SparkSession, settings: Settings, known: set[str] | None = N
     from fleetstream.pipeline.writer import delta_exists
 
     known = known if known is not None else set()
-    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA} COMMENT 'fleetstream: the lake of vehicle telemetry'")
+    if not spark.catalog.databaseExists(SCHEMA):
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA} COMMENT 'fleetstream: the lake of vehicle telemetry'")
     existing = {row.tableName.lower() for row in spark.sql(f"SHOW TABLES IN {SCHEMA}").collect()}
     known.update(f"{SCHEMA}.{name}" for name in existing)
     added = []

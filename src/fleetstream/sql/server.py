@@ -59,6 +59,9 @@ def sql_conf(settings: Settings, read_only: bool | None = None) -> dict[str, str
     from fleetstream.jvm import spark_jars
 
     jars = [*(str(p) for p in spark_jars(settings.cache_dir)), str(jar)]
+    home = settings.state_dir / "sql"
+    for folder in ("operation_logs", "scratch", "scratch-local", "warehouse"):
+        (home / folder).mkdir(parents=True, exist_ok=True)
     extensions = ["io.delta.sql.DeltaSparkSessionExtension"]
     if settings.sql.read_only if read_only is None else read_only:
         extensions.append(READ_ONLY_EXTENSION)
@@ -76,10 +79,10 @@ def sql_conf(settings: Settings, read_only: bool | None = None) -> dict[str, str
         "spark.hadoop.hive.server2.transport.mode": "binary",
         "spark.hadoop.hive.server2.authentication": "NONE",
         # the server's own operation logs and scratch space under the state directory, not /tmp
-        "spark.hadoop.hive.server2.logging.operation.log.location": str(settings.state_dir / "sql" / "operation_logs"),
-        "spark.hadoop.hive.exec.scratchdir": str(settings.state_dir / "sql" / "scratch"),
-        "spark.hadoop.hive.exec.local.scratchdir": str(settings.state_dir / "sql" / "scratch-local"),
-        "spark.sql.warehouse.dir": str(settings.state_dir / "sql" / "warehouse"),
+        "spark.hadoop.hive.server2.logging.operation.log.location": str(home / "operation_logs"),
+        "spark.hadoop.hive.exec.scratchdir": str(home / "scratch"),
+        "spark.hadoop.hive.exec.local.scratchdir": str(home / "scratch-local"),
+        "spark.sql.warehouse.dir": str(home / "warehouse"),
     }
     if settings.sql.password is not None:
         conf["spark.hadoop.hive.server2.authentication"] = "CUSTOM"
