@@ -706,6 +706,75 @@ def _serve_sql(settings: Settings) -> None:
     serve(settings, stop)
 
 
+quality_app = typer.Typer(help="The data-quality gate (docs/quality.md).", no_args_is_help=True)
+app.add_typer(quality_app, name="quality")
+
+
+@quality_app.command("check")
+def quality_check(
+    since: Annotated[
+        str,
+        typer.Option(
+            help="Check the rows of the last 30m, 1h, 24h... of each table's slice column; `all`: everything."
+        ),
+    ] = "1h",
+    tables: Annotated[
+        str | None, typer.Option(help="Comma-separated tables (e.g. silver/telemetry); default: every suite.")
+    ] = None,
+    suites: Annotated[
+        Path | None,
+        typer.Option(envvar="FLEETSTREAM_QUALITY_SUITES", help="A suites YAML file; default: the built-in suites."),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Where to write the HTML report; default: <state dir>/quality/report.html.")
+    ] = None,
+    write: Annotated[bool, typer.Option(help="Append the results to gold/dq_results.")] = True,
+) -> None:
+    """Check silver and gold against their expectation suites (completeness, ranges, uniqueness,
+    references to the dims, freshness, row counts): results in gold/dq_results and an HTML report.
+
+    Exits 0 when every critical expectation holds (warnings are printed), 2 when one fails: meant for
+    cron or the Airflow DAG `data_quality`, hourly.
+    """
+    import datetime as dt
+
+    from fleetstream.pipeline.session import spark_session
+    from fleetstream.quality.check import check, load_suites, write_results
+    from fleetstream.quality.report import html_report
+    from fleetstream.rules.engine import duration_s
+
+    try:
+        settings = _settings()
+        chosen_suites = load_suites(suites)
+        try:
+            window = None if since == "all" else dt.timedelta(seconds=duration_s(since))
+        except ValueError as exc:
+            raise FleetstreamError(f"--since: {exc}, or all") from None
+        chosen = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
+        spark = spark_session(settings, "fleetstream-quality", with_s3=settings.lake.root.startswith("s3a://"))
+        try:
+            with console.status("checking the lake's expectations..."):
+                run = check(spark, settings, chosen_suites, window, chosen, say=console.print)
+            if write:
+                write_results(spark, settings, run)
+        finally:
+            spark.stop()
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    page = report or settings.state_dir / "quality" / "report.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(html_report(run), encoding="utf-8")
+    table = Table("table", "expectation", "severity", "result", "observed", title_justify="left")
+    for r in sorted(run.results, key=lambda r: (r.passed, r.table)):
+        result = "[green]pass[/]" if r.passed else ("[red]FAIL[/]" if r.severity == "critical" else "[yellow]warn[/]")
+        table.add_row(r.table, r.expectation, r.severity, result, r.observed)
+    out.print(table)
+    where = f"gold/dq_results (run {run.run_id}) and {page}" if write else str(page)
+    console.print(f"{len(run.results) - len(run.failed)}/{len(run.results)} expectations hold; results in {where}")
+    if run.critical_failed:
+        raise typer.Exit(2)
+
+
 bench_app = typer.Typer(help="Benchmarks; results go to docs/benchmarks.md.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 

@@ -74,6 +74,8 @@ TABLES = {
               "seconds to the limit (docs/ml.md)", None, ("event_time", "car_id")),
         Table("gold/episodes_per_minute", "1-minute windows: alert episodes opened and resolved per rule, "
               "color and model; partial counts, one row per batch (sum them)", None, ("window_start", "rule")),
+        Table("gold/dq_results", "one row per expectation and data-quality run (`fleetstream quality check`, "
+              "docs/quality.md): passed, what was observed", None, ("run_at", "table")),
     )
 }  # fmt: skip
 
