@@ -281,6 +281,37 @@ def test_health_page_lists_the_queries(live: tuple[Settings, str], page: Any) ->
     _shoot(page, "health")
 
 
+def test_health_page_shows_the_newest_data_quality_run(live: tuple[Settings, str], page: Any, tmp_path: Path) -> None:
+    """`fleetstream quality check` on the running lake: the built-in suites hold (exit 0) and the page
+    says so; a suite the lake breaks (crafted: a car's speed at most 0) fails critically (exit 2), and
+    the page shows that failure."""
+    from fleetstream.config import process_env
+
+    settings, url = live
+    env = {**process_env(settings, os.environ), "FLEETSTREAM_STATE_DIR": str(tmp_path / "state")}
+
+    def quality(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [FLEETSTREAM, "quality", "check", "--since", "all", "--report", str(tmp_path / "r.html"), *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+    def main_text() -> str:
+        return str(page.inner_text("[data-testid=stMain]"))
+
+    passed = quality()
+    assert passed.returncode == 0, passed.stdout[-3000:] + passed.stderr[-3000:]
+    page.goto(f"{url}/health")
+    _wait("the data-quality run", lambda: ("Data quality" in main_text() and "(0 critical)" in main_text())
+          or "expectations hold" in main_text(), 60)  # fmt: skip
+    crafted = tmp_path / "crafted.yaml"
+    crafted.write_text("gold/car_state:\n  expectations:\n    - {in_range: {column: speed, max: 0}}\n")
+    failed = quality("--suites", str(crafted), "--tables", "gold/car_state")
+    assert failed.returncode == 2, failed.stdout[-3000:] + failed.stderr[-3000:]
+    _wait("the failed run", lambda: "1 of 1 expectations failed (1 critical)" in main_text(), 60)
+    assert "in_range(speed, -inf, 0)" in _grid_text(page)
+    _no_exceptions(page)
+    _shoot(page, "health-quality")
+
+
 def test_cockpit_throttle_makes_the_car_faster(live: tuple[Settings, str], page: Any) -> None:
     _, url = live
     car = generate_cars(CARS, SEED)[3].car_id

@@ -367,6 +367,47 @@ def pipeline_health(status: Status | None, broker_up: bool, now: dt.datetime, wr
     return Health("; ".join(problems) or None, queries, updated)
 
 
+@dataclass(frozen=True)
+class Quality:
+    """The newest data-quality run, for the health page: ``level`` is none (no run yet), ok, warning
+    (a warning expectation failed) or critical."""
+
+    level: str
+    summary: str
+    rows: pl.DataFrame | None = None
+
+
+def quality(results: pl.DataFrame | None) -> Quality:
+    """The newest run of `fleetstream quality check` (its gold/dq_results rows), failures first.
+
+    >>> import datetime as dt
+    >>> at = dt.datetime(2026, 1, 1, 12, 0)
+    >>> rows = pl.DataFrame({"run_id": ["r"] * 2, "run_at": [at] * 2, "table_name": ["gold/car_state"] * 2,
+    ...     "expectation": ["unique(car_id)", "fresh(x)"], "severity": ["critical", "warning"],
+    ...     "passed": [True, False], "observed": ["ok", "old"], "rows": [5, 5]})
+    >>> q = quality(rows)
+    >>> q.level, q.summary
+    ('warning', 'run r at 12:00:00 UTC: 1 of 2 expectations failed (0 critical)')
+    >>> q.rows["expectation"].to_list()
+    ['fresh(x)', 'unique(car_id)']
+    >>> quality(None).level
+    'none'
+    """
+    if results is None or results.is_empty():
+        return Quality("none", "no data-quality run yet: `fleetstream quality check` (docs/quality.md)")
+    failed = results.filter(~pl.col("passed"))
+    critical = failed.filter(pl.col("severity") == "critical").height
+    first = results.row(0, named=True)
+    when = f"run {first['run_id']} at {first['run_at']:%H:%M:%S} UTC"
+    if failed.is_empty():
+        level, text = "ok", f"{when}: all {results.height} expectations hold"
+    else:
+        level = "critical" if critical else "warning"
+        text = f"{when}: {failed.height} of {results.height} expectations failed ({critical} critical)"
+    ordered = results.sort(["passed", "severity", "table_name", "expectation"])
+    return Quality(level, text, ordered.select("table_name", "expectation", "severity", "passed", "observed", "rows"))
+
+
 def health_table(queries: list[QueryHealth]) -> pl.DataFrame:
     """One row per query: input and processing rate, batch duration, lag."""
     return pl.DataFrame(

@@ -127,5 +127,14 @@ def overheat_warnings(settings: Settings, car_id: str, since: dt.datetime) -> pl
     return _collect(None if frame is None else frame.sort("event_time"))
 
 
+def latest_quality_run(settings: Settings) -> pl.DataFrame | None:
+    """gold/dq_results: the rows of the newest data-quality run (None before the first run)."""
+    frame = scan(settings, "gold/dq_results")
+    if frame is None:
+        return None
+    newest = frame.select(pl.col("run_at").max()).collect().item()
+    return None if newest is None else frame.filter(pl.col("run_at") == newest).collect()
+
+
 def _where(frame: pl.LazyFrame | None, predicate: pl.Expr) -> pl.LazyFrame | None:
     return None if frame is None else frame.filter(predicate)

@@ -75,7 +75,7 @@ TABLES = {
         Table("gold/episodes_per_minute", "1-minute windows: alert episodes opened and resolved per rule, "
               "color and model; partial counts, one row per batch (sum them)", None, ("window_start", "rule")),
         Table("gold/dq_results", "one row per expectation and data-quality run (`fleetstream quality check`, "
-              "docs/quality.md): passed, what was observed", None, ("run_at", "table")),
+              "docs/quality.md): passed, what was observed", None, ("run_at", "table_name")),
     )
 }  # fmt: skip
 

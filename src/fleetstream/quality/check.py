@@ -269,7 +269,7 @@ def _history(spark: SparkSession, settings: Settings, table: str) -> list[int]:
         return []
     rows = (
         spark.read.format("delta").load(path)
-        .where((F.col("table") == table) & F.col("expectation").startswith("row_count") & F.col("passed"))
+        .where((F.col("table_name") == table) & F.col("expectation").startswith("row_count") & F.col("passed"))
         .orderBy(F.col("run_at").desc()).limit(BASELINE_RUNS).select("rows").collect()
     )  # fmt: skip
     return [int(r["rows"]) for r in rows]
@@ -340,7 +340,7 @@ def write_results(spark: SparkSession, settings: Settings, run: Run) -> None:
     path = location(settings, RESULTS_TABLE)
     frame = spark.createDataFrame(
         [(r.run_id, r.run_at, r.table, r.expectation, r.severity, r.passed, r.observed, r.rows) for r in run.results],
-        "run_id STRING, run_at TIMESTAMP, table STRING, expectation STRING, severity STRING, passed BOOLEAN, "
+        "run_id STRING, run_at TIMESTAMP, table_name STRING, expectation STRING, severity STRING, passed BOOLEAN, "
         "observed STRING, rows LONG",
     )
     writer = frame.coalesce(1).write.format("delta").mode("append")

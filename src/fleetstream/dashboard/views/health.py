@@ -28,6 +28,7 @@ def live() -> None:
         st.dataframe(shape.health_table(state.queries).to_pandas(), hide_index=True, key="queries")
     else:
         st.info("No query has reported yet.")
+    data_quality()
     since = context.now() - dt.timedelta(minutes=DLQ_MINUTES)
     rejected = context.safely("quarantine/telemetry", lambda: read.recent_quarantine(context.settings(), since), None)
     counts, axes = shape.dlq_per_minute(rejected), ("ingest time (UTC)", "records / min")
@@ -40,3 +41,13 @@ def live() -> None:
         st.dataframe(
             rejected.sort("ingest_time", descending=True).head(50).to_pandas(), hide_index=True, key="dlq-rows"
         )
+
+
+def data_quality() -> None:
+    """The newest `fleetstream quality check` run, from gold/dq_results: failures first."""
+    st.subheader("Data quality")
+    result = shape.quality(context.safely("gold/dq_results", lambda: read.latest_quality_run(context.settings()), None))
+    show = {"ok": st.success, "warning": st.warning, "critical": st.error, "none": st.info}[result.level]
+    show(result.summary)
+    if result.rows is not None:
+        st.dataframe(result.rows.to_pandas(), hide_index=True, key="dq")
