@@ -70,6 +70,8 @@ def test_a_clean_batch_passes_and_a_bad_batch_fails_what_it_breaks(spark: SparkS
         "not_null(model, color, event_ts, event_date)",
     }, failed
     assert failed["unique(event_id)"] == "1 rows repeat another's event_id"
+    assert failed["in_range(speed, 0, 400)"] == "1 rows with speed outside 0 .. 400 (values from 20.0 to 999.0)"
+    assert failed["not_null(model, color, event_ts, event_date)"] == "1 null model"
     assert "car-99999" in failed["references(car_id -> dims/cars.car_id)"]
     assert {r.severity for r in bad.failed} == {"critical"}
 

@@ -132,8 +132,10 @@ def latest_quality_run(settings: Settings) -> pl.DataFrame | None:
     frame = scan(settings, "gold/dq_results")
     if frame is None:
         return None
-    newest = frame.select(pl.col("run_at").max()).collect().item()
-    return None if newest is None else frame.filter(pl.col("run_at") == newest).collect()
+    # by run_id, not run_at: Delta's file statistics keep timestamps to the millisecond, so an equality
+    # on a microsecond run_at would skip the very file that holds it
+    newest = frame.select(pl.col("run_id").sort_by("run_at").last()).collect().item()
+    return None if newest is None else frame.filter(pl.col("run_id") == newest).collect()
 
 
 def _where(frame: pl.LazyFrame | None, predicate: pl.Expr) -> pl.LazyFrame | None:

@@ -203,16 +203,39 @@ def _column_results(expectations: list[Expectation], frame: DataFrame) -> list[s
         if missing:
             out.append(f"no column {', '.join(missing)}")
             continue
-        found = []
-        for column, check, error in messages:
-            if column not in columns:
-                continue
-            if e.kind == "not_null" and check == "not_nullable":
-                found.append(f"{column} has nulls")
-            elif str(check).startswith(_PANDERA_CHECKS.get(e.kind, ())):
-                found.append(str(error))
-        out.append("; ".join(found) or None)
+        failed = any(
+            column in columns
+            and (check == "not_nullable" if e.kind == "not_null" else str(check).startswith(_PANDERA_CHECKS[e.kind]))
+            for column, check, _ in messages
+        )
+        out.append(_violations(e, frame) if failed else None)
     return out
+
+
+def _violations(e: Expectation, frame: DataFrame) -> str:
+    """What a failed column expectation found: the rows that break it, counted (one pass, only
+    after pandera has found a failure)."""
+    from pyspark.sql import functions as F
+
+    if e.kind == "not_null":
+        counts = frame.agg(*(F.count_if(F.col(c).isNull()).alias(c) for c in e.args)).first()
+        assert counts is not None
+        return ", ".join(f"{counts[c]:,} null {c}" for c in e.args if counts[c])
+    column = F.col(e.args["column"])
+    if e.kind == "in_range":
+        lo, hi = e.args.get("min"), e.args.get("max")
+        outside = F.lit(False)
+        if lo is not None:
+            outside = outside | (column < lo)
+        if hi is not None:
+            outside = outside | (column > hi)
+        what = f"{e.args['column']} outside {lo if lo is not None else '-inf'} .. {hi if hi is not None else 'inf'}"
+    else:
+        outside = ~column.isin(list(e.args["values"]))
+        what = f"{e.args['column']} not in the set"
+    found = frame.agg(F.count_if(outside).alias("n"), F.min(column).alias("lo"), F.max(column).alias("hi")).first()
+    assert found is not None
+    return f"{found['n']:,} rows with {what} (values from {found['lo']} to {found['hi']})"
 
 
 def _row_result(
