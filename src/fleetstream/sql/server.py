@@ -83,6 +83,8 @@ def sql_conf(settings: Settings, read_only: bool | None = None) -> dict[str, str
         "spark.hadoop.hive.exec.scratchdir": str(home / "scratch"),
         "spark.hadoop.hive.exec.local.scratchdir": str(home / "scratch-local"),
         "spark.sql.warehouse.dir": str(home / "warehouse"),
+        # HiveServer2's execution client keeps a throwaway Derby store; its log goes here, not to the cwd
+        "spark.driver.extraJavaOptions": f"-Dderby.stream.error.file={home / 'derby.log'}",
     }
     if settings.sql.password is not None:
         conf["spark.hadoop.hive.server2.authentication"] = "CUSTOM"
