@@ -723,7 +723,7 @@ def quality_check(
     ] = None,
     suites: Annotated[
         Path | None,
-        typer.Option(envvar="FLEETSTREAM_QUALITY_SUITES", help="A suites YAML file; default: the built-in suites."),
+        typer.Option(help="A suites YAML file; default: FLEETSTREAM_QUALITY__SUITES, or the built-in suites."),
     ] = None,
     report: Annotated[
         Path | None, typer.Option(help="Where to write the HTML report; default: <state dir>/quality/report.html.")
@@ -734,18 +734,21 @@ def quality_check(
     references to the dims, freshness, row counts): results in gold/dq_results and an HTML report.
 
     Exits 0 when every critical expectation holds (warnings are printed), 2 when one fails: meant for
-    cron or the Airflow DAG `data_quality`, hourly.
+    cron or the Airflow DAG `data_quality`, hourly. A table that fails a critical expectation is
+    marked in the lake (_quality/hold.json) until a check of it passes; with
+    FLEETSTREAM_QUALITY__HOLD_GOLD=true the stream leaves gold as it is meanwhile.
     """
     import datetime as dt
 
     from fleetstream.pipeline.session import spark_session
     from fleetstream.quality.check import check, load_suites, write_results
+    from fleetstream.quality.hold import read_hold, updated_hold, write_hold
     from fleetstream.quality.report import html_report
     from fleetstream.rules.engine import duration_s
 
     try:
         settings = _settings()
-        chosen_suites = load_suites(suites)
+        chosen_suites = load_suites(suites or settings.quality.suites)
         try:
             window = None if since == "all" else dt.timedelta(seconds=duration_s(since))
         except ValueError as exc:
@@ -757,6 +760,8 @@ def quality_check(
                 run = check(spark, settings, chosen_suites, window, chosen, say=console.print)
             if write:
                 write_results(spark, settings, run)
+                checked = sorted({r.table for r in run.results})
+                write_hold(spark, settings, updated_hold(read_hold(spark, settings), run, checked))
         finally:
             spark.stop()
     except FleetstreamError as exc:

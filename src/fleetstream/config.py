@@ -203,6 +203,15 @@ class SqlSettings(_Frozen):
         return f"jdbc:hive2://{self.client_host}:{self.port}/fleet"
 
 
+class QualitySettings(_Frozen):
+    """The data-quality gate (`fleetstream quality check`, docs/quality.md)."""
+
+    suites: Path | None = Field(None, description="an expectation suites YAML file; default: the built-in suites")
+    hold_gold: bool = Field(
+        False, description="the stream leaves gold as it is while a table fails its critical expectations"
+    )
+
+
 class MaintenanceSettings(_Frozen):
     """Service thresholds for ``gold/maintenance`` (docs/ml.md): kilometres and days left are
     counted to these, at each car's wear rate and daily distance over the lookback."""
@@ -237,6 +246,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
     sql: SqlSettings = SqlSettings()
+    quality: QualitySettings = QualitySettings()
 
     @field_validator("state_dir", "cache_dir")
     @classmethod

@@ -31,6 +31,7 @@ from fleetstream.pipeline.dims import DimsCache
 from fleetstream.pipeline.plan import LakeQuery
 from fleetstream.pipeline.silver import dlq_messages, enriched_messages, silver_batch
 from fleetstream.pipeline.writer import KAFKA, Lake, Writer, delta_exists
+from fleetstream.quality.hold import HoldGate
 from fleetstream.rules.engine import Rule
 from fleetstream.rules.limits import LIMITS
 
@@ -82,16 +83,18 @@ class LakeBatch:
         gold_every_s: float = 0.0,
         scorer: Scorer | None = None,
         upkeep: MaintenanceSettings | None = None,
+        hold: HoldGate | None = None,
     ) -> None:
         """``topics`` (enriched, dlq, alerts by name) when the batch writes Kafka records, else None;
         ``alerts_in_batch``: it also publishes its alerts to alert-data (catch-up runs);
         ``gold_every_s``: how often small batches update gold (0: every batch; see :meth:`_gold_input`);
         ``scorer``: scores the feature windows gold closes (``gold/driver_style``), or None;
-        ``upkeep``: the service thresholds of ``gold/maintenance``."""
+        ``upkeep``: the service thresholds of ``gold/maintenance``;
+        ``hold``: while it says so, gold is left as it is (:mod:`fleetstream.quality.hold`)."""
         self.spark, self.lake, self.query, self.rules, self.dims = spark, lake, query, rules, dims
         self.writer, self.topics, self.alerts_in_batch = writer, topics, alerts_in_batch
         self.gold_every_s, self.scorer = gold_every_s, scorer
-        self.upkeep = upkeep or MaintenanceSettings()
+        self.upkeep, self.hold = upkeep or MaintenanceSettings(), hold
         self.upkeep_ms: int | None = None  # the feature window end gold/maintenance was last computed at
         self.gold_at = 0.0  # when gold was last updated (monotonic)
         self.gold_covered: int | None = None  # the last batch whose silver rows gold holds
@@ -220,6 +223,11 @@ class LakeBatch:
             fired = alerts(silver_rows, self.rules)
         if "silver" not in self.query.layers:
             return silver_rows, fired, silver_rows is not None
+        if self.hold is not None and self.hold.held():
+            # nothing kept in memory: the first update after the hold reads every batch since the last
+            # one gold holds from silver's table (``since`` None below)
+            self.gold_pending, self.pending_since = [], None
+            return None, None, False
         large = self.last_rows > SMALL_BATCH
         if not (self.gold_every_s <= 0 or large or time.monotonic() - self.gold_at >= self.gold_every_s):
             if self.pending_since is None:

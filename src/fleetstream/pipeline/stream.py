@@ -56,6 +56,7 @@ from fleetstream.pipeline.offline import offline
 from fleetstream.pipeline.plan import LakeQuery, RunPlan
 from fleetstream.pipeline.silver import SILVER_COLUMNS, check_telemetry, parse_bronze
 from fleetstream.pipeline.writer import CHECKPOINT_INTERVAL, Lake, Writer, delta_exists
+from fleetstream.quality.hold import HoldGate
 from fleetstream.rules.engine import Rule, check_rules, load_rules
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,7 @@ class Streams:
             gold_every_s=0.0 if self.plan.available_now else self.triggers.gold_s,
             scorer=Scorer(Champion(self.settings.mlflow)) if "gold" in query.layers else None,
             upkeep=self.settings.maintenance,
+            hold=HoldGate(self.spark, self.settings) if self.settings.quality.hold_gold else None,
         )
         self.batches[query.name] = batch
         return batch
