@@ -308,8 +308,15 @@ def test_health_page_shows_the_newest_data_quality_run(live: tuple[Settings, str
     assert failed.returncode == 2, failed.stdout[-3000:] + failed.stderr[-3000:]
     _wait("the failed run", lambda: "1 of 1 expectations failed (1 critical)" in main_text(), 60)
     assert "in_range(speed, -inf, 0)" in _grid_text(page)
+    banner = "Data quality: gold/car_state fails in_range(speed, -inf, 0)"
+    assert banner in main_text()  # on every page while the table fails
     _no_exceptions(page)
     _shoot(page, "health-quality")
+    page.goto(url)
+    _wait("the banner on the overview", lambda: banner in main_text(), 60)
+    # the mark `quality check` keeps in the lake (a passing check of the table would remove it)
+    (Path(settings.lake.root) / "_quality" / "hold.json").unlink()
+    _wait("the banner to go", lambda: "Data quality:" not in main_text(), 60)
 
 
 def test_cockpit_throttle_makes_the_car_faster(live: tuple[Settings, str], page: Any) -> None:

@@ -17,6 +17,7 @@ from fleetstream.config import Settings
 from fleetstream.dashboard import shape
 from fleetstream.dashboard.feeds import Feeds
 from fleetstream.ingest.kafka import make_consumer
+from fleetstream.lake import read
 from fleetstream.pipeline.monitor import STATUS_FILE, read_status
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ def banner() -> shape.Health:
         st.info(state.banner, icon=":material/hourglass_top:")
     elif state.banner:
         st.error(state.banner, icon=":material/warning:")
+    quality = shape.quality_banner(safely("data-quality marker", lambda: read.quality_hold(settings()), None))
+    if quality:
+        st.error(quality, icon=":material/rule:")
     return state
 
 

@@ -408,6 +408,22 @@ def quality(results: pl.DataFrame | None) -> Quality:
     return Quality(level, text, ordered.select("table_name", "expectation", "severity", "passed", "observed", "rows"))
 
 
+def quality_banner(hold: dict[str, Any] | None) -> str | None:
+    """One sentence for every page while a table fails its critical expectations (the marker of
+    `fleetstream quality check`), else None.
+
+    >>> quality_banner({"tables": {"silver/telemetry": {"run_id": "r1", "failed": ["unique(event_id)"]}}})
+    'Data quality: silver/telemetry fails unique(event_id) (run r1). See Pipeline health.'
+    >>> quality_banner(None) is None
+    True
+    """
+    tables = (hold or {}).get("tables") or {}
+    if not tables:
+        return None
+    parts = [f"{t} fails {', '.join(v.get('failed', []))} (run {v.get('run_id')})" for t, v in sorted(tables.items())]
+    return f"Data quality: {'; '.join(parts)}. See Pipeline health."
+
+
 def health_table(queries: list[QueryHealth]) -> pl.DataFrame:
     """One row per query: input and processing rate, batch duration, lag."""
     return pl.DataFrame(

@@ -8,6 +8,8 @@ the slice, not of the table. A table that does not exist yet reads as None.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -136,6 +138,30 @@ def latest_quality_run(settings: Settings) -> pl.DataFrame | None:
     # on a microsecond run_at would skip the very file that holds it
     newest = frame.select(pl.col("run_id").sort_by("run_at").last()).collect().item()
     return None if newest is None else frame.filter(pl.col("run_id") == newest).collect()
+
+
+def quality_hold(settings: Settings) -> dict[str, Any] | None:
+    """The data-quality marker (``_quality/hold.json``: the tables failing their critical
+    expectations, :mod:`fleetstream.quality.hold`), or None when no table fails."""
+    import json
+
+    from fleetstream.quality.hold import HOLD_FILE
+
+    root = settings.lake.root
+    if "://" not in root or root.startswith("file:"):
+        path = Path(root.removeprefix("file:")) / HOLD_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    from botocore.exceptions import ClientError
+
+    from fleetstream.reference.publish import read as read_object
+
+    try:
+        loaded: dict[str, Any] = json.loads(read_object(settings, root, HOLD_FILE))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    return loaded
 
 
 def _where(frame: pl.LazyFrame | None, predicate: pl.Expr) -> pl.LazyFrame | None:
