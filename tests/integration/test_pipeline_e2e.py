@@ -521,6 +521,10 @@ def test_sql_endpoint_answers_what_delta_rs_reads(run, tmp_path, repo_root) -> N
         assert "read-only: AppendData is refused" in refused.stdout + refused.stderr
         assert DeltaTable(f"{settings.lake.root}/dims/car_colors").version() == 0
 
+        missing = ask("-e", "SELECT count(*) FROM fleet.no_such_table")
+        assert missing.returncode != 0
+        assert "TABLE_OR_VIEW_NOT_FOUND" in missing.stdout + missing.stderr
+
         wrong = settings.model_copy(update={"sql": settings.sql.model_copy(update={"password": SecretStr("nope")})})
         denied = ask("-e", "SELECT 1", as_settings=wrong)
         assert denied.returncode != 0
