@@ -206,6 +206,44 @@ def test_maintenance_from_minutes_written_batch_by_batch_equals_its_definition(s
     assert got["a"]["km_seen"] < MT.MIN_KM <= got["b"]["km_seen"]
 
 
+def test_tyres_replaced_in_the_lookback_count_from_the_new_set(spark: SparkSession) -> None:
+    """Car r's tyres wear from 60 to 64 % over 4 minutes (1 km a minute), are replaced during minute 4
+    (that minute reads 64.2 and 0.5), then wear to 1.1 %; its brakes are not replaced. Car k's tyres
+    are never replaced. Two batches wrote partial rows of minute 4 (car_minutes' layout)."""
+    schema = ("car_id string, minute timestamp, model string, color string, km double, fuel_l double, "
+              "max_odometer double, min_tyre_wear double, max_tyre_wear double, min_brake_wear double, "
+              "max_brake_wear double")  # fmt: skip
+
+    def at(k: int) -> object:
+        return pd.Timestamp(T0 + k * MIN, unit="ms").to_pydatetime()
+
+    rows = []
+    for k in range(4):
+        tyre = 60.0 + k
+        rows.append(("r", at(k), "M", "Red", 1.0, 0.1, 100.0 + k, tyre, tyre + 1.0, 30.0 + k / 10, 30.0 + (k + 1) / 10))
+        rows.append(("k", at(k), "M", "Red", 1.0, 0.1, 200.0 + k, 10.0 + k, 11.0 + k, 5.0, 5.1))
+    rows.append(("r", at(4), "M", "Red", 0.5, 0.05, 104.0, 64.0, 64.2, 30.4, 30.45))  # the old set, first batch
+    rows.append(("r", at(4), "M", "Red", 0.5, 0.05, 104.5, 0.5, 0.5, 30.45, 30.5))  # the new set, second batch
+    for k in range(5, 8):
+        rows.append(("r", at(k), "M", "Red", 1.0, 0.1, 100.0 + k, 0.5 + (k - 5) * 0.2, 0.7 + (k - 5) * 0.2,
+                     30.5 + (k - 5) / 10, 30.6 + (k - 5) / 10))  # fmt: skip
+    minutes = spark.createDataFrame(rows, schema)
+    got = {r["car_id"]: r.asDict() for r in MT.maintenance(minutes, None, MaintenanceSettings()).collect()}
+
+    r = got["r"]
+    assert r["tyres_replaced_at"] == at(4)
+    assert r["tyre_wear"] == pytest.approx(1.1)  # the new set's newest reading, not the old set's 64.2
+    km_since = 0.5 + 0.5 + 3 * 1.0  # minute 4's two rows and minutes 5 to 7
+    assert r["tyre_wear_per_1000km"] == pytest.approx((1.1 - 0.5) / km_since * 1000)
+    assert r["km_to_tyres"] == pytest.approx((80.0 - 1.1) / ((1.1 - 0.5) / km_since * 1000) * 1000)
+    assert r["brakes_replaced_at"] is None
+    assert r["brake_wear"] == pytest.approx(30.8)
+    assert r["brake_wear_per_1000km"] == pytest.approx((30.8 - 30.0) / 8.0 * 1000)
+    k = got["k"]
+    assert k["tyres_replaced_at"] is None
+    assert (k["tyre_wear"], k["tyre_wear_per_1000km"]) == pytest.approx((14.0, (14.0 - 10.0) / 4.0 * 1000))
+
+
 def test_overheat_warning_comes_before_the_limit_and_never_in_normal_driving(spark: SparkSession) -> None:
     """Three cars at 1 Hz for 10 minutes: one overheats from 200 s on (the simulator's curve: 90 °C
     towards 124 °C with a 90 s time constant, crossing 110 °C 80 s later), one starts cold and warms

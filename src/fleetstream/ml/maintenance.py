@@ -36,6 +36,9 @@ WARN_MIN_SLOPE = 6.0
 WARN_HORIZON_S = 120.0
 #: wear rates and fuel use need at least this many kilometres in the lookback
 MIN_KM = 1.0
+#: a wear counter that falls by more than this many percentage points from one minute to a later
+#: one was reset: the tyres or the brake pads were replaced
+REPLACED_DROP = 10.0
 
 
 def minute_partials() -> list[Column]:
@@ -60,11 +63,39 @@ def _left(limit: Column | float, now: Column, rate_per_1000km: Column) -> Column
     return F.when(rate_per_1000km > 0, F.greatest(F.lit(0.0), (limit - now) / rate_per_1000km * 1000.0))
 
 
+def _since_replaced(minutes: DataFrame, part: str) -> DataFrame:
+    """Per car, one wear counter (``tyre`` or ``brake``) since its last replacement in the lookback:
+    the minute it was replaced (None: not replaced), the wear then and now, and the kilometres since.
+
+    A replacement is a minute whose lowest reading is more than ``REPLACED_DROP`` under the lowest of
+    the minute before it (the highest could be the old part's, when it was replaced during that
+    minute). That minute's lowest reading is the new part's first; its highest may still be the old
+    part's, so "now" is the highest reading of the minutes after it (or that first reading when
+    there are none yet)."""
+    c = F.col
+    lo, hi = f"min_{part}_wear", f"max_{part}_wear"
+    per_minute = minutes.groupBy("car_id", "minute").agg(F.min(lo).alias("lo"), F.max(hi).alias("hi"),
+                                                         F.sum("km").alias("km"))  # fmt: skip
+    order = Window.partitionBy("car_id").orderBy("minute")
+    whole = order.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    replaced = c("lo") < F.lag("lo").over(order) - REPLACED_DROP
+    marked = per_minute.withColumn("replaced_at", F.max(F.when(replaced, c("minute"))).over(whole))
+    since = marked.where(c("replaced_at").isNull() | (c("minute") >= c("replaced_at")))
+    after = c("replaced_at").isNull() | (c("minute") > c("replaced_at"))
+    return since.groupBy("car_id").agg(
+        F.first("replaced_at").alias(f"{part}s_replaced_at"),
+        F.min("lo").alias(f"{part}_wear_first"),
+        F.coalesce(F.max(F.when(after, c("hi"))), F.min("lo")).alias(f"{part}_wear"),
+        F.sum("km").alias(f"{part}_km"),
+    )
+
+
 def maintenance(minutes: DataFrame, styles: DataFrame | None, limits: MaintenanceSettings) -> DataFrame:
     """One row per car from its ``gold/car_minutes`` rows of the lookback (and its scored windows,
     ``gold/driver_style``, for fuel use per style): distance and days seen, the odometer and wear
     now, wear per 1,000 km, kilometres and days left until each service threshold, fuel per 100 km
-    overall and per driving style (``unscored``: minutes no window scored)."""
+    overall and per driving style (``unscored``: minutes no window scored). Tyres or brake pads
+    replaced in the lookback (:func:`_since_replaced`): their wear and rate count from the new part."""
     c = F.col
     per_car = minutes.groupBy("car_id").agg(
         F.max("model").alias("model"),
@@ -74,23 +105,26 @@ def maintenance(minutes: DataFrame, styles: DataFrame | None, limits: Maintenanc
         F.sum("km").alias("km"),
         F.sum("fuel_l").alias("fuel_l"),
         F.max("max_odometer").alias("odometer"),
-        F.min("min_tyre_wear").alias("tyre_wear_first"),
-        F.max("max_tyre_wear").alias("tyre_wear"),
-        F.min("min_brake_wear").alias("brake_wear_first"),
-        F.max("max_brake_wear").alias("brake_wear"),
     )
+    for part in ("tyre", "brake"):
+        per_car = per_car.join(_since_replaced(minutes, part), "car_id")
     days = (F.unix_seconds(c("last_minute")) - F.unix_seconds(c("first_minute")) + 60) / 86_400.0
     enough = c("km") >= MIN_KM
     per_day = F.when(enough, c("km") / days)
-    tyre_rate = F.when(enough, (c("tyre_wear") - c("tyre_wear_first")) / c("km") * 1000.0)
-    brake_rate = F.when(enough, (c("brake_wear") - c("brake_wear_first")) / c("km") * 1000.0)
+    rate = {
+        part: F.when(
+            c(f"{part}_km") >= MIN_KM, (c(f"{part}_wear") - c(f"{part}_wear_first")) / c(f"{part}_km") * 1000.0
+        )
+        for part in ("tyre", "brake")
+    }
+    tyre_rate, brake_rate = rate["tyre"], rate["brake"]
     service_left = limits.service_interval_km - F.pmod(c("odometer"), F.lit(limits.service_interval_km))
     out = per_car.select(
         "car_id", "model", "color", "first_minute", "last_minute",
         c("km").alias("km_seen"),
         days.alias("days_seen"),
         per_day.alias("km_per_day"),
-        "odometer", "tyre_wear", "brake_wear",
+        "odometer", "tyre_wear", "brake_wear", "tyres_replaced_at", "brakes_replaced_at",
         tyre_rate.alias("tyre_wear_per_1000km"),
         brake_rate.alias("brake_wear_per_1000km"),
         _left(limits.tyre_wear_limit_pct, c("tyre_wear"), tyre_rate).alias("km_to_tyres"),
