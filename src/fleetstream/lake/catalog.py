@@ -45,8 +45,11 @@ def table_of(name: str) -> str:
 
 
 def location(settings: Settings, table: str) -> str:
-    """The table's folder as Spark addresses it: a local root made absolute, an s3a:// URI as it is."""
+    """The table's folder as Spark addresses it: a local root made absolute, an s3a:// URI as it is.
+    The reference tables (``dims/...``) are in the dims location, beside the JSON lines."""
     root = settings.lake.root.rstrip("/")
+    if table.startswith("dims/"):
+        root, table = settings.lake.dims.rstrip("/"), table.removeprefix("dims/")
     if "://" not in root:
         root = str(Path(root).resolve())
     return f"{root}/{table}"

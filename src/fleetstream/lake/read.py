@@ -19,8 +19,11 @@ UTC = dt.UTC
 
 
 def table_uri(settings: Settings, name: str) -> str:
-    """Where delta-rs finds a table: the lake root (s3a:// is s3:// to delta-rs) plus its name."""
+    """Where delta-rs finds a table: the lake root (s3a:// is s3:// to delta-rs) plus its name; a
+    reference table (``dims/cars``) is in the dims location."""
     root = settings.lake.root.rstrip("/")
+    if name.startswith("dims/"):
+        root, name = settings.lake.dims.rstrip("/"), name.removeprefix("dims/")
     if root.startswith("s3a://"):
         root = "s3://" + root.removeprefix("s3a://")
     return f"{root}/{name}"

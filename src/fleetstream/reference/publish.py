@@ -13,9 +13,10 @@ from fleetstream.reference.zones import ZONES_FILE, Zone, generate_zones, to_geo
 
 def publish(settings: Settings, target: str, cars: list[Car], zones: list[Zone] | None = None) -> list[str]:
     """Write car_models.json, car_colors.json and cars.json (JSON lines) under ``target``, and the
-    speed zones (default: the simulated city's) as speed_zones.geojson; and the same three tables as
-    Delta tables ``dims/<name>`` under the lake's root (:data:`~fleetstream.lake.tables.DIM_TABLES`,
-    named ``fleet.dims_<name>`` in SQL).
+    speed zones (default: the simulated city's) as speed_zones.geojson. Published to the lake's own
+    reference data (``target`` is the settings' dims location), the same three tables are written
+    beside them as Delta tables (:data:`~fleetstream.lake.tables.DIM_TABLES`, named
+    ``fleet.dims_<name>`` in SQL); published anywhere else, they are not.
 
     ``target`` is a folder, or ``s3://bucket/prefix`` / ``s3a://bucket/prefix`` on the configured S3
     endpoint. Returns what was written.
@@ -35,7 +36,8 @@ def publish(settings: Settings, target: str, cars: list[Car], zones: list[Zone] 
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(body)
             written.append(str(path))
-    written.extend(publish_delta(settings, records))
+    if target.rstrip("/") == settings.lake.dims.rstrip("/"):
+        written.extend(publish_delta(settings, records))
     return written
 
 
