@@ -104,7 +104,8 @@ def _main(
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "py4j"):
+    # httpx logs every request's URL at INFO, and a Telegram URL holds the bot's token
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "py4j", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -706,6 +707,119 @@ def _serve_sql(settings: Settings) -> None:
     serve(settings, stop)
 
 
+notify_app = typer.Typer(
+    help="Alert summaries and critical alerts to Telegram, Slack and a webhook (docs/operations.md).",
+    no_args_is_help=True,
+)
+app.add_typer(notify_app, name="notify")
+
+
+def _print_sent(results: list[Any]) -> int:
+    failed = 0
+    for r in results:
+        span = f"{r.start:%Y-%m-%d %H:%M} to {r.end:%H:%M} UTC"
+        if r.error:
+            failed += 1
+            console.print(f"[red]{r.channel}[/]: {span}: {r.error}", highlight=False)
+        elif r.message is None:
+            console.print(f"{r.channel}: {span}: nothing to send", highlight=False)
+        else:
+            console.print(f"{r.channel}: sent {r.message.id} ({span}, {r.message.data['alerts']:,} alerts)",
+                          highlight=False)  # fmt: skip
+    return failed
+
+
+@notify_app.command("summary")
+def notify_summary(
+    minutes: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Summarise the newest N closed minutes again, whatever was sent (progress unchanged)."
+        ),
+    ] = None,
+    send_empty: Annotated[
+        bool, typer.Option("--send-empty", help="Send a summary of a range without alerts too.")
+    ] = False,
+) -> None:
+    """One message per channel for the closed minutes of gold/alerts_per_minute it has not taken yet:
+    alerts by rule and color, the top cars, episodes opened and resolved. Run it every minute (the
+    alert_summary DAG, or cron); a pause or a burst gives one message for the whole range. Exits 1 when
+    a channel failed (it gets the same range next run)."""
+    from fleetstream.ops.notify import send_summaries
+
+    try:
+        results = send_summaries(_settings(), minutes=minutes, send_empty=send_empty)
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(1 if _print_sent(results) else 0)
+
+
+@notify_app.command("critical")
+def notify_critical(
+    once: Annotated[
+        bool, typer.Option("--once", help="Send what alert-data holds (from its start on a first run), then stop.")
+    ] = False,
+) -> None:
+    """Critical alerts from alert-data as they come (an escalated episode, a rule declared critical):
+    those within FLEETSTREAM_NOTIFY__CRITICAL_WINDOW_S (10 s) go out as one message. Runs until
+    Ctrl-C; a first run starts at the topic's end. Exits 1 when a channel failed (nothing committed)."""
+    import signal
+    import threading
+
+    from fleetstream.ops.notify import follow_critical
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        settings = _settings()
+        if not once:
+            console.print(f"sending critical alerts from {settings.kafka.topics.alerts}; Ctrl-C stops")
+        sent = follow_critical(settings, stop, once=once, on_sent=lambda m: console.print(f"sent {m.id}"))
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    console.print(f"{sent} messages sent")
+
+
+@notify_app.command("test")
+def notify_test() -> None:
+    """Send a test message to every configured channel."""
+    from fleetstream.ops.channels import SendError, channels
+    from fleetstream.ops.notify import test_message
+
+    try:
+        settings = _settings()
+        chosen = channels(settings)
+        if not chosen:
+            raise FleetstreamError("no notification channel is configured (see `fleetstream notify --help`)")
+        message = test_message(settings)
+        failed = 0
+        for channel in chosen:
+            try:
+                channel.send(message)
+                console.print(f"{channel.name}: sent")
+            except SendError as exc:
+                failed += 1
+                console.print(f"[red]{channel.name}[/]: {exc}", highlight=False)
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command("bot")
+def bot_command() -> None:
+    """The ops bot on Telegram (long polling): /status, /alerts [car|rule], /car <id>, /tables,
+    /count <table>, /sql <SELECT ...>, /dashboards, /help. It answers only the chats in
+    FLEETSTREAM_TELEGRAM__ALLOWED_CHAT_IDS (a JSON list); others are refused and logged. Token:
+    FLEETSTREAM_TELEGRAM__TOKEN. Runs until Ctrl-C."""
+    from fleetstream.ops import bot
+
+    try:
+        bot.run(_settings())
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+
+
 quality_app = typer.Typer(help="The data-quality gate (docs/quality.md).", no_args_is_help=True)
 app.add_typer(quality_app, name="quality")
 
@@ -918,6 +1032,26 @@ def bench_pipeline(
         raise typer.Exit(1)
 
 
+def _settings_with_kafka() -> Settings:
+    """The settings, once their Kafka answers (a benchmark's first check)."""
+    settings = _settings()
+    if broker_count(settings.kafka, timeout=5) == 0:
+        raise FleetstreamError(
+            f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
+        )
+    return settings
+
+
+def _write_section(section: str, write: Path | None) -> None:
+    """Print a benchmark's report section and put it in its Markdown file."""
+    from fleetstream.bench.sim import write_report
+
+    out.print(section)
+    if write is not None:
+        write_report(section, write)
+        console.print(f"updated {write}")
+
+
 @bench_app.command("ml")
 def bench_ml(
     cars: Annotated[int, typer.Option(min=10, help="Simulated cars.")] = 300,
@@ -941,22 +1075,43 @@ def bench_ml(
     MLflow (the configured server, or a private one). Needs Kafka (`fleetstream up --detach`); about
     5 minutes for the defaults on two cores."""
     from fleetstream.bench import ml as bench
-    from fleetstream.bench.sim import machine, write_report
+    from fleetstream.bench.sim import machine
 
     try:
-        settings = _settings()
-        if broker_count(settings.kafka, timeout=5) == 0:
-            raise FleetstreamError(
-                f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
-            )
+        settings = _settings_with_kafka()
         figures = bench.run(settings, cars, seconds, million, say=lambda line: console.print(line, highlight=False))
     except (FleetstreamError, RuntimeError) as exc:
         raise _fail(FleetstreamError(str(exc))) from None
-    section = bench.report(figures, machine())
-    out.print(section)
-    if write is not None:
-        write_report(section, write)
-        console.print(f"updated {write}")
+    _write_section(bench.report(figures, machine()), write)
+
+
+@bench_app.command("lake")
+def bench_lake(
+    cars: Annotated[int, typer.Option(min=10, help="Simulated cars, each reporting at 1 Hz (events/s).")] = 1000,
+    seconds: Annotated[int, typer.Option(min=60, help="Seconds of live driving streamed before maintenance.")] = 3600,
+    repeat: Annotated[int, typer.Option(min=3, help="Refreshes timed per panel; the median is reported.")] = 20,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Where the lake is written and kept (default: a temporary folder, removed).")
+    ] = None,
+    write: Annotated[Path | None, typer.Option(help="Markdown file whose lake section is replaced.")] = Path(
+        "docs/benchmarks.md"
+    ),
+) -> None:
+    """What `fleetstream lake maintain` does to a lake the stream wrote: a fleet streamed live
+    (every query, the default triggers) for --seconds; then files per table and the dashboard's panel
+    refreshes before and after maintenance. Needs Kafka (`fleetstream up --detach`); the defaults take
+    about 70 minutes on two cores, with nothing else running."""
+    from fleetstream.bench import lake as bench
+    from fleetstream.bench.sim import machine
+
+    try:
+        settings = _settings_with_kafka()
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+        figures = bench.run(settings, cars, seconds, repeat, lambda line: console.print(line, highlight=False), workdir)
+    except (FleetstreamError, RuntimeError) as exc:
+        raise _fail(FleetstreamError(str(exc))) from None
+    _write_section(bench.report(figures, machine()), write)
 
 
 @bench_app.command("compare")

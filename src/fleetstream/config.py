@@ -223,6 +223,39 @@ class MaintenanceSettings(_Frozen):
     every_min: int = Field(5, ge=1, description="the stream recomputes gold/maintenance every this many minutes")
 
 
+class TelegramSettings(_Frozen):
+    """The Telegram Bot API (docs/operations.md): the bot's token, where notifications go, and who the
+    ops bot answers. Off while the token is unset."""
+
+    token: SecretStr | None = Field(None, description="the bot's token from @BotFather")
+    base_url: str = Field("https://api.telegram.org", description="the Bot API server (a local one, or a test's)")
+    chat_ids: list[int] = Field(default_factory=list, description="chats `fleetstream notify` sends to")
+    allowed_chat_ids: list[int] = Field(
+        default_factory=list, description="chats `fleetstream bot` answers; every other chat is refused and logged"
+    )
+
+
+class NotifySettings(_Frozen):
+    """`fleetstream notify`'s other channels and its pacing (docs/operations.md)."""
+
+    slack_webhook_url: SecretStr | None = Field(None, description="a Slack incoming webhook (the URL is the secret)")
+    webhook_url: str | None = Field(None, description="a generic webhook: JSON, HMAC-signed when a secret is set")
+    webhook_secret: SecretStr | None = Field(None, description="the generic webhook's HMAC-SHA256 key")
+    critical_window_s: float = Field(
+        10.0, gt=0, le=3600, description="critical alerts arriving within this many seconds go out as one message"
+    )
+    retries: int = Field(4, ge=0, le=10, description="attempts after the first on a 429, a 5xx or a network error")
+    timeout_s: float = Field(10.0, gt=0, description="each HTTP request's timeout")
+
+
+class BotSettings(_Frozen):
+    """`fleetstream bot`, the ops bot on Telegram (its token and allowed chats: TelegramSettings)."""
+
+    sql_row_limit: int = Field(20, ge=1, le=1000, description="rows /sql answers with at most")
+    sql_timeout_s: float = Field(60.0, gt=0, description="a /sql question is given up after this long")
+    poll_timeout_s: int = Field(30, ge=0, le=50, description="getUpdates long-polling timeout")
+
+
 class Settings(BaseSettings):
     """All of fleetstream's configuration."""
 
@@ -247,6 +280,9 @@ class Settings(BaseSettings):
     maintenance: MaintenanceSettings = MaintenanceSettings()
     sql: SqlSettings = SqlSettings()
     quality: QualitySettings = QualitySettings()
+    telegram: TelegramSettings = TelegramSettings()
+    notify: NotifySettings = NotifySettings()
+    bot: BotSettings = BotSettings()
 
     @field_validator("state_dir", "cache_dir")
     @classmethod

@@ -113,8 +113,9 @@ def _time(repeat: int, work: Callable[[], Any]) -> tuple[float, float]:
     return statistics.median(samples), ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
-def panel_timings(settings: Settings, now: dt.datetime, repeat: int = 20) -> list[Timing]:
-    """Each panel's refresh (reads, shaping, figures) against the lake in ``settings``."""
+def panel_timings(settings: Settings, now: dt.datetime, repeat: int = 20, car_id: str = "car-00042") -> list[Timing]:
+    """Each panel's refresh (reads, shaping, figures) against the lake in ``settings`` (the cockpit
+    shows ``car_id``)."""
     from fleetstream.dashboard import charts, shape
     from fleetstream.lake import read
 
@@ -127,7 +128,7 @@ def panel_timings(settings: Settings, now: dt.datetime, repeat: int = 20) -> lis
         shape.kpis(state, shape.alerts_frame([]), None, now)
 
     def cockpit() -> None:
-        history = read.car_history(settings, "car-00042", now - dt.timedelta(minutes=5), ["event_ts", "speed", "rpm"])
+        history = read.car_history(settings, car_id, now - dt.timedelta(minutes=5), ["event_ts", "speed", "rpm"])
         if history is None or history.height == 0:
             raise RuntimeError("the cockpit read found no rows: the benchmark lake is not what it should be")
         charts.strip_chart(history)

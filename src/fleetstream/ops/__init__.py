@@ -1,0 +1,1 @@
+"""Operations: notifications (`fleetstream notify`) and the ops bot (`fleetstream bot`)."""
