@@ -785,14 +785,14 @@ def notify_critical(
 def notify_test() -> None:
     """Send a test message to every configured channel."""
     from fleetstream.ops.channels import SendError, channels
-    from fleetstream.ops.notify import test_message
+    from fleetstream.ops.notify import probe_message
 
     try:
         settings = _settings()
         chosen = channels(settings)
         if not chosen:
             raise FleetstreamError("no notification channel is configured (see `fleetstream notify --help`)")
-        message = test_message(settings)
+        message = probe_message(settings)
         failed = 0
         for channel in chosen:
             try:

@@ -7,6 +7,10 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -236,3 +240,36 @@ def test_bot_answers_from_the_lake(tmp_path: Path) -> None:
     assert "read-only" in bot.answer(settings, "/sql INSERT INTO fleet.silver_alerts VALUES (1)")
     assert "no SQL endpoint answers" in bot.answer(settings, "/sql SELECT 1")
     assert "cockpit" in bot.answer(settings, "/dashboards")
+
+
+def test_bot_process_answers_allowed_chats_refuses_others_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """`fleetstream bot` as a user runs it, against the fake Bot API: replies come through a 429 and a
+    500, a chat not on the list is refused and logged, Ctrl-C stops it cleanly."""
+    settings = _bot_lake(tmp_path / "lake")
+    with telegram_fake() as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")}
+        env |= {"FLEETSTREAM_TELEGRAM__TOKEN": fake.token, "FLEETSTREAM_TELEGRAM__BASE_URL": fake.base_url,
+                "FLEETSTREAM_TELEGRAM__ALLOWED_CHAT_IDS": "[11]", "FLEETSTREAM_LAKE__ROOT": settings.lake.root,
+                "FLEETSTREAM_STATE_DIR": str(settings.state_dir), "FLEETSTREAM_BOT__POLL_TIMEOUT_S": "1"}  # fmt: skip
+        fake.fail("sendMessage", 429, retry_after=1)
+        fake.fail("sendMessage", 500)
+        log = tmp_path / "bot.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "fleetstream", "bot"], env=env, stdout=out, stderr=out)
+        try:
+            fake.say(11, "/count fleet.silver_alerts")
+            assert fake.wait_replies(11, 1) == ["fleet.silver_alerts: 9 rows"]
+            fake.say(99, "/tables")
+            assert fake.wait_replies(99, 1) == ["this chat is not allowed to use this bot"]
+            fake.say(11, "/sql DELETE FROM fleet.silver_alerts")
+            assert "read-only" in fake.wait_replies(11, 2)[1]
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        text = log.read_text()
+        assert "refused chat 99" in text
+        assert fake.token not in text  # no request URL (it holds the token) is logged
+        assert fake.calls.count("sendMessage") == 5  # 429, 500, then the three replies

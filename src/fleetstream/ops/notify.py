@@ -185,21 +185,27 @@ def follow_critical(
     consumer.subscribe([kafka.topics.alerts])
     window = settings.notify.critical_window_s
     sent = 0
+    assigned = False
+    last = time.monotonic()  # the newest record (or the assignment): --once ends IDLE_S after it
+
+    def drained() -> bool:
+        return once and assigned and time.monotonic() - last > IDLE_S
+
     try:
         while not stop.is_set():
             gathered: list[dict[str, Any]] = []
             read = 0
-            began = last = time.monotonic()
-            while time.monotonic() < began + window and not stop.is_set():
+            began = time.monotonic()
+            while time.monotonic() < began + window and not stop.is_set() and not drained():
                 batch = consumer.consume(500, min(1.0, max(0.05, began + window - time.monotonic())))
+                if not assigned and consumer.assignment():
+                    assigned, last = True, time.monotonic()
                 for record in batch:
                     if record.error() is None:
                         read += 1
                         last = time.monotonic()
                         if (alert := _critical(record.value())) is not None:
                             gathered.append(alert)
-                if once and time.monotonic() - last > IDLE_S:
-                    break  # nothing new for a while: the topic is drained
             message = critical_message(gathered)
             if message is not None:
                 for channel in chosen:
@@ -208,14 +214,14 @@ def follow_critical(
                 on_sent(message)
             if read:
                 consumer.commit(asynchronous=False)
-            if once and read == 0:
+            if drained():
                 break
     finally:
         consumer.close()
     return sent
 
 
-def test_message(settings: Settings) -> Message:
+def probe_message(settings: Settings) -> Message:
     """A message that says where it came from, to check the channels."""
     text = f"fleetstream: a test message from {os.uname().nodename} at {dt.datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
     return Message(f"test-{int(time.time())}", "test", text, text, {})
