@@ -38,6 +38,28 @@ def _params(handler: BaseHTTPRequestHandler) -> dict[str, Any]:
     return out
 
 
+@contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on a free loopback port in a thread; yields ``http://127.0.0.1:<port>``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _reply(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 @dataclass
 class Failure:
     status: int
@@ -132,18 +154,9 @@ def telegram_fake(token: str = "123456:TEST-token") -> Iterator[TelegramFake]:
             path = self.path.split("?", 1)[0].strip("/")
             prefix, _, method = path.rpartition("/")
             if not prefix.startswith("bot"):
-                self._send(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+                _reply(self, 404, {"ok": False, "error_code": 404, "description": "Not Found"})
                 return
-            status, body = fake.handle(method, prefix[3:], _params(self))
-            self._send(status, body)
-
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            _reply(self, *fake.handle(method, prefix[3:], _params(self)))
 
         def do_GET(self) -> None:
             self._answer()
@@ -154,18 +167,13 @@ def telegram_fake(token: str = "123456:TEST-token") -> Iterator[TelegramFake]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        with fake._cond:
-            fake._cond.notify_all()
-        server.shutdown()
-        server.server_close()
+    with _serving(Handler) as url:
+        fake.base_url = url
+        try:
+            yield fake
+        finally:
+            with fake._cond:
+                fake._cond.notify_all()
 
 
 @dataclass
@@ -195,12 +203,58 @@ def hook_fake() -> Iterator[HookFake]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with _serving(Handler) as url:
+        fake.url = f"{url}/hook"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
+
+
+@dataclass
+class ChatFake:
+    """An OpenAI-compatible chat completions endpoint that answers from a script: each entry is a
+    tool call ``(name, arguments)`` or a final answer (a string), in order."""
+
+    api_key: str
+    script: list[tuple[str, dict[str, Any]] | str] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    base_url: str = ""
+
+    def answer(self, authorization: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if authorization != f"Bearer {self.api_key}":
+            return 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                                   "param": None, "code": "invalid_api_key"}}  # fmt: skip
+        self.requests.append(body)
+        step = self.script.pop(0) if self.script else "no more script"
+        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+        if isinstance(step, str):
+            message["content"], finish = step, "stop"
+        else:
+            name, arguments = step
+            message["tool_calls"] = [{"id": f"call_{len(self.requests)}", "type": "function",
+                                      "function": {"name": name, "arguments": json.dumps(arguments)}}]  # fmt: skip
+            finish = "tool_calls"
+        return 200, {"id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+                     "model": body.get("model", "?"),
+                     "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                     "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}  # fmt: skip
+
+
+@contextmanager
+def chat_fake(api_key: str = "sk-test") -> Iterator[ChatFake]:
+    """A running fake on 127.0.0.1; its ``base_url`` (ending in /v1) goes to FLEETSTREAM_BOT__AI_BASE_URL."""
+    fake = ChatFake(api_key)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            if self.path.rstrip("/") != "/v1/chat/completions":
+                status, answer = 404, {"error": {"message": "not found", "type": "invalid_request_error"}}
+            else:
+                status, answer = fake.answer(self.headers.get("Authorization", ""), body)
+            _reply(self, status, answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with _serving(Handler) as url:
+        fake.base_url = f"{url}/v1"
+        yield fake

@@ -809,7 +809,8 @@ def notify_test() -> None:
 @app.command("bot")
 def bot_command() -> None:
     """The ops bot on Telegram (long polling): /status, /alerts [car|rule], /car <id>, /tables,
-    /count <table>, /sql <SELECT ...>, /dashboards, /help. It answers only the chats in
+    /count <table>, /sql <SELECT ...>, /dashboards, /ai <question> (with FLEETSTREAM_BOT__AI_BASE_URL and
+    __AI_MODEL: an OpenAI-compatible model using the other commands as tools), /help. It answers only the chats in
     FLEETSTREAM_TELEGRAM__ALLOWED_CHAT_IDS (a JSON list); others are refused and logged. Token:
     FLEETSTREAM_TELEGRAM__TOKEN. Runs until Ctrl-C."""
     from fleetstream.ops import bot

@@ -254,6 +254,13 @@ class BotSettings(_Frozen):
     sql_row_limit: int = Field(20, ge=1, le=1000, description="rows /sql answers with at most")
     sql_timeout_s: float = Field(60.0, gt=0, description="a /sql question is given up after this long")
     poll_timeout_s: int = Field(30, ge=0, le=50, description="getUpdates long-polling timeout")
+    ai_base_url: str | None = Field(
+        None, description="an OpenAI-compatible API (e.g. https://api.openai.com/v1) for /ai; unset: /ai is off"
+    )
+    ai_api_key: SecretStr | None = Field(None, description="its API key")
+    ai_model: str | None = Field(None, description="the model /ai asks (it must support tool calls)")
+    ai_max_steps: int = Field(4, ge=1, le=10, description="tool calls /ai may make for one question")
+    ai_timeout_s: float = Field(60.0, gt=0, description="each request to the model's API")
 
 
 class Settings(BaseSettings):

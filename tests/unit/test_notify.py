@@ -18,8 +18,8 @@ import pytest
 from deltalake import write_deltalake
 from pydantic import SecretStr
 
-from fakes import hook_fake, telegram_fake
-from fleetstream.config import LakeSettings, NotifySettings, Settings, TelegramSettings
+from fakes import chat_fake, hook_fake, telegram_fake
+from fleetstream.config import BotSettings, LakeSettings, NotifySettings, Settings, TelegramSettings
 from fleetstream.ops import bot, notify
 from fleetstream.ops.channels import SendError, SlackChannel, TelegramChannel, WebhookChannel
 from fleetstream.ops.summary import Message
@@ -273,3 +273,31 @@ def test_bot_process_answers_allowed_chats_refuses_others_and_stops_on_ctrl_c(tm
         assert "refused chat 99" in text
         assert fake.token not in text  # no request URL (it holds the token) is logged
         assert fake.calls.count("sendMessage") == 5  # 429, 500, then the three replies
+
+
+def test_ai_answers_with_the_bots_read_only_commands_as_tools(tmp_path: Path) -> None:
+    settings = _bot_lake(tmp_path / "lake")
+    assert bot.answer(settings, "/ai how many alerts?").startswith("/ai is off")
+    with chat_fake() as fake:
+        ai = BotSettings(ai_base_url=fake.base_url, ai_api_key=SecretStr(fake.api_key), ai_model="test-model")
+        on = settings.model_copy(update={"bot": ai})
+        fake.script = [("count", {"table": "fleet.silver_alerts"}), ("car", {"car_id": "car-00001"}),
+                       "9 alerts in all; car-00001 is at 88.5 km/h with overspeed open."]  # fmt: skip
+        reply = bot.answer(on, "/ai how many alerts, and how is car-00001?")
+        assert reply == "9 alerts in all; car-00001 is at 88.5 km/h with overspeed open."
+        first, second, third = fake.requests
+        assert first["model"] == "test-model"
+        assert {t["function"]["name"] for t in first["tools"]} == {"status", "alerts", "car", "tables", "count", "sql"}
+        assert first["messages"][-1] == {"role": "user", "content": "how many alerts, and how is car-00001?"}
+        # each tool's result is the bot's own answer, as plain text
+        assert second["messages"][-1]["content"] == "fleet.silver_alerts: 9 rows"
+        assert "speed: 88.5 km/h" in third["messages"][-1]["content"]
+        assert "<pre>" not in third["messages"][-1]["content"]
+        # a write through the sql tool is refused by the bot's own check; the model hears why
+        fake.script = [("sql", {"statement": "DROP TABLE fleet.silver_alerts"}), "I cannot do that."]
+        assert bot.answer(on, "/ai drop the alerts") == "I cannot do that."
+        assert "read-only" in fake.requests[-1]["messages"][-1]["content"]
+        wrong = on.model_copy(update={"bot": ai.model_copy(update={"ai_api_key": SecretStr("sk-wrong")})})
+        refused = bot.answer(wrong, "/ai anything")
+        assert refused.startswith("the model&#x27;s API answered")
+        assert "sk-wrong" not in refused

@@ -6,8 +6,9 @@ tables through delta-rs, and SQL through the running SQL endpoint (read-only the
 Telegram side is python-telegram-bot's ``Application``: long polling, Ctrl-C and SIGTERM stop it
 cleanly, replies are rate limited (a 429 waits as asked) and retried on a server error.
 
-Airflow's commands (``/dags``, ``/run``, ``/runs``, ``/kill``) are not here: Airflow is not part
-of fleetstream yet.
+``/ai <question>`` (:mod:`fleetstream.ops.assistant`) asks a model behind an OpenAI-compatible API,
+with the read-only commands as its tools; off until configured. Airflow's commands (``/dags``,
+``/run``, ``/runs``, ``/kill``) are not here: Airflow is not part of fleetstream yet.
 """
 
 from __future__ import annotations
@@ -263,6 +264,12 @@ def _dashboards(settings: Settings, args: list[str]) -> str:
     return "<b>dashboards</b>\n" + "\n".join(f"{name}: {html.escape(f'{base}/{path}')}" for name, path in pages)
 
 
+def _ai(settings: Settings, args: list[str]) -> str:
+    from fleetstream.ops.assistant import ask
+
+    return html.escape(ask(settings, " ".join(args), answer))
+
+
 COMMANDS: dict[str, Command] = {
     "status": Command("/status", "the stack, the stream's queries and their lag", _status),
     "alerts": Command("/alerts [car|rule]", "alerts of the last 15 minutes", _alerts),
@@ -271,6 +278,7 @@ COMMANDS: dict[str, Command] = {
     "count": Command("/count <table>", "a table's rows", _count),
     "sql": Command("/sql <SELECT ...>", "a read-only question to the SQL endpoint", _sql),
     "dashboards": Command("/dashboards", "links to the dashboard's pages", _dashboards),
+    "ai": Command("/ai <question>", "a question in plain words (when a model is configured)", _ai),
     "help": Command("/help", "this list", _help),
 }
 
