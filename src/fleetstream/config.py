@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "FLEETSTREAM_"
@@ -63,9 +63,33 @@ class KafkaSettings(_Frozen):
     retention_bytes: int = Field(1 << 30, ge=1 << 20, description="local broker: bytes kept per partition")
     topics: TopicNames = TopicNames()
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_ca_file: Path | None = Field(None, description="PEM file of the CA(s) the brokers' certificates chain to")
+    ssl_cert_file: Path | None = Field(None, description="PEM client certificate (brokers that require one)")
+    ssl_key_file: Path | None = Field(None, description="PEM private key of the client certificate")
+    ssl_key_password: SecretStr | None = Field(None, description="the private key's password, when encrypted")
+    ssl_check_hostname: bool = Field(True, description="check the broker's name against its certificate")
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        if self.sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password is not None):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism (PLAIN, SCRAM-SHA-256 or "
+                "SCRAM-SHA-512), sasl_username and sasl_password"
+            )
+        if bool(self.ssl_cert_file) != bool(self.ssl_key_file):
+            raise ValueError("ssl_cert_file and ssl_key_file go together (a client certificate and its key)")
+        return self
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
 
     @property
     def managed(self) -> bool:
@@ -76,17 +100,6 @@ class KafkaSettings(_Frozen):
     def bootstrap(self) -> str:
         """The bootstrap servers clients connect to."""
         return self.bootstrap_servers or f"{LOCAL_HOST}:{self.port}"
-
-    def client_config(self) -> dict[str, str]:
-        """librdkafka settings shared by every producer, consumer and admin client."""
-        conf = {"bootstrap.servers": self.bootstrap, "security.protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            conf["sasl.mechanism"] = self.sasl_mechanism
-        if self.sasl_username:
-            conf["sasl.username"] = self.sasl_username
-        if self.sasl_password is not None:
-            conf["sasl.password"] = self.sasl_password.get_secret_value()
-        return conf
 
 
 class S3Settings(_Frozen):

@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Producer
 
 from fakes import hook_fake
+from fleetstream.clients import librdkafka
 from fleetstream.config import KafkaSettings, NotifySettings, Settings, TopicNames
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ops import bot
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def _produce(kafka: KafkaSettings, values: list[bytes]) -> None:
-    producer = Producer(kafka.client_config())
+    producer = Producer(librdkafka(kafka))
     for value in values:
         producer.produce(kafka.topics.alerts, value, key=b"car")
     assert producer.flush(10) == 0

@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
+from fleetstream.clients import s3_client
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
-from fleetstream.local import seaweedfs
 from fleetstream.pipeline.plan import LAYERS, plan
 from fleetstream.pipeline.session import spark_session
 from fleetstream.pipeline.stream import Streams
@@ -52,7 +52,7 @@ def test_bronze_to_gold_on_s3a(stack_settings: Settings) -> None:
     assert counts["gold/car_state"] == CARS
     assert counts["gold/speed_by_model"] > 0  # windows the watermark (10 min behind) has closed
     # the tables are really in the bucket, with their Delta logs
-    bucket = seaweedfs.client(settings).list_objects_v2(
+    bucket = s3_client(settings).list_objects_v2(
         Bucket=stack_settings.s3.bucket, Prefix=f"lake-{suffix}/silver/telemetry/_delta_log/"
     )
     assert bucket.get("KeyCount", 0) > 0

@@ -8,6 +8,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from fleetstream.clients import s3_client
 from fleetstream.config import Settings
 from fleetstream.local import seaweedfs
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_put_list_get(stack_settings: Settings) -> None:
-    s3 = seaweedfs.client(stack_settings)
+    s3 = s3_client(stack_settings)
     bucket = stack_settings.s3.bucket
     prefix = f"dims-{uuid.uuid4().hex[:8]}/"
     bodies = {
@@ -58,11 +59,9 @@ def test_reference_data_published_to_an_s3_prefix(stack_settings: Settings) -> N
         *(f"s3://{stack_settings.s3.bucket}/{prefix}/{name}.json" for name in ("car_models", "car_colors", "cars")),
         f"s3://{stack_settings.s3.bucket}/{prefix}/speed_zones.geojson",
     ]
-    zones = seaweedfs.client(stack_settings).get_object(
-        Bucket=stack_settings.s3.bucket, Key=f"{prefix}/speed_zones.geojson"
-    )
+    zones = s3_client(stack_settings).get_object(Bucket=stack_settings.s3.bucket, Key=f"{prefix}/speed_zones.geojson")
     assert read_zones(zones["Body"].read().decode()) == generate_zones()
-    body = seaweedfs.client(stack_settings).get_object(Bucket=stack_settings.s3.bucket, Key=f"{prefix}/cars.json")
+    body = s3_client(stack_settings).get_object(Bucket=stack_settings.s3.bucket, Key=f"{prefix}/cars.json")
     lines = body["Body"].read().decode().splitlines()
     assert len(lines) == 30
     assert lines[0].startswith('{"car_id":"car-00000"')

@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetstream.cli import app
+from fleetstream.clients import librdkafka, spark_kafka
 from fleetstream.config import Settings
 
 
@@ -64,6 +65,9 @@ def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_secrets_never_shown(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("FLEETSTREAM_S3__SECRET_ACCESS_KEY", "s3-very-secret")
+    monkeypatch.setenv("FLEETSTREAM_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("FLEETSTREAM_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("FLEETSTREAM_KAFKA__SASL_USERNAME", "fleet")
     monkeypatch.setenv("FLEETSTREAM_KAFKA__SASL_PASSWORD", "kafka-very-secret")
     settings = Settings()
     assert settings.s3.secret_access_key is not None
@@ -77,8 +81,9 @@ def test_secrets_never_shown(monkeypatch: pytest.MonkeyPatch, caplog: pytest.Log
     assert result.exit_code == 0
     assert "**********" in result.output
     assert "very-secret" not in result.output
-    # The secret does reach the one place that needs it: the Kafka client configuration.
-    assert settings.kafka.client_config()["sasl.password"] == "kafka-very-secret"
+    # The secret does reach the places that need it: the Kafka clients' configuration.
+    assert librdkafka(settings.kafka)["sasl.password"] == "kafka-very-secret"
+    assert 'password="kafka-very-secret"' in spark_kafka(settings.kafka)["kafka.sasl.jaas.config"]
 
 
 def test_settings_are_frozen() -> None:

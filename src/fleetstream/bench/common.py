@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from fleetstream.clients import librdkafka
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames, process_env
 
 PROBE_PREFIX = "probe-"
@@ -85,7 +86,7 @@ class AlertClock(threading.Thread):
 
         self.consumer = Consumer(
             {
-                **kafka.client_config(),
+                **librdkafka(kafka),
                 "group.id": f"bench-{uuid.uuid4().hex[:8]}",
                 "auto.offset.reset": "latest",
                 "fetch.wait.max.ms": 10,
@@ -267,10 +268,10 @@ def probe_until_alert(settings: Settings, car_id: str, timeout: float = 180) -> 
 
     kafka = settings.kafka
     consumer = Consumer(
-        {**kafka.client_config(), "group.id": f"probe-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}
+        {**librdkafka(kafka), "group.id": f"probe-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}
     )
     consumer.subscribe([kafka.topics.alerts])
-    producer = Producer(kafka.client_config())
+    producer = Producer(librdkafka(kafka))
     deadline, n = time.monotonic() + timeout, 0
     try:
         while time.monotonic() < deadline:

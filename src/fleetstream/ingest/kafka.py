@@ -16,13 +16,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from fleetstream.clients import librdkafka
 from fleetstream.config import KafkaSettings
 
 
 def producer_config(kafka: KafkaSettings, **overrides: str) -> dict[str, str]:
     """An idempotent, compressed, batching producer: no loss or duplicates on retry."""
     return {
-        **kafka.client_config(),
+        **librdkafka(kafka),
         "enable.idempotence": "true",
         "acks": "all",
         "compression.type": "lz4",
@@ -34,7 +35,7 @@ def producer_config(kafka: KafkaSettings, **overrides: str) -> dict[str, str]:
 
 def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: str) -> dict[str, str]:
     return {
-        **kafka.client_config(),
+        **librdkafka(kafka),
         "group.id": group_id,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": "false",
@@ -56,7 +57,7 @@ def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: str) -> Cons
 
 def make_admin(kafka: KafkaSettings, quiet: bool = False) -> AdminClient:
     """An admin client; ``quiet`` silences librdkafka's connection errors (for health probes)."""
-    return AdminClient({**kafka.client_config(), **({"log_level": "0"} if quiet else {})})
+    return AdminClient({**librdkafka(kafka), **({"log_level": "0"} if quiet else {})})
 
 
 def broker_count(kafka: KafkaSettings, timeout: float = 2.0) -> int:

@@ -33,18 +33,9 @@ def storage_options(settings: Settings) -> dict[str, str] | None:
     """Object-store options for an s3a:// lake (endpoint, path style, keys); None for a folder."""
     if not settings.lake.root.startswith("s3a://"):
         return None
-    from fleetstream.local import seaweedfs
+    from fleetstream.clients import delta_rs_s3
 
-    key, secret = seaweedfs.credentials(settings)
-    return {
-        "AWS_ENDPOINT_URL": settings.s3.endpoint,
-        "AWS_REGION": settings.s3.region,
-        "AWS_ACCESS_KEY_ID": key.get_secret_value(),
-        "AWS_SECRET_ACCESS_KEY": secret.get_secret_value(),
-        "AWS_ALLOW_HTTP": str(settings.s3.endpoint.startswith("http://")).lower(),
-        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
-        "AWS_FORCE_PATH_STYLE": "true",
-    }
+    return delta_rs_s3(settings)
 
 
 def scan(settings: Settings, name: str) -> pl.LazyFrame | None:

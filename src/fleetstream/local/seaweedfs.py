@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import SecretStr
 
+from fleetstream.clients import s3_client, s3_credentials
 from fleetstream.config import LOCAL_HOST, S3Settings, Settings
 from fleetstream.errors import FleetstreamError
 
@@ -35,49 +31,10 @@ def ports(s3: S3Settings) -> dict[str, int]:
     return {**named, **{f"{role} grpc": port + 10000 for role, port in named.items()}}
 
 
-def credentials(settings: Settings) -> tuple[SecretStr, SecretStr]:
-    """The S3 key pair: from settings, else (local server only) generated once into the state dir."""
-    s3 = settings.s3
-    if s3.access_key_id is not None and s3.secret_access_key is not None:
-        return s3.access_key_id, s3.secret_access_key
-    if not s3.managed:
-        raise FleetstreamError(
-            f"S3 endpoint {s3.endpoint} is configured without credentials. Set FLEETSTREAM_S3__ACCESS_KEY_ID "
-            "and FLEETSTREAM_S3__SECRET_ACCESS_KEY (in the environment or .env)."
-        )
-    path = seaweed_dir(settings) / "credentials.json"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pair = {"access_key_id": "fs" + secrets.token_hex(8), "secret_access_key": secrets.token_urlsafe(30)}
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(pair, handle)
-    stored = json.loads(path.read_text(encoding="utf-8"))
-    return SecretStr(stored["access_key_id"]), SecretStr(stored["secret_access_key"])
-
-
-def client(settings: Settings) -> Any:
-    """A boto3 S3 client for the configured endpoint (path-style addressing, short timeouts)."""
-    key, secret = credentials(settings)
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3.endpoint,
-        region_name=settings.s3.region,
-        aws_access_key_id=key.get_secret_value(),
-        aws_secret_access_key=secret.get_secret_value(),
-        config=Config(
-            s3={"addressing_style": "path"},
-            connect_timeout=2,
-            read_timeout=10,
-            retries={"max_attempts": 1},
-        ),
-    )
-
-
 def bucket_ready(settings: Settings) -> bool:
     """True when the S3 endpoint answers with the lake bucket present and accessible."""
     try:
-        client(settings).head_bucket(Bucket=settings.s3.bucket)
+        s3_client(settings).head_bucket(Bucket=settings.s3.bucket)
     except (BotoCoreError, ClientError):
         return False
     return True
@@ -99,7 +56,7 @@ def prepare(settings: Settings) -> list[str]:
     """Write the S3 identity file; return the `weed mini` command line."""
     home = seaweed_dir(settings)
     (home / "data").mkdir(parents=True, exist_ok=True)
-    key, secret = credentials(settings)
+    key, secret = s3_credentials(settings)
     identity = {
         "identities": [
             {

@@ -30,6 +30,7 @@ from typing import Any
 
 import polars as pl
 
+from fleetstream.clients import librdkafka
 from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.ops.channels import Channel, SendError, channels
@@ -180,7 +181,7 @@ def follow_critical(
     if not chosen:
         raise FleetstreamError("no notification channel is configured (see `fleetstream notify --help`)")
     kafka = settings.kafka
-    consumer = Consumer({**kafka.client_config(), "group.id": GROUP_ID, "enable.auto.commit": False,
+    consumer = Consumer({**librdkafka(kafka), "group.id": GROUP_ID, "enable.auto.commit": False,
                          "auto.offset.reset": "latest" if not once else "earliest"})  # fmt: skip
     consumer.subscribe([kafka.topics.alerts])
     window = settings.notify.critical_window_s

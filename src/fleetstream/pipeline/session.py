@@ -12,9 +12,9 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from fleetstream.clients import spark_s3
 from fleetstream.config import Settings
 from fleetstream.jvm import spark_jars
-from fleetstream.local import seaweedfs
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -85,10 +85,7 @@ def session_conf(
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.host": "127.0.0.1",
-        "spark.hadoop.fs.s3a.endpoint": settings.s3.endpoint,
-        "spark.hadoop.fs.s3a.endpoint.region": settings.s3.region,
-        "spark.hadoop.fs.s3a.path.style.access": "true",
-        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(settings.s3.endpoint.startswith("https")).lower(),
+        **spark_s3(settings, with_keys=False),
     }
     if batch_jvm:
         conf["spark.driver.extraJavaOptions"] = BATCH_JVM_OPTIONS
@@ -100,9 +97,7 @@ def session_conf(
     conf.update(extra or {})
     conf.update(settings.spark.conf)
     if with_s3:
-        key, secret = seaweedfs.credentials(settings)
-        conf["spark.hadoop.fs.s3a.access.key"] = key.get_secret_value()
-        conf["spark.hadoop.fs.s3a.secret.key"] = secret.get_secret_value()
+        conf.update(spark_s3(settings))
     return conf
 
 

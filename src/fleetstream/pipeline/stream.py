@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 
+from fleetstream.clients import spark_kafka
 from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.lake.tables import TABLES
@@ -130,8 +131,7 @@ def stoppable(function: Callable[[DataFrame, int], None]) -> Callable[[DataFrame
 
 def kafka_options(settings: Settings) -> dict[str, str]:
     """Spark's Kafka source and sink options for the configured cluster."""
-    conf = settings.kafka.client_config()
-    return {f"kafka.{k}": v for k, v in conf.items() if k in ("bootstrap.servers", "security.protocol")}
+    return spark_kafka(settings.kafka)
 
 
 class Streams:

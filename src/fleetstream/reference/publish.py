@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fleetstream.clients import s3_client
 from fleetstream.config import Settings
-from fleetstream.local import seaweedfs
 from fleetstream.reference.catalog import Car, tables, to_json_lines
 from fleetstream.reference.zones import ZONES_FILE, Zone, generate_zones, to_geojson
 
@@ -29,7 +29,7 @@ def publish(settings: Settings, target: str, cars: list[Car], zones: list[Zone] 
         if target.startswith(("s3://", "s3a://")):
             bucket, _, prefix = target.split("://", 1)[1].partition("/")
             key = f"{prefix.strip('/')}/{name}".lstrip("/")
-            seaweedfs.client(settings).put_object(Bucket=bucket, Key=key, Body=body)
+            s3_client(settings).put_object(Bucket=bucket, Key=key, Body=body)
             written.append(f"s3://{bucket}/{key}")
         else:
             path = Path(target) / name
@@ -65,6 +65,6 @@ def read(settings: Settings, target: str, name: str) -> bytes:
     if target.startswith(("s3://", "s3a://")):
         bucket, _, prefix = target.split("://", 1)[1].partition("/")
         key = f"{prefix.strip('/')}/{name}".lstrip("/")
-        body: bytes = seaweedfs.client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()
+        body: bytes = s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()
         return body
     return (Path(target) / name).read_bytes()

@@ -79,13 +79,14 @@ def run() -> int:
     from quixstreams import Application
 
     from fleetstream.bench.contenders._common import ready
+    from fleetstream.clients import quix_kafka
     from fleetstream.config import Settings
 
     settings = Settings()
     topics = settings.kafka.topics
     cars = car_table(settings.lake.dims)
     app = Application(
-        broker_address=settings.kafka.bootstrap,
+        broker_address=quix_kafka(settings.kafka),
         consumer_group=f"bench-quix-{topics.sensors}",
         auto_offset_reset="earliest",
         loglevel="WARNING",

@@ -21,9 +21,11 @@ ENRICHED_EXTRA = (("model", "string"), ("color", "string"), ("driver_profile", "
 
 
 def _kafka_source(spark: Any, settings: Any, topic: str) -> Any:
+    from fleetstream.clients import spark_kafka
+
     return (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka.bootstrap)
+        .options(**spark_kafka(settings.kafka))
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .load()
@@ -31,10 +33,12 @@ def _kafka_source(spark: Any, settings: Any, topic: str) -> Any:
 
 
 def _kafka_sink(df: Any, settings: Any, topic: str, name: str) -> Any:
+    from fleetstream.clients import spark_kafka
+
     return (
         df.writeStream.format("kafka")
         .queryName(name)
-        .option("kafka.bootstrap.servers", settings.kafka.bootstrap)
+        .options(**spark_kafka(settings.kafka))
         .option("topic", topic)
         .option("checkpointLocation", f"{settings.lake.root}/_seed/checkpoints/{name}")
         .start()
