@@ -164,9 +164,18 @@ class DashboardSettings(_Frozen):
         description="raster tile URL under the map; empty: a plain dark background (offline)",
     )
 
+    token: SecretStr | None = Field(
+        None, description="the token the cockpit's controls ask for; needed when host is not loopback"
+    )
+
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def exposed(self) -> bool:
+        """True when other machines may reach it (bound to anything but loopback)."""
+        return self.host not in (LOCAL_HOST, "localhost", "::1")
 
 
 class MlflowSettings(_Frozen):

@@ -320,7 +320,7 @@ def test_health_page_shows_the_newest_data_quality_run(live: tuple[Settings, str
 
 
 def test_cockpit_throttle_makes_the_car_faster(live: tuple[Settings, str], page: Any) -> None:
-    _, url = live
+    settings, url = live
     car = generate_cars(CARS, SEED)[3].car_id
     page.goto(f"{url}/cockpit?car={car}")
 
@@ -346,6 +346,10 @@ def test_cockpit_throttle_makes_the_car_faster(live: tuple[Settings, str], page:
     assert rpm > max(stopped_rpm, 1000)
     _no_exceptions(page)
     _shoot(page, "cockpit")
+    # on loopback without a token the controls are open, and every command is logged as sent by "local"
+    log = (Path(settings.lake.root).parent / "dashboard.log").read_text()
+    assert f"driver command stop_engine to {car} sent by local" in log
+    assert f"driver command set_throttle 100% to {car} sent by local" in log
 
 
 def test_a_car_gone_offline_opens_an_episode_and_its_return_resolves_it(live: tuple[Settings, str], page: Any) -> None:

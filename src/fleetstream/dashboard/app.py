@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from fleetstream.dashboard import context
 from fleetstream.dashboard.views import alerts, cockpit, health, overview
+
+context.logging_set_up()
 
 st.set_page_config(
     page_title="fleetstream", page_icon=":material/directions_car:", layout="wide", initial_sidebar_state="expanded"

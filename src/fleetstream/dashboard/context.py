@@ -30,6 +30,19 @@ def settings() -> Settings:
 
 
 @st.cache_resource
+def logging_set_up() -> bool:
+    """fleetstream's own log lines (driver commands and who sent them, logins) on the server's
+    output, one plain line each, once per server process."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ours = logging.getLogger("fleetstream")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    return True
+
+
+@st.cache_resource
 def feeds() -> Feeds:
     return Feeds(settings().kafka)
 

@@ -4,16 +4,20 @@ driver-commands (the simulator obeys within a tick)."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 import polars as pl
 import streamlit as st
 
 from fleetstream.dashboard import charts, context, shape
+from fleetstream.dashboard.access import controls_access
 from fleetstream.lake import read
 
 HISTORY_MIN = 5
 WARNING_SHOWN_S = 120  # an overheating warning stays on the page this long after its report
+WHO_KEY = "cockpit-who"  # the session's login: who the commands are sent by
+log = logging.getLogger(__name__)
 LIVE_COLUMNS = ["event_ts", "speed", "rpm", "gear", "coolant_temp", "fuel_level", "engine_on"]
 
 
@@ -39,15 +43,45 @@ def render() -> None:
 
 
 def _send(car: str, command: str, value: float | None = None) -> None:
+    who = st.session_state.get(WHO_KEY, "?")
+    amount = "" if value is None else f" {value:.0%}"
     try:
         context.feeds().send(car, command, value)
-        st.toast(f"{command} {'' if value is None else f'{value:.0%} '}sent to {car}")
+        log.info("driver command %s%s to %s sent by %s", command, amount, car, who)
+        st.toast(f"{command}{amount} sent to {car}")
     except Exception as exc:  # the broker is down or refused: say so, keep the page
+        log.warning("driver command %s%s to %s by %s not sent: %s", command, amount, car, who, exc)
         st.error(f"{command} not sent: {exc}")
+
+
+def login_gate() -> bool:
+    """Whether this session may use the controls; shows why not, or a login form (access.py)."""
+    settings = context.settings().dashboard
+    if st.session_state.get(WHO_KEY):
+        return True
+    access = controls_access(settings)
+    if access.allowed:
+        st.session_state[WHO_KEY] = access.who
+        return True
+    if access.login:
+        with st.form("cockpit-login"):
+            name = st.text_input("Your name", key="login-name")
+            token = st.text_input("Token", type="password", key="login-token")
+            if st.form_submit_button("Log in"):
+                access = controls_access(settings, name, token)
+                if access.allowed:
+                    st.session_state[WHO_KEY] = access.who
+                    log.info("%s logged in to the cockpit's controls", access.who)
+                    st.rerun()
+                log.warning("a failed login to the cockpit's controls (name %r)", name[:64])
+    st.info(access.reason)
+    return False
 
 
 def controls(car: str) -> None:
     st.subheader("Take the wheel")
+    if not login_gate():
+        return
     cols = st.columns([1, 1, 1.3, 1, 1, 1])
     if cols[0].button("Start engine", key="start", use_container_width=True):
         _send(car, "start_engine")
