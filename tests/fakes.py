@@ -220,7 +220,9 @@ class ChatFake:
 
     def answer(self, authorization: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if authorization != f"Bearer {self.api_key}":
-            return 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+            # (OpenAI masks the key it echoes; a worse server may not: the client must not repeat it)
+            key = authorization.removeprefix("Bearer ")
+            return 401, {"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error",
                                    "param": None, "code": "invalid_api_key"}}  # fmt: skip
         self.requests.append(body)
         step = self.script.pop(0) if self.script else "no more script"

@@ -90,7 +90,10 @@ def jaas(kafka: KafkaSettings) -> str:
 def spark_kafka(kafka: KafkaSettings) -> dict[str, str]:
     """Spark's Kafka source and sink options (``kafka.``-prefixed Java client settings). PEM files
     go inline (``ssl.truststore.certificates``, ``ssl.keystore.key``...), so executors elsewhere
-    need no copy of them. Spark redacts ``sasl.jaas.config`` and the keys in its logs."""
+    need no copy of them. The private key must be PKCS#8 (``BEGIN PRIVATE KEY`` or ``BEGIN ENCRYPTED
+    PRIVATE KEY``), the only PEM key the Java client reads. Spark's log redaction
+    (``spark.redaction.regex``) covers the password settings, not the key's text: keep Spark's
+    Kafka debug logging off when a client key is in use."""
     conf = {"kafka.bootstrap.servers": kafka.bootstrap, "kafka.security.protocol": kafka.security_protocol}
     if kafka.sasl:
         conf["kafka.sasl.mechanism"] = str(kafka.sasl_mechanism)
@@ -102,7 +105,13 @@ def spark_kafka(kafka: KafkaSettings) -> dict[str, str]:
         if kafka.ssl_cert_file and kafka.ssl_key_file:
             conf["kafka.ssl.keystore.type"] = "PEM"
             conf["kafka.ssl.keystore.certificate.chain"] = _read(kafka.ssl_cert_file, "certificate")
-            conf["kafka.ssl.keystore.key"] = _read(kafka.ssl_key_file, "key")
+            key = _read(kafka.ssl_key_file, "key")
+            if "-----BEGIN PRIVATE KEY-----" not in key and "-----BEGIN ENCRYPTED PRIVATE KEY-----" not in key:
+                raise FleetstreamError(
+                    f"the Kafka key {kafka.ssl_key_file} is not a PKCS#8 PEM key, the only kind Spark's Kafka client "
+                    f"reads; convert it: openssl pkcs8 -topk8 -nocrypt -in {kafka.ssl_key_file} -out key.pk8.pem"
+                )
+            conf["kafka.ssl.keystore.key"] = key
             if kafka.ssl_key_password is not None:
                 conf["kafka.ssl.key.password"] = kafka.ssl_key_password.get_secret_value()
         conf["kafka.ssl.endpoint.identification.algorithm"] = "https" if kafka.ssl_check_hostname else ""
@@ -159,19 +168,21 @@ def s3_client(settings: Settings) -> Any:
     )
 
 
-def spark_s3(settings: Settings, with_keys: bool = True) -> dict[str, str]:
-    """Hadoop's s3a settings as Spark properties (the keys only when ``with_keys``)."""
-    conf = {
+def spark_s3(settings: Settings) -> dict[str, str]:
+    """Hadoop's s3a settings as Spark properties: the endpoint (its keys: :func:`spark_s3_keys`)."""
+    return {
         "spark.hadoop.fs.s3a.endpoint": settings.s3.endpoint,
         "spark.hadoop.fs.s3a.endpoint.region": settings.s3.region,
         "spark.hadoop.fs.s3a.path.style.access": "true",
         "spark.hadoop.fs.s3a.connection.ssl.enabled": str(settings.s3.endpoint.startswith("https")).lower(),
     }
-    if with_keys:
-        key, secret = s3_credentials(settings)
-        conf["spark.hadoop.fs.s3a.access.key"] = key.get_secret_value()
-        conf["spark.hadoop.fs.s3a.secret.key"] = secret.get_secret_value()
-    return conf
+
+
+def spark_s3_keys(settings: Settings) -> dict[str, str]:
+    """Hadoop's s3a key pair as Spark properties."""
+    key, secret = s3_credentials(settings)
+    return {"spark.hadoop.fs.s3a.access.key": key.get_secret_value(),
+            "spark.hadoop.fs.s3a.secret.key": secret.get_secret_value()}  # fmt: skip
 
 
 def delta_rs_s3(settings: Settings) -> dict[str, str]:

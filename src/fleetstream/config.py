@@ -22,7 +22,8 @@ LOCAL_HOST = "127.0.0.1"
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input_in_errors: a refused model would otherwise print its input, secrets included
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 class TopicNames(_Frozen):
@@ -281,7 +282,7 @@ class BotSettings(_Frozen):
     )
     ai_api_key: SecretStr | None = Field(None, description="its API key")
     ai_model: str | None = Field(None, description="the model /ai asks (it must support tool calls)")
-    ai_max_steps: int = Field(4, ge=1, le=10, description="tool calls /ai may make for one question")
+    ai_max_steps: int = Field(4, ge=1, le=10, description="rounds of tool calls /ai may make for one question")
     ai_timeout_s: float = Field(60.0, gt=0, description="each request to the model's API")
 
 
@@ -295,6 +296,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        hide_input_in_errors=True,
     )
 
     state_dir: Path = Field(Path(".fleetstream"), description="where the local stack keeps data, logs, pids")
@@ -321,7 +323,8 @@ class Settings(BaseSettings):
 
 def process_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     """``base`` (an environment) without its FLEETSTREAM_* variables, plus those that make a child
-    process see these settings' Kafka, topics, lake and MLflow (a benchmark's or a test's private ones).
+    process see these settings' Kafka (its security too), topics, S3 endpoint and keys, lake and MLflow
+    (a benchmark's or a test's private ones).
 
     >>> env = process_env(Settings(lake=LakeSettings(root="/tmp/l")), {"PATH": "/bin", "FLEETSTREAM_X": "1"})
     >>> env["PATH"], env["FLEETSTREAM_LAKE__ROOT"], env["FLEETSTREAM_KAFKA__TOPICS__ALERTS"], "FLEETSTREAM_X" in env
@@ -331,6 +334,20 @@ def process_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     env[f"{ENV_PREFIX}KAFKA__BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap
     for name, topic in settings.kafka.topics.model_dump().items():
         env[f"{ENV_PREFIX}KAFKA__TOPICS__{name.upper()}"] = topic
+    kafka = settings.kafka
+    security = {"SECURITY_PROTOCOL": kafka.security_protocol, "SASL_MECHANISM": kafka.sasl_mechanism,
+                "SASL_USERNAME": kafka.sasl_username, "SSL_CA_FILE": kafka.ssl_ca_file,
+                "SSL_CERT_FILE": kafka.ssl_cert_file, "SSL_KEY_FILE": kafka.ssl_key_file,
+                "SSL_CHECK_HOSTNAME": str(kafka.ssl_check_hostname).lower()}  # fmt: skip
+    secret = {"SASL_PASSWORD": kafka.sasl_password, "SSL_KEY_PASSWORD": kafka.ssl_key_password}
+    env |= {f"{ENV_PREFIX}KAFKA__{k}": str(v) for k, v in security.items() if v is not None}
+    env |= {f"{ENV_PREFIX}KAFKA__{k}": v.get_secret_value() for k, v in secret.items() if v is not None}
+    s3 = settings.s3
+    if s3.endpoint_url:
+        env[f"{ENV_PREFIX}S3__ENDPOINT_URL"] = s3.endpoint_url
+    if s3.access_key_id is not None and s3.secret_access_key is not None:
+        env[f"{ENV_PREFIX}S3__ACCESS_KEY_ID"] = s3.access_key_id.get_secret_value()
+        env[f"{ENV_PREFIX}S3__SECRET_ACCESS_KEY"] = s3.secret_access_key.get_secret_value()
     env[f"{ENV_PREFIX}LAKE__ROOT"] = settings.lake.root
     env[f"{ENV_PREFIX}MLFLOW__PORT"] = str(settings.mlflow.port)
     if settings.mlflow.tracking_uri:

@@ -3,13 +3,19 @@ the protocol, SASL, TLS and credentials from the settings."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from fleetstream.clients import delta_rs_s3, librdkafka, quix_kafka, s3_credentials, spark_kafka, spark_s3
-from fleetstream.config import KafkaSettings, S3Settings, Settings
+from fleetstream.clients import (
+    librdkafka,
+    quix_kafka,
+    spark_kafka,
+    spark_s3_keys,
+)
+from fleetstream.config import KafkaSettings, S3Settings, Settings, process_env
 from fleetstream.errors import FleetstreamError
 
 CA = "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"
@@ -81,23 +87,23 @@ def test_incomplete_security_is_refused_clearly(tmp_path: Path) -> None:
     gone = KafkaSettings(security_protocol="SSL", ssl_ca_file=tmp_path / "missing.pem")
     with pytest.raises(FleetstreamError, match=r"cannot read the Kafka CA file .*missing\.pem"):
         spark_kafka(gone)
+    secure = _secure(tmp_path)
+    (tmp_path / "client.key").write_text("-----BEGIN RSA PRIVATE KEY-----\nKEY\n-----END RSA PRIVATE KEY-----\n")
+    assert librdkafka(secure)["ssl.key.location"] == str(tmp_path / "client.key")  # librdkafka reads it
+    with pytest.raises(FleetstreamError, match=r"not a PKCS#8 PEM key.*openssl pkcs8 -topk8"):
+        spark_kafka(secure)  # Spark's Java client does not
 
 
-def test_s3_clients_share_the_credentials(tmp_path: Path) -> None:
-    external = Settings(state_dir=tmp_path, s3=S3Settings(endpoint_url="https://s3.example.com", region="eu-west-1",
-                                                          access_key_id=SecretStr("AK"),
-                                                          secret_access_key=SecretStr("SK")))  # fmt: skip
-    conf = spark_s3(external)
-    assert conf["spark.hadoop.fs.s3a.endpoint"] == "https://s3.example.com"
-    assert (conf["spark.hadoop.fs.s3a.access.key"], conf["spark.hadoop.fs.s3a.secret.key"]) == ("AK", "SK")
-    assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "true"
-    assert "spark.hadoop.fs.s3a.access.key" not in spark_s3(external, with_keys=False)
-    rs = delta_rs_s3(external)
-    assert (rs["AWS_ACCESS_KEY_ID"], rs["AWS_REGION"], rs["AWS_ALLOW_HTTP"]) == ("AK", "eu-west-1", "false")
-    no_keys = Settings(state_dir=tmp_path, s3=S3Settings(endpoint_url="https://s3.example.com"))
-    with pytest.raises(FleetstreamError, match="without credentials"):
-        s3_credentials(no_keys)
-    local = Settings(state_dir=tmp_path)  # the local server's pair: generated once, private, the same after
-    first = s3_credentials(local)
-    assert s3_credentials(local) == first
-    assert ((tmp_path / "seaweedfs" / "credentials.json").stat().st_mode & 0o077) == 0
+def test_child_processes_get_the_security_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(kafka=_secure(tmp_path), s3=S3Settings(endpoint_url="https://s3.example.com",
+                                                               access_key_id=SecretStr("AK"),
+                                                               secret_access_key=SecretStr("SK")))  # fmt: skip
+    env = process_env(settings, {"PATH": "/bin", "FLEETSTREAM_KAFKA__SASL_PASSWORD": "stale"})
+    for key in [k for k in os.environ if k.startswith("FLEETSTREAM_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    child = Settings(_env_file=None)  # type: ignore[call-arg]  # what a child process sees
+    assert librdkafka(child.kafka) == librdkafka(settings.kafka)
+    assert spark_kafka(child.kafka) == spark_kafka(settings.kafka)
+    assert (child.s3.endpoint, spark_s3_keys(child)) == (settings.s3.endpoint, spark_s3_keys(settings))

@@ -19,10 +19,11 @@ from deltalake import write_deltalake
 from pydantic import SecretStr
 
 from fakes import chat_fake, hook_fake, telegram_fake
-from fleetstream.config import BotSettings, LakeSettings, NotifySettings, Settings, TelegramSettings
+from fleetstream.config import BotSettings, LakeSettings, NotifySettings, Settings, SqlSettings, TelegramSettings
 from fleetstream.ops import bot, notify
 from fleetstream.ops.channels import SendError, SlackChannel, TelegramChannel, WebhookChannel
 from fleetstream.ops.summary import Message
+from fleetstream.testing import free_port_base
 
 T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 MIN = dt.timedelta(minutes=1)
@@ -140,6 +141,8 @@ def test_webhook_signs_and_retries_rate_limits_and_server_errors(tmp_path: Path)
         hook.statuses = [503] * 4
         with pytest.raises(SendError, match="after 4 tries: HTTP 503"):
             WebhookChannel("webhook", hook.url, settings, sleep=waits.append).send(message)
+        with pytest.raises(SendError, match="its URL cannot be posted to"):
+            WebhookChannel("webhook", "ftp://example.com/hook", settings, sleep=waits.append).send(message)
         hook.statuses = [404]
         before = len(hook.received)
         with pytest.raises(SendError, match="refused message summary-x: HTTP 404"):
@@ -153,10 +156,12 @@ def test_telegram_channel_waits_out_429_and_retries_500() -> None:
             telegram=TelegramSettings(token=SecretStr(fake.token), base_url=fake.base_url, chat_ids=[11, 12]),
             notify=NotifySettings(retries=2),
         )
+        fake.fail("getMe", 502)  # the start-up call is retried too
         fake.fail("sendMessage", 429, retry_after=1)
         fake.fail("sendMessage", 500)
         message = Message("m1", "summary", "plain", "<b>3 alerts</b> &amp; more", {})
         TelegramChannel(settings).send(message)
+        assert fake.calls.count("getMe") == 2
         assert [m["chat_id"] for m in fake.sent] == [11, 12]
         assert fake.sent[0]["parse_mode"] == "HTML"
         assert fake.sent[0]["text"] == "<b>3 alerts</b> &amp; more"
@@ -238,7 +243,13 @@ def test_bot_answers_from_the_lake(tmp_path: Path) -> None:
     assert bot.answer(settings, "/reboot") == "unknown command /reboot; /help lists them"
     assert "read-only" in bot.answer(settings, "/sql DROP TABLE fleet.silver_alerts")
     assert "read-only" in bot.answer(settings, "/sql INSERT INTO fleet.silver_alerts VALUES (1)")
-    assert "no SQL endpoint answers" in bot.answer(settings, "/sql SELECT 1")
+    # beeline runs every statement of a line: one only, whatever the first one is
+    assert "read-only" in bot.answer(settings, "/sql SHOW TABLES; DROP TABLE fleet.silver_alerts")
+    assert "read-only" in bot.answer(settings, "/sql SELECT 1) AS q; DROP TABLE fleet.x; SELECT (1")
+    nowhere = settings.model_copy(update={"sql": SqlSettings(port=free_port_base(1))})
+    assert "no SQL endpoint answers" in bot.answer(nowhere, "/sql SELECT 1")
+    writable = settings.model_copy(update={"sql": SqlSettings(read_only=False)})
+    assert "/sql is off" in bot.answer(writable, "/sql SELECT 1")
     assert "cockpit" in bot.answer(settings, "/dashboards")
 
 

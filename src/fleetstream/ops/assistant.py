@@ -82,23 +82,40 @@ def ask(settings: Settings, question: str, run: Callable[[Settings, str], str]) 
     if not question.strip():
         raise FleetstreamError("usage: /ai <question>, for example /ai which cars overheated in the last 15 minutes?")
     key = settings.bot.ai_api_key.get_secret_value() if settings.bot.ai_api_key else "unset"
-    client = OpenAI(base_url=settings.bot.ai_base_url, api_key=key, timeout=settings.bot.ai_timeout_s, max_retries=2)
     messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
     model = str(settings.bot.ai_model)
+    steps = settings.bot.ai_max_steps
     try:
-        for _ in range(settings.bot.ai_max_steps + 1):
-            response = client.chat.completions.create(model=model, messages=messages, tools=tool_specs())  # type: ignore[arg-type]
-            reply = response.choices[0].message
-            calls = reply.tool_calls or []
-            if not calls:
-                return (reply.content or "").strip() or "the model gave no answer"
-            messages.append({"role": "assistant", "content": reply.content,
-                             "tool_calls": [c.model_dump() for c in calls]})  # fmt: skip
-            for c in calls:
-                name, arguments = c.function.name, c.function.arguments  # type: ignore[union-attr]
-                log.info("/ai: the model calls %s(%s)", name, arguments[:200])
-                result = call_tool(settings, name, arguments, run)
-                messages.append({"role": "tool", "tool_call_id": c.id, "content": result})
-    except APIError as exc:
-        raise FleetstreamError(f"the model's API answered: {exc}") from None
-    return f"no answer within {settings.bot.ai_max_steps} tool calls"
+        with OpenAI(base_url=settings.bot.ai_base_url, api_key=key, timeout=settings.bot.ai_timeout_s,
+                    max_retries=2) as client:  # fmt: skip
+            return _converse(settings, client, model, messages, steps, run)
+    except APIError as exc:  # the API's words, without the key should it echo it
+        raise FleetstreamError(f"the model's API answered: {str(exc).replace(key, '***')}") from None
+
+
+def _converse(
+    settings: Settings,
+    client: Any,
+    model: str,
+    messages: list[dict[str, Any]],
+    steps: int,
+    run: Callable[[Settings, str], str],
+) -> str:
+    """Rounds of tool calls, ``steps`` at most; the last request allows none, so it answers."""
+    for step in range(steps + 1):
+        last = step == steps
+        response = client.chat.completions.create(model=model, messages=messages, tools=tool_specs(),
+                                                  tool_choice="none" if last else "auto")  # fmt: skip
+        reply = response.choices[0].message
+        calls = reply.tool_calls or []
+        if not calls or last:
+            return (reply.content or "").strip() or "the model gave no answer"
+        messages.append({"role": "assistant", "content": reply.content,
+                         "tool_calls": [c.model_dump() for c in calls]})  # fmt: skip
+        for c in calls:
+            name, arguments = c.function.name, c.function.arguments
+            log.info("/ai: the model calls %s(%s)", name, arguments[:200])
+            messages.append(
+                {"role": "tool", "tool_call_id": c.id, "content": call_tool(settings, name, arguments, run)}
+            )
+    return "the model gave no answer"

@@ -214,8 +214,10 @@ def _sql(settings: Settings, args: list[str]) -> str:
     statement = " ".join(args).strip().rstrip(";")
     if not statement:
         raise FleetstreamError("usage: /sql SELECT ... (read-only; /tables lists the names)")
-    if not READ_STATEMENT.match(statement):
-        raise FleetstreamError("only SELECT, WITH, SHOW, DESCRIBE and EXPLAIN: the lake is read-only here")
+    if not READ_STATEMENT.match(statement) or ";" in statement:
+        raise FleetstreamError("one SELECT, WITH, SHOW, DESCRIBE or EXPLAIN statement: the lake is read-only here")
+    if not settings.sql.read_only:
+        raise FleetstreamError("the SQL endpoint accepts writes (FLEETSTREAM_SQL__READ_ONLY=false): /sql is off")
     if not sql_answers(settings):
         raise FleetstreamError(f"no SQL endpoint answers on {settings.sql.url}: start it with `fleetstream up --sql`")
     columns, rows, more = query_endpoint(settings, statement)
@@ -267,7 +269,8 @@ def _dashboards(settings: Settings, args: list[str]) -> str:
 def _ai(settings: Settings, args: list[str]) -> str:
     from fleetstream.ops.assistant import ask
 
-    return html.escape(ask(settings, " ".join(args), answer))
+    text = ask(settings, " ".join(args), answer)
+    return html.escape(text if len(text) <= MAX_CHARS else text[:MAX_CHARS] + " ...")
 
 
 COMMANDS: dict[str, Command] = {

@@ -11,6 +11,7 @@ limits (30 messages a second, 20 a minute per group) are kept by python-telegram
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BACKOFF_S = 1.0
+MAX_WAIT_S = 300.0
 USER_AGENT = "fleetstream-notify"
 TOKEN_REFUSED = "telegram refused the bot's token (401 Unauthorized): check FLEETSTREAM_TELEGRAM__TOKEN"  # noqa: S105 (a message)
 
@@ -51,8 +53,9 @@ def _backoff(attempt: int, asked: float | None = None) -> float:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds a 429 or 503 asks to wait (0 to 300; a date or nonsense: None)."""
     try:
-        return float(response.headers["Retry-After"])
+        return max(0.0, min(MAX_WAIT_S, float(response.headers["Retry-After"])))
     except (KeyError, ValueError):
         return None
 
@@ -78,6 +81,8 @@ class HttpChannel:
                 asked: float | None = None
                 try:
                     response = client.post(self.url, content=body, headers=headers)
+                except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:  # (its text may hold the URL)
+                    raise SendError(f"{self.name}: its URL cannot be posted to ({type(exc).__name__})") from None
                 except httpx.HTTPError as exc:
                     problem = f"{type(exc).__name__}: {exc}"
                 else:
@@ -163,18 +168,35 @@ class TelegramChannel:
         asyncio.run(self._send(message))
 
     async def _send(self, message: Message) -> None:
-        from telegram.error import InvalidToken
-
         bot = telegram_bot(self._settings)
+        retries = self._settings.notify.retries
         try:
-            await bot.initialize()  # getMe: checks the token
+            await initialize(bot, retries)
+            for chat in self._settings.telegram.chat_ids:
+                await deliver(bot, chat, message.html, retries, f"message {message.id}")
+        finally:
+            with contextlib.suppress(Exception):  # closes its HTTP clients; nothing to report
+                await bot.shutdown()
+
+
+async def initialize(bot: ExtBot[Any], retries: int) -> None:
+    """getMe (the token checked), retrying server and network errors with backoff."""
+    from telegram.error import InvalidToken, NetworkError, TelegramError
+
+    for attempt in range(retries + 1):
+        try:
+            await bot.initialize()
+            return
         except InvalidToken:  # its message holds the token: not repeated
             raise SendError(TOKEN_REFUSED) from None
-        try:
-            for chat in self._settings.telegram.chat_ids:
-                await deliver(bot, chat, message.html, self._settings.notify.retries, f"message {message.id}")
-        finally:
-            await bot.shutdown()
+        except NetworkError as exc:
+            if attempt == retries:
+                raise SendError(f"telegram did not answer getMe after {retries + 1} tries: {exc}") from None
+            wait = _backoff(attempt + 1)
+            log.warning("telegram: %s; retrying in %.1f s", exc, wait)
+            await asyncio.sleep(wait)
+        except TelegramError as exc:
+            raise SendError(f"telegram refused getMe: {exc}") from None
 
 
 async def deliver(bot: ExtBot[Any], chat: int, html: str, retries: int, what: str) -> None:

@@ -43,6 +43,8 @@ GROUP_ID = "fleetstream-notify"
 STATE_FILE = "summary.json"
 #: `critical --once` stops after this long without a record
 IDLE_S = 5.0
+#: `critical --once` gives up when no partition is assigned within this long
+ASSIGN_TIMEOUT_S = 60.0
 
 
 def _state_path(settings: Settings) -> Path:
@@ -175,15 +177,19 @@ def follow_critical(
     """Send alert-data's critical alerts, gathered per window, until ``stop`` (or, ``once``, until
     the topic has nothing new); returns the messages sent. A channel that fails after its retries
     stops the command: the offsets are not committed, so a restart sends that window again."""
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, KafkaException
 
     chosen = channels(settings) if targets is None else targets
     if not chosen:
         raise FleetstreamError("no notification channel is configured (see `fleetstream notify --help`)")
     kafka = settings.kafka
-    consumer = Consumer({**librdkafka(kafka), "group.id": GROUP_ID, "enable.auto.commit": False,
-                         "auto.offset.reset": "latest" if not once else "earliest"})  # fmt: skip
-    consumer.subscribe([kafka.topics.alerts])
+    try:
+        consumer = Consumer({**librdkafka(kafka), "group.id": GROUP_ID, "enable.auto.commit": False,
+                             "auto.offset.reset": "latest" if not once else "earliest"})  # fmt: skip
+        consumer.subscribe([kafka.topics.alerts])
+    except KafkaException as exc:
+        raise FleetstreamError(f"cannot read {kafka.topics.alerts} from {kafka.bootstrap}: {exc}") from None
+    started = time.monotonic()
     window = settings.notify.critical_window_s
     sent = 0
     assigned = False
@@ -201,6 +207,11 @@ def follow_critical(
                 batch = consumer.consume(500, min(1.0, max(0.05, began + window - time.monotonic())))
                 if not assigned and consumer.assignment():
                     assigned, last = True, time.monotonic()
+                if once and not assigned and time.monotonic() - started > ASSIGN_TIMEOUT_S:
+                    raise FleetstreamError(
+                        f"no partition of {kafka.topics.alerts} was assigned within {ASSIGN_TIMEOUT_S:.0f} s: "
+                        f"is the topic there, and does {kafka.bootstrap} answer?"
+                    )
                 for record in batch:
                     if record.error() is None:
                         read += 1
@@ -214,7 +225,10 @@ def follow_critical(
                 sent += 1
                 on_sent(message)
             if read:
-                consumer.commit(asynchronous=False)
+                try:
+                    consumer.commit(asynchronous=False)
+                except KafkaException as exc:  # a rebalance, or the group gone: those alerts may come again
+                    log.warning("could not commit alert-data's offsets (the window may be sent again): %s", exc)
             if drained():
                 break
     finally:

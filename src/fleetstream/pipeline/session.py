@@ -12,7 +12,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from fleetstream.clients import spark_s3
+from fleetstream.clients import spark_s3, spark_s3_keys
 from fleetstream.config import Settings
 from fleetstream.jvm import spark_jars
 
@@ -85,7 +85,7 @@ def session_conf(
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.host": "127.0.0.1",
-        **spark_s3(settings, with_keys=False),
+        **spark_s3(settings),
     }
     if batch_jvm:
         conf["spark.driver.extraJavaOptions"] = BATCH_JVM_OPTIONS
@@ -97,7 +97,7 @@ def session_conf(
     conf.update(extra or {})
     conf.update(settings.spark.conf)
     if with_s3:
-        conf.update(spark_s3(settings))
+        conf.update(spark_s3_keys(settings))
     return conf
 
 
