@@ -740,18 +740,36 @@ def notify_summary(
     send_empty: Annotated[
         bool, typer.Option("--send-empty", help="Send a summary of a range without alerts too.")
     ] = False,
+    every: Annotated[
+        int | None,
+        typer.Option(min=5, help="Keep running: a summary run every this many seconds, until Ctrl-C (as cron would)."),
+    ] = None,
 ) -> None:
     """One message per channel for the closed minutes of gold/alerts_per_minute it has not taken yet:
     alerts by rule and color, the top cars, episodes opened and resolved. Run it every minute (the
     alert_summary DAG, or cron); a pause or a burst gives one message for the whole range. Exits 1 when
     a channel failed (it gets the same range next run)."""
+    import signal
+    import threading
+
     from fleetstream.ops.notify import send_summaries
 
-    try:
-        results = send_summaries(_settings(), minutes=minutes, send_empty=send_empty)
-    except FleetstreamError as exc:
-        raise _fail(exc) from None
-    raise typer.Exit(1 if _print_sent(results) else 0)
+    if every is None:
+        try:
+            results = send_summaries(_settings(), minutes=minutes, send_empty=send_empty)
+        except FleetstreamError as exc:
+            raise _fail(exc) from None
+        raise typer.Exit(1 if _print_sent(results) else 0)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"a summary run every {every} s; Ctrl-C stops")
+    while not stop.is_set():
+        try:
+            _print_sent(send_summaries(_settings(), minutes=minutes, send_empty=send_empty))
+        except FleetstreamError as exc:  # (a channel's failure is printed above; this is the lake or settings)
+            console.print(f"[red]error:[/] {exc}", highlight=False)
+        stop.wait(every)
 
 
 @notify_app.command("critical")
@@ -1233,10 +1251,12 @@ def run_all(
     ] = True,
 ) -> None:
     """Everything, in the foreground: the local stack, the reference data, the simulator, the pipeline
-    and the dashboard (its address is printed).
+    and the dashboard (its address is printed); the notifications and the ops bot when configured
+    (FLEETSTREAM_TELEGRAM__*, FLEETSTREAM_NOTIFY__*).
 
     Ctrl-C stops it all. This is what `make run` starts.
     """
+    from fleetstream import ops
     from fleetstream.reference.catalog import generate_cars
     from fleetstream.reference.publish import publish
 
@@ -1268,6 +1288,8 @@ def run_all(
                 if server is not None:
                     started.append(server)
                 console.print(f"MLflow: [bold]{settings.mlflow.uri}[/]")
+        for name, argv in ops.apps(settings):  # when a channel or the bot is configured
+            started.append(stack.start_app(settings, name, argv))
         return started
 
     _supervise_foreground(settings, services, start_simulator)

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +20,7 @@ from deltalake import write_deltalake
 from pydantic import SecretStr
 
 from fakes import chat_fake, hook_fake, telegram_fake
+from fleetstream import ops
 from fleetstream.config import BotSettings, LakeSettings, NotifySettings, Settings, SqlSettings, TelegramSettings
 from fleetstream.ops import bot, notify
 from fleetstream.ops.channels import SendError, SlackChannel, TelegramChannel, WebhookChannel
@@ -312,3 +314,38 @@ def test_ai_answers_with_the_bots_read_only_commands_as_tools(tmp_path: Path) ->
         refused = bot.answer(wrong, "/ai anything")
         assert refused.startswith("the model&#x27;s API answered")
         assert "sk-wrong" not in refused
+
+
+def test_summary_every_runs_like_cron_until_ctrl_c(tmp_path: Path) -> None:
+    """`notify summary --every`, as `fleetstream run` starts it: the newest minute once, nothing again
+    while no minute closes, a clean stop on Ctrl-C."""
+    settings = _lake(tmp_path / "lake")
+    with hook_fake() as hook:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")}
+        env |= {"FLEETSTREAM_NOTIFY__WEBHOOK_URL": hook.url, "FLEETSTREAM_LAKE__ROOT": settings.lake.root,
+                "FLEETSTREAM_STATE_DIR": str(settings.state_dir)}  # fmt: skip
+        argv = [sys.executable, "-m", "fleetstream", "notify", "summary", "--every", "5"]
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not hook.received and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(6)  # a second run: nothing new
+            proc.send_signal(signal.SIGINT)
+            output, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, output
+        assert len(hook.received) == 1
+        assert json.loads(hook.received[0][1])["data"]["by_rule"] == {"gear_mismatch": 1}
+        assert "webhook: 2026-12-01 12:02 to 12:02 UTC: nothing to send" in output
+
+
+def test_run_starts_the_configured_operations() -> None:
+    assert ops.apps(Settings()) == []
+    hook_only = Settings(notify=NotifySettings(webhook_url="http://127.0.0.1:9/hook"))
+    assert [name for name, _ in ops.apps(hook_only)] == ["notify-summary", "notify-critical"]
+    assert ops.apps(hook_only)[0][1][-4:] == ["notify", "summary", "--every", "60"]
+    bot_only = Settings(telegram=TelegramSettings(token=SecretStr("1:x"), allowed_chat_ids=[5]))
+    assert [name for name, _ in ops.apps(bot_only)] == ["bot"]

@@ -28,6 +28,8 @@ KAFKA = "kafka"
 S3 = "seaweedfs"
 MLFLOW = "mlflow"
 SQL = "sql"
+#: `fleetstream run`'s operations processes (fleetstream.ops.apps), listed by `status` when running
+OPS_APPS = ("notify-summary", "notify-critical", "bot")
 SQL_START_TIMEOUT = 180.0  # a Spark driver, the first time also compiling the endpoint's two classes
 MLFLOW_START_TIMEOUT = 120.0  # its first start creates the SQLite store (about 25 s on two cores)
 KAFKA_START_TIMEOUT = 90.0
@@ -312,6 +314,12 @@ def status(settings: Settings) -> StackStatus:
         healthy = alive and sql_answers(settings)
         detail = "running" if healthy else ("starting" if alive else "stopped")
         parts.append(PartStatus(SQL, True, settings.sql.url, healthy, sql_service.pid if alive else None, detail))
+    for name in OPS_APPS:  # notifications and the bot, when `run` started them
+        service = recorded.get(name)
+        if service is not None:
+            alive = service.alive()
+            parts.append(PartStatus(name, True, "-", alive, service.pid if alive else None,
+                                    "running" if alive else "stopped"))  # fmt: skip
     topics = describe_topics(settings.kafka, settings.kafka.topics.all()) if parts[0].healthy else []
     return StackStatus(parts, topics)
 
