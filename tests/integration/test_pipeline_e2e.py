@@ -538,6 +538,21 @@ def test_sql_endpoint_answers_what_delta_rs_reads(run, tmp_path, repo_root) -> N
         )  # fmt: skip
         assert cli.returncode == 0, cli.stderr[-3000:]
         assert str(read["gold/car_state"]) in cli.stdout
+
+        # the ops bot's /count and /sql (through this endpoint) say what delta-rs reads
+        from fleetstream.ops import bot
+
+        cars = read["gold/car_state"]
+        assert bot.answer(settings, "/count fleet.gold_car_state") == f"fleet.gold_car_state: {cars:,} rows"
+        assert (
+            bot.answer(settings, "/count silver/telemetry")
+            == f"fleet.silver_telemetry: {read['silver/telemetry']:,} rows"
+        )
+        counted = bot.answer(settings, "/sql SELECT count(*) AS cars FROM fleet.gold_car_state")
+        assert counted == f"<pre>cars\n{cars}</pre>\n1 rows", counted
+        limited = bot.answer(settings, "/sql SELECT car_id FROM fleet.gold_car_state ORDER BY car_id")
+        assert limited.endswith(f"\nthe first {settings.bot.sql_row_limit} rows") == (cars > settings.bot.sql_row_limit)
+        assert "TABLE_OR_VIEW_NOT_FOUND" in bot.answer(settings, "/sql SELECT * FROM fleet.nope")
         status = stack.status(settings)
         assert any(p.name == stack.SQL and p.healthy for p in status.parts)
     finally:
