@@ -5,6 +5,8 @@ vacuums, with the tables' rows unchanged."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,20 @@ def test_dry_run_refusal_then_maintenance(spark: SparkSession, tmp_path: Path) -
     # a second run finds nothing to do: the closed day is Z-ordered once
     again = M.maintain(settings, spark, retain_hours=0, tables=["silver/telemetry"], floor=lambda *_: {})
     assert (again[0].compacted, again[0].zordered, again[0].vacuumed) == (False, [], 0)
+
+
+def test_vacuum_applies_the_retention_asked_for(spark: SparkSession, tmp_path: Path) -> None:
+    """Delta 4 ignores VACUUM's RETAIN n HOURS unless n is 0 (it keeps 7 days): maintain turns that
+    off, so a file left by a failed write 3 hours ago goes with a 2-hour retention, and one left an
+    hour ago stays."""
+    settings = _lake(spark, tmp_path / "lake")
+    table = tmp_path / "lake" / "gold" / "car_state"
+    now = time.time()
+    for name, age_h in (("part-00000-old-orphan.parquet", 3), ("part-00000-new-orphan.parquet", 1)):
+        (table / name).write_bytes(b"not committed")
+        os.utime(table / name, (now - age_h * 3600, now - age_h * 3600))
+    [done] = M.maintain(settings, spark, retain_hours=2, tables=["gold/car_state"], floor=lambda *_: {})
+    assert done.vacuumed == 1  # the file the second overwrite removed is minutes old: it stays too
+    assert not (table / "part-00000-old-orphan.parquet").exists()
+    assert (table / "part-00000-new-orphan.parquet").exists()
+    assert _rows(spark, settings, "gold/car_state") == (7, 7)

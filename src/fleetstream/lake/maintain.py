@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -273,6 +274,9 @@ def maintain(
     spark.conf.set("spark.databricks.delta.optimize.minFileSize", str(SMALL_BYTES))
     # the safety check above replaces Delta's fixed 7-day one
     spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    # Delta 4 ignores RETAIN n HOURS (but 0) by default, and uses the table's
+    # delta.deletedFileRetentionDuration (7 days) instead: the retention asked for is the one applied
+    spark.conf.set("spark.databricks.delta.vacuum.retentionWindowIgnore.enabled", "false")
     # VACUUM lists a table's folders in a Spark job of this many tasks (default 10,000: a minute of
     # task overhead per table on two cores)
     spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.parallelism", str(LISTING_TASKS))
@@ -296,7 +300,8 @@ def maintain(
             outcome.compacted = True
             if not dry_run:
                 spark.sql(f"OPTIMIZE {target}").collect()
-        vacuum = f"VACUUM {target} RETAIN {retain_hours:g} HOURS"
+        # Delta rounds the hours to a whole number: rounded up, never shorter than asked
+        vacuum = f"VACUUM {target} RETAIN {math.ceil(retain_hours)} HOURS"
         outcome.vacuumed = spark.sql(f"{vacuum} DRY RUN").count()  # (lists the files; deletes nothing)
         if not dry_run:
             if outcome.vacuumed:
