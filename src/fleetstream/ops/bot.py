@@ -34,6 +34,7 @@ UTC = dt.UTC
 RECENT = dt.timedelta(minutes=15)
 #: what /sql passes on to the endpoint (the endpoint refuses every write on its own, too)
 READ_STATEMENT = re.compile(r"^\s*(select|with|show|describe|desc|explain)\b", re.IGNORECASE)
+PROMPT = re.compile(r"^(?:\d+: jdbc:\S*> ?)+")
 MAX_CHARS = 3500  # a Telegram message holds 4,096 characters
 
 
@@ -247,8 +248,9 @@ def query_endpoint(settings: Settings, statement: str) -> tuple[list[str], list[
     if done.returncode != 0:
         errors = [line for line in (done.stderr + done.stdout).splitlines() if line.startswith("Error:")]
         raise FleetstreamError(errors[0][:400] if errors else f"beeline exited {done.returncode}")
-    lines = [line for line in done.stdout.splitlines() if line.strip() and not line.startswith(("0: jdbc", "jdbc:"))]
-    parsed = list(csv.reader(io.StringIO("\n".join(lines))))
+    # beeline -e --silent may print its prompt(s) at the start of the first line: "0: jdbc:hive2://...> "
+    lines = [PROMPT.sub("", line) for line in done.stdout.splitlines()]
+    parsed = list(csv.reader(io.StringIO("\n".join(line for line in lines if line.strip()))))
     if not parsed:
         return [], [], False
     header, rows = parsed[0], [tuple(r) for r in parsed[1:]]
