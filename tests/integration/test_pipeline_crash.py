@@ -56,7 +56,7 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
     ensure_topics(settings.kafka, topics.all())
     publish(settings, settings.lake.dims, generate_cars(30, 5))
     options = SimOptions(
-        cars=30, fast=True, duration=1200, seed=5, faults=FAULT_PRESETS["heavy"], bad_data=BAD_DATA_PRESETS["default"]
+        cars=30, fast=True, duration=600, seed=5, faults=FAULT_PRESETS["heavy"], bad_data=BAD_DATA_PRESETS["default"]
     )
     simulation = Simulation(options, KafkaSink(settings.kafka, topics.sensors))
     produced = simulation.run().events
