@@ -226,6 +226,29 @@ class SqlSettings(_Frozen):
         return f"jdbc:hive2://{self.client_host}:{self.port}/fleet"
 
 
+class AirflowSettings(_Frozen):
+    """Airflow 3, which runs the batch jobs (`fleetstream up --airflow`, docs/operations.md): the local
+    one (api-server, scheduler and dag-processor; SQLite under the state directory; bound to 127.0.0.1;
+    the admin password generated into ``<state_dir>/airflow/passwords.json``), or any Airflow 3 API
+    server (``url``, ``user`` and ``password``) for the ops bot's /dags, /run, /runs and /kill."""
+
+    url: str | None = Field(None, description="an existing Airflow's API server (http://airflow.example:8080)")
+    port: int = Field(8080, ge=1, le=65535, description="local Airflow: the API server's (and UI's) port")
+    user: str = Field("admin", min_length=1, description="the user fleetstream logs in as")
+    password: SecretStr | None = Field(None, description="its password; local Airflow: generated when unset")
+    parallelism: int = Field(2, ge=1, le=64, description="local Airflow: tasks that may run at once")
+
+    @property
+    def managed(self) -> bool:
+        """True when fleetstream runs Airflow itself."""
+        return self.url is None
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach the API server (and the UI)."""
+        return (self.url or f"http://{LOCAL_HOST}:{self.port}").rstrip("/")
+
+
 class QualitySettings(_Frozen):
     """The data-quality gate (`fleetstream quality check`, docs/quality.md)."""
 
@@ -310,6 +333,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
     sql: SqlSettings = SqlSettings()
+    airflow: AirflowSettings = AirflowSettings()
     quality: QualitySettings = QualitySettings()
     telegram: TelegramSettings = TelegramSettings()
     notify: NotifySettings = NotifySettings()
@@ -352,4 +376,40 @@ def process_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     env[f"{ENV_PREFIX}MLFLOW__PORT"] = str(settings.mlflow.port)
     if settings.mlflow.tracking_uri:
         env[f"{ENV_PREFIX}MLFLOW__TRACKING_URI"] = settings.mlflow.tracking_uri
+    return env
+
+
+def settings_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` without its FLEETSTREAM_* variables, plus every setting of ``settings`` as one (secrets
+    included): a child process (an Airflow task) then has exactly these settings, wherever they came
+    from (the environment, .env, or code), whatever its working directory.
+
+    >>> import os
+    >>> settings = Settings(lake=LakeSettings(root="/tmp/l"), telegram=TelegramSettings(token="1:x", chat_ids=[5]))
+    >>> env = settings_env(settings, {"PATH": "/bin", "FLEETSTREAM_X": "1"})
+    >>> env["FLEETSTREAM_TELEGRAM__TOKEN"], env["FLEETSTREAM_TELEGRAM__CHAT_IDS"], "FLEETSTREAM_X" in env
+    ('1:x', '[5]', False)
+    """
+    import json
+
+    env = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)}
+
+    def walk(prefix: str, model: BaseModel) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            key = f"{prefix}{name.upper()}"
+            if isinstance(value, BaseModel):
+                walk(f"{key}__", value)
+            elif value is None:
+                continue
+            elif isinstance(value, SecretStr):
+                env[key] = value.get_secret_value()
+            elif isinstance(value, list | dict):
+                env[key] = json.dumps(value)
+            elif isinstance(value, bool):
+                env[key] = str(value).lower()
+            else:
+                env[key] = str(value)
+
+    walk(ENV_PREFIX, settings)
     return env

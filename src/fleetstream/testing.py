@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
+from collections.abc import Mapping
 
-from fleetstream.config import LOCAL_HOST
+from fleetstream.config import LOCAL_HOST, Settings
 from fleetstream.local.process import port_is_free
 
 
@@ -24,3 +29,22 @@ def free_port_base(count: int, grpc_offset: int | None = None, low: int = 20000,
         if all(port_is_free(LOCAL_HOST, p) for p in ports):
             return base
     raise RuntimeError(f"no block of {count} free ports found between {low} and {high}")
+
+
+def airflow_dag_test(
+    settings: Settings,
+    dag_id: str,
+    conf: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess[str]:
+    """``airflow dags test <dag_id>`` (Airflow's ``dag.test()``: one run, its tasks in this process)
+    on the Airflow database under ``settings``' state directory (created when missing), with
+    ``settings`` (and ``env`` over them) as the tasks' settings. Exit 0 when the run succeeded."""
+    from fleetstream.local import airflow_server
+
+    chosen = {**airflow_server.environment(settings, os.environ), **(env or {})}
+    if not (airflow_server.airflow_dir(settings) / "airflow.db").exists():  # (a started Airflow migrated it)
+        airflow_server.migrate(chosen)
+    argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-c", json.dumps(dict(conf or {}))]
+    return subprocess.run(argv, env=chosen, capture_output=True, text=True, timeout=timeout, check=False)

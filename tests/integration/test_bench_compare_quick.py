@@ -2,9 +2,13 @@
 (fleetstream with the whole lake and its real-time alerts, the seed-style chain of three Spark
 applications, Quix Streams) is started, meets a burst and a fixed rate, is measured against the
 simulator's ground truth and stopped; the report and plot are written, and nothing is left behind.
-fleetstream-microbatch is the same contender with `--alerts-mode microbatch` (the suite's pipeline
-tests run that mode); leaving it out here saves the suite two minutes of a third Spark pipeline. How long it takes,
-and whether a system keeps up with the fixed rate on a machine busy with the rest of the suite, are
+
+This is also the suite's check of `fleetstream stream --alerts-mode realtime` live: its alert-data
+equals the ground truth (precision and recall 1.000) through a burst and a fixed rate, and Ctrl-C
+stops it with exit 0 (the contender fails otherwise). fleetstream-microbatch is the same contender
+with `--alerts-mode microbatch` (test_separate_alert_app.py runs that mode as a service); leaving
+it out saves the suite two minutes of a third Spark pipeline. How long it takes, and whether a
+system keeps up with the fixed rate on a machine busy with the rest of the suite, are
 measurements: printed (docs/benchmarks.md quotes them), not asserted."""
 
 from __future__ import annotations

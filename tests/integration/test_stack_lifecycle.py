@@ -153,14 +153,16 @@ def test_taken_port_fails_clearly_and_starts_nothing(stack_env: dict[str, str]) 
 
 
 @contextlib.contextmanager
-def supervisor(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def supervisor(
+    args: list[str], env: dict[str, str], log_path: Path, timeout: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
     """A foreground `fleetstream` command, returned once it says it is running; killed if left over."""
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [FLEETSTREAM, *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and "press Ctrl-C" not in log_path.read_text():
                 assert process.poll() is None, log_path.read_text()
                 time.sleep(0.5)
@@ -192,13 +194,16 @@ def test_external_kafka_is_checked_not_started(stack_env: dict[str, str]) -> Non
 def test_run_starts_stack_simulator_pipeline_and_dashboard_and_ctrl_c_stops_all(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
+    """`make run`'s command starts every part: the stack, the simulator, the stream, the dashboard,
+    MLflow and Airflow (its password shown once); `status` lists each part healthy; Ctrl-C stops all."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dashboard_port = probe.getsockname()[1]
     env = {**stack_env, "FLEETSTREAM_LAKE__ROOT": str(tmp_path / "lake"), "FLEETSTREAM_SIM_CARS": "20",
            "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1", "FLEETSTREAM_DASHBOARD__PORT": str(dashboard_port),
-           "FLEETSTREAM_MLFLOW__PORT": str(free_port_base(1))}  # fmt: skip
-    with supervisor(["run"], env, tmp_path / "run.log") as process:
+           "FLEETSTREAM_MLFLOW__PORT": str(free_port_base(1)),
+           "FLEETSTREAM_AIRFLOW__PORT": str(free_port_base(1))}  # fmt: skip
+    with supervisor(["run"], env, tmp_path / "run.log", timeout=300) as process:
         deadline = time.monotonic() + 60
         produced = 0
         while time.monotonic() < deadline and produced < 60:  # 20 cars at 1 Hz: three seconds' worth
@@ -209,7 +214,15 @@ def test_run_starts_stack_simulator_pipeline_and_dashboard_and_ctrl_c_stops_all(
         assert (tmp_path / "lake" / "dims" / "cars.json").read_text().count("\n") == 20
         recorded = json.loads((Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "stack.json").read_text())["services"]
         pids = {s["name"]: s["pid"] for s in recorded}
-        assert set(pids) == {"kafka", "simulator", "stream", "dashboard", "mlflow"}  # MLflow started last, healthy
+        airflow = {"airflow-api-server", "airflow-scheduler", "airflow-dag-processor"}  # started last, healthy
+        assert set(pids) == {"kafka", "simulator", "stream", "dashboard", "mlflow", *airflow}
+        assert report["healthy"] is True, report["parts"]
+        assert {p["name"] for p in report["parts"]} == {"kafka", "mlflow", *airflow}
+        password = json.loads((Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "airflow" / "passwords.json").read_text())
+        assert (
+            oct(os.stat(Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "airflow" / "passwords.json").st_mode)[-3:] == "600"
+        )
+        assert (tmp_path / "run.log").read_text().count(password["admin"]) == 1  # shown once, at its creation
         health = f"http://127.0.0.1:{dashboard_port}/_stcore/health"
         while time.monotonic() < deadline + 60 and not _answers(health):
             time.sleep(1)

@@ -102,3 +102,25 @@ def test_extra_spark_properties_come_from_a_json_object(monkeypatch: pytest.Monk
     assert conf["spark.sql.shuffle.partitions"] == "200"  # over fleetstream's default of 4
     assert conf["spark.executor.memory"] == "8g"
     assert conf["spark.sql.session.timeZone"] == "UTC"  # the other defaults stay
+
+
+def test_settings_env_gives_a_child_the_same_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What Airflow's tasks get: every setting, the .env's too, read back equal from the environment
+    alone (a task runs in a folder of its own, where no .env is)."""
+    from fleetstream.config import settings_env
+
+    (tmp_path / ".env").write_text(
+        "FLEETSTREAM_TELEGRAM__TOKEN=123:abc\nFLEETSTREAM_TELEGRAM__CHAT_IDS=[5, 6]\n"
+        "FLEETSTREAM_KAFKA__SECURITY_PROTOCOL=SASL_SSL\nFLEETSTREAM_KAFKA__SASL_MECHANISM=SCRAM-SHA-512\n"
+        "FLEETSTREAM_KAFKA__SASL_USERNAME=fleet\nFLEETSTREAM_KAFKA__SASL_PASSWORD=pw\n"
+        'FLEETSTREAM_SPARK__CONF={"spark.ui.enabled": "false"}\nFLEETSTREAM_QUALITY__HOLD_GOLD=true\n'
+    )
+    monkeypatch.setenv("FLEETSTREAM_LAKE__ROOT", str(tmp_path / "lake"))
+    parent = Settings()
+    env = settings_env(parent, {"PATH": "/bin", "FLEETSTREAM_STALE": "x"})
+    assert "FLEETSTREAM_STALE" not in env
+    assert env["PATH"] == "/bin"
+    (tmp_path / ".env").unlink()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == parent

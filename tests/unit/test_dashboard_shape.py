@@ -9,6 +9,7 @@ import pytest
 
 from fleetstream.config import DashboardSettings
 from fleetstream.dashboard import charts, shape, streamlit_argv
+from fleetstream.pipeline import monitor
 from fleetstream.pipeline.monitor import QueryHealth, Status
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -151,7 +152,7 @@ def _status(age_s: float, queries: list[QueryHealth], phase: str = "running", st
 def test_pipeline_health_banner(
     status: Status | None, broker: bool, alive: bool | None, expected: str | None, level: str
 ) -> None:
-    health = shape.pipeline_health(status, broker, NOW, alive)
+    health = monitor.pipeline_health(status, broker, NOW, alive)
     if expected is None:
         assert health.banner is None
     else:

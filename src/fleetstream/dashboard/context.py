@@ -18,6 +18,7 @@ from fleetstream.dashboard import shape
 from fleetstream.dashboard.feeds import Feeds
 from fleetstream.ingest.kafka import make_consumer
 from fleetstream.lake import read
+from fleetstream.pipeline import monitor
 from fleetstream.pipeline.monitor import STATUS_FILE, read_status
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,13 @@ def _alive(pid: int | None) -> bool | None:
     return None if pid is None else psutil.pid_exists(pid)
 
 
-def health() -> shape.Health:
+def health() -> monitor.Health:
     status = safely("pipeline status", lambda: read_status(settings().state_dir / STATUS_FILE), None)
     alive = _alive(status.pid) if status is not None else None
-    return shape.pipeline_health(status, feeds().broker_up(), now(), alive)
+    return monitor.pipeline_health(status, feeds().broker_up(), now(), alive)
 
 
-def banner() -> shape.Health:
+def banner() -> monitor.Health:
     """Show what is down or starting, if anything, at the top of a page."""
     state = health()
     if state.banner and state.level == "info":

@@ -7,6 +7,7 @@ only checks that it answers.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -19,8 +20,8 @@ from confluent_kafka import KafkaException
 from fleetstream.config import LOCAL_HOST, Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.ingest.kafka import TopicInfo, broker_count, describe_topics, ensure_topics
-from fleetstream.local import kafka_broker, mlflow_server, seaweedfs
-from fleetstream.local.process import Service, StateFile, port_is_free, port_owner, spawn, stop, wait_until
+from fleetstream.local import airflow_server, kafka_broker, mlflow_server, seaweedfs
+from fleetstream.local.process import Service, StateFile, port_is_free, port_owner, spawn, stop, tail, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ SQL = "sql"
 OPS_APPS = ("notify-summary", "notify-critical", "bot")
 SQL_START_TIMEOUT = 180.0  # a Spark driver, the first time also compiling the endpoint's two classes
 MLFLOW_START_TIMEOUT = 120.0  # its first start creates the SQLite store (about 25 s on two cores)
+AIRFLOW_START_TIMEOUT = 180.0  # three Python processes importing Airflow, then their first heartbeats
 KAFKA_START_TIMEOUT = 90.0
 S3_START_TIMEOUT = 60.0
 
@@ -62,7 +64,9 @@ class StackStatus:
         return all(part.healthy for part in self.parts)
 
 
-def _required_ports(settings: Settings, with_s3: bool, with_mlflow: bool = False) -> list[tuple[int, str, str]]:
+def _required_ports(
+    settings: Settings, with_s3: bool, with_mlflow: bool = False, with_airflow: bool = False
+) -> list[tuple[int, str, str]]:
     """(port, what uses it, the setting that moves it) for every port managed parts will bind."""
     needed = []
     if settings.kafka.managed:
@@ -76,11 +80,13 @@ def _required_ports(settings: Settings, with_s3: bool, with_mlflow: bool = False
         ]
     if with_mlflow and settings.mlflow.managed:
         needed.append((settings.mlflow.port, "MLflow tracking server", "FLEETSTREAM_MLFLOW__PORT"))
+    if with_airflow and settings.airflow.managed:
+        needed.append((settings.airflow.port, "Airflow API server", "FLEETSTREAM_AIRFLOW__PORT"))
     return needed
 
 
-def check_ports(settings: Settings, with_s3: bool, with_mlflow: bool = False) -> None:
-    for port, what, setting in _required_ports(settings, with_s3, with_mlflow):
+def check_ports(settings: Settings, with_s3: bool, with_mlflow: bool = False, with_airflow: bool = False) -> None:
+    for port, what, setting in _required_ports(settings, with_s3, with_mlflow, with_airflow):
         if not port_is_free(LOCAL_HOST, port):
             raise FleetstreamError(
                 f"Port {port} on {LOCAL_HOST}, needed for the {what}, is already in use by "
@@ -93,7 +99,9 @@ def running_services(settings: Settings) -> list[Service]:
     return [s for s in StateFile(settings.state_dir).read() if s.alive()]
 
 
-def up(settings: Settings, with_s3: bool = False, with_mlflow: bool = False) -> list[Service]:
+def up(
+    settings: Settings, with_s3: bool = False, with_mlflow: bool = False, with_airflow: bool = False
+) -> list[Service]:
     """Start every managed part, wait until each is healthy, create the topics; return what started.
 
     On any failure, whatever this call started is stopped again before the error is raised.
@@ -107,7 +115,7 @@ def up(settings: Settings, with_s3: bool = False, with_mlflow: bool = False) -> 
                 f"The fleetstream stack of {settings.state_dir} is already running: {listing}. "
                 "Nothing new was started. See `fleetstream status`, or stop it with `fleetstream down`."
             )
-        check_ports(settings, with_s3, with_mlflow)
+        check_ports(settings, with_s3, with_mlflow, with_airflow)
         started: list[Service] = []
         try:
             if settings.kafka.managed:
@@ -129,6 +137,8 @@ def up(settings: Settings, with_s3: bool = False, with_mlflow: bool = False) -> 
                     )
             if with_mlflow and (mlflow := _start_mlflow(settings, state, started)) is not None:
                 started.append(mlflow)
+            if with_airflow:
+                started += _start_airflow(settings, state, started)
             try:
                 created = ensure_topics(settings.kafka, settings.kafka.topics.all())
             except KafkaException as exc:
@@ -220,6 +230,66 @@ def start_mlflow(settings: Settings) -> Service | None:
         return _start_mlflow(settings, state, [s for s in state.read() if s.alive()])
 
 
+def _start_airflow(settings: Settings, state: StateFile, started: list[Service]) -> list[Service]:
+    """The local Airflow's processes, healthy (none when settings point at an existing Airflow,
+    which must answer)."""
+    if not settings.airflow.managed:
+        if airflow_server.health(settings.airflow.base_url, timeout=10) is None:
+            raise FleetstreamError(
+                f"The Airflow API server at {settings.airflow.base_url} (FLEETSTREAM_AIRFLOW__URL) did not answer "
+                "its health check within 10 s. Check the address, or unset it to run a local Airflow."
+            )
+        return []
+    began = time.monotonic()
+    env = airflow_server.environment(settings, os.environ)
+    airflow_server.migrate(env)
+    home = airflow_server.airflow_dir(settings)
+    ours: list[Service] = []
+    try:
+        for name, argv in airflow_server.commands().items():
+            ours.append(spawn(name, argv, home / f"{name.removeprefix('airflow-')}.log",
+                              address=settings.airflow.base_url, env=env))  # fmt: skip
+            state.write([*started, *ours])
+
+        def all_healthy() -> bool:
+            for service in ours:  # each must stay up while the others come
+                if not service.alive():
+                    raise FleetstreamError(
+                        f"{service.name} exited during start-up. Last lines of {service.log}:\n{tail(service.log)}"
+                    )
+            answer = airflow_server.health(settings.airflow.base_url)
+            return all(airflow_server.part_healthy(answer, name) for name in airflow_server.PROCESSES)
+
+        try:
+            wait_until(all_healthy, AIRFLOW_START_TIMEOUT, "Airflow")
+        except FleetstreamError as exc:
+            if "did not become healthy" not in str(exc):
+                raise
+            logs = "\n".join(f"--- {s.log}\n{tail(s.log, 8)}" for s in ours)
+            raise FleetstreamError(f"{exc} Last lines of its logs:\n{logs}") from None
+    except BaseException:
+        for service in reversed(ours):
+            stop(service)
+        state.write(started)
+        raise
+    log.info("Airflow healthy on %s in %.1f s (pids %s)", settings.airflow.base_url, time.monotonic() - began,
+             ", ".join(str(s.pid) for s in ours))  # fmt: skip
+    return ours
+
+
+def start_airflow(settings: Settings) -> list[Service]:
+    """Start the local Airflow beside a running stack (recorded with it, so `down` stops it)."""
+    state = StateFile(settings.state_dir)
+    with state.locked():
+        if settings.airflow.managed and not port_is_free(LOCAL_HOST, settings.airflow.port):
+            raise FleetstreamError(
+                f"Port {settings.airflow.port} on {LOCAL_HOST}, needed for the Airflow API server, is already in use "
+                f"by {port_owner(settings.airflow.port)}. Stop that process, or move it with "
+                "FLEETSTREAM_AIRFLOW__PORT=<port>, or use an existing Airflow with FLEETSTREAM_AIRFLOW__URL."
+            )
+        return _start_airflow(settings, state, [s for s in state.read() if s.alive()])
+
+
 def sql_answers(settings: Settings) -> bool:
     """True when something accepts connections on the SQL endpoint's port."""
     return not port_is_free(settings.sql.client_host, settings.sql.port)
@@ -308,6 +378,7 @@ def status(settings: Settings) -> StackStatus:
         detail = ("running" if healthy else "stopped") if settings.mlflow.managed else "external"
         pid = mlflow_service.pid if alive and mlflow_service else None
         parts.append(PartStatus(MLFLOW, settings.mlflow.managed, settings.mlflow.uri, healthy, pid, detail))
+    parts += _airflow_parts(settings, recorded)
     sql_service = recorded.get(SQL)
     if sql_service is not None:
         alive = sql_service.alive()
@@ -322,6 +393,26 @@ def status(settings: Settings) -> StackStatus:
                                     "running" if alive else "stopped"))  # fmt: skip
     topics = describe_topics(settings.kafka, settings.kafka.topics.all()) if parts[0].healthy else []
     return StackStatus(parts, topics)
+
+
+def _airflow_parts(settings: Settings, recorded: Mapping[str, Service]) -> list[PartStatus]:
+    """The local Airflow's processes when this stack started them; an external Airflow as one part."""
+    if not settings.airflow.managed:
+        healthy = airflow_server.health(settings.airflow.base_url) is not None
+        return [PartStatus("airflow", False, settings.airflow.base_url, healthy, None,
+                           "external" if healthy else "unreachable")]  # fmt: skip
+    if not any(name in recorded for name in airflow_server.PROCESSES):
+        return []
+    answer = airflow_server.health(settings.airflow.base_url)
+    parts = []
+    for name in airflow_server.PROCESSES:
+        service = recorded.get(name)
+        alive = service is not None and service.alive()
+        healthy = alive and airflow_server.part_healthy(answer, name)
+        detail = "running" if healthy else ("not healthy" if alive else "stopped")
+        pid = service.pid if alive and service else None
+        parts.append(PartStatus(name, True, settings.airflow.base_url, healthy, pid, detail))
+    return parts
 
 
 def supervise(services: list[Service], settings: Settings, on_stop: Callable[[str], None]) -> int:

@@ -33,6 +33,9 @@ TOOLS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "count": ("count", "One table's rows.", {"table": {"type": "string", "description": "e.g. fleet.silver_alerts"}}),
     "sql": ("sql", "A read-only Spark SQL question to the lake.",
             {"statement": {"type": "string", "description": "SELECT ..."}}),
+    "dags": ("dags", "Airflow's DAGs: schedule, paused or not, the newest run's state.", {}),
+    "runs": ("runs", "One Airflow DAG's newest runs and their states.",
+             {"dag_id": {"type": "string", "description": "e.g. lake_maintenance"}}),
 }  # fmt: skip
 _TAGS = re.compile(r"</?(pre|b)>")
 

@@ -7,8 +7,8 @@ Telegram side is python-telegram-bot's ``Application``: long polling, Ctrl-C and
 cleanly, replies are rate limited (a 429 waits as asked) and retried on a server error.
 
 ``/ai <question>`` (:mod:`fleetstream.ops.assistant`) asks a model behind an OpenAI-compatible API,
-with the read-only commands as its tools; off until configured. Airflow's commands (``/dags``,
-``/run``, ``/runs``, ``/kill``) are not here: Airflow is not part of fleetstream yet.
+with the read-only commands as its tools; off until configured. ``/dags``, ``/run``, ``/runs`` and
+``/kill`` go to Airflow's REST API (:mod:`fleetstream.ops.airflow_api`).
 """
 
 from __future__ import annotations
@@ -268,6 +268,71 @@ def _dashboards(settings: Settings, args: list[str]) -> str:
     return "<b>dashboards</b>\n" + "\n".join(f"{name}: {html.escape(f'{base}/{path}')}" for name, path in pages)
 
 
+def _when(value: str | None) -> str:
+    return "-" if not value else value.replace("T", " ")[:19]
+
+
+def _dags(settings: Settings, args: list[str]) -> str:
+    from fleetstream.ops.airflow_api import AirflowClient
+
+    with AirflowClient(settings) as airflow:
+        dags = airflow.dags()
+        rows = []
+        for dag in dags:
+            newest = airflow.runs(dag["dag_id"], limit=1)
+            last = f"{newest[0]['state']} {_when(newest[0].get('run_after'))}" if newest else "no run"
+            schedule = dag.get("timetable_summary") or "manual"
+            rows.append((dag["dag_id"], schedule, "paused" if dag.get("is_paused") else "on", last))
+    frame = pl.DataFrame(rows, schema=["dag", "schedule", "state", "newest run"], orient="row")
+    return f"<b>Airflow DAGs</b> ({html.escape(settings.airflow.base_url)})\n" + _pre(_table(frame))
+
+
+def _run(settings: Settings, args: list[str]) -> str:
+    from fleetstream.ops.airflow_api import AirflowClient
+
+    if len(args) != 1:
+        return "usage: /run &lt;dag_id&gt; (/dags lists them)"
+    with AirflowClient(settings) as airflow:
+        dags = {d["dag_id"]: d for d in airflow.dags()}
+        dag = dags.get(args[0])
+        if dag is None:
+            return f"no DAG {html.escape(args[0])}; the DAGs: {html.escape(', '.join(sorted(dags)))}"
+        waits = ""
+        if dag.get("is_paused"):
+            if dag.get("timetable_summary"):  # unpausing a scheduled DAG starts its schedule too: the user's call
+                waits = "; the DAG is paused: the run waits until it is unpaused (in Airflow's UI)"
+            else:  # a manual-only DAG: unpausing it starts nothing else
+                airflow.unpause(args[0])
+        started = airflow.trigger(args[0])
+    run_id = html.escape(started["dag_run_id"])
+    return f"started {html.escape(args[0])}: run <code>{run_id}</code> ({started['state']}){waits}"
+
+
+def _runs(settings: Settings, args: list[str]) -> str:
+    from fleetstream.ops.airflow_api import AirflowClient
+
+    if len(args) != 1:
+        return "usage: /runs &lt;dag_id&gt;"
+    with AirflowClient(settings) as airflow:
+        runs = airflow.runs(args[0], limit=10)
+    if not runs:
+        return f"{html.escape(args[0])} has no runs yet"
+    rows = [(r["dag_run_id"], r["state"], _when(r.get("start_date")), _when(r.get("end_date"))) for r in runs]
+    frame = pl.DataFrame(rows, schema=["run", "state", "started", "ended"], orient="row")
+    return f"<b>runs of {html.escape(args[0])}</b>\n" + _pre(_table(frame))
+
+
+def _kill(settings: Settings, args: list[str]) -> str:
+    from fleetstream.ops.airflow_api import AirflowClient
+
+    if len(args) != 1:
+        return "usage: /kill &lt;run_id&gt; (/runs &lt;dag_id&gt; lists them)"
+    with AirflowClient(settings) as airflow:
+        killed = airflow.kill(args[0])
+    log.info("bot: run %s of %s marked failed", args[0], killed["dag_id"])
+    return f"run <code>{html.escape(args[0])}</code> of {html.escape(killed['dag_id'])} is now {killed['state']}"
+
+
 def _ai(settings: Settings, args: list[str]) -> str:
     from fleetstream.ops.assistant import ask
 
@@ -283,6 +348,10 @@ COMMANDS: dict[str, Command] = {
     "count": Command("/count <table>", "a table's rows", _count),
     "sql": Command("/sql <SELECT ...>", "a read-only question to the SQL endpoint", _sql),
     "dashboards": Command("/dashboards", "links to the dashboard's pages", _dashboards),
+    "dags": Command("/dags", "Airflow's DAGs and their newest runs", _dags),
+    "run": Command("/run <dag_id>", "start a run of a DAG now", _run),
+    "runs": Command("/runs <dag_id>", "a DAG's newest runs", _runs),
+    "kill": Command("/kill <run_id>", "mark a running DAG run failed (its tasks stop)", _kill),
     "ai": Command("/ai <question>", "a question in plain words (when a model is configured)", _ai),
     "help": Command("/help", "this list", _help),
 }

@@ -16,6 +16,7 @@ a reader tells a pipeline starting up from one that is gone (a file left by an e
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import tempfile
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 STATUS_FILE = "stream-status.json"
+STATUS_STALE_S = 30  # a status file older than this means the pipeline is not running
 PHASES = ("starting", "running", "stopped")
 
 
@@ -127,3 +129,37 @@ def drop_stale_status(path: Path) -> bool:
         return False
     path.unlink(missing_ok=True)
     return True
+
+
+@dataclass(frozen=True)
+class Health:
+    banner: str | None  # what is wrong (or under way), in one sentence; None when all is well
+    queries: list[QueryHealth]
+    updated: dt.datetime | None
+    level: str = "error"  # how the banner is shown: "error", or "info" for a pipeline starting up
+
+
+def pipeline_health(status: Status | None, broker_up: bool, now: dt.datetime, writer_alive: bool | None) -> Health:
+    """The pipeline's state from its status file, whether its writer still runs (None: unknown, it
+    runs on another machine) and whether the broker answers. A file left by an earlier run (its
+    writer gone, or stopped) says the pipeline is not running; a pipeline starting up says so."""
+    problems = []
+    if not broker_up:
+        problems.append("Kafka does not answer: live feeds are paused")
+    if status is None:
+        problems.append("the streaming pipeline has not reported (is `fleetstream stream` running?)")
+        return Health("; ".join(problems), [], None)
+    updated = dt.datetime.fromtimestamp(status.written_at, dt.UTC)
+    age = now.timestamp() - status.written_at
+    queries = status.queries
+    if status.phase == "stopped":
+        problems.append(f"the streaming pipeline stopped at {updated:%H:%M:%S} UTC")
+    elif writer_alive is False or (status.phase == "running" and age > STATUS_STALE_S):
+        problems.append(f"the streaming pipeline last reported {age:.0f} s ago: it is not running")
+    elif status.phase == "starting" and not problems:
+        since = now.timestamp() - (status.started_at or status.written_at)
+        return Health(f"the streaming pipeline is starting ({since:.0f} s)", queries, updated, "info")
+    failed = [q.name for q in queries if q.state == "failed"]
+    if failed:
+        problems.append(f"failed queries: {', '.join(failed)}")
+    return Health("; ".join(problems) or None, queries, updated)
