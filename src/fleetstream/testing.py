@@ -31,6 +31,22 @@ def free_port_base(count: int, grpc_offset: int | None = None, low: int = 20000,
     raise RuntimeError(f"no block of {count} free ports found between {low} and {high}")
 
 
+def airflow_dag_test_command(
+    settings: Settings, dag_id: str, conf: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of ``airflow dags test <dag_id>`` (Airflow's ``dag.test()``:
+    one run, its tasks in that process) on the Airflow database under ``settings``' state directory
+    (migrated here when missing), with ``settings`` (and ``env`` over them) as the tasks' settings.
+    It exits 0 when the run succeeded."""
+    from fleetstream.local import airflow_server
+
+    chosen = {**airflow_server.environment(settings, os.environ), **(env or {})}
+    if not (airflow_server.airflow_dir(settings) / "airflow.db").exists():  # (a started Airflow migrated it)
+        airflow_server.migrate(chosen)
+    argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-c", json.dumps(dict(conf or {}))]
+    return argv, chosen
+
+
 def airflow_dag_test(
     settings: Settings,
     dag_id: str,
@@ -38,13 +54,6 @@ def airflow_dag_test(
     env: Mapping[str, str] | None = None,
     timeout: float = 900,
 ) -> subprocess.CompletedProcess[str]:
-    """``airflow dags test <dag_id>`` (Airflow's ``dag.test()``: one run, its tasks in this process)
-    on the Airflow database under ``settings``' state directory (created when missing), with
-    ``settings`` (and ``env`` over them) as the tasks' settings. Exit 0 when the run succeeded."""
-    from fleetstream.local import airflow_server
-
-    chosen = {**airflow_server.environment(settings, os.environ), **(env or {})}
-    if not (airflow_server.airflow_dir(settings) / "airflow.db").exists():  # (a started Airflow migrated it)
-        airflow_server.migrate(chosen)
-    argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-c", json.dumps(dict(conf or {}))]
+    """Run :func:`airflow_dag_test_command` to its end."""
+    argv, chosen = airflow_dag_test_command(settings, dag_id, conf, env)
     return subprocess.run(argv, env=chosen, capture_output=True, text=True, timeout=timeout, check=False)

@@ -283,18 +283,18 @@ def test_health_page_lists_the_queries(live: tuple[Settings, str], page: Any) ->
 
 
 def test_health_page_shows_the_newest_data_quality_run(live: tuple[Settings, str], page: Any, tmp_path: Path) -> None:
-    """`fleetstream quality check` on the running lake, once (one JVM): the built-in suites plus one
-    crafted expectation the lake breaks (a car's speed at most 0). Every built-in critical expectation
-    holds and the crafted one fails (exit 2, "1 critical"); the page shows that failure and its banner."""
+    """Airflow's data_quality DAG (dag.test(): `fleetstream quality check` as its task) on the running
+    lake, once (one JVM): the built-in suites plus one crafted expectation the lake breaks (a car's
+    speed at most 0). Every built-in critical expectation holds and the crafted one fails (exit 2,
+    "1 critical"), which fails the DAG run; the page shows that failure and its banner."""
     from importlib import resources
 
     import yaml
 
-    from fleetstream.config import process_env
     from fleetstream.quality.check import load_suites
+    from fleetstream.testing import airflow_dag_test
 
     settings, url = live
-    env = {**process_env(settings, os.environ), "FLEETSTREAM_STATE_DIR": str(tmp_path / "state")}
 
     def main_text() -> str:
         return str(page.inner_text("[data-testid=stMain]"))
@@ -304,10 +304,13 @@ def test_health_page_shows_the_newest_data_quality_run(live: tuple[Settings, str
     crafted = tmp_path / "crafted.yaml"
     crafted.write_text(yaml.safe_dump(suites))
     total = sum(len(suite.expectations) for suite in load_suites(crafted).values())
-    argv = [FLEETSTREAM, "quality", "check", "--since", "all", "--report", str(tmp_path / "r.html"),
-            "--suites", str(crafted)]  # fmt: skip
-    failed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert failed.returncode == 2, failed.stdout[-3000:] + failed.stderr[-3000:]
+    failed = airflow_dag_test(
+        settings.model_copy(update={"state_dir": tmp_path / "state"}), "data_quality", {"since": "all"},
+        env={"FLEETSTREAM_QUALITY__SUITES": str(crafted)},
+    )  # fmt: skip
+    said = failed.stdout + failed.stderr
+    assert failed.returncode != 0, said[-4000:]  # the run failed ...
+    assert "returned a non-zero exit code 2" in said, said[-4000:]  # ... on a critical expectation
     page.goto(f"{url}/health")
     failing = re.compile(rf"\d+ of {total} expectations failed \(1 critical\)")  # warnings may fail too
     _wait("the failed run", lambda: failing.search(main_text()), 60)

@@ -2,7 +2,8 @@
 alert publisher application (a child) stops by itself. Gold is in the run: live, its small batches
 update gold every few batches from rows kept in memory; after the kill, the restart reads the rows
 gold had not taken in back from silver. Either way gold/car_minutes sums to exactly silver's rows.
-`fleetstream lake maintain` runs beside the restart: it compacts and vacuums, nothing is lost."""
+Airflow's lake_maintenance DAG (`fleetstream lake maintain`) runs beside the restart: it compacts
+and vacuums, nothing is lost."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from fleetstream.reference.publish import publish
 from fleetstream.rules.engine import load_rules
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
 from fleetstream.sim.runner import SimOptions, Simulation
+from fleetstream.testing import airflow_dag_test_command
 
 pytestmark = pytest.mark.integration
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
@@ -106,18 +108,23 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
 
     # The restart drains the rest at the default batch size: its first batch still reads back from
     # silver the rows gold had not taken in (a batch of 2,000 records each would take minutes).
-    # `fleetstream lake maintain` runs beside it: compaction, the closed day's Z-order and VACUUM
-    # while the stream appends, upserts episodes and reads silver as a stream.
+    # Airflow's lake_maintenance DAG runs beside it (dag.test(): `fleetstream lake maintain` as its
+    # task): compaction, the closed day's Z-order and VACUUM while the stream appends, upserts
+    # episodes and reads silver as a stream.
     rest = {k: v for k, v in env.items() if k != "FLEETSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER"}
-    pipe = {"env": rest, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    second = subprocess.Popen([FLEETSTREAM, "stream", "--available-now"], **pipe)  # type: ignore[call-overload]
-    upkeep = subprocess.Popen([FLEETSTREAM, "lake", "maintain", "--retain-hours", "2"], **pipe)  # type: ignore[call-overload]
+    pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    second = subprocess.Popen([FLEETSTREAM, "stream", "--available-now"], env=rest, **pipe)  # type: ignore[call-overload]
+    argv, airflow_env = airflow_dag_test_command(
+        settings.model_copy(update={"state_dir": tmp_path / "state"}), "lake_maintenance", {"retain_hours": 2}
+    )
+    upkeep = subprocess.Popen(argv, env=airflow_env, **pipe)  # type: ignore[call-overload]
     kept_out, kept_err = upkeep.communicate(timeout=600)
     _, second_err = second.communicate(timeout=600)
     assert second.returncode == 0, second_err[-3000:]
-    assert upkeep.returncode == 0, kept_err[-3000:]
-    assert "maintained" in kept_out, kept_err[-3000:]
-    assert "silver/telemetry:" in kept_err, kept_err[-3000:]
+    kept = kept_out + kept_err
+    assert upkeep.returncode == 0, kept[-4000:]  # the DAG run succeeded
+    assert "maintained" in kept, kept[-4000:]
+    assert "silver/telemetry:" in kept, kept[-4000:]
 
     spark = spark_session(settings, "fleetstream-crash-check")
     bronze = spark.read.format("delta").load(str(lake / "bronze" / "telemetry"))

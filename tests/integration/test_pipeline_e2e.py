@@ -29,7 +29,7 @@ from fleetstream.reference.publish import publish
 from fleetstream.rules.engine import load_rules
 from fleetstream.sim.faults import BAD_DATA_PRESETS, EPISODE_RULE_OF_FAULT, FAULT_PRESETS
 from fleetstream.sim.runner import SimOptions, SimStats, Simulation
-from fleetstream.testing import free_port_base
+from fleetstream.testing import airflow_dag_test, free_port_base
 
 pytestmark = pytest.mark.integration
 CARS, SECONDS, SEED = 40, 1500, 77
@@ -408,19 +408,37 @@ def test_training_refuses_bad_input_and_registers_nothing(mlflow_settings, tmp_p
     assert versions() == before
 
 
+def test_ml_retrain_dag_trains_registers_and_crowns_a_first_model(mlflow_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Airflow's ml_retrain DAG (dag.test(): `fleetstream ml train` as its task) on the e2e lake: the
+    run succeeds and registers a model that, being the first of its name, becomes the champion. (A
+    registered model of its own: the main one's versions are the other tests' to count.)"""
+    from mlflow.tracking import MlflowClient
+
+    settings = mlflow_settings
+    name = f"{settings.mlflow.model_name}-airflow"
+    airflow = settings.model_copy(update={"state_dir": tmp_path / "state"})
+    done = airflow_dag_test(airflow, "ml_retrain", env={"FLEETSTREAM_MLFLOW__MODEL_NAME": name})
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    client = MlflowClient(settings.mlflow.uri)
+    [version] = client.search_model_versions(f"name='{name}'")
+    assert client.get_model_version_by_alias(name, CHAMPION).version == version.version == "1"
+    assert float(version.tags["macro_f1"]) >= 0.85
+
+
 def test_replay_rebuilds_the_same_tables_from_bronze_and_scores_driving_styles_live(  # type: ignore[no-untyped-def]
     run, mlflow_settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """A replay from bronze rebuilds the same tables; with the champion registered (by the training
-    test before this one), its gold layer also scores each closed feature window (gold/driver_style)."""
+    """Airflow's replay DAG (dag.test(): `fleetstream replay --to <target>` as its task) rebuilds the
+    same tables from bronze; with the champion registered (by the training test before this one),
+    its gold layer also scores each closed feature window (gold/driver_style)."""
     _, _, _, spark = run
     settings = mlflow_settings
     target = str(tmp_path_factory.mktemp("replay"))
     replayed = settings.model_copy(update={"lake": LakeSettings(root=target, dims_location=settings.lake.dims)})
     before = describe_topics(settings.kafka, [settings.kafka.topics.alerts])[0].messages
-    layers = plan(["silver", "alerts", "gold"], "realtime", separate=True, available_now=True, publish=False)
-    streams = Streams(spark, replayed, layers, bronze_from=settings.lake.root)
-    streams.run_available_now()
+    airflow = settings.model_copy(update={"state_dir": tmp_path_factory.mktemp("airflow")})
+    done = airflow_dag_test(airflow, "replay", {"to": target})
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
 
     def ids(root: str, name: str, column: str) -> list[str]:
         frame = spark.read.format("delta").load(f"{root}/{name}")
@@ -431,8 +449,7 @@ def test_replay_rebuilds_the_same_tables_from_bronze_and_scores_driving_styles_l
     assert ids(target, "silver/alerts", "alert_id") == ids(root, "silver/alerts", "alert_id")
     assert ids(target, "quarantine/telemetry", "raw") == ids(root, "quarantine/telemetry", "raw")
     assert ids(target, "silver/duplicates", "event_id") == ids(root, "silver/duplicates", "event_id")
-    counts = streams.table_counts()
-    assert counts["gold/car_state"] == table(spark, settings, "gold/car_state").count()
+    assert table(spark, replayed, "gold/car_state").count() == table(spark, settings, "gold/car_state").count()
     assert "bronze" not in os.listdir(target), "bronze is read in place, not copied"
     assert describe_topics(settings.kafka, [settings.kafka.topics.alerts])[0].messages == before, "nothing published"
     # live scoring: every scorable window scored once, by version 1 (the champion), as it predicts
@@ -464,12 +481,15 @@ def _sql_blocks(text: str) -> list[str]:
 
 
 def test_sql_endpoint_answers_what_delta_rs_reads(run, tmp_path, repo_root) -> None:  # type: ignore[no-untyped-def]
-    """`fleetstream sql serve` on the e2e lake, asked by beeline (pyspark's HiveServer2 client) as an
-    outside program: the counts equal delta-rs's, every query of docs/sql.md runs, writes are refused,
-    a wrong password is refused; `fleetstream sql` asks it too."""
+    """`fleetstream up --sql` beside the e2e lake (status shows the endpoint and `down` stops it and
+    its JVM), asked by beeline (pyspark's HiveServer2 client) as an outside program: the counts equal
+    delta-rs's, every query of docs/sql.md runs, writes are refused, a wrong password is refused;
+    `fleetstream sql` and the ops bot ask it too."""
+    import json
     import subprocess
     import sys
 
+    import psutil
     from deltalake import DeltaTable
     from pydantic import SecretStr
 
@@ -490,8 +510,22 @@ def test_sql_endpoint_answers_what_delta_rs_reads(run, tmp_path, repo_root) -> N
         "FLEETSTREAM_SQL__PASSWORD": "e2e-secret",
         "FLEETSTREAM_SQL__REFRESH_S": "5",
     }
-    stack.start_sql(settings, [sys.executable, "-m", "fleetstream", "sql", "serve"], env)
+
+    def fleetstream(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fleetstream", *args], capture_output=True, text=True,
+                              timeout=300, env=env, check=False)  # fmt: skip
+
+    # as a user starts it: `up --sql` beside the (external, here) broker; `status` shows it
+    started = fleetstream("up", "--detach", "--sql")
+    assert started.returncode == 0, started.stderr[-3000:]
+    family: list[psutil.Process] = []
     try:
+        report = json.loads(fleetstream("status", "--json").stdout)
+        endpoint = next(part for part in report["parts"] if part["name"] == "sql")
+        assert endpoint["healthy"] is True
+        assert endpoint["address"] == f"jdbc:hive2://127.0.0.1:{settings.sql.port}/fleet"
+        family = [psutil.Process(endpoint["pid"]), *psutil.Process(endpoint["pid"]).children(recursive=True)]
+        assert any("java" in " ".join(p.cmdline()) for p in family)  # the Spark driver under it
 
         def ask(*args: str, as_settings: Settings = settings) -> subprocess.CompletedProcess[str]:
             with beeline_argv(as_settings, "--silent=true", "--outputformat=csv2", *args) as argv:
@@ -553,9 +587,10 @@ def test_sql_endpoint_answers_what_delta_rs_reads(run, tmp_path, repo_root) -> N
         limited = bot.answer(settings, "/sql SELECT car_id FROM fleet.gold_car_state ORDER BY car_id")
         assert limited.endswith(f"\nthe first {settings.bot.sql_row_limit} rows") == (cars > settings.bot.sql_row_limit)
         assert "TABLE_OR_VIEW_NOT_FOUND" in bot.answer(settings, "/sql SELECT * FROM fleet.nope")
-        status = stack.status(settings)
-        assert any(p.name == stack.SQL and p.healthy for p in status.parts)
     finally:
-        stopped = stack.down(settings)
-    assert [s.name for s in stopped] == [stack.SQL]
+        stopped = fleetstream("down")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert "stopped sql" in stopped.stdout
+    for process in family:  # the endpoint and its JVM
+        assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
     assert not stack.sql_answers(settings)

@@ -95,33 +95,6 @@ def test_up_detach_status_down_leaves_nothing(stack_env: dict[str, str]) -> None
     assert "stopped" in after.stdout
 
 
-def test_up_sql_serves_the_lake_and_down_stops_it(stack_env: dict[str, str], tmp_path: Path) -> None:
-    """`up --sql` starts the SQL endpoint with the stack; `status` shows it; `fleetstream sql` asks it
-    through beeline; `down` stops it and its Spark JVM."""
-    env = {
-        **stack_env,
-        "FLEETSTREAM_SQL__PORT": str(free_port_base(1)),
-        "FLEETSTREAM_LAKE__ROOT": str(tmp_path / "lake"),
-    }
-    assert run(env, "reference", "publish", "--cars", "7").returncode == 0
-    started = run(env, "up", "--detach", "--sql", timeout=300)
-    assert started.returncode == 0, started.stderr
-    report = json.loads(run(env, "status", "--json").stdout)
-    sql = next(part for part in report["parts"] if part["name"] == "sql")
-    assert sql["healthy"] is True
-    assert sql["address"] == f"jdbc:hive2://127.0.0.1:{env['FLEETSTREAM_SQL__PORT']}/fleet"
-    family = [psutil.Process(sql["pid"]), *psutil.Process(sql["pid"]).children(recursive=True)]
-    assert any("java" in " ".join(p.cmdline()) for p in family)  # the Spark driver under it
-
-    asked = run(env, "sql", "SELECT count(*) AS cars FROM fleet.dims_cars")
-    assert asked.returncode == 0, asked.stderr
-    assert "| 7 " in asked.stdout
-
-    assert run(env, "down").returncode == 0
-    for process in family:
-        assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
-
-
 def test_restart_keeps_topics_and_messages(stack_env: dict[str, str]) -> None:
     assert run(stack_env, "up", "--detach").returncode == 0
     kafka = KafkaSettings(port=int(stack_env["FLEETSTREAM_KAFKA__PORT"]))
