@@ -4,9 +4,10 @@ fleetstream's DAGs, notifications to a loopback fake of Telegram's Bot API:
 - every shipped DAG is parsed, none with an import error, and `status` lists the three processes;
 - the real scheduler runs alert_summary on its schedule: one message, with gold/alerts_per_minute's
   counts for the closed minute;
-- ``dag.test()`` (``airflow dags test``) of fleet_reference and stream_watchdog against the stack
-  (lake_maintenance: tests/integration/test_pipeline_crash.py; data_quality: tests/e2e; ml_retrain
-  and replay: tests/integration/test_pipeline_e2e.py, each on a lake that has what it needs);
+- ``dag.test()`` (``airflow dags test``) of fleet_reference, data_quality and stream_watchdog
+  against the stack (lake_maintenance: tests/integration/test_pipeline_crash.py; data_quality's
+  failing run: tests/e2e; ml_retrain and replay: tests/integration/test_pipeline_e2e.py, each on a
+  lake that has what it needs);
 - the ops bot's /dags, /run, /runs and /kill through Airflow's REST API, and its refusals.
 """
 
@@ -155,6 +156,20 @@ def test_dag_test_fleet_reference_publishes_the_fleet(airflow: Settings) -> None
     cars = (Path(airflow.lake.dims) / "cars.json").read_text().splitlines()
     assert len(cars) == 9
     assert json.loads(cars[0])["car_id"].startswith("car-")
+
+
+def test_dag_test_data_quality_passes_on_a_lake_that_holds(airflow: Settings, tmp_path: Path) -> None:
+    """data_quality's run succeeds when the checked tables hold (its failing run, on a crafted
+    expectation: tests/e2e), and the results land in gold/dq_results."""
+    suites = tmp_path / "suites.yaml"
+    suites.write_text("silver/alerts:\n  expectations:\n    - {not_null: [car_id, rule, event_time]}\n")
+    _closed_minute(airflow.lake.root)  # silver/alerts' rows (the module's lake may have none yet)
+    done = airflow_dag_test(airflow, "data_quality", {"since": "all"}, env={"FLEETSTREAM_QUALITY__SUITES": str(suites)})
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-4000:]
+    assert "1/1 expectations hold" in said, said[-4000:]
+    results = pl.read_delta(f"{airflow.lake.root}/gold/dq_results")
+    assert results.filter(pl.col("table_name") == "silver/alerts")["passed"].to_list() == [True]
 
 
 def test_dag_test_stream_watchdog_passes_a_running_stream_and_reports_a_stopped_one(

@@ -590,7 +590,7 @@ def test_sql_endpoint_answers_what_delta_rs_reads(run, tmp_path, repo_root) -> N
     finally:
         stopped = fleetstream("down")
     assert stopped.returncode == 0, stopped.stderr[-3000:]
-    assert "stopped sql" in stopped.stdout
+    assert "stopped sql" in stopped.stderr
     for process in family:  # the endpoint and its JVM
         assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
     assert not stack.sql_answers(settings)

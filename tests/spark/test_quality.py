@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from fleetstream import schema
 from fleetstream.config import LakeSettings, Settings
-from fleetstream.quality.check import RESULTS_TABLE, check, load_suites, write_results
+from fleetstream.quality.check import RESULTS_TABLE, check, load_suites, parse_suites, write_results
 from fleetstream.quality.report import html_report
 from fleetstream.reference.catalog import generate_cars
 from fleetstream.reference.publish import publish
@@ -52,6 +52,12 @@ def test_a_clean_batch_passes_and_a_bad_batch_fails_what_it_breaks(spark: SparkS
     assert clean.results
     assert not clean.critical_failed, [(r.expectation, r.observed) for r in clean.failed]
     assert {r.rows for r in clean.results} == {5}
+    # two ranges on one column (pandera reports a failing column and kind): only the broken one fails
+    two = [{"in_range": {"column": "speed", "min": 0, "max": 400}}, {"in_range": {"column": "speed", "max": 10}}]
+    ranges = parse_suites({"silver/telemetry": {"expectations": two}})
+    both = check(spark, settings, ranges, dt.timedelta(hours=1), ["silver/telemetry"])
+    assert [(r.expectation, r.passed) for r in both.results] == [
+        ("in_range(speed, 0, 400)", True), ("in_range(speed, -inf, 10)", False)]  # fmt: skip
 
     # the bad batch: a speed out of range, a repeated event id, a car not in the fleet, a missing model
     bad_rows = [

@@ -212,15 +212,16 @@ def _column_results(expectations: list[Expectation], frame: DataFrame) -> list[s
     return out
 
 
-def _violations(e: Expectation, frame: DataFrame) -> str:
+def _violations(e: Expectation, frame: DataFrame) -> str | None:
     """What a failed column expectation found: the rows that break it, counted (one pass, only
-    after pandera has found a failure)."""
+    after pandera has found a failure of its kind on its column). None when no row breaks this one:
+    pandera names a column and a kind of check, so of two ranges on one column only one may fail."""
     from pyspark.sql import functions as F
 
     if e.kind == "not_null":
         counts = frame.agg(*(F.count_if(F.col(c).isNull()).alias(c) for c in e.args)).first()
         assert counts is not None
-        return ", ".join(f"{counts[c]:,} null {c}" for c in e.args if counts[c])
+        return ", ".join(f"{counts[c]:,} null {c}" for c in e.args if counts[c]) or None
     column = F.col(e.args["column"])
     if e.kind == "in_range":
         lo, hi = e.args.get("min"), e.args.get("max")
@@ -235,6 +236,8 @@ def _violations(e: Expectation, frame: DataFrame) -> str:
         what = f"{e.args['column']} not in the set"
     found = frame.agg(F.count_if(outside).alias("n"), F.min(column).alias("lo"), F.max(column).alias("hi")).first()
     assert found is not None
+    if not found["n"]:
+        return None
     return f"{found['n']:,} rows with {what} (values from {found['lo']} to {found['hi']})"
 
 
