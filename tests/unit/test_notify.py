@@ -300,7 +300,16 @@ def test_ai_answers_with_the_bots_read_only_commands_as_tools(tmp_path: Path) ->
         assert reply == "9 alerts in all; car-00001 is at 88.5 km/h with overspeed open."
         first, second, third = fake.requests
         assert first["model"] == "test-model"
-        assert {t["function"]["name"] for t in first["tools"]} == {"status", "alerts", "car", "tables", "count", "sql"}
+        assert {t["function"]["name"] for t in first["tools"]} == {
+            "status",
+            "alerts",
+            "car",
+            "tables",
+            "count",
+            "sql",
+            "dags",
+            "runs",
+        }
         assert first["messages"][-1] == {"role": "user", "content": "how many alerts, and how is car-00001?"}
         # each tool's result is the bot's own answer, as plain text
         assert second["messages"][-1]["content"] == "fleet.silver_alerts: 9 rows"
