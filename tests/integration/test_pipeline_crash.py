@@ -72,8 +72,11 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
         "FLEETSTREAM_STREAM_EPISODES_TRIGGER_SECONDS": "1",
         **{f"FLEETSTREAM_KAFKA__TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
     }
-    # Small micro-batches from Kafka so the kill lands between batches of work still to do.
-    env["FLEETSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER"] = "2000"
+    # Small micro-batches from Kafka so the kill lands between batches of work still to do: 18 of them,
+    # gold updated every 10 s (about every other batch), so the third gold update comes well before
+    # the input runs out (with 2,000-record batches and gold's 20 s, the nine batches could end first).
+    env["FLEETSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER"] = "1000"
+    env["FLEETSTREAM_STREAM_GOLD_INTERVAL_SECONDS"] = "10"
     with (tmp_path / "first.log").open("w") as log:
         first = subprocess.Popen(
             [FLEETSTREAM, "stream"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -93,10 +96,15 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
             )
 
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not under_way():
-            assert first.poll() is None, (tmp_path / "first.log").read_text()
-            time.sleep(0.5)
-        assert under_way(), "silver, the episodes or gold never committed a batch"
+        try:
+            while time.monotonic() < deadline and not under_way():
+                assert first.poll() is None, (tmp_path / "first.log").read_text()
+                time.sleep(0.5)
+            assert under_way(), "silver, the episodes or gold never committed a batch"
+        except BaseException:
+            os.killpg(first.pid, signal.SIGKILL)  # no stream left behind for the next tests
+            first.wait()
+            raise
         tree = psutil.Process(first.pid).children(recursive=True)
         assert any("alert-data" in _cmdline(p) for p in tree), "no alert publisher application"
         os.killpg(first.pid, signal.SIGKILL)
