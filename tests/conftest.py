@@ -18,12 +18,15 @@ from fleetstream.testing import free_port_base
 
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """A running local stack (Kafka + SeaweedFS) on free ports, stopped at the end of the session."""
+    """A running local stack (Kafka + SeaweedFS) on free ports, stopped at the end of the session.
+
+    Its broker is the secure one (`up --secure`): every test that uses it reaches Kafka through
+    SASL_SSL with SCRAM and TLS, as the admin user, with clients built by ``fleetstream.clients``."""
     kafka_port = free_port_base(2)
     s3_port = free_port_base(5, grpc_offset=10000)
     settings = Settings(
         state_dir=tmp_path_factory.mktemp("stack"),
-        kafka=KafkaSettings(port=kafka_port, controller_port=kafka_port + 1),
+        kafka=KafkaSettings(port=kafka_port, controller_port=kafka_port + 1, secure=True),
         s3=S3Settings(port=s3_port, bucket="fleetstream-test"),
     )
     stack.up(settings, with_s3=True)

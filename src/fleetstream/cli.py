@@ -26,7 +26,7 @@ from rich.table import Table
 from fleetstream import jvm
 from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
-from fleetstream.ingest.kafka import broker_count
+from fleetstream.ingest.kafka import require_kafka
 from fleetstream.local import stack
 from fleetstream.local.process import Service
 from fleetstream.local.process import stop as stop_service
@@ -109,6 +109,21 @@ def _main(
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+_SECURE_OPTION = typer.Option(
+    "--secure",
+    envvar="FLEETSTREAM_KAFKA__SECURE",
+    help="Run the local broker secured: SASL_SSL only (SCRAM-SHA-512, one user per service, passwords "
+    "generated under <state>/kafka/users), TLS with a generated CA (<state>/kafka/tls/ca.pem) and ACLs. "
+    "Other commands connect to it when FLEETSTREAM_KAFKA__SECURE=true.",
+)
+
+
+def _secure_env(secure: bool) -> None:
+    """--secure reaches the settings, and every process started from here, as the setting."""
+    if secure:
+        os.environ["FLEETSTREAM_KAFKA__SECURE"] = "true"
+
+
 @app.command()
 def up(
     detach: Annotated[
@@ -142,6 +157,7 @@ def up(
             help="Also run Airflow (API server and UI, scheduler, dag-processor) with fleetstream's DAGs.",
         ),
     ] = False,
+    secure: Annotated[bool, _SECURE_OPTION] = False,
 ) -> None:
     """Start the local stack (Kafka broker, topics, optionally SeaweedFS, MLflow, Airflow and the SQL
     endpoint) and wait until it is healthy.
@@ -149,6 +165,7 @@ def up(
     In the foreground (the default) Ctrl-C stops everything it started; with --detach it keeps running
     until `fleetstream down`. Parts that settings point at an existing cluster are only checked.
     """
+    _secure_env(secure)
     settings, services = _start_stack(s3, with_mlflow, with_airflow)
     if with_airflow:
         _print_airflow_login(settings)
@@ -408,11 +425,7 @@ def simulate(
         elif sink is SinkName.null:
             target = NullSink()
         else:
-            if broker_count(settings.kafka, timeout=5) == 0:
-                raise FleetstreamError(
-                    f"Kafka at {settings.kafka.bootstrap} does not answer. Start the local stack with "
-                    "`fleetstream up --detach` (or `make run`), or set FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS."
-                )
+            require_kafka(settings.kafka)
             target = KafkaSink(settings.kafka, settings.kafka.topics.sensors, paced=not fast)
     except FleetstreamError as exc:
         raise _fail(exc) from None
@@ -1039,10 +1052,7 @@ def bench_dashboard(
 
     try:
         settings = _settings()
-        if broker_count(settings.kafka, timeout=5) == 0:
-            raise FleetstreamError(
-                f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
-            )
+        require_kafka(settings.kafka)
         with console.status("benchmarking the dashboard...") as status:
             where = workdir or settings.cache_dir / "bench-dashboard"
             timings, paint = bench.run(settings, where, repeat, lambda what: status.update(f"writing {what}"))
@@ -1109,10 +1119,8 @@ def bench_pipeline(
     )  # fmt: skip
     try:
         settings = _settings()
-        if set(chosen) - {"quiet"} and broker_count(settings.kafka, timeout=5) == 0:
-            raise FleetstreamError(
-                f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
-            )
+        if set(chosen) - {"quiet"}:
+            require_kafka(settings.kafka)
         results = bench.run(settings, chosen, options, say=lambda line: console.print(line, highlight=False))
     except (FleetstreamError, RuntimeError) as exc:
         raise _fail(FleetstreamError(str(exc))) from None
@@ -1130,10 +1138,7 @@ def bench_pipeline(
 def _settings_with_kafka() -> Settings:
     """The settings, once their Kafka answers (a benchmark's first check)."""
     settings = _settings()
-    if broker_count(settings.kafka, timeout=5) == 0:
-        raise FleetstreamError(
-            f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
-        )
+    require_kafka(settings.kafka)
     return settings
 
 
@@ -1264,10 +1269,7 @@ def bench_compare(
     workload = replace(workload, **changes)
     try:
         settings = _settings()
-        if broker_count(settings.kafka, timeout=5) == 0:
-            raise FleetstreamError(
-                f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
-            )
+        require_kafka(settings.kafka)
         logs = settings.state_dir / "bench-compare"
         console.print(f"logs of the systems under test: {logs}", highlight=False)
         # SIGTERM as Ctrl-C: the systems under test run in process groups of their own, and only an
@@ -1333,6 +1335,7 @@ def run_all(
             help="Also run Airflow with fleetstream's DAGs (about 1 GiB of memory; started after MLflow).",
         ),
     ] = True,
+    secure: Annotated[bool, _SECURE_OPTION] = False,
 ) -> None:
     """Everything, in the foreground: the local stack, the reference data, the simulator, the pipeline,
     the dashboard (its address is printed), MLflow and Airflow; the notifications and the ops bot when
@@ -1346,6 +1349,7 @@ def run_all(
 
     _preset(faults, FAULT_PRESETS, "fault")
     _preset(bad_data, BAD_DATA_PRESETS, "bad-data")
+    _secure_env(secure)
     settings, services = _start_stack(s3)
 
     def start_simulator() -> list[Service]:
@@ -1356,12 +1360,14 @@ def run_all(
         started = []
         if with_stream:  # first: its JVM takes the longest to start
             drop_stale_status(settings.state_dir / STATUS_FILE)
-            started.append(stack.start_app(settings, "stream", [sys.executable, "-m", "fleetstream", "stream"]))
+            started.append(stack.start_app(settings, "stream", [sys.executable, "-m", "fleetstream", "stream"],
+                                           user="pipeline"))  # fmt: skip
         simulate = [sys.executable, "-m", "fleetstream", "simulate", "--cars", str(cars), "--rate", str(rate),
                     "--faults", faults, "--bad-data", bad_data, "--seed", str(seed)]  # fmt: skip
-        started.append(stack.start_app(settings, "simulator", simulate))
+        started.append(stack.start_app(settings, "simulator", simulate, user="simulator"))
         if with_dashboard:
-            started.append(stack.start_app(settings, "dashboard", [sys.executable, "-m", "fleetstream", "dashboard"]))
+            started.append(stack.start_app(settings, "dashboard", [sys.executable, "-m", "fleetstream", "dashboard"],
+                                           user="dashboard"))  # fmt: skip
             console.print(f"dashboard: [bold]{settings.dashboard.url}[/]")
         if with_mlflow:
             try:
@@ -1381,7 +1387,8 @@ def run_all(
             else:
                 _print_airflow_login(settings)
         for name, argv in ops.apps(settings):  # when a channel or the bot is configured
-            started.append(stack.start_app(settings, name, argv))
+            # notifications only read alerts; the bot acts for the operators (status, replay, Airflow)
+            started.append(stack.start_app(settings, name, argv, user=None if name == "bot" else "ops"))
         return started
 
     _supervise_foreground(settings, services, start_simulator)
@@ -1559,10 +1566,7 @@ def stream(
         from fleetstream.rules.engine import load_rules
 
         chosen_rules = load_rules(rules) if rules else None
-        if broker_count(settings.kafka, timeout=5) == 0:
-            raise FleetstreamError(
-                f"Kafka at {settings.kafka.bootstrap} does not answer; start it with `fleetstream up --detach`."
-            )
+        require_kafka(settings.kafka)
         publisher = None
         if run_plan.publisher == "child":
             argv = separate.publisher_argv(

@@ -56,7 +56,7 @@ def librdkafka(kafka: KafkaSettings) -> dict[str, str]:
     if kafka.sasl:
         conf["sasl.mechanism"] = str(kafka.sasl_mechanism)
         conf["sasl.username"] = str(kafka.sasl_username)
-        conf["sasl.password"] = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        conf["sasl.password"] = kafka.password()
     if kafka.tls:
         if kafka.ssl_ca_file:
             conf["ssl.ca.location"] = str(kafka.ssl_ca_file)
@@ -82,7 +82,7 @@ def jaas(kafka: KafkaSettings) -> str:
     def quoted(text: str) -> str:
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+    password = kafka.password()
     module = LOGIN_MODULES[str(kafka.sasl_mechanism)]
     return f"{module} required username={quoted(str(kafka.sasl_username))} password={quoted(password)};"
 

@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fleetstream.errors import FleetstreamError
+
 ENV_PREFIX = "FLEETSTREAM_"
 LOCAL_HOST = "127.0.0.1"
 
@@ -67,18 +69,25 @@ class KafkaSettings(_Frozen):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = Field(None, description="a file holding the SASL password (instead of it)")
     ssl_ca_file: Path | None = Field(None, description="PEM file of the CA(s) the brokers' certificates chain to")
     ssl_cert_file: Path | None = Field(None, description="PEM client certificate (brokers that require one)")
     ssl_key_file: Path | None = Field(None, description="PEM private key of the client certificate")
     ssl_key_password: SecretStr | None = Field(None, description="the private key's password, when encrypted")
     ssl_check_hostname: bool = Field(True, description="check the broker's name against its certificate")
+    secure: bool = Field(
+        False,
+        description="local broker: SASL_SSL only (SCRAM-SHA-512 users, TLS with a generated CA) and ACLs; "
+        "clients use sasl_username (default admin) with its generated password",
+    )
 
     @model_validator(mode="after")
     def _security_complete(self) -> KafkaSettings:
-        if self.sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password is not None):
+        password = self.sasl_password is not None or self.sasl_password_file is not None
+        if self.sasl and not (self.sasl_mechanism and self.sasl_username and password):
             raise ValueError(
                 f"security_protocol {self.security_protocol} needs sasl_mechanism (PLAIN, SCRAM-SHA-256 or "
-                "SCRAM-SHA-512), sasl_username and sasl_password"
+                "SCRAM-SHA-512), sasl_username and sasl_password (or sasl_password_file)"
             )
         if bool(self.ssl_cert_file) != bool(self.ssl_key_file):
             raise ValueError("ssl_cert_file and ssl_key_file go together (a client certificate and its key)")
@@ -91,6 +100,27 @@ class KafkaSettings(_Frozen):
     @property
     def tls(self) -> bool:
         return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def password(self) -> str:
+        """The SASL password: set, or read from ``sasl_password_file``."""
+        if self.sasl_password is not None:
+            return self.sasl_password.get_secret_value()
+        if self.sasl_password_file is None:
+            return ""
+        try:
+            return self.sasl_password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            hint = " Start the secure local broker first: `fleetstream up --secure`." if self.secure else ""
+            raise FleetstreamError(
+                f"cannot read the Kafka password file {self.sasl_password_file}: {exc.strerror}.{hint}"
+            ) from None
+
+    def as_user(self, user: str) -> KafkaSettings:
+        """The same cluster as another of the secure local broker's users (its generated password)."""
+        if not (self.secure and self.sasl_password_file is not None):
+            return self
+        return self.model_copy(update={"sasl_username": user,
+                                        "sasl_password_file": self.sasl_password_file.with_name(user)})  # fmt: skip
 
     @property
     def managed(self) -> bool:
@@ -344,6 +374,53 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
 
+    @model_validator(mode="after")
+    def _secure_local_broker(self) -> Settings:
+        if self.kafka.secure:
+            # a frozen model: replace the field the way pydantic stores it
+            self.__dict__["kafka"] = secure_client(self.kafka, self.state_dir)
+        return self
+
+
+#: the secure local broker's generated files, under ``<state_dir>/kafka``
+KAFKA_TLS_DIR = Path("kafka") / "tls"
+KAFKA_USERS_DIR = Path("kafka") / "users"
+#: who connects to the secure local broker when no sasl_username is set: the super user
+KAFKA_ADMIN = "admin"
+
+
+def secure_client(kafka: KafkaSettings, state_dir: Path) -> KafkaSettings:
+    """A client's settings for the secure local broker: SASL_SSL with SCRAM-SHA-512 as ``sasl_username``
+    (default admin), its password from the file the broker's users were created from, the local CA.
+    Settings given explicitly stay; applying it twice changes nothing.
+
+    >>> k = secure_client(KafkaSettings(secure=True), Path("/s"))
+    >>> k.security_protocol, k.sasl_username, str(k.sasl_password_file), str(k.ssl_ca_file)
+    ('SASL_SSL', 'admin', '/s/kafka/users/admin', '/s/kafka/tls/ca.pem')
+    >>> secure_client(k, Path("/s")) == k
+    True
+    """
+    if not kafka.managed:
+        raise ValueError(
+            "kafka.secure (FLEETSTREAM_KAFKA__SECURE) secures the local broker; for an existing cluster "
+            "(FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS) set FLEETSTREAM_KAFKA__SECURITY_PROTOCOL, __SASL_* and "
+            "__SSL_* instead"
+        )
+    if kafka.security_protocol not in ("PLAINTEXT", "SASL_SSL"):
+        raise ValueError(f"kafka.secure means SASL_SSL; security_protocol {kafka.security_protocol} contradicts it")
+    user = kafka.sasl_username or KAFKA_ADMIN
+    return KafkaSettings.model_validate(
+        {
+            **dict(kafka),
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": kafka.sasl_mechanism or "SCRAM-SHA-512",
+            "sasl_username": user,
+            "sasl_password_file": kafka.sasl_password_file
+            or (None if kafka.sasl_password is not None else state_dir / KAFKA_USERS_DIR / user),
+            "ssl_ca_file": kafka.ssl_ca_file or state_dir / KAFKA_TLS_DIR / "ca.pem",
+        }
+    )
+
 
 def process_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     """``base`` (an environment) without its FLEETSTREAM_* variables, plus those that make a child
@@ -360,7 +437,8 @@ def process_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
         env[f"{ENV_PREFIX}KAFKA__TOPICS__{name.upper()}"] = topic
     kafka = settings.kafka
     security = {"SECURITY_PROTOCOL": kafka.security_protocol, "SASL_MECHANISM": kafka.sasl_mechanism,
-                "SASL_USERNAME": kafka.sasl_username, "SSL_CA_FILE": kafka.ssl_ca_file,
+                "SASL_USERNAME": kafka.sasl_username, "SASL_PASSWORD_FILE": kafka.sasl_password_file,
+                "SSL_CA_FILE": kafka.ssl_ca_file,
                 "SSL_CERT_FILE": kafka.ssl_cert_file, "SSL_KEY_FILE": kafka.ssl_key_file,
                 "SSL_CHECK_HOSTNAME": str(kafka.ssl_check_hostname).lower()}  # fmt: skip
     secret = {"SASL_PASSWORD": kafka.sasl_password, "SSL_KEY_PASSWORD": kafka.ssl_key_password}

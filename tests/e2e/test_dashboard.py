@@ -23,9 +23,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from fleetstream.config import KafkaSettings, Settings, TopicNames
+from fleetstream.config import KafkaSettings, Settings, TopicNames, process_env
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.lake import read
+from fleetstream.local.kafka_security import apply_acls
 from fleetstream.reference.catalog import generate_cars
 from fleetstream.reference.publish import publish
 
@@ -61,22 +62,26 @@ def live(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     kafka = KafkaSettings(**{**stack_settings.kafka.model_dump(), "topics": topics})
     port = _free_port()
     lake = tmp / "lake"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")},
+    settings = stack_settings.model_copy(
+        update={"kafka": kafka, "lake": stack_settings.lake.model_copy(update={"root": str(lake)})}
+    )
+    common = {
         "FLEETSTREAM_STATE_DIR": str(tmp / "state"),
-        "FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap,
-        "FLEETSTREAM_LAKE__ROOT": str(lake),
         "FLEETSTREAM_DASHBOARD__PORT": str(port),
         "FLEETSTREAM_DASHBOARD__REFRESH_S": "1",
         "FLEETSTREAM_DASHBOARD__MAP_TILES": "",  # no network here; the map draws on its dark background
         "FLEETSTREAM_STREAM_OFFLINE_AFTER_SECONDS": str(OFFLINE_AFTER_S),
-        **{f"FLEETSTREAM_KAFKA__TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
     }
-    settings = stack_settings.model_copy(
-        update={"kafka": kafka, "lake": stack_settings.lake.model_copy(update={"root": str(lake)})}
-    )
+
+    def env(user: str) -> dict[str, str]:
+        """A process's environment: its own user of the secure broker, held to its topics by ACLs."""
+        as_user = settings.model_copy(update={"kafka": kafka.as_user(user)})
+        return {**process_env(as_user, os.environ), **common}
+
     ensure_topics(kafka, topics.all())
+    apply_acls(kafka)  # the service users' rights, on this test's topics
     publish(settings, settings.lake.dims, generate_cars(CARS, SEED))
+    users = {"simulator": "simulator", "stream": "pipeline", "dashboard": "dashboard"}
     commands = {
         "simulator": [FLEETSTREAM, "simulate", "--cars", str(CARS), "--seed", str(SEED), "--faults", "heavy",
                       "--bad-data", "light"],
@@ -88,7 +93,9 @@ def live(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     for name, argv in commands.items():
         with (tmp / f"{name}.log").open("w") as log:
             processes.append(
-                subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                subprocess.Popen(
+                    argv, env=env(users[name]), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
             )
     try:
         _wait("the first cars in gold/car_state", lambda: _rows(read.car_state(settings)) > 0, 420, 3)

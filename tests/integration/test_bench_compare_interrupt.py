@@ -12,16 +12,15 @@ from pathlib import Path
 
 import psutil
 
-from fleetstream.config import Settings
+from fleetstream.config import Settings, process_env
 
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
 
 
 def test_ctrl_c_stops_the_systems_under_test_and_writes_nothing(stack_settings: Settings, tmp_path: Path) -> None:
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")},
+        **process_env(stack_settings, os.environ),  # its Kafka, with the credentials
         "FLEETSTREAM_STATE_DIR": str(tmp_path / "state"),
-        "FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS": stack_settings.kafka.bootstrap,
     }
     report_file, plot_file = tmp_path / "bench.md", tmp_path / "bench.png"
     command = [FLEETSTREAM, "bench", "compare", "--quick", "--systems", "quix", "--write", str(report_file),

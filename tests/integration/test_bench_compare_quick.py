@@ -23,7 +23,7 @@ import psutil
 
 from fleetstream.bench.compare import QUICK
 from fleetstream.bench.contenders import SYSTEMS
-from fleetstream.config import Settings
+from fleetstream.config import Settings, process_env
 from fleetstream.ingest.kafka import make_admin
 
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
@@ -42,9 +42,8 @@ def _rows(report: str) -> dict[tuple[str, str], list[str]]:
 
 def test_quick_compare_runs_every_system_correctly(stack_settings: Settings, tmp_path: Path) -> None:
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")},
+        **process_env(stack_settings, os.environ),  # its Kafka, with the credentials
         "FLEETSTREAM_STATE_DIR": str(tmp_path / "state"),
-        "FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS": stack_settings.kafka.bootstrap,
     }
     admin = make_admin(stack_settings.kafka)
     topics_before = set(admin.list_topics(timeout=10).topics) | {"__consumer_offsets"}

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+from fleetstream.clients import librdkafka
 from fleetstream.config import Settings
 from fleetstream.ingest.kafka import consume, delete_topics, describe_topics, make_admin, make_consumer, make_producer
 
@@ -63,19 +64,24 @@ def test_ten_thousand_keyed_messages_arrive_in_order_per_key(
 
 
 @pytest.fixture(scope="module")
-def kcat() -> str:
+def kcat(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """kcat with the cluster's client settings in a file (SASL_SSL and the CA: ``clients.librdkafka``,
+    the same settings fleetstream's own clients use)."""
     path = shutil.which("kcat")
     assert path is not None, "kcat is installed by `make setup` (Debian package kcat)"
-    return path
+    config = tmp_path_factory.mktemp("kcat") / "kcat.conf"
+    config.write_text("".join(f"{key}={value}\n" for key, value in librdkafka(stack_settings.kafka).items()))
+    config.chmod(0o600)
+    return [path, "-F", str(config)]
 
 
 def test_kcat_message_is_read_by_fleetstream(
-    stack_settings: Settings, new_topic: Callable[..., str], kcat: str
+    stack_settings: Settings, new_topic: Callable[..., str], kcat: list[str]
 ) -> None:
     topic = new_topic(partitions=1)
     payload = '{"car_id": "car-042", "speed": 97.5}'
     subprocess.run(
-        [kcat, "-b", stack_settings.kafka.bootstrap, "-P", "-t", topic, "-K", "|"],
+        [*kcat, "-P", "-t", topic, "-K", "|"],
         input=f"car-042|{payload}\n",
         text=True,
         check=True,
@@ -92,14 +98,14 @@ def test_kcat_message_is_read_by_fleetstream(
 
 
 def test_fleetstream_message_is_read_by_kcat(
-    stack_settings: Settings, new_topic: Callable[..., str], kcat: str
+    stack_settings: Settings, new_topic: Callable[..., str], kcat: list[str]
 ) -> None:
     topic = new_topic(partitions=1)
     producer = make_producer(stack_settings.kafka)
     producer.produce(topic, key=b"car-007", value=b'{"rpm": 6500}')
     assert producer.flush(30) == 0
     result = subprocess.run(
-        [kcat, "-b", stack_settings.kafka.bootstrap, "-C", "-t", topic, "-o", "beginning", "-c", "1",
+        [*kcat, "-C", "-t", topic, "-o", "beginning", "-c", "1",
          "-e", "-f", "%k|%s|%p\\n"],
         capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip

@@ -20,6 +20,7 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
+from fleetstream.clients import spark_kafka
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
@@ -183,7 +184,7 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
         assert (car, rule) == (car_e, rule_e)
         assert 0 <= start - start_e <= 3000, ((car, rule, start), start_e)
     messages = (
-        spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka.bootstrap)
+        spark.read.format("kafka").options(**spark_kafka(settings.kafka))
         .option("subscribe", topics.alerts).option("startingOffsets", "earliest").load()
         .select(F.from_json(F.col("value").cast("string"), "kind STRING, lifecycle STRING, episode_id STRING")
                 .alias("m"))

@@ -12,6 +12,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from fleetstream.clients import spark_kafka
 from fleetstream.config import KafkaSettings, LakeSettings, MlflowSettings, Settings, TopicNames
 from fleetstream.ingest.kafka import describe_topics, ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
@@ -113,7 +114,7 @@ def test_kafka_outputs_match_the_tables(run) -> None:  # type: ignore[no-untyped
     assert counts[topics.enriched] == table(spark, settings, "silver/telemetry").count()
     assert counts[topics.dlq] == table(spark, settings, "quarantine/telemetry").count()
     messages = (
-        spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka.bootstrap)
+        spark.read.format("kafka").options(**spark_kafka(settings.kafka))
         .option("subscribe", topics.alerts).option("startingOffsets", "earliest").load()
         .select(F.get_json_object(F.col("value").cast("string"), "$.kind").alias("kind"),
                 F.get_json_object(F.col("value").cast("string"), "$.lifecycle").alias("lifecycle"),

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, Producer
 from pyspark.sql import SparkSession
 
 from fleetstream import schema
+from fleetstream.clients import librdkafka
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
 from fleetstream.ingest.kafka import delete_topics, ensure_topics
 from fleetstream.pipeline.dims import DimsBoundQuery
@@ -44,11 +45,9 @@ def test_a_car_added_to_the_reference_data_gets_alerts(
     triggers = Triggers(realtime_batch_s=5.0, alerts_s=0.1)
     [query] = Streams(spark, settings, plan([PUBLISHER], mode, separate=True), triggers=triggers).start()
     assert isinstance(query, DimsBoundQuery)
-    consumer = Consumer(
-        {"bootstrap.servers": kafka.bootstrap, "group.id": f"t-{suffix}", "auto.offset.reset": "earliest"}
-    )
+    consumer = Consumer({**librdkafka(kafka), "group.id": f"t-{suffix}", "auto.offset.reset": "earliest"})
     consumer.subscribe([topics.alerts])
-    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    producer = Producer(librdkafka(kafka))
     received: list[dict[str, Any]] = []
 
     def overspeed(car_id: str, event_id: str) -> None:

@@ -21,6 +21,7 @@ import psutil
 import pytest
 from confluent_kafka import Consumer
 
+from fleetstream.clients import librdkafka
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames, process_env
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
@@ -79,9 +80,7 @@ def test_the_publisher_runs_apart_and_both_applications_stop_together(stack_sett
             [FLEETSTREAM, "stream", "--separate-alert-app", "--lake-nice", "7", "--alerts-mode", "microbatch"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    consumer = Consumer(
-        {"bootstrap.servers": kafka.bootstrap, "group.id": f"t-{suffix}", "auto.offset.reset": "earliest"}
-    )
+    consumer = Consumer({**librdkafka(kafka), "group.id": f"t-{suffix}", "auto.offset.reset": "earliest"})
     consumer.subscribe([topics.alerts])
     started: list[psutil.Process] = []  # every process of both applications, killed if the test fails
     try:

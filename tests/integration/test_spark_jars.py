@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
+from fleetstream.clients import spark_kafka
 from fleetstream.config import Settings
 from fleetstream.ingest.kafka import make_producer
 from fleetstream.pipeline.session import spark_session
@@ -33,7 +34,7 @@ def test_kafka_source_reads_what_was_produced(
     assert producer.flush(30) == 0
     rows = (
         spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", stack_settings.kafka.bootstrap)
+        .options(**spark_kafka(stack_settings.kafka))
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .load()

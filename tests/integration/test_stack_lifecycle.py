@@ -168,7 +168,10 @@ def test_run_starts_stack_simulator_pipeline_and_dashboard_and_ctrl_c_stops_all(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     """`make run`'s command starts every part: the stack, the simulator, the stream, the dashboard,
-    MLflow and Airflow (its password shown once); `status` lists each part healthy; Ctrl-C stops all."""
+    MLflow and Airflow (its password shown once); `status` lists each part healthy; Ctrl-C stops all.
+
+    With --secure: the broker takes SASL_SSL only, and each application connects as its own user,
+    which the ACLs hold to its own topics (so the data flowing shows that those rights suffice)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dashboard_port = probe.getsockname()[1]
@@ -176,7 +179,8 @@ def test_run_starts_stack_simulator_pipeline_and_dashboard_and_ctrl_c_stops_all(
            "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1", "FLEETSTREAM_DASHBOARD__PORT": str(dashboard_port),
            "FLEETSTREAM_MLFLOW__PORT": str(free_port_base(1)),
            "FLEETSTREAM_AIRFLOW__PORT": str(free_port_base(1))}  # fmt: skip
-    with supervisor(["run"], env, tmp_path / "run.log", timeout=300) as process:
+    with supervisor(["run", "--secure"], env, tmp_path / "run.log", timeout=300) as process:
+        env["FLEETSTREAM_KAFKA__SECURE"] = "true"  # the other commands reach the secure broker too
         deadline = time.monotonic() + 60
         produced = 0
         while time.monotonic() < deadline and produced < 60:  # 20 cars at 1 Hz: three seconds' worth
@@ -189,6 +193,9 @@ def test_run_starts_stack_simulator_pipeline_and_dashboard_and_ctrl_c_stops_all(
         pids = {s["name"]: s["pid"] for s in recorded}
         airflow = {"airflow-api-server", "airflow-scheduler", "airflow-dag-processor"}  # started last, healthy
         assert set(pids) == {"kafka", "simulator", "stream", "dashboard", "mlflow", *airflow}
+        users = {name: psutil.Process(pids[name]).environ().get("FLEETSTREAM_KAFKA__SASL_USERNAME")
+                 for name in ("simulator", "stream", "dashboard")}  # fmt: skip
+        assert users == {"simulator": "simulator", "stream": "pipeline", "dashboard": "dashboard"}
         assert report["healthy"] is True, report["parts"]
         assert {p["name"] for p in report["parts"]} == {"kafka", "mlflow", *airflow}
         password = json.loads((Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "airflow" / "passwords.json").read_text())

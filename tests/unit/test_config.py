@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from fleetstream.cli import app
 from fleetstream.clients import librdkafka, spark_kafka
 from fleetstream.config import Settings
+from fleetstream.errors import FleetstreamError
 
 
 @pytest.fixture(autouse=True)
@@ -124,3 +125,33 @@ def test_settings_env_gives_a_child_the_same_settings(monkeypatch: pytest.Monkey
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert Settings() == parent
+
+
+def test_secure_local_broker_settings_name_the_service_user_and_its_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """FLEETSTREAM_KAFKA__SECURE=true: SASL_SSL with SCRAM-SHA-512 as admin (or the user set), the
+    password read from that user's generated file, the generated CA; children get the same."""
+    monkeypatch.setenv("FLEETSTREAM_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("FLEETSTREAM_KAFKA__SECURE", "true")
+    kafka = Settings().kafka
+    assert (kafka.security_protocol, kafka.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert kafka.sasl_username == "admin"
+    assert kafka.ssl_ca_file == tmp_path / "kafka" / "tls" / "ca.pem"
+    (tmp_path / "kafka" / "users").mkdir(parents=True)
+    (tmp_path / "kafka" / "users" / "simulator").write_text("s3cret\n")
+    simulator = kafka.as_user("simulator")
+    assert librdkafka(simulator)["sasl.username"] == "simulator"
+    assert librdkafka(simulator)["sasl.password"] == "s3cret"
+    with pytest.raises(FleetstreamError, match=r"password file .*admin.*fleetstream up --secure"):
+        librdkafka(kafka)  # no broker was ever started here: the file is missing, and the error says so
+    monkeypatch.setenv("FLEETSTREAM_KAFKA__SASL_USERNAME", "simulator")
+    assert Settings().kafka == simulator
+
+
+def test_secure_is_refused_for_an_external_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETSTREAM_KAFKA__SECURE", "true")
+    monkeypatch.setenv("FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS", "broker-1:9096")
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 1
+    assert "secures the local broker" in " ".join(result.output.split())

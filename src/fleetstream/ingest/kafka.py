@@ -18,6 +18,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from fleetstream.clients import librdkafka
 from fleetstream.config import KafkaSettings
+from fleetstream.errors import FleetstreamError
 
 
 def producer_config(kafka: KafkaSettings, **overrides: str) -> dict[str, str]:
@@ -66,6 +67,39 @@ def broker_count(kafka: KafkaSettings, timeout: float = 2.0) -> int:
         return len(make_admin(kafka, quiet=True).list_topics(timeout=timeout).brokers)
     except KafkaException:
         return 0
+
+
+def require_kafka(kafka: KafkaSettings, timeout: float = 5.0) -> None:
+    """Raise a :class:`FleetstreamError` that names the cause unless the cluster answers: refused
+    credentials and failed TLS handshakes are told apart from a broker that is not there."""
+    errors: list[KafkaError] = []
+    admin = AdminClient({**librdkafka(kafka), "log_level": "0", "error_cb": errors.append})
+    try:
+        if admin.list_topics(timeout=timeout).brokers:
+            return
+    except KafkaException as exc:
+        errors.append(exc.args[0])
+    admin.poll(0.5)  # serves error_cb: why the connection failed
+    codes = {error.code() for error in errors if isinstance(error, KafkaError)}
+    said = next((e.str() for e in errors if isinstance(e, KafkaError) and e.code() in _REFUSALS), "")
+    if KafkaError._AUTHENTICATION in codes:
+        raise FleetstreamError(
+            f"Kafka at {kafka.bootstrap} refused user '{kafka.sasl_username}': {said}. Check "
+            "FLEETSTREAM_KAFKA__SASL_USERNAME and __SASL_PASSWORD (or __SASL_PASSWORD_FILE) and __SASL_MECHANISM."
+        )
+    if KafkaError._SSL in codes:
+        raise FleetstreamError(
+            f"The TLS handshake with Kafka at {kafka.bootstrap} failed: {said}. Check FLEETSTREAM_KAFKA__SSL_CA_FILE "
+            "(the CA the broker's certificate chains to) and that the address is a name in that certificate."
+        )
+    secure = " --secure" if kafka.secure else ""
+    raise FleetstreamError(
+        f"Kafka at {kafka.bootstrap} does not answer. Start the local stack with `fleetstream up --detach{secure}` "
+        "(or `make run`), or point FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS at a cluster."
+    )
+
+
+_REFUSALS = (KafkaError._AUTHENTICATION, KafkaError._SSL)
 
 
 def ensure_topics(kafka: KafkaSettings, names: Iterable[str], partitions: int | None = None) -> list[str]:

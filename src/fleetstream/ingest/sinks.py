@@ -82,6 +82,7 @@ class KafkaSink:
 
     def __init__(self, kafka: KafkaSettings, topic: str, paced: bool = False, **overrides: str) -> None:
         self.topic = topic
+        self.user = kafka.sasl_username
         self.stats = SinkStats()
         self.errors: dict[str, int] = {}
         self.producer = make_producer(
@@ -101,6 +102,8 @@ class KafkaSink:
         else:
             self.stats.failed += 1
             reason = err.str()
+            if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED and self.user:
+                reason += f" (user '{self.user}' has no WRITE permission on it: an ACL must allow it)"
             if reason not in self.errors:
                 log.error("delivery to %s failed: %s", self.topic, reason)
             self.errors[reason] = self.errors.get(reason, 0) + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -10,7 +11,11 @@ from pathlib import Path
 from fleetstream.config import LOCAL_HOST, Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.jvm import broker_classpath
+from fleetstream.local import kafka_security
 from fleetstream.local.java import find_java
+
+#: written when the storage was formatted with the secure broker's users
+SECURE_MARKER = "secure-users-created"
 
 LOG4J2 = """\
 status = warn
@@ -59,6 +64,8 @@ def server_properties(settings: Settings) -> str:
         "log.retention.ms": "-1",
         "log.retention.bytes": str(kafka.retention_bytes),
     }
+    if kafka.secure:
+        props |= kafka_security.server_properties(settings.state_dir, kafka.port, kafka.controller_port, LOCAL_HOST)
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
@@ -83,7 +90,11 @@ def prepare(settings: Settings) -> list[str]:
     home = broker_dir(settings)
     (home / "data").mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
-    config.write_text(server_properties(settings), encoding="utf-8")
+    # mode 0600: in secure mode it holds the keystore's and the broker's own passwords
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(server_properties(settings))
+    os.chmod(config, 0o600)  # an older file kept its mode
     log4j = home / "log4j2.properties"
     log4j.write_text(LOG4J2, encoding="utf-8")
     jvm_flags = [
@@ -98,16 +109,26 @@ def prepare(settings: Settings) -> list[str]:
         "-cp",
         classpath,
     ]
+    secure = settings.kafka.secure
     if not (home / "data" / "meta.properties").exists():
+        users = kafka_security.scram_arguments(settings.state_dir) if secure else []
         result = subprocess.run(
             [java, *jvm_flags, "kafka.tools.StorageTool", "format", "--standalone",
-             f"--cluster-id={new_cluster_id()}", f"--config={config}"],
+             f"--cluster-id={new_cluster_id()}", f"--config={config}", *users],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
+        if result.returncode == 0 and secure:
+            (home / SECURE_MARKER).touch()
         if result.returncode != 0:
             raise FleetstreamError(
                 f"Formatting the Kafka storage in {home / 'data'} failed: "
                 f"{(result.stderr or result.stdout).strip()[-800:]} "
                 f"If the folder holds data from another Kafka version, remove {home} and run `fleetstream up` again."
             )
+    elif secure and not (home / SECURE_MARKER).exists():
+        raise FleetstreamError(
+            f"The Kafka storage in {home / 'data'} was created without --secure, so it has none of the secure "
+            f"broker's users. Start it without --secure, or remove {home} (its topics and messages) and run "
+            "`fleetstream up --secure` again."
+        )
     return [java, *jvm_flags, "kafka.Kafka", str(config)]

@@ -17,10 +17,10 @@ from types import FrameType
 
 from confluent_kafka import KafkaException
 
-from fleetstream.config import LOCAL_HOST, Settings
+from fleetstream.config import ENV_PREFIX, LOCAL_HOST, Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.ingest.kafka import TopicInfo, broker_count, describe_topics, ensure_topics
-from fleetstream.local import airflow_server, kafka_broker, mlflow_server, seaweedfs
+from fleetstream.local import airflow_server, kafka_broker, kafka_security, mlflow_server, seaweedfs
 from fleetstream.local.process import Service, StateFile, port_is_free, port_owner, spawn, stop, tail, wait_until
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,9 @@ def up(
                 ) from exc
             if created:
                 log.info("created topics %s", ", ".join(created))
+            if settings.kafka.managed and settings.kafka.secure:
+                count = kafka_security.apply_acls(settings.kafka)
+                log.info("Kafka ACLs in place (%d): each service user reaches its own topics only", count)
         except BaseException:
             for service in reversed(started):
                 stop(service)
@@ -315,11 +318,18 @@ def start_sql(settings: Settings, argv: list[str], env: Mapping[str, str] | None
     return service
 
 
-def start_app(settings: Settings, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Service:
+def start_app(
+    settings: Settings, name: str, argv: list[str], env: Mapping[str, str] | None = None, user: str | None = None
+) -> Service:
     """Start one of fleetstream's own jobs (simulator, stream, dashboard) as part of the stack.
 
-    It is recorded with the stack, so `down` and the foreground supervisor stop it too.
+    It is recorded with the stack, so `down` and the foreground supervisor stop it too. With the
+    secure local broker it connects as ``user`` (one of its service users; default: as this process).
     """
+    if user is not None and settings.kafka.secure:
+        base = os.environ if env is None else env
+        drop = {f"{ENV_PREFIX}KAFKA__SASL_PASSWORD", f"{ENV_PREFIX}KAFKA__SASL_PASSWORD_FILE"}
+        env = {**{k: v for k, v in base.items() if k not in drop}, f"{ENV_PREFIX}KAFKA__SASL_USERNAME": user}
     state = StateFile(settings.state_dir)
     with state.locked():
         service = spawn(name, argv, settings.state_dir / "logs" / f"{name}.log", address="-", env=env)
@@ -350,6 +360,8 @@ def status(settings: Settings) -> StackStatus:
         alive = kafka_service is not None and kafka_service.alive()
         healthy = alive and broker_count(settings.kafka) > 0
         detail = "running" if healthy else ("not answering" if alive else "stopped")
+        if healthy and settings.kafka.secure:
+            detail += ": SASL_SSL, SCRAM users, ACLs"
         pid = kafka_service.pid if alive and kafka_service else None
         parts.append(PartStatus(KAFKA, True, settings.kafka.bootstrap, healthy, pid, detail))
     else:
