@@ -128,9 +128,18 @@ def quix_kafka(kafka: KafkaSettings) -> Any:
 # --- S3 ------------------------------------------------------------------------------------------
 
 
-def s3_credentials(settings: Settings) -> tuple[SecretStr, SecretStr]:
-    """The S3 key pair: from settings; else, for the local server only, generated once into the
-    state directory (mode 0600), where the local server reads it too."""
+#: the local S3 server's identities besides the admin, and what each may do in the lake's bucket
+S3_SERVICE_ACTIONS = {
+    "pipeline": ("Read", "Write", "List", "Tagging"),  # the stream writes the lake
+    "dashboard": ("Read", "List"),
+    "ops": ("Read", "List"),
+}
+
+
+def s3_credentials(settings: Settings, user: str | None = None) -> tuple[SecretStr, SecretStr]:
+    """The S3 key pair: from settings; else, for the local server only, the pair of ``user`` (default
+    ``s3.user``, else the admin), generated once into the state directory (mode 0600), where the
+    local server reads them too."""
     s3 = settings.s3
     if s3.access_key_id is not None and s3.secret_access_key is not None:
         return s3.access_key_id, s3.secret_access_key
@@ -141,7 +150,14 @@ def s3_credentials(settings: Settings) -> tuple[SecretStr, SecretStr]:
         )
     from fleetstream.local.seaweedfs import seaweed_dir  # where the local server keeps its state
 
-    path = seaweed_dir(settings) / "credentials.json"
+    user = user or s3.user or "admin"
+    if user != "admin" and user not in S3_SERVICE_ACTIONS:
+        raise FleetstreamError(
+            f"the local S3 server has no identity '{user}' (FLEETSTREAM_S3__USER); it has admin and "
+            f"{', '.join(S3_SERVICE_ACTIONS)}"
+        )
+    name = "credentials.json" if user == "admin" else f"credentials-{user}.json"
+    path = seaweed_dir(settings) / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         pair = {"access_key_id": "fs" + secrets.token_hex(8), "secret_access_key": secrets.token_urlsafe(30)}

@@ -146,6 +146,9 @@ class S3Settings(_Frozen):
     region: str = "us-east-1"
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
+    user: str | None = Field(
+        None, description="local SeaweedFS: the service identity whose generated keys to use (default: admin)"
+    )
 
     @property
     def managed(self) -> bool:

@@ -21,7 +21,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from fleetstream.clients import spark_kafka
-from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
+from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames, process_env
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
 from fleetstream.pipeline import gold
@@ -65,13 +65,10 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
     produced = simulation.run().events
 
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")},
-        "FLEETSTREAM_KAFKA__PORT": str(settings.kafka.port),
-        "FLEETSTREAM_LAKE__ROOT": str(lake),
+        **process_env(settings, os.environ),  # the broker with its credentials, the topics, the lake
         "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1",
         "FLEETSTREAM_STREAM_ONLY": "bronze,silver,alerts,gold,episodes",
         "FLEETSTREAM_STREAM_EPISODES_TRIGGER_SECONDS": "1",
-        **{f"FLEETSTREAM_KAFKA__TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
     }
     # Small micro-batches from Kafka so the kill lands between batches of work still to do: 18 of them,
     # gold updated every 10 s (about every other batch), so the third gold update comes well before

@@ -65,3 +65,27 @@ def test_reference_data_published_to_an_s3_prefix(stack_settings: Settings) -> N
     lines = body["Body"].read().decode().splitlines()
     assert len(lines) == 30
     assert lines[0].startswith('{"car_id":"car-00000"')
+
+
+def test_each_service_identity_may_do_only_its_part(stack_settings: Settings) -> None:
+    """The local server's identities besides the admin: the pipeline writes the lake, the dashboard
+    and the notifications only read it (`run` starts each with its own, FLEETSTREAM_S3__USER)."""
+    bucket, key = stack_settings.s3.bucket, f"acl-{uuid.uuid4().hex[:8]}/part-0.parquet"
+    pipeline = s3_client(
+        stack_settings.model_copy(update={"s3": stack_settings.s3.model_copy(update={"user": "pipeline"})})
+    )
+    reader = s3_client(
+        stack_settings.model_copy(update={"s3": stack_settings.s3.model_copy(update={"user": "dashboard"})})
+    )
+    pipeline.put_object(Bucket=bucket, Key=key, Body=b"rows")
+    assert reader.get_object(Bucket=bucket, Key=key)["Body"].read() == b"rows"
+    assert [o["Key"] for o in reader.list_objects_v2(Bucket=bucket, Prefix=key)["Contents"]] == [key]
+    for refused in (lambda: reader.put_object(Bucket=bucket, Key=key, Body=b"forged"),
+                    lambda: reader.delete_object(Bucket=bucket, Key=key)):  # fmt: skip
+        with pytest.raises(ClientError) as denied:
+            refused()
+        assert denied.value.response["Error"]["Code"] == "AccessDenied"
+    pipeline.delete_object(Bucket=bucket, Key=key)
+    credentials = sorted(p.name for p in seaweedfs.seaweed_dir(stack_settings).glob("credentials*.json"))
+    assert credentials == ["credentials-dashboard.json", "credentials-ops.json", "credentials-pipeline.json",
+                           "credentials.json"]  # fmt: skip

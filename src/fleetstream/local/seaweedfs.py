@@ -15,7 +15,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fleetstream.clients import s3_client, s3_credentials
+from fleetstream.clients import S3_SERVICE_ACTIONS, s3_client, s3_credentials
 from fleetstream.config import LOCAL_HOST, S3Settings, Settings
 from fleetstream.errors import FleetstreamError
 
@@ -52,20 +52,24 @@ def weed_binary() -> str:
     return found
 
 
+def identity_entry(settings: Settings, user: str, actions: tuple[str, ...]) -> dict[str, object]:
+    """One identity of SeaweedFS's S3 configuration: ``user``'s keys and what it may do."""
+    key, secret = s3_credentials(settings, user)
+    name = "fleetstream" if user == "admin" else f"fleetstream-{user}"
+    keys = {"accessKey": key.get_secret_value(), "secretKey": secret.get_secret_value()}
+    return {"name": name, "credentials": [keys], "actions": list(actions)}
+
+
 def prepare(settings: Settings) -> list[str]:
     """Write the S3 identity file; return the `weed mini` command line."""
     home = seaweed_dir(settings)
     (home / "data").mkdir(parents=True, exist_ok=True)
-    key, secret = s3_credentials(settings)
-    identity = {
-        "identities": [
-            {
-                "name": "fleetstream",
-                "credentials": [{"accessKey": key.get_secret_value(), "secretKey": secret.get_secret_value()}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
+    identity = {"identities": [identity_entry(settings, "admin", ("Admin", "Read", "Write", "List", "Tagging"))]}
+    if settings.s3.access_key_id is None:  # generated keys: one identity per service, held to its actions
+        identity["identities"] += [
+            identity_entry(settings, user, tuple(f"{action}:{settings.s3.bucket}" for action in actions))
+            for user, actions in S3_SERVICE_ACTIONS.items()
         ]
-    }
     config = home / "s3-identities.json"
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -17,6 +17,7 @@ from types import FrameType
 
 from confluent_kafka import KafkaException
 
+from fleetstream.clients import S3_SERVICE_ACTIONS
 from fleetstream.config import ENV_PREFIX, LOCAL_HOST, Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.ingest.kafka import TopicInfo, broker_count, describe_topics, ensure_topics
@@ -330,6 +331,8 @@ def start_app(
         base = os.environ if env is None else env
         drop = {f"{ENV_PREFIX}KAFKA__SASL_PASSWORD", f"{ENV_PREFIX}KAFKA__SASL_PASSWORD_FILE"}
         env = {**{k: v for k, v in base.items() if k not in drop}, f"{ENV_PREFIX}KAFKA__SASL_USERNAME": user}
+    if user in S3_SERVICE_ACTIONS and settings.s3.managed and settings.s3.access_key_id is None:
+        env = {**(os.environ if env is None else env), f"{ENV_PREFIX}S3__USER": user}  # its own S3 identity
     state = StateFile(settings.state_dir)
     with state.locked():
         service = spawn(name, argv, settings.state_dir / "logs" / f"{name}.log", address="-", env=env)
