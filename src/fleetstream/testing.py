@@ -57,3 +57,18 @@ def airflow_dag_test(
     """Run :func:`airflow_dag_test_command` to its end."""
     argv, chosen = airflow_dag_test_command(settings, dag_id, conf, env)
     return subprocess.run(argv, env=chosen, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def interrupt_all(processes: list[subprocess.Popen[bytes]], grace_s: float = 60.0) -> None:
+    """Ctrl-C each process group still running (each started with ``start_new_session``), wait for
+    them; SIGKILL a group that outlives ``grace_s``."""
+    import signal
+
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)

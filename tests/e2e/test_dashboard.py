@@ -10,7 +10,6 @@ import datetime as dt
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from fleetstream.lake import read
 from fleetstream.local.kafka_security import apply_acls
 from fleetstream.reference.catalog import generate_cars
 from fleetstream.reference.publish import publish
+from fleetstream.testing import interrupt_all
 
 pytestmark = pytest.mark.integration
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
@@ -102,14 +102,7 @@ def live(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         print(f"first cars in gold/car_state {time.monotonic() - started:.0f} s after the commands started")
         yield settings, f"http://127.0.0.1:{port}"
     finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGINT)
-        for process in processes:
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        interrupt_all(processes)
         for name in commands:
             print(f"--- {name} log (tail)\n" + "\n".join((tmp / f"{name}.log").read_text().splitlines()[-15:]))
 
