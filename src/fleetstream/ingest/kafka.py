@@ -69,6 +69,10 @@ def broker_count(kafka: KafkaSettings, timeout: float = 2.0) -> int:
         return 0
 
 
+#: the connection errors that say why a client was turned away
+_REFUSALS = (KafkaError._AUTHENTICATION, KafkaError._SSL)
+
+
 def require_kafka(kafka: KafkaSettings, timeout: float = 5.0) -> None:
     """Raise a :class:`FleetstreamError` that names the cause unless the cluster answers: refused
     credentials and failed TLS handshakes are told apart from a broker that is not there."""
@@ -97,9 +101,6 @@ def require_kafka(kafka: KafkaSettings, timeout: float = 5.0) -> None:
         f"Kafka at {kafka.bootstrap} does not answer. Start the local stack with `fleetstream up --detach{secure}` "
         "(or `make run`), or point FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS at a cluster."
     )
-
-
-_REFUSALS = (KafkaError._AUTHENTICATION, KafkaError._SSL)
 
 
 def ensure_topics(kafka: KafkaSettings, names: Iterable[str], partitions: int | None = None) -> list[str]:

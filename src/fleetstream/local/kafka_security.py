@@ -6,7 +6,7 @@
 - **Users**: one SCRAM-SHA-512 user per service, each password generated once into
   ``<state_dir>/kafka/users/<user>`` (mode 0600) and created in the broker's metadata when its
   storage is formatted (``kafka-storage format --add-scram``).
-- **ACLs** (StandardAuthorizer, deny by default): :data:`ACCESS` below; ``admin`` is the super user
+- **ACLs** (StandardAuthorizer, deny by default): :func:`access` below; ``admin`` is the super user
   (the CLI, the stack's set-up, tests and benchmarks).
 """
 
