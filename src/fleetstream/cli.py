@@ -681,6 +681,45 @@ def lake_maintain(
     out.print(f"{verb} {len(outcomes)} tables: {files:,} files{'' if dry_run else f' -> {after:,}'}")
 
 
+@lake_app.command("repair")
+def lake_repair(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be done; change nothing.")] = False,
+) -> None:
+    """Repair the streaming checkpoints a crash or a full disk damaged (the stream refuses to start on
+    them and names this command). A damaged newest commit file is moved aside: its batch runs again.
+    A damaged newest offsets file is moved aside and the Delta tables holding its batch are restored
+    to the version before it, so the batch is planned and written again whole. Files are moved to
+    the checkpoint's _damaged/ folder, never deleted. Stop every stream on the lake first."""
+    import psutil
+
+    from fleetstream.lake.repair import repair
+    from fleetstream.pipeline.monitor import STATUS_FILE, read_status
+    from fleetstream.pipeline.session import spark_session
+
+    try:
+        settings = _settings()
+        status = read_status(settings.state_dir / STATUS_FILE)
+        if status is not None and status.phase != "stopped" and status.pid and psutil.pid_exists(status.pid):
+            raise FleetstreamError(
+                f"The stream runs (pid {status.pid}, {settings.state_dir / STATUS_FILE}): stop it before the repair."
+            )
+        spark = spark_session(settings, "fleetstream-lake-repair", with_s3=settings.lake.root.startswith("s3a://"))
+        try:
+            with console.status("checking the lake's checkpoints..."):
+                found = repair(
+                    spark, settings.lake.root, dry_run, say=lambda line: console.print(line, highlight=False)
+                )
+        finally:
+            spark.stop()
+    except FleetstreamError as exc:
+        raise _fail(exc) from None
+    if not found:
+        out.print(f"no damaged checkpoint under {settings.lake.root}/_checkpoints")
+    else:
+        verb = "would repair" if dry_run else "repaired"
+        out.print(f"{verb} {len(found)} damaged checkpoint files; start the stream again")
+
+
 @app.command("sql")
 def sql_command(
     statement: Annotated[

@@ -24,6 +24,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 from fleetstream.clients import spark_kafka
 from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
+from fleetstream.lake.repair import refuse_damaged
 from fleetstream.lake.tables import TABLES
 from fleetstream.ml.score import Champion, Scorer
 from fleetstream.pipeline import (
@@ -327,6 +328,7 @@ class Streams:
 
     def start(self) -> list[StreamingQuery]:
         """Start every query of the plan (live); returns them."""
+        refuse_damaged(self.spark, self.lake.root)
         if self.plan.lake:
             self.reference()
             self._check_rules()
@@ -341,6 +343,7 @@ class Streams:
 
     def run_available_now(self, on_query: Callable[[str], None] | None = None) -> None:
         """Process everything available, query after query in dependency order, then return."""
+        refuse_damaged(self.spark, self.lake.root)
         self.reference()
         self._check_rules()
         self._check_layout()
