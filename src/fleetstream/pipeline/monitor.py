@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 STATUS_FILE = "stream-status.json"
 STATUS_STALE_S = 30  # a status file older than this means the pipeline is not running
 PHASES = ("starting", "running", "stopped")
@@ -95,14 +97,47 @@ def write_status(
     started_at: float | None = None,
     pid: int | None = None,
 ) -> None:
-    """Replace ``path`` with the queries' health and the writer's phase as JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace ``path`` with the queries' health and the writer's phase as JSON. A file that cannot
+    be written (a full disk) is logged and left as it was: the queries go on."""
     payload = {"written_at": written_at, "phase": phase, "started_at": started_at, "pid": pid,
                "queries": [asdict(q) for q in queries]}  # fmt: skip
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".stream-status.")
-    with os.fdopen(fd, "w") as out:
-        json.dump(payload, out)
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".stream-status.")
+        with os.fdopen(fd, "w") as out:
+            json.dump(payload, out)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("status file %s not written: %s", path, exc)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+#: what a failure's text says, and what to tell the user about it
+_CAUSES = (
+    (
+        "No space left on device",
+        "the disk is full (No space left on device): free space, then start the stream again; it resumes "
+        "from its checkpoints (if it then names a damaged checkpoint file, run `fleetstream lake repair` first)",
+    ),
+)
+
+
+def explain(failure: str) -> str:
+    """A query failure for the log and the status file: its first line, led by the cause and what to
+    do when the text shows a cause users can act on.
+
+    >>> explain("StreamingQueryException: boom\\n  at x")
+    'StreamingQueryException: boom'
+    >>> explain("Job aborted\\nCaused by: java.io.IOException: No space left on device")[:40]
+    'the disk is full (No space left on devic'
+    """
+    first = failure.strip().splitlines()[0][:500] if failure.strip() else "unknown failure"
+    for needle, advice in _CAUSES:
+        if needle in failure:
+            return f"{advice}. {first}"
+    return first
 
 
 def read_status(path: Path) -> Status | None:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from fleetstream.pipeline.monitor import QueryHealth, summarize, write_status
+from fleetstream.pipeline.monitor import QueryHealth, explain, summarize, write_status
 
 log = logging.getLogger("fleetstream")
 
@@ -26,7 +26,7 @@ def health(query: StreamingQuery) -> QueryHealth:
     failure = query.exception()
     progress = query.lastProgress or {"name": query.name, "batchId": -1}
     if failure is not None:
-        return summarize(progress, state="failed", error=str(failure).splitlines()[0][:500])
+        return summarize(progress, state="failed", error=explain(str(failure)))
     return summarize(progress, state="running" if query.isActive else "stopped")
 
 
