@@ -12,7 +12,7 @@ export UV_CACHE_DIR := $(CACHE)/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: help setup system-deps python-deps jars run up down test lint fmt unit integration clean
+.PHONY: help setup system-deps python-deps jars run up down test lint fmt unit chaos integration clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ test: setup lint ## set up, lint, type-check and run every test
 
 unit: python-deps ## only the tests that need no running services
 	$(BIN)/pytest tests/unit
+
+chaos: setup ## the chaos suite's long run (ten kills of the stream; about 15 minutes): prints each fault's figures
+	FLEETSTREAM_CHAOS_KILLS=10 $(BIN)/pytest -s -o timeout=3600 tests/chaos
 
 clean: down ## remove the local state (.fleetstream) and the venv; the download cache stays
 	rm -rf .fleetstream $(VENV)

@@ -707,7 +707,10 @@ def lake_repair(
         try:
             with console.status("checking the lake's checkpoints..."):
                 found = repair(
-                    spark, settings.lake.root, dry_run, say=lambda line: console.print(line, highlight=False)
+                    spark,
+                    settings.lake.root,
+                    dry_run,
+                    say=lambda line: console.print(line, highlight=False, soft_wrap=True),
                 )
         finally:
             spark.stop()

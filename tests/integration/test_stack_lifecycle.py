@@ -221,3 +221,25 @@ def test_run_starts_stack_simulator_pipeline_and_dashboard_and_ctrl_c_stops_all(
     assert not any(psutil.pid_exists(pid) for pid in pids.values())
     simulator_log = Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "logs" / "simulator.log"
     assert "failed 0" in simulator_log.read_text()
+    _no_secret_leaked(Path(stack_env["FLEETSTREAM_STATE_DIR"]), env, tmp_path / "run.log", password["admin"])
+
+
+def _no_secret_leaked(state: Path, env: dict[str, str], run_log: Path, shown_once: str) -> None:
+    """No secret of a secured run (Kafka users' and the keystore's passwords, S3 secret keys, the
+    Airflow admin's password but where `run` shows it once) in any log, the stream's status file,
+    or `fleetstream config`."""
+    secrets = [p.read_text().strip() for p in (state / "kafka" / "users").iterdir()]
+    secrets.append((state / "kafka" / "tls" / "broker.p12.password").read_text().strip())
+    for keys in (state / "seaweedfs").glob("credentials*.json"):
+        secrets.append(json.loads(keys.read_text())["secret_access_key"])
+    texts = {str(p): p.read_text(errors="replace") for p in state.rglob("*.log")}
+    texts[str(run_log)] = run_log.read_text().replace(shown_once, "", 1)
+    texts["stream-status.json"] = (state / "stream-status.json").read_text()
+    config = run(env, "config")
+    texts["`fleetstream config`"] = config.stdout + config.stderr
+    assert "SASL_SSL" in texts["`fleetstream config`"]
+    assert any(name.endswith("stream.log") for name in texts)
+    assert len(secrets) >= 6
+    every = [*secrets, shown_once]
+    leaks = [(name, which) for name, text in texts.items() for which, secret in enumerate(every) if secret in text]
+    assert leaks == []

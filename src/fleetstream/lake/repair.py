@@ -139,7 +139,7 @@ class Checkpoints:
             try:
                 problem = log_problem(self.read(f"{checkpoint}/{kind}/{newest}"), kind)
             except Exception as exc:  # py4j's error for an IOException (checksum, truncated read)
-                problem = f"unreadable ({str(exc).strip().splitlines()[0][:200]})"
+                problem = f"unreadable ({_java_cause(exc)})"
             if problem:
                 found.append(Damage(checkpoint, kind, newest, problem))
         return found
@@ -157,6 +157,13 @@ class Checkpoints:
         if fs.exists(crc):
             fs.delete(crc, False)
         return target
+
+
+def _java_cause(exc: Exception) -> str:
+    """The Java exception behind a py4j error (``org.apache.hadoop.fs.ChecksumException: ...``)."""
+    java = getattr(exc, "java_exception", None)
+    text = str(java.toString()) if java is not None else str(exc)
+    return (text.strip().splitlines() or ["unknown error"])[0][:300]
 
 
 def damaged(spark: SparkSession, root: str) -> list[Damage]:

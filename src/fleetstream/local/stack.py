@@ -66,11 +66,11 @@ class StackStatus:
 
 
 def _required_ports(
-    settings: Settings, with_s3: bool, with_mlflow: bool = False, with_airflow: bool = False
+    settings: Settings, with_s3: bool, with_mlflow: bool = False, with_airflow: bool = False, with_kafka: bool = True
 ) -> list[tuple[int, str, str]]:
     """(port, what uses it, the setting that moves it) for every port managed parts will bind."""
     needed = []
-    if settings.kafka.managed:
+    if with_kafka and settings.kafka.managed:
         needed += [
             (settings.kafka.port, "Kafka client listener", "FLEETSTREAM_KAFKA__PORT"),
             (settings.kafka.controller_port, "Kafka controller", "FLEETSTREAM_KAFKA__CONTROLLER_PORT"),
@@ -86,8 +86,10 @@ def _required_ports(
     return needed
 
 
-def check_ports(settings: Settings, with_s3: bool, with_mlflow: bool = False, with_airflow: bool = False) -> None:
-    for port, what, setting in _required_ports(settings, with_s3, with_mlflow, with_airflow):
+def check_ports(
+    settings: Settings, with_s3: bool, with_mlflow: bool = False, with_airflow: bool = False, with_kafka: bool = True
+) -> None:
+    for port, what, setting in _required_ports(settings, with_s3, with_mlflow, with_airflow, with_kafka):
         if not port_is_free(LOCAL_HOST, port):
             raise FleetstreamError(
                 f"Port {port} on {LOCAL_HOST}, needed for the {what}, is already in use by "
@@ -105,41 +107,54 @@ def up(
 ) -> list[Service]:
     """Start every managed part, wait until each is healthy, create the topics; return what started.
 
+    With part of the stack already running (a part stopped: crashed, killed, halted on a full
+    disk), only the parts that are down are started; the running ones are left as they are. With
+    every part running, nothing is started (:class:`AlreadyRunningError`).
+
     On any failure, whatever this call started is stopped again before the error is raised.
     """
     state = StateFile(settings.state_dir)
     with state.locked():
         already = [s for s in state.read() if s.alive()]
-        if already:
+        running = {s.name for s in already}
+        kafka_down = settings.kafka.managed and KAFKA not in running
+        # the managed parts asked for that are not running (parts elsewhere are only checked)
+        s3_down = with_s3 and settings.s3.managed and S3 not in running
+        mlflow_down = with_mlflow and settings.mlflow.managed and MLFLOW not in running
+        airflow_down = with_airflow and settings.airflow.managed and not running & set(airflow_server.commands())
+        if already and not (kafka_down or s3_down or mlflow_down or airflow_down):
             listing = ", ".join(f"{s.name} (pid {s.pid}, {s.address})" for s in already)
             raise AlreadyRunningError(
                 f"The fleetstream stack of {settings.state_dir} is already running: {listing}. "
                 "Nothing new was started. See `fleetstream status`, or stop it with `fleetstream down`."
             )
-        check_ports(settings, with_s3, with_mlflow, with_airflow)
+        if already:
+            log.info("already running: %s; starting the parts that are down", ", ".join(sorted(running)))
+        check_ports(settings, s3_down, mlflow_down, airflow_down, with_kafka=kafka_down)
         started: list[Service] = []
+        recorded = already  # the running parts, kept in the state file beside those started here
         try:
-            if settings.kafka.managed:
-                started.append(_start_kafka(settings, state, started))
-            elif broker_count(settings.kafka, timeout=10) == 0:
+            if kafka_down:
+                started.append(_start_kafka(settings, state, [*recorded, *started]))
+            elif not settings.kafka.managed and broker_count(settings.kafka, timeout=10) == 0:
                 raise FleetstreamError(
                     f"The Kafka cluster at {settings.kafka.bootstrap} (FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS) "
                     "did not answer within 10 s. Check the address, the network and the security settings "
                     "(FLEETSTREAM_KAFKA__SECURITY_PROTOCOL, __SASL_*)."
                 )
-            if with_s3:
-                if settings.s3.managed:
-                    started.append(_start_seaweedfs(settings, state, started))
-                elif not seaweedfs.bucket_ready(settings):
-                    raise FleetstreamError(
-                        f"The S3 endpoint {settings.s3.endpoint} (FLEETSTREAM_S3__ENDPOINT_URL) did not "
-                        f"answer, or the bucket '{settings.s3.bucket}' does not exist or is not readable with the "
-                        "configured credentials. Create the bucket or fix FLEETSTREAM_S3__* and try again."
-                    )
-            if with_mlflow and (mlflow := _start_mlflow(settings, state, started)) is not None:
+            if s3_down:
+                started.append(_start_seaweedfs(settings, state, [*recorded, *started]))
+            elif with_s3 and not settings.s3.managed and not seaweedfs.bucket_ready(settings):
+                raise FleetstreamError(
+                    f"The S3 endpoint {settings.s3.endpoint} (FLEETSTREAM_S3__ENDPOINT_URL) did not "
+                    f"answer, or the bucket '{settings.s3.bucket}' does not exist or is not readable with the "
+                    "configured credentials. Create the bucket or fix FLEETSTREAM_S3__* and try again."
+                )
+            external_mlflow = with_mlflow and not settings.mlflow.managed  # checked by _start_mlflow
+            if (mlflow_down or external_mlflow) and (mlflow := _start_mlflow(settings, state, [*recorded, *started])):
                 started.append(mlflow)
-            if with_airflow:
-                started += _start_airflow(settings, state, started)
+            if airflow_down or (with_airflow and not settings.airflow.managed):
+                started += _start_airflow(settings, state, [*recorded, *started])
             try:
                 created = ensure_topics(settings.kafka, settings.kafka.topics.all())
             except KafkaException as exc:
@@ -155,7 +170,10 @@ def up(
         except BaseException:
             for service in reversed(started):
                 stop(service)
-            state.clear()
+            if recorded:
+                state.write(recorded)
+            else:
+                state.clear()
             raise
         return started
 

@@ -1,0 +1,155 @@
+"""Chaos: while the simulator sends and the stream writes a lake on S3 (``s3a://`` on SeaweedFS),
+kill -9 the (secure) broker, start it again with `fleetstream up`; later kill -9 the S3 server and
+start it again the same way. Nothing is lost or doubled, and the stream does not stop.
+
+Its own stack (state directory, ports), so the session's servers are left alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import polars as pl
+import psutil
+import pytest
+
+from fleetstream.config import KafkaSettings, LakeSettings, S3Settings, Settings
+from fleetstream.lake.read import storage_options, table_uri
+from fleetstream.testing import free_port_base, interrupt_all
+
+pytestmark = pytest.mark.integration
+
+FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
+CARS, RATE, SECONDS = 10, 5, 100  # 5,000 events, the two outages in the middle of them
+OUTAGE_S = 10
+
+
+def _frame(settings: Settings, table: str, columns: list[str]) -> pl.DataFrame:
+    """A table of the lake on S3 (empty before it exists)."""
+    try:
+        return pl.read_delta(table_uri(settings, table), columns=columns, storage_options=storage_options(settings))
+    except Exception:  # not created yet, or the server is down
+        return pl.DataFrame()
+
+
+def _wait(what: str, done: Callable[[], bool], timeout: float, logs: list[Path]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():
+            return
+        time.sleep(1)
+    tails = "\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in logs if log.exists())
+    raise AssertionError(f"{what}: not within {timeout:.0f} s\n{tails}")
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], Settings]]:
+    """The environment of the test's commands, and the same settings (to read the lake here)."""
+    port, s3_port = free_port_base(2), free_port_base(5, grpc_offset=10000)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")},
+        "FLEETSTREAM_STATE_DIR": str(tmp_path / "state"),
+        "FLEETSTREAM_KAFKA__PORT": str(port),
+        "FLEETSTREAM_KAFKA__CONTROLLER_PORT": str(port + 1),
+        "FLEETSTREAM_KAFKA__SECURE": "true",
+        "FLEETSTREAM_S3__PORT": str(s3_port),
+        "FLEETSTREAM_LAKE__ROOT": "s3a://fleetstream/lake",
+        "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1",
+        "FLEETSTREAM_STREAM_ONLY": "bronze,silver",
+    }
+    settings = Settings(
+        state_dir=tmp_path / "state",
+        kafka=KafkaSettings(port=port, controller_port=port + 1),
+        s3=S3Settings(port=s3_port),
+        lake=LakeSettings(root="s3a://fleetstream/lake"),
+    )
+    yield env, settings
+    subprocess.run([FLEETSTREAM, "down"], env=env, capture_output=True, timeout=120, check=False)
+
+
+def test_broker_then_s3_server_killed_mid_stream_and_restarted_lose_and_double_nothing(
+    stack_env: tuple[dict[str, str], Settings], tmp_path: Path
+) -> None:
+    env, settings = stack_env
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([FLEETSTREAM, *args], env=env, capture_output=True, text=True, timeout=180, check=False)
+
+    def rows(table: str = "bronze/telemetry") -> int:
+        return _frame(settings, table, ["kafka_offset"]).height
+
+    def kill(service: str) -> None:
+        state = json.loads((tmp_path / "state" / "stack.json").read_text())
+        pid = next(s["pid"] for s in state["services"] if s["name"] == service)
+        os.killpg(pid, signal.SIGKILL)
+        _wait(f"{service} to be gone", lambda: not psutil.pid_exists(pid), 30, logs)
+
+    up = cli("up", "--detach", "--s3")
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert cli("reference", "publish", "--cars", str(CARS)).returncode == 0
+    logs = [tmp_path / "simulator.log", tmp_path / "stream.log"]
+    started = []
+    try:
+        for argv, log in (
+            (["stream"], logs[1]),
+            (["simulate", "--cars", str(CARS), "--rate", str(RATE), "--duration", str(SECONDS)], logs[0]),
+        ):
+            with log.open("w") as out:
+                started.append(subprocess.Popen([FLEETSTREAM, *argv], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                                start_new_session=True))  # fmt: skip
+        stream, simulator = started
+        _wait("bronze's first rows", lambda: rows() > 0, 180, logs)
+
+        # 1. the broker
+        kill("kafka")
+        broker_down_at = rows()
+        time.sleep(OUTAGE_S)  # the simulator keeps producing into its buffer; the stream waits
+        assert simulator.poll() is None
+        assert stream.poll() is None
+        again = cli("up", "--detach", "--s3")
+        assert again.returncode == 0, again.stderr
+        restarted = time.monotonic()
+        _wait("bronze to grow after the broker's restart", lambda: rows() > broker_down_at, 120, logs)
+        broker_caught_up = time.monotonic() - restarted
+
+        # 2. the S3 server, under the lake
+        s3_down_at = rows()  # (read while the server still answers)
+        kill("seaweedfs")
+        time.sleep(OUTAGE_S)  # the stream's writes fail and are tried again
+        assert stream.poll() is None, logs[1].read_text()[-4000:]
+        again = cli("up", "--detach", "--s3")
+        assert again.returncode == 0, again.stderr
+        restarted = time.monotonic()
+
+        assert simulator.wait(SECONDS + 120) == 0, logs[0].read_text()[-3000:]
+        said = re.search(r"([\d,]+) events from .* delivered ([\d,]+), failed ([\d,]+)", logs[0].read_text())
+        assert said is not None, logs[0].read_text()[-3000:]
+        produced, delivered, failed = (int(n.replace(",", "")) for n in said.groups())
+        assert (delivered, failed) == (produced, 0)  # the producer's buffer rode the outage out
+        _wait("bronze to hold every delivered record", lambda: rows() >= delivered, 180, logs)
+        s3_caught_up = time.monotonic() - restarted
+        assert stream.poll() is None, "the stream stopped"  # it rode both outages out
+        assert s3_down_at < delivered  # the second kill came before the end of the input
+
+        def accounted() -> int:
+            return sum(rows(t) for t in ("silver/telemetry", "quarantine/telemetry", "silver/duplicates"))
+
+        _wait("silver, quarantine and duplicates to account for bronze", lambda: accounted() >= delivered, 120, logs)
+        bronze = _frame(settings, "bronze/telemetry", ["kafka_partition", "kafka_offset"])
+        assert bronze.height == delivered  # nothing lost, nothing written twice
+        assert bronze.unique().height == delivered
+        assert accounted() == delivered
+        print(
+            f"broker down {OUTAGE_S} s at {broker_down_at} of {delivered} records in bronze, bronze growing again "
+            f"{broker_caught_up:.0f} s after its restart; S3 server down {OUTAGE_S} s at {s3_down_at}, bronze "
+            f"complete {s3_caught_up:.0f} s after its restart (the simulator sending until its end)"
+        )
+    finally:
+        interrupt_all(started)

@@ -1,0 +1,119 @@
+"""`fleetstream lake repair` on a real query's checkpoint: a torn newest offsets file undoes its batch
+in the tables and the batch is written again whole; a torn newest commit file only reruns its batch;
+a table another writer appended to since is not touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+
+from fleetstream.errors import FleetstreamError
+from fleetstream.lake.repair import DAMAGED_DIR, damaged, refuse_damaged, repair
+from fleetstream.pipeline.writer import marker
+
+TABLE = "bronze/telemetry"  # any table of the lake's catalogue: the repair looks at each
+
+
+def _run(spark: SparkSession, root: Path, files: int) -> None:
+    """Add ``files`` files of 20 new values (0, 1, 2, ... in order) to a source table, then drain it
+    with a query that writes each batch (one file) to TABLE with the pipeline's commit marker."""
+    source = str(root.parent / "source")
+    start = spark.read.format("delta").load(source).count() if (root.parent / "source").exists() else 0
+    for n in range(files):
+        first = start + 20 * n
+        spark.range(first, first + 20, numPartitions=1).withColumnRenamed("id", "value").write.format("delta").mode(
+            "append"
+        ).save(source)
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        batch.write.format("delta").mode("append").option("userMetadata", marker("q", batch_id)).save(str(root / TABLE))
+
+    query = (
+        spark.readStream.format("delta").option("maxFilesPerTrigger", 1).load(source)
+        .writeStream.option("checkpointLocation", str(root / "_checkpoints" / "q")).trigger(availableNow=True)
+        .foreachBatch(write).start()
+    )  # fmt: skip
+    query.awaitTermination(120)
+    assert query.exception() is None, query.exception()
+
+
+def _values(spark: SparkSession, root: Path) -> list[int]:
+    return sorted(r[0] for r in spark.read.format("delta").load(str(root / TABLE)).collect())
+
+
+def _tear(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_a_torn_offsets_file_is_repaired_and_its_batch_written_again_whole(spark: SparkSession, tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    _run(spark, root, 3)
+    checkpoint = root / "_checkpoints" / "q"
+    newest = max(int(p.name) for p in (checkpoint / "offsets").glob("[0-9]*"))
+    assert (checkpoint / "commits" / str(newest)).exists()  # the batch is in the table
+    assert damaged(spark, str(root)) == []
+    held = _values(spark, root)
+
+    _tear(checkpoint / "offsets" / str(newest))
+    found = damaged(spark, str(root))
+    assert [(d.kind, d.batch) for d in found] == [("offsets", newest)]
+    with pytest.raises(FleetstreamError, match=r"offsets/\d+.*fleetstream lake repair"):
+        refuse_damaged(spark, str(root))
+
+    said: list[str] = []
+    assert repair(spark, str(root), dry_run=True, say=said.append) == found
+    assert any(line.startswith(f"would restore {TABLE}") for line in said), said
+    assert _values(spark, root) == held  # a dry run changes nothing
+
+    said.clear()
+    repair(spark, str(root), say=said.append)
+    assert any(line.startswith(f"restored {TABLE}") for line in said), said
+    undone = _values(spark, root)
+    assert len(undone) < len(held)
+    assert undone == held[: len(undone)]  # the lost batch's rows, and only those, are gone
+    assert not (checkpoint / "offsets" / str(newest)).exists()
+    assert not (checkpoint / "commits" / str(newest)).exists()
+    moved = [p for p in (checkpoint / DAMAGED_DIR).iterdir() if not p.name.startswith(".")]  # (not .crc files)
+    assert {p.name.split("-", 1)[1] for p in moved} == {
+        f"offsets-{newest}",
+        f"commits-{newest}",
+    }
+    assert damaged(spark, str(root)) == []
+
+    _run(spark, root, 2)  # batch `newest` again, planned from the batch before: whole, once
+    again = _values(spark, root)
+    assert again == list(range(len(again)))  # no value lost, none twice
+    assert len(again) > len(held)
+
+
+def test_a_torn_commit_file_only_reruns_its_batch(spark: SparkSession, tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    _run(spark, root, 2)
+    checkpoint = root / "_checkpoints" / "q"
+    newest = max(int(p.name) for p in (checkpoint / "commits").glob("[0-9]*"))
+    _tear(checkpoint / "commits" / str(newest))
+    held = _values(spark, root)
+    said: list[str] = []
+    repair(spark, str(root), say=said.append)
+    assert not any("restore" in line for line in said), said
+    assert _values(spark, root) == held
+    assert (checkpoint / "offsets" / str(newest)).exists()
+    assert not (checkpoint / "commits" / str(newest)).exists()
+
+
+def test_a_table_appended_to_by_another_writer_since_is_not_restored(spark: SparkSession, tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    _run(spark, root, 2)
+    checkpoint = root / "_checkpoints" / "q"
+    newest = max(int(p.name) for p in (checkpoint / "offsets").glob("[0-9]*"))
+    spark.range(1).toDF("value").write.format("delta").mode("append").option("userMetadata", "someone else").save(
+        str(root / TABLE)
+    )
+    _tear(checkpoint / "offsets" / str(newest))
+    held = _values(spark, root)
+    with pytest.raises(FleetstreamError, match=r"commits changed the table since.*not restored"):
+        repair(spark, str(root))
+    assert _values(spark, root) == held
+    assert (checkpoint / "offsets" / str(newest)).exists()  # nothing moved either
