@@ -118,10 +118,23 @@ _SECURE_OPTION = typer.Option(
 )
 
 
-def _secure_env(secure: bool) -> None:
-    """--secure reaches the settings, and every process started from here, as the setting."""
+_BROKERS_OPTION = typer.Option(
+    "--brokers",
+    min=1,
+    max=5,
+    envvar="FLEETSTREAM_KAFKA__BROKERS",
+    help="Nodes of the local Kafka cluster (KRaft; each a broker and a controller). With 3, topics get 3 "
+    "replicas and min.insync.replicas 2, so one node may fail. Other commands reach it when "
+    "FLEETSTREAM_KAFKA__BROKERS is set alike.",
+)
+
+
+def _secure_env(secure: bool, brokers: int | None = None) -> None:
+    """--secure and --brokers reach the settings, and every process started from here, as settings."""
     if secure:
         os.environ["FLEETSTREAM_KAFKA__SECURE"] = "true"
+    if brokers is not None:
+        os.environ["FLEETSTREAM_KAFKA__BROKERS"] = str(brokers)
 
 
 @app.command()
@@ -158,14 +171,16 @@ def up(
         ),
     ] = False,
     secure: Annotated[bool, _SECURE_OPTION] = False,
+    brokers: Annotated[int | None, _BROKERS_OPTION] = None,
 ) -> None:
     """Start the local stack (Kafka broker, topics, optionally SeaweedFS, MLflow, Airflow and the SQL
-    endpoint) and wait until it is healthy.
+    endpoint) and wait until it is healthy. Parts that stopped are started again; running ones are
+    left as they are.
 
     In the foreground (the default) Ctrl-C stops everything it started; with --detach it keeps running
     until `fleetstream down`. Parts that settings point at an existing cluster are only checked.
     """
-    _secure_env(secure)
+    _secure_env(secure, brokers)
     settings, services = _start_stack(s3, with_mlflow, with_airflow)
     if with_airflow:
         _print_airflow_login(settings)
@@ -1378,6 +1393,7 @@ def run_all(
         ),
     ] = True,
     secure: Annotated[bool, _SECURE_OPTION] = False,
+    brokers: Annotated[int | None, _BROKERS_OPTION] = None,
 ) -> None:
     """Everything, in the foreground: the local stack, the reference data, the simulator, the pipeline,
     the dashboard (its address is printed), MLflow and Airflow; the notifications and the ops bot when
@@ -1391,7 +1407,7 @@ def run_all(
 
     _preset(faults, FAULT_PRESETS, "fault")
     _preset(bad_data, BAD_DATA_PRESETS, "bad-data")
-    _secure_env(secure)
+    _secure_env(secure, brokers)
     settings, services = _start_stack(s3)
 
     def start_simulator() -> list[Service]:

@@ -62,7 +62,15 @@ class KafkaSettings(_Frozen):
     controller_port: int = Field(9093, ge=1, le=65535, description="local broker: KRaft controller port")
     heap: str = Field("512m", pattern=r"^\d+[kmgKMG]$", description="local broker: JVM heap (-Xms/-Xmx)")
     partitions: int = Field(4, ge=1, description="partitions of each topic `up` creates")
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1, description="replicas of each topic `up` creates (local cluster: up to 3)")
+    brokers: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="local broker: nodes of the KRaft cluster `up` starts (each broker and controller; node i "
+        "listens on port+2(i-1) and controller_port+2(i-1)); with 3, topics get 3 replicas and "
+        "min.insync.replicas 2",
+    )
     retention_bytes: int = Field(1 << 30, ge=1 << 20, description="local broker: bytes kept per partition")
     topics: TopicNames = TopicNames()
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -127,10 +135,45 @@ class KafkaSettings(_Frozen):
         """True when fleetstream runs the broker itself."""
         return self.bootstrap_servers is None
 
+    @model_validator(mode="after")
+    def _cluster_replication(self) -> KafkaSettings:
+        """A local cluster of several nodes replicates its topics (3 copies at most) unless told otherwise."""
+        if self.brokers > 1 and "replication_factor" not in self.model_fields_set:
+            self.__dict__["replication_factor"] = min(3, self.brokers)
+        if self.managed and self.replication_factor > self.brokers:
+            raise ValueError(
+                f"replication_factor {self.replication_factor} needs as many brokers; the local cluster has "
+                f"{self.brokers} (FLEETSTREAM_KAFKA__BROKERS, `fleetstream up --brokers N`)"
+            )
+        return self
+
+    def node_ports(self, node: int) -> tuple[int, int]:
+        """The client and controller ports of the local cluster's node ``node`` (1, 2, ...).
+
+        >>> KafkaSettings(port=9092, controller_port=9093, brokers=3).node_ports(3)
+        (9096, 9097)
+        """
+        return self.port + 2 * (node - 1), self.controller_port + 2 * (node - 1)
+
+    @property
+    def min_insync(self) -> int:
+        """min.insync.replicas of the local cluster: 2 once there are 3 copies (one node may fail).
+
+        >>> KafkaSettings().min_insync, KafkaSettings(brokers=3).min_insync
+        (1, 2)
+        """
+        return 2 if self.replication_factor >= 3 else 1
+
     @property
     def bootstrap(self) -> str:
-        """The bootstrap servers clients connect to."""
-        return self.bootstrap_servers or f"{LOCAL_HOST}:{self.port}"
+        """The bootstrap servers clients connect to (every node of a local cluster).
+
+        >>> KafkaSettings(port=9092, brokers=3).bootstrap
+        '127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096'
+        """
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        return ",".join(f"{LOCAL_HOST}:{self.node_ports(n)[0]}" for n in range(1, self.brokers + 1))
 
 
 class S3Settings(_Frozen):

@@ -67,7 +67,9 @@ def test_plaintext_and_plain_sasl() -> None:
     assert librdkafka(KafkaSettings(port=19092)) == {"bootstrap.servers": "127.0.0.1:19092",
                                                      "security.protocol": "PLAINTEXT"}  # fmt: skip
     assert spark_kafka(KafkaSettings(port=19092)) == {"kafka.bootstrap.servers": "127.0.0.1:19092",
-                                                      "kafka.security.protocol": "PLAINTEXT"}  # fmt: skip
+                                                      "kafka.security.protocol": "PLAINTEXT",
+                                                      "kafka.request.timeout.ms": "10000",
+                                                      "kafka.default.api.timeout.ms": "20000"}  # fmt: skip
     plain = KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u",
                           sasl_password=SecretStr("p"))  # fmt: skip
     assert spark_kafka(plain)["kafka.sasl.jaas.config"].startswith(

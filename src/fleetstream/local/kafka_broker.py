@@ -1,4 +1,10 @@
-"""The local Kafka 4.x broker in KRaft mode (one process, broker and controller combined)."""
+"""The local Kafka 4.x cluster in KRaft mode: one node by default, or several (`up --brokers 3`),
+each a process that is broker and controller combined.
+
+One node keeps its files in ``<state>/kafka`` and forms its quorum on its own (``--standalone``);
+node ``i`` of a larger cluster keeps its files in ``<state>/kafka/node-<i>`` (node 1 in ``kafka``)
+and the nodes form a static quorum (``controller.quorum.voters``). The storage remembers how many
+nodes it was formatted for: starting it with another number is refused."""
 
 from __future__ import annotations
 
@@ -16,6 +22,9 @@ from fleetstream.local.java import find_java
 
 #: written when the storage was formatted with the secure broker's users
 SECURE_MARKER = "secure-users-created"
+#: the number of nodes the storage was formatted for (absent: one)
+NODES_FILE = "cluster-nodes"
+CLUSTER_ID_FILE = "cluster-id"
 
 LOG4J2 = """\
 status = warn
@@ -32,40 +41,57 @@ logger.broker.level = INFO
 """
 
 
-def broker_dir(settings: Settings) -> Path:
-    return settings.state_dir / "kafka"
+def broker_dir(settings: Settings, node: int = 1) -> Path:
+    """Where node ``node`` keeps its configuration, data and log."""
+    home = settings.state_dir / "kafka"
+    return home if node == 1 else home / f"node-{node}"
 
 
-def server_properties(settings: Settings) -> str:
-    """The broker's configuration: loopback listeners, data under the state directory."""
+def node_name(node: int) -> str:
+    """The service name of a node: ``kafka`` for the first, ``kafka-2``, ``kafka-3``... after it."""
+    return "kafka" if node == 1 else f"kafka-{node}"
+
+
+def server_properties(settings: Settings, node: int = 1) -> str:
+    """A node's configuration: loopback listeners, data under the state directory, replication
+    for the size of the cluster."""
     kafka = settings.kafka
+    port, controller_port = kafka.node_ports(node)
+    copies, insync = str(min(3, kafka.brokers)), str(kafka.min_insync)
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.bootstrap.servers": f"{LOCAL_HOST}:{kafka.controller_port}",
-        "listeners": f"PLAINTEXT://{LOCAL_HOST}:{kafka.port},CONTROLLER://{LOCAL_HOST}:{kafka.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{LOCAL_HOST}:{kafka.port}",
+        "node.id": str(node),
+        "listeners": f"PLAINTEXT://{LOCAL_HOST}:{port},CONTROLLER://{LOCAL_HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{LOCAL_HOST}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "log.dirs": str(broker_dir(settings) / "data"),
+        "log.dirs": str(broker_dir(settings, node) / "data"),
         "num.partitions": str(kafka.partitions),
         # Topics are created on purpose (`up`, tests); a typo in a topic name must not invent one.
         "auto.create.topics.enable": "false",
-        "offsets.topic.replication.factor": "1",
+        "offsets.topic.replication.factor": copies,
         "offsets.topic.num.partitions": "4",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "transaction.state.log.replication.factor": copies,
+        "transaction.state.log.min.isr": insync,
+        "share.coordinator.state.topic.replication.factor": copies,
+        "share.coordinator.state.topic.min.isr": insync,
+        "default.replication.factor": str(kafka.replication_factor),
+        "min.insync.replicas": insync,
         "group.initial.rebalance.delay.ms": "0",
         # Retention by size, not age: a backfill (`simulate --fast`) carries old send times, and
         # time-based retention would delete it as soon as it is written.
         "log.retention.ms": "-1",
         "log.retention.bytes": str(kafka.retention_bytes),
     }
+    if kafka.brokers == 1:
+        props["controller.quorum.bootstrap.servers"] = f"{LOCAL_HOST}:{controller_port}"
+    else:
+        props["controller.quorum.voters"] = ",".join(
+            f"{n}@{LOCAL_HOST}:{kafka.node_ports(n)[1]}" for n in range(1, kafka.brokers + 1)
+        )
     if kafka.secure:
-        props |= kafka_security.server_properties(settings.state_dir, kafka.port, kafka.controller_port, LOCAL_HOST)
+        props |= kafka_security.server_properties(settings.state_dir, port, controller_port, LOCAL_HOST)
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
@@ -83,17 +109,43 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def prepare(settings: Settings) -> list[str]:
-    """Write the configuration, format storage on first start; return the broker's command line."""
+def _formatted_nodes(settings: Settings) -> int | None:
+    """How many nodes the storage was formatted for; None before the first start."""
+    home = broker_dir(settings)
+    if not (home / "data" / "meta.properties").exists():
+        return None
+    marker = home / NODES_FILE
+    return int(marker.read_text().strip()) if marker.exists() else 1
+
+
+def _cluster_id(settings: Settings) -> str:
+    """The cluster id every node of one storage is formatted with (kept beside node 1's files)."""
+    path = broker_dir(settings) / CLUSTER_ID_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(new_cluster_id(), encoding="utf-8")
+    return path.read_text(encoding="utf-8").strip()
+
+
+def prepare(settings: Settings, node: int = 1) -> list[str]:
+    """Write a node's configuration, format its storage on first start; return its command line."""
     java = find_java(settings.java_home)
     classpath = broker_classpath(settings.cache_dir)
-    home = broker_dir(settings)
+    nodes = settings.kafka.brokers
+    formatted = _formatted_nodes(settings)
+    if formatted is not None and formatted != nodes:
+        raise FleetstreamError(
+            f"The Kafka storage in {broker_dir(settings)} was formatted for {formatted} node(s), not {nodes}. Start "
+            f"it with --brokers {formatted} (FLEETSTREAM_KAFKA__BROKERS), or remove {broker_dir(settings)} (its "
+            f"topics and messages) and run `fleetstream up --brokers {nodes}` again."
+        )
+    home = broker_dir(settings, node)
     (home / "data").mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
     # mode 0600: in secure mode it holds the keystore's and the broker's own passwords
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(server_properties(settings))
+        handle.write(server_properties(settings, node))
     os.chmod(config, 0o600)  # an older file kept its mode
     log4j = home / "log4j2.properties"
     log4j.write_text(LOG4J2, encoding="utf-8")
@@ -112,9 +164,10 @@ def prepare(settings: Settings) -> list[str]:
     secure = settings.kafka.secure
     if not (home / "data" / "meta.properties").exists():
         users = kafka_security.scram_arguments(settings.state_dir) if secure else []
+        quorum = ["--standalone"] if nodes == 1 else []  # several nodes: the voters in the configuration
         result = subprocess.run(
-            [java, *jvm_flags, "kafka.tools.StorageTool", "format", "--standalone",
-             f"--cluster-id={new_cluster_id()}", f"--config={config}", *users],
+            [java, *jvm_flags, "kafka.tools.StorageTool", "format", *quorum,
+             f"--cluster-id={_cluster_id(settings)}", f"--config={config}", *users],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if result.returncode == 0 and secure:
@@ -125,6 +178,8 @@ def prepare(settings: Settings) -> list[str]:
                 f"{(result.stderr or result.stdout).strip()[-800:]} "
                 f"If the folder holds data from another Kafka version, remove {home} and run `fleetstream up` again."
             )
+        if node == 1 and nodes > 1:
+            (home / NODES_FILE).write_text(str(nodes), encoding="utf-8")
     elif secure and not (home / SECURE_MARKER).exists():
         raise FleetstreamError(
             f"The Kafka storage in {home / 'data'} was created without --secure, so it has none of the secure "

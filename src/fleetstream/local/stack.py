@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -66,15 +66,18 @@ class StackStatus:
 
 
 def _required_ports(
-    settings: Settings, with_s3: bool, with_mlflow: bool = False, with_airflow: bool = False, with_kafka: bool = True
+    settings: Settings, kafka_nodes: Sequence[int], with_s3: bool, with_mlflow: bool, with_airflow: bool
 ) -> list[tuple[int, str, str]]:
-    """(port, what uses it, the setting that moves it) for every port managed parts will bind."""
+    """(port, what uses it, the setting that moves it) for every port the parts to start will bind."""
     needed = []
-    if with_kafka and settings.kafka.managed:
-        needed += [
-            (settings.kafka.port, "Kafka client listener", "FLEETSTREAM_KAFKA__PORT"),
-            (settings.kafka.controller_port, "Kafka controller", "FLEETSTREAM_KAFKA__CONTROLLER_PORT"),
-        ]
+    if settings.kafka.managed:
+        for node in kafka_nodes:
+            port, controller = settings.kafka.node_ports(node)
+            which = "" if settings.kafka.brokers == 1 else f" of node {node}"
+            needed += [
+                (port, f"Kafka client listener{which}", "FLEETSTREAM_KAFKA__PORT"),
+                (controller, f"Kafka controller{which}", "FLEETSTREAM_KAFKA__CONTROLLER_PORT"),
+            ]
     if with_s3 and settings.s3.managed:
         needed += [
             (port, f"SeaweedFS {role}", "FLEETSTREAM_S3__PORT") for role, port in seaweedfs.ports(settings.s3).items()
@@ -87,9 +90,10 @@ def _required_ports(
 
 
 def check_ports(
-    settings: Settings, with_s3: bool, with_mlflow: bool = False, with_airflow: bool = False, with_kafka: bool = True
+    settings: Settings, kafka_nodes: Sequence[int], with_s3: bool, with_mlflow: bool, with_airflow: bool
 ) -> None:
-    for port, what, setting in _required_ports(settings, with_s3, with_mlflow, with_airflow, with_kafka):
+    """Refuse to start when a port of a part to start (``kafka_nodes``: the Kafka nodes) is taken."""
+    for port, what, setting in _required_ports(settings, kafka_nodes, with_s3, with_mlflow, with_airflow):
         if not port_is_free(LOCAL_HOST, port):
             raise FleetstreamError(
                 f"Port {port} on {LOCAL_HOST}, needed for the {what}, is already in use by "
@@ -117,7 +121,8 @@ def up(
     with state.locked():
         already = [s for s in state.read() if s.alive()]
         running = {s.name for s in already}
-        kafka_down = settings.kafka.managed and KAFKA not in running
+        nodes_down = [n for n in range(1, settings.kafka.brokers + 1) if kafka_broker.node_name(n) not in running]
+        kafka_down = settings.kafka.managed and bool(nodes_down)
         # the managed parts asked for that are not running (parts elsewhere are only checked)
         s3_down = with_s3 and settings.s3.managed and S3 not in running
         mlflow_down = with_mlflow and settings.mlflow.managed and MLFLOW not in running
@@ -130,12 +135,12 @@ def up(
             )
         if already:
             log.info("already running: %s; starting the parts that are down", ", ".join(sorted(running)))
-        check_ports(settings, s3_down, mlflow_down, airflow_down, with_kafka=kafka_down)
+        check_ports(settings, nodes_down if kafka_down else [], s3_down, mlflow_down, airflow_down)
         started: list[Service] = []
         recorded = already  # the running parts, kept in the state file beside those started here
         try:
             if kafka_down:
-                started.append(_start_kafka(settings, state, [*recorded, *started]))
+                started += _start_kafka(settings, state, [*recorded, *started], nodes_down)
             elif not settings.kafka.managed and broker_count(settings.kafka, timeout=10) == 0:
                 raise FleetstreamError(
                     f"The Kafka cluster at {settings.kafka.bootstrap} (FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS) "
@@ -178,24 +183,37 @@ def up(
         return started
 
 
-def _start_kafka(settings: Settings, state: StateFile, started: list[Service]) -> Service:
-    command = kafka_broker.prepare(settings)
+def _start_kafka(settings: Settings, state: StateFile, started: list[Service], nodes: Sequence[int]) -> list[Service]:
+    """Start the given nodes of the local cluster (all of them first: a quorum needs most of its
+    voters), then wait until every node of the cluster answers."""
     began = time.monotonic()
-    service = spawn(KAFKA, command, kafka_broker.broker_dir(settings) / "kafka.log", address=settings.kafka.bootstrap)
-    state.write([*started, service])
-    wait_until(
-        lambda: broker_count(settings.kafka, timeout=1) > 0,
-        KAFKA_START_TIMEOUT,
-        "The Kafka broker",
-        service,
-    )
-    log.info(
-        "Kafka broker healthy on %s in %.1f s (pid %d)",
-        service.address,
-        time.monotonic() - began,
-        service.pid,
-    )
-    return service
+    ours: list[Service] = []
+    for node in nodes:
+        command = kafka_broker.prepare(settings, node)
+        port, _ = settings.kafka.node_ports(node)
+        home = kafka_broker.broker_dir(settings, node)
+        ours.append(spawn(kafka_broker.node_name(node), command, home / "kafka.log", address=f"{LOCAL_HOST}:{port}"))
+        state.write([*started, *ours])
+    want = settings.kafka.brokers
+
+    def all_answer() -> bool:
+        for service in ours:
+            if not service.alive():
+                said = tail(service.log)
+                raise FleetstreamError(
+                    f"Kafka node {service.name} exited during start-up. Last lines of {service.log}:\n{said}"
+                )
+        return broker_count(settings.kafka, timeout=1) >= want
+
+    try:
+        wait_until(all_answer, KAFKA_START_TIMEOUT, "The Kafka broker" if want == 1 else "The Kafka cluster", ours[0])
+    except BaseException:
+        for service in ours:
+            stop(service)
+        raise
+    names = ", ".join(f"{s.name} (pid {s.pid})" for s in ours)
+    log.info("Kafka healthy on %s in %.1f s: %s", settings.kafka.bootstrap, time.monotonic() - began, names)
+    return ours
 
 
 def _start_seaweedfs(settings: Settings, state: StateFile, started: list[Service]) -> Service:
@@ -376,15 +394,21 @@ def status(settings: Settings) -> StackStatus:
     """Each part with pid, address and health; the topics with partitions and end offsets."""
     recorded = {s.name: s for s in StateFile(settings.state_dir).read()}
     parts = []
-    kafka_service = recorded.get(KAFKA)
     if settings.kafka.managed:
-        alive = kafka_service is not None and kafka_service.alive()
-        healthy = alive and broker_count(settings.kafka) > 0
-        detail = "running" if healthy else ("not answering" if alive else "stopped")
-        if healthy and settings.kafka.secure:
-            detail += ": SASL_SSL, SCRAM users, ACLs"
-        pid = kafka_service.pid if alive and kafka_service else None
-        parts.append(PartStatus(KAFKA, True, settings.kafka.bootstrap, healthy, pid, detail))
+        answering = broker_count(settings.kafka)
+        for node in range(1, settings.kafka.brokers + 1):
+            name = kafka_broker.node_name(node)
+            service = recorded.get(name)
+            alive = service is not None and service.alive()
+            healthy = alive and answering > 0
+            detail = "running" if healthy else ("not answering" if alive else "stopped")
+            if healthy and settings.kafka.brokers > 1:
+                detail += f" ({answering} of {settings.kafka.brokers} nodes answer)"
+            if healthy and settings.kafka.secure:
+                detail += ": SASL_SSL, SCRAM users, ACLs"
+            pid = service.pid if alive and service else None
+            address = settings.kafka.bootstrap if settings.kafka.brokers == 1 else service_address(settings, node)
+            parts.append(PartStatus(name, True, address, healthy, pid, detail))
     else:
         healthy = broker_count(settings.kafka) > 0
         parts.append(
@@ -424,8 +448,16 @@ def status(settings: Settings) -> StackStatus:
             alive = service.alive()
             parts.append(PartStatus(name, True, "-", alive, service.pid if alive else None,
                                     "running" if alive else "stopped"))  # fmt: skip
-    topics = describe_topics(settings.kafka, settings.kafka.topics.all()) if parts[0].healthy else []
+    topics = (
+        describe_topics(settings.kafka, settings.kafka.topics.all())
+        if any(p.healthy for p in parts if p.name.startswith(KAFKA))
+        else []
+    )
     return StackStatus(parts, topics)
+
+
+def service_address(settings: Settings, node: int) -> str:
+    return f"{LOCAL_HOST}:{settings.kafka.node_ports(node)[0]}"
 
 
 def _airflow_parts(settings: Settings, recorded: Mapping[str, Service]) -> list[PartStatus]:
