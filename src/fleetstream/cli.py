@@ -1681,7 +1681,7 @@ def stream(
     try:
         code = supervise(
             queries, status_path, console, snapshot=snapshot, others=others, stop_when=separate.parent_gone,
-            started_at=began,
+            started_at=began, restart=streams.restart,
         )  # fmt: skip
     finally:
         if publisher is not None:

@@ -143,6 +143,13 @@ def _status(age_s: float, queries: list[QueryHealth], phase: str = "running", st
         (_status(120, [_query("lake")]), True, None, "120 s ago", "error"),
         (_status(2, [_query("lake")]), True, False, "it is not running", "error"),  # its writer is gone
         (_status(2, [_query("lake", "failed")]), True, True, "failed queries: lake", "error"),
+        (
+            _status(2, [_query("lake", "restarting")]),
+            True,
+            True,
+            "restarting after a service was out of reach",
+            "error",
+        ),
         (_status(2, [_query("lake")]), False, True, "Kafka does not answer", "error"),
         (_status(40, [], "starting", started_s=40), True, True, "is starting (40 s)", "info"),
         (_status(40, [], "starting", started_s=40), True, False, "it is not running", "error"),  # died starting

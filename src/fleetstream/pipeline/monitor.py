@@ -43,7 +43,7 @@ class QueryHealth:
     lag: int | None  # how far behind its source the query is, in lag_unit; None when unknown
     lag_unit: str
     watermark: str | None
-    state: str = "running"  # running | failed | stopped
+    state: str = "running"  # running | restarting | failed | stopped
     error: str | None = None
 
 
@@ -124,6 +124,32 @@ _CAUSES = (
 )
 
 
+#: failures that say a service was out of reach for a while (a broker restarting, a partition's leader
+#: moving, the object store restarting): the query is started again from its checkpoint
+_TRANSIENT = (
+    "org.apache.kafka.common.errors.TimeoutException",
+    "org.apache.kafka.common.errors.NetworkException",
+    "org.apache.kafka.common.errors.DisconnectException",
+    "org.apache.kafka.common.errors.NotLeaderOrFollowerException",
+    "org.apache.kafka.common.errors.LeaderNotAvailableException",
+    "java.net.ConnectException",
+    "java.net.SocketTimeoutException",
+    "Unable to execute HTTP request",
+)
+
+
+def transient(failure: str) -> bool:
+    """Whether a query's failure is a service out of reach for a while (worth a restart from the
+    checkpoint), not a fault of the data, the code or the disk.
+
+    >>> transient("Caused by: org.apache.kafka.common.errors.TimeoutException: Timeout of 20000ms expired")
+    True
+    >>> transient("Caused by: java.io.IOException: No space left on device")
+    False
+    """
+    return "No space left on device" not in failure and any(needle in failure for needle in _TRANSIENT)
+
+
 def explain(failure: str) -> str:
     """A query failure for the log and the status file: its first line, led by the cause and what to
     do when the text shows a cause users can act on.
@@ -197,4 +223,7 @@ def pipeline_health(status: Status | None, broker_up: bool, now: dt.datetime, wr
     failed = [q.name for q in queries if q.state == "failed"]
     if failed:
         problems.append(f"failed queries: {', '.join(failed)}")
+    restarting = [q.name for q in queries if q.state == "restarting"]
+    if restarting:
+        problems.append(f"restarting after a service was out of reach: {', '.join(restarting)}")
     return Health("; ".join(problems) or None, queries, updated)

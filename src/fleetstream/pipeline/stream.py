@@ -341,6 +341,13 @@ class Streams:
             queries.append(self.publisher())
         return queries
 
+    def restart(self, query: StreamingQuery) -> StreamingQuery:
+        """Start a stopped or failed query of the plan again, from its checkpoint."""
+        for lake_query in self.plan.lake:
+            if lake_query.name == query.name:
+                return self._start_lake(lake_query)
+        return self.publisher()
+
     def run_available_now(self, on_query: Callable[[str], None] | None = None) -> None:
         """Process everything available, query after query in dependency order, then return."""
         refuse_damaged(self.spark, self.lake.root)

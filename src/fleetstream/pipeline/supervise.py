@@ -17,9 +17,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from fleetstream.pipeline.monitor import QueryHealth, explain, summarize, write_status
+from fleetstream.pipeline.monitor import QueryHealth, explain, summarize, transient, write_status
 
 log = logging.getLogger("fleetstream")
+RESTARTS = 10  # restarts of a query in a row, without a batch done between them, before the stream stops
 
 
 def health(query: StreamingQuery) -> QueryHealth:
@@ -28,6 +29,73 @@ def health(query: StreamingQuery) -> QueryHealth:
     if failure is not None:
         return summarize(progress, state="failed", error=explain(str(failure)))
     return summarize(progress, state="running" if query.isActive else "stopped")
+
+
+def backoff_s(attempt: int) -> float:
+    """The wait before a query's ``attempt``-th restart in a row: 5 s, doubled each time, at most 60 s
+    (ten restarts span about 7 minutes).
+
+    >>> [backoff_s(n) for n in (1, 2, 3, 4, 5, 10)]
+    [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+    """
+    return min(60.0, 5.0 * 2.0 ** (attempt - 1))
+
+
+def failure_text(query: StreamingQuery) -> str | None:
+    """The whole text of a query's failure (its JVM stack trace too), or None when it has not failed."""
+    failure = query.exception()
+    if failure is None:
+        return None
+    # the message alone may not name the exception's class (a Kafka TimeoutException's does not)
+    trace = getattr(failure, "_stackTrace", None) or ""
+    return f"{failure}\n{trace}"
+
+
+class Restarts:
+    """Queries that failed because a service was out of reach for a while (a broker restarting, a
+    leader moving, the object store restarting) are started again from their checkpoints, after
+    :func:`backoff_s`; up to :data:`RESTARTS` times in a row, the count reset by each batch done."""
+
+    def __init__(self, restart: Callable[[StreamingQuery], StreamingQuery]) -> None:
+        self.restart = restart
+        self.attempts: dict[str, int] = {}
+        self.due: dict[str, tuple[float, str]] = {}  # query name -> (when, why)
+
+    def tend(self, queries: list[StreamingQuery], now: float) -> None:
+        """Schedule the restart of queries that failed transiently; restart those due (in place)."""
+        for i, query in enumerate(queries):
+            name = query.name
+            if query.isActive:
+                if name in self.attempts and query.lastProgress is not None:
+                    log.info("query %s runs again (after %d restarts)", name, self.attempts.pop(name))
+                continue
+            if name in self.due:
+                when, _ = self.due[name]
+                if now >= when:
+                    del self.due[name]
+                    log.info("restarting query %s from its checkpoint", name)
+                    queries[i] = self.restart(query)
+                continue
+            text = failure_text(query)
+            attempt = self.attempts.get(name, 0) + 1
+            if text is None or not transient(text) or attempt > RESTARTS:
+                continue
+            self.attempts[name] = attempt
+            wait = backoff_s(attempt)
+            why = explain(text)
+            self.due[name] = (now + wait, why)
+            log.warning(
+                "query %s failed, a service out of reach (%s): restarting it in %.0f s (restart %d of at most %d "
+                "in a row)", name, why, wait, attempt, RESTARTS,
+            )  # fmt: skip
+
+    def health(self, query: StreamingQuery) -> QueryHealth:
+        if query.name not in self.due:
+            return health(query)
+        when, why = self.due[query.name]
+        progress = query.lastProgress or {"name": query.name, "batchId": -1}
+        left = max(0.0, when - time.monotonic())
+        return summarize(progress, state="restarting", error=f"restarting in {left:.0f} s: {why}")
 
 
 def health_table(rows: list[QueryHealth]) -> Table:
@@ -64,17 +132,21 @@ def supervise(
     others: Callable[[], list[QueryHealth]] | None = None,
     stop_when: Callable[[], bool] | None = None,
     started_at: float | None = None,
+    restart: Callable[[StreamingQuery], StreamingQuery] | None = None,
 ) -> int:
     """Until Ctrl-C/SIGTERM, ``stop_when()`` or a query fails: refresh the display and the status
     file. Then stop every query and return the exit code (0 on a requested stop, 1 when a query
     failed). ``others`` gives the rows of queries another application runs for this one (the
     alert-data publisher): shown and written with these, and their failure stops these too.
-    ``started_at``: when this process started (written to the status file with its pid)."""
+    ``started_at``: when this process started (written to the status file with its pid).
+    ``restart``: starts a query again (from its checkpoint); given, a query that failed because a
+    service was out of reach is restarted (:class:`Restarts`) instead of stopping the others."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     live = Live(console=console, refresh_per_second=1, transient=True) if console.is_terminal else None
     last_log = last_snapshot = time.monotonic()
     code = 0
+    restarts = Restarts(restart) if restart is not None else None
     try:
         if live is not None:
             live.__enter__()
@@ -82,7 +154,9 @@ def supervise(
             if stop_when is not None and stop_when():
                 log.info("stopping: the application that started this one is gone")
                 break
-            rows = [health(q) for q in queries] + (others() if others else [])
+            if restarts is not None:
+                restarts.tend(queries, time.monotonic())
+            rows = [restarts.health(q) if restarts else health(q) for q in queries] + (others() if others else [])
             write_status(status_path, rows, time.time(), "running", started_at, os.getpid())
             failed = [h for h in rows if h.state == "failed"]
             if failed:
