@@ -129,12 +129,15 @@ _BROKERS_OPTION = typer.Option(
 )
 
 
-def _secure_env(secure: bool, brokers: int | None = None) -> None:
-    """--secure and --brokers reach the settings, and every process started from here, as settings."""
+def _secure_env(secure: bool, brokers: int | None = None, spark_workers: int | None = None) -> None:
+    """--secure, --brokers and --spark-workers reach the settings, and every process started from
+    here, as settings."""
     if secure:
         os.environ["FLEETSTREAM_KAFKA__SECURE"] = "true"
     if brokers is not None:
         os.environ["FLEETSTREAM_KAFKA__BROKERS"] = str(brokers)
+    if spark_workers is not None:
+        os.environ["FLEETSTREAM_SPARK__WORKERS"] = str(spark_workers)
 
 
 @app.command()
@@ -172,15 +175,26 @@ def up(
     ] = False,
     secure: Annotated[bool, _SECURE_OPTION] = False,
     brokers: Annotated[int | None, _BROKERS_OPTION] = None,
+    spark_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--spark-workers",
+            min=0,
+            max=8,
+            envvar="FLEETSTREAM_SPARK__WORKERS",
+            help="Also run a Spark standalone cluster: a master on 127.0.0.1:7077 and N workers, from the "
+            "pyspark installation. Commands run with FLEETSTREAM_SPARK__WORKERS=N submit their applications to it.",
+        ),
+    ] = None,
 ) -> None:
-    """Start the local stack (Kafka broker, topics, optionally SeaweedFS, MLflow, Airflow and the SQL
-    endpoint) and wait until it is healthy. Parts that stopped are started again; running ones are
-    left as they are.
+    """Start the local stack (Kafka broker, topics, optionally SeaweedFS, MLflow, Airflow, a Spark
+    standalone cluster and the SQL endpoint) and wait until it is healthy. Parts that stopped are
+    started again; running ones are left as they are.
 
     In the foreground (the default) Ctrl-C stops everything it started; with --detach it keeps running
     until `fleetstream down`. Parts that settings point at an existing cluster are only checked.
     """
-    _secure_env(secure, brokers)
+    _secure_env(secure, brokers, spark_workers)
     settings, services = _start_stack(s3, with_mlflow, with_airflow)
     if with_airflow:
         _print_airflow_login(settings)

@@ -205,10 +205,45 @@ class S3Settings(_Frozen):
 
 
 class SparkSettings(_Frozen):
-    """Spark: local mode by default; any master URL (spark://, yarn, k8s://) by configuration."""
+    """Spark: local mode by default; any master URL (spark://, yarn, k8s://) by configuration; or a
+    local standalone cluster (`fleetstream up --spark-workers N`), which the commands then use."""
 
     master: str = "local[*]"
     driver_memory: str = "2g"
+    workers: int = Field(
+        0, ge=0, le=8, description="local standalone cluster: workers `up` starts beside a master (0: none)"
+    )
+    cluster_port: int = Field(7077, ge=1, le=65535, description="local standalone cluster: the master's port")
+    ui_port: int = Field(
+        8080, ge=1, le=65535, description="local standalone cluster: the master's web UI (worker i: ui_port + i)"
+    )
+    worker_cores: int = Field(1, ge=1, description="local standalone cluster: cores each worker offers")
+    worker_memory: str = Field("2g", pattern=r"^\d+[mgMG]$", description="local standalone cluster: memory per worker")
+
+    @property
+    def cluster_url(self) -> str:
+        """The local standalone master's URL.
+
+        >>> SparkSettings(workers=2).cluster_url
+        'spark://127.0.0.1:7077'
+        """
+        return f"spark://{LOCAL_HOST}:{self.cluster_port}"
+
+    @model_validator(mode="after")
+    def _local_cluster(self) -> SparkSettings:
+        """With a local cluster and no master chosen, the commands submit to that cluster.
+
+        >>> SparkSettings(workers=1).master, SparkSettings(workers=1, master="local[2]").master
+        ('spark://127.0.0.1:7077', 'local[2]')
+        """
+        if self.workers and "master" not in self.model_fields_set:
+            self.__dict__["master"] = self.cluster_url
+        return self
+
+    @property
+    def on_local_cluster(self) -> bool:
+        return self.workers > 0 and self.master == self.cluster_url
+
     conf: dict[str, str] = Field(
         default_factory=dict,
         description="extra Spark properties, over fleetstream's defaults (JSON object in the environment)",

@@ -1,9 +1,10 @@
 """Chaos on a local cluster of three secure Kafka nodes (`up --brokers 3 --secure`: topics with 3
-replicas, min.insync.replicas 2) and a lake on S3 (``s3a://`` on SeaweedFS): while the simulator
-sends and the stream writes the lake, kill -9 one Kafka node and start it again with `fleetstream
-up`; later kill -9 the S3 server and start it again the same way. Nothing is lost or doubled, and
-neither the simulator nor the stream stops. (A whole broker outage, the only node down, is in
-tests/chaos/test_disk_full.py.)
+replicas, min.insync.replicas 2), a lake on S3 (``s3a://`` on SeaweedFS) and the stream submitted
+to a Spark standalone cluster (`up --spark-workers 1`: executors in a JVM of their own, as on a
+real cluster). While the simulator sends and the stream writes the lake: kill -9 one Kafka node
+and start it again with `fleetstream up`; later kill -9 the S3 server and start it again the same
+way. Nothing is lost or doubled, and neither the simulator nor the stream stops. (A whole broker
+outage, the only node down, is in tests/chaos/test_disk_full.py.)
 
 Its own stack (state directory, ports), so the session's servers are left alone."""
 
@@ -24,15 +25,17 @@ import psutil
 import pytest
 from confluent_kafka.admin import ConfigResource, ResourceType
 
-from fleetstream.config import KafkaSettings, LakeSettings, S3Settings, Settings
+from fleetstream.config import KafkaSettings, LakeSettings, S3Settings, Settings, SparkSettings
 from fleetstream.ingest.kafka import make_admin
 from fleetstream.lake.read import storage_options, table_uri
+from fleetstream.local import spark_cluster
+from fleetstream.pipeline.monitor import STATUS_FILE, read_status
 from fleetstream.testing import free_port_base, interrupt_all
 
 pytestmark = pytest.mark.integration
 
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
-CARS, RATE, SECONDS = 10, 5, 100  # 5,000 events, the two outages in the middle of them
+CARS, RATE, SECONDS = 10, 4, 150  # 6,000 events, the two outages in the middle of them
 OUTAGE_S = 10
 
 
@@ -57,7 +60,7 @@ def _wait(what: str, done: Callable[[], bool], timeout: float, logs: list[Path])
 @pytest.fixture
 def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], Settings]]:
     """The environment of the test's commands, and the same settings (to read the lake here)."""
-    port, s3_port = free_port_base(6), free_port_base(5, grpc_offset=10000)
+    port, s3_port, spark_port = free_port_base(6), free_port_base(5, grpc_offset=10000), free_port_base(3)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("FLEETSTREAM_")},
         "FLEETSTREAM_STATE_DIR": str(tmp_path / "state"),
@@ -65,6 +68,10 @@ def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], Settings]]:
         "FLEETSTREAM_KAFKA__CONTROLLER_PORT": str(port + 1),
         "FLEETSTREAM_KAFKA__SECURE": "true",
         "FLEETSTREAM_KAFKA__BROKERS": "3",
+        "FLEETSTREAM_SPARK__WORKERS": "1",
+        "FLEETSTREAM_SPARK__WORKER_CORES": "2",
+        "FLEETSTREAM_SPARK__CLUSTER_PORT": str(spark_port),
+        "FLEETSTREAM_SPARK__UI_PORT": str(spark_port + 1),
         "FLEETSTREAM_S3__PORT": str(s3_port),
         "FLEETSTREAM_LAKE__ROOT": "s3a://fleetstream/lake",
         "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1",
@@ -75,6 +82,7 @@ def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], Settings]]:
         kafka=KafkaSettings(port=port, controller_port=port + 1, brokers=3, secure=True),
         s3=S3Settings(port=s3_port),
         lake=LakeSettings(root="s3a://fleetstream/lake"),
+        spark=SparkSettings(workers=1, worker_cores=2, cluster_port=spark_port, ui_port=spark_port + 1),
     )
     yield env, settings
     subprocess.run([FLEETSTREAM, "down"], env=env, capture_output=True, timeout=120, check=False)
@@ -107,17 +115,25 @@ def test_one_broker_of_three_then_the_s3_server_killed_mid_stream_lose_and_doubl
     resource = ConfigResource(ResourceType.TOPIC, settings.kafka.topics.sensors)
     assert admin.describe_configs([resource])[resource].result()["min.insync.replicas"].value == "2"
     logs = [tmp_path / "simulator.log", tmp_path / "stream.log"]
+    status = tmp_path / "state" / STATUS_FILE
     started = []
     try:
         for argv, log in (
             (["stream"], logs[1]),
             (["simulate", "--cars", str(CARS), "--rate", str(RATE), "--duration", str(SECONDS)], logs[0]),
         ):
+            if argv[0] == "simulate":  # once the stream's query runs (its start on the cluster takes ~40 s)
+                _wait("the stream's query to start", lambda: bool(getattr(read_status(status), "queries", [])),
+                      180, logs)  # fmt: skip
             with log.open("w") as out:
                 started.append(subprocess.Popen([FLEETSTREAM, *argv], env=env, stdout=out, stderr=subprocess.STDOUT,
                                                 start_new_session=True))  # fmt: skip
         stream, simulator = started
         _wait("bronze's first rows", lambda: rows() > 0, 180, logs)
+        cluster = spark_cluster.master_state(settings)  # the stream runs on the standalone cluster
+        assert cluster is not None
+        assert cluster["aliveworkers"] == 1
+        assert [(a["name"], a["state"]) for a in cluster["activeapps"]] == [("fleetstream-stream", "RUNNING")]
 
         # 1. one Kafka node of three: the others lead its partitions, the producer and the stream go on
         broker_down_at = rows()

@@ -21,7 +21,7 @@ from fleetstream.clients import S3_SERVICE_ACTIONS
 from fleetstream.config import ENV_PREFIX, LOCAL_HOST, Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.ingest.kafka import TopicInfo, broker_count, describe_topics, ensure_topics
-from fleetstream.local import airflow_server, kafka_broker, kafka_security, mlflow_server, seaweedfs
+from fleetstream.local import airflow_server, kafka_broker, kafka_security, mlflow_server, seaweedfs, spark_cluster
 from fleetstream.local.process import Service, StateFile, port_is_free, port_owner, spawn, stop, tail, wait_until
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ MLFLOW_START_TIMEOUT = 120.0  # its first start creates the SQLite store (about 
 AIRFLOW_START_TIMEOUT = 180.0  # three Python processes importing Airflow, then their first heartbeats
 KAFKA_START_TIMEOUT = 90.0
 S3_START_TIMEOUT = 60.0
+SPARK_START_TIMEOUT = 90.0
 
 
 class AlreadyRunningError(FleetstreamError):
@@ -66,10 +67,22 @@ class StackStatus:
 
 
 def _required_ports(
-    settings: Settings, kafka_nodes: Sequence[int], with_s3: bool, with_mlflow: bool, with_airflow: bool
+    settings: Settings,
+    kafka_nodes: Sequence[int],
+    with_s3: bool,
+    with_mlflow: bool,
+    with_airflow: bool,
+    spark_parts: Sequence[str] = (),
 ) -> list[tuple[int, str, str]]:
     """(port, what uses it, the setting that moves it) for every port the parts to start will bind."""
     needed = []
+    spark_ports = spark_cluster.ports(settings)
+    if spark_cluster.MASTER in spark_parts:
+        needed += [(spark_ports[w], w, "FLEETSTREAM_SPARK__CLUSTER_PORT / __UI_PORT") for w in list(spark_ports)[:2]]
+    for name in spark_parts:
+        if name != spark_cluster.MASTER:
+            what = f"Spark worker {name.rsplit('-', 1)[1]} web UI"
+            needed.append((spark_ports[what], what, "FLEETSTREAM_SPARK__UI_PORT"))
     if settings.kafka.managed:
         for node in kafka_nodes:
             port, controller = settings.kafka.node_ports(node)
@@ -90,10 +103,16 @@ def _required_ports(
 
 
 def check_ports(
-    settings: Settings, kafka_nodes: Sequence[int], with_s3: bool, with_mlflow: bool, with_airflow: bool
+    settings: Settings,
+    kafka_nodes: Sequence[int],
+    with_s3: bool,
+    with_mlflow: bool,
+    with_airflow: bool,
+    spark_parts: Sequence[str] = (),
 ) -> None:
-    """Refuse to start when a port of a part to start (``kafka_nodes``: the Kafka nodes) is taken."""
-    for port, what, setting in _required_ports(settings, kafka_nodes, with_s3, with_mlflow, with_airflow):
+    """Refuse to start when a port of a part to start (``kafka_nodes``: the Kafka nodes;
+    ``spark_parts``: the Spark cluster's services) is taken."""
+    for port, what, setting in _required_ports(settings, kafka_nodes, with_s3, with_mlflow, with_airflow, spark_parts):
         if not port_is_free(LOCAL_HOST, port):
             raise FleetstreamError(
                 f"Port {port} on {LOCAL_HOST}, needed for the {what}, is already in use by "
@@ -127,7 +146,8 @@ def up(
         s3_down = with_s3 and settings.s3.managed and S3 not in running
         mlflow_down = with_mlflow and settings.mlflow.managed and MLFLOW not in running
         airflow_down = with_airflow and settings.airflow.managed and not running & set(airflow_server.commands())
-        if already and not (kafka_down or s3_down or mlflow_down or airflow_down):
+        spark_down = [name for name in spark_cluster.names(settings) if settings.spark.workers and name not in running]
+        if already and not (kafka_down or s3_down or mlflow_down or airflow_down or spark_down):
             listing = ", ".join(f"{s.name} (pid {s.pid}, {s.address})" for s in already)
             raise AlreadyRunningError(
                 f"The fleetstream stack of {settings.state_dir} is already running: {listing}. "
@@ -135,7 +155,7 @@ def up(
             )
         if already:
             log.info("already running: %s; starting the parts that are down", ", ".join(sorted(running)))
-        check_ports(settings, nodes_down if kafka_down else [], s3_down, mlflow_down, airflow_down)
+        check_ports(settings, nodes_down if kafka_down else [], s3_down, mlflow_down, airflow_down, spark_down)
         started: list[Service] = []
         recorded = already  # the running parts, kept in the state file beside those started here
         try:
@@ -155,6 +175,8 @@ def up(
                     f"answer, or the bucket '{settings.s3.bucket}' does not exist or is not readable with the "
                     "configured credentials. Create the bucket or fix FLEETSTREAM_S3__* and try again."
                 )
+            if spark_down:
+                started += _start_spark(settings, state, [*recorded, *started], spark_down)
             external_mlflow = with_mlflow and not settings.mlflow.managed  # checked by _start_mlflow
             if (mlflow_down or external_mlflow) and (mlflow := _start_mlflow(settings, state, [*recorded, *started])):
                 started.append(mlflow)
@@ -213,6 +235,46 @@ def _start_kafka(settings: Settings, state: StateFile, started: list[Service], n
         raise
     names = ", ".join(f"{s.name} (pid {s.pid})" for s in ours)
     log.info("Kafka healthy on %s in %.1f s: %s", settings.kafka.bootstrap, time.monotonic() - began, names)
+    return ours
+
+
+def _start_spark(settings: Settings, state: StateFile, started: list[Service], parts: Sequence[str]) -> list[Service]:
+    """Start the local Spark cluster's services that are down (the master first), then wait until
+    the master answers with every worker registered."""
+    began = time.monotonic()
+    env = spark_cluster.environment(settings, os.environ)
+    home = spark_cluster.cluster_dir(settings)
+    ours: list[Service] = []
+    try:
+        for name in parts:
+            worker = 0 if name == spark_cluster.MASTER else int(name.rsplit("-", 1)[1])
+            argv = (
+                spark_cluster.master_command(settings)
+                if worker == 0
+                else spark_cluster.worker_command(settings, worker)
+            )
+            address = settings.spark.cluster_url if worker == 0 else f"worker {worker} of {settings.spark.cluster_url}"
+            ours.append(spawn(name, argv, home / f"{name}.log", address=address, env=env))
+            state.write([*started, *ours])
+            if worker == 0:
+                wait_until(lambda: spark_cluster.master_state(settings) is not None, SPARK_START_TIMEOUT,
+                           "The Spark master", ours[-1])  # fmt: skip
+        want = settings.spark.workers
+
+        def registered() -> bool:
+            for service in ours:
+                if not service.alive():
+                    raise FleetstreamError(f"{service.name} exited during start-up. Last lines of {service.log}:\n"
+                                           f"{tail(service.log)}")  # fmt: skip
+            return spark_cluster.alive_workers(settings) >= want
+
+        wait_until(registered, SPARK_START_TIMEOUT, "The Spark cluster")
+    except BaseException:
+        for service in reversed(ours):
+            stop(service)
+        raise
+    log.info("Spark standalone cluster %s healthy in %.1f s: %s", settings.spark.cluster_url,
+             time.monotonic() - began, ", ".join(f"{s.name} (pid {s.pid})" for s in ours))  # fmt: skip
     return ours
 
 
@@ -436,6 +498,7 @@ def status(settings: Settings) -> StackStatus:
         pid = mlflow_service.pid if alive and mlflow_service else None
         parts.append(PartStatus(MLFLOW, settings.mlflow.managed, settings.mlflow.uri, healthy, pid, detail))
     parts += _airflow_parts(settings, recorded)
+    parts += _spark_parts(settings, recorded)
     sql_service = recorded.get(SQL)
     if sql_service is not None:
         alive = sql_service.alive()
@@ -454,6 +517,25 @@ def status(settings: Settings) -> StackStatus:
         else []
     )
     return StackStatus(parts, topics)
+
+
+def _spark_parts(settings: Settings, recorded: Mapping[str, Service]) -> list[PartStatus]:
+    """The local Spark cluster's master and workers, when this stack started them."""
+    if not any(name in recorded for name in spark_cluster.names(settings)):
+        return []
+    answer = spark_cluster.master_state(settings)
+    registered = int(answer.get("aliveworkers", 0)) if answer else 0  # type: ignore[call-overload]
+    parts = []
+    for name in spark_cluster.names(settings):
+        service = recorded.get(name)
+        alive = service is not None and service.alive()
+        healthy = alive and answer is not None
+        detail = "stopped" if not alive else ("not answering" if answer is None else "running")
+        if healthy and name == spark_cluster.MASTER:
+            detail += f" ({registered} of {settings.spark.workers} workers registered)"
+        address = service.address if service is not None else "-"
+        parts.append(PartStatus(name, True, address, healthy, service.pid if alive and service else None, detail))
+    return parts
 
 
 def service_address(settings: Settings, node: int) -> str:

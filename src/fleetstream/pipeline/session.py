@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from fleetstream.clients import spark_s3, spark_s3_keys
 from fleetstream.config import Settings
 from fleetstream.jvm import spark_jars
+from fleetstream.local import spark_cluster
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -99,6 +100,7 @@ def session_conf(
         # FileSystem, not its FileContext, which for a local file starts a `chmod` and two `readlink`
         # processes per file (about 600 processes a minute on a quiet fleet). A local rename is atomic.
         conf["spark.sql.streaming.checkpointFileManagerClass"] = LOCAL_CHECKPOINT_FILE_MANAGER
+    conf.update(spark_cluster.session_conf(settings))
     conf.update(extra or {})
     conf.update(settings.spark.conf)
     if with_s3:
@@ -142,9 +144,9 @@ def spark_session(
 
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per gateway call otherwise
     conf = session_conf(settings, with_s3, batch_jvm, extra)
-    if settings.spark.master.startswith("local"):
+    if settings.spark.master.startswith("local") or settings.spark.on_local_cluster:
         # local Python workers (UDFs) run this interpreter, where fleetstream is importable, unless
-        # PYSPARK_PYTHON says otherwise; on a cluster the executors' own Python applies
+        # PYSPARK_PYTHON says otherwise; on a cluster elsewhere the executors' own Python applies
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     for key, value in conf.items():
