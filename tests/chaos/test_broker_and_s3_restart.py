@@ -72,6 +72,7 @@ def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], Settings]]:
         "FLEETSTREAM_SPARK__WORKER_CORES": "2",
         "FLEETSTREAM_SPARK__CLUSTER_PORT": str(spark_port),
         "FLEETSTREAM_SPARK__UI_PORT": str(spark_port + 1),
+        "FLEETSTREAM_SPARK__CONF": '{"spark.cores.max": "2"}',  # one application here (no alert publisher)
         "FLEETSTREAM_S3__PORT": str(s3_port),
         "FLEETSTREAM_LAKE__ROOT": "s3a://fleetstream/lake",
         "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1",

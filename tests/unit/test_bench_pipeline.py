@@ -57,3 +57,15 @@ def test_report_quotes_medians_and_marks_wrong_runs() -> None:
     assert "drains at **84%** of the minimal medallion's rate" in text
     assert "Wall time, median: **21.0 s**" in text
     assert "| realtime, 10,000 events/s | 12 | 40 | 61 | 1.5 | 1.40 | 61; 1.5 |" in text
+
+
+def test_report_puts_the_cluster_beside_local_mode() -> None:
+    runs = [
+        Result("cluster", "local mode", {"events": 600_000, "rate": 10_000.0, "wall_s": 74.0}),
+        Result("cluster", "standalone cluster", {"events": 600_000, "rate": 6_000.0, "wall_s": 112.0}),
+        Result("cluster", "standalone cluster", {"events": 600_000, "rate": 7_000.0, "wall_s": 100.0}, False, "bronze"),
+    ]
+    text = report(runs, "test machine", Options(repeat=2))
+    assert "on a local Spark standalone cluster: a backlog of 600,000 events" in text
+    assert "| local mode | 10,000 | 74 | 10,000 |" in text
+    assert "| standalone cluster **(bronze)** | 6,500 | 106 | 6,000, 7,000 |" in text

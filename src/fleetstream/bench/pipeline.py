@@ -34,7 +34,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ from fleetstream.pipeline.plan import LAYERS
 
 MARK_BEGIN = "<!-- bench:pipeline:begin -->"
 MARK_END = "<!-- bench:pipeline:end -->"
-MEASURES = ("quiet", "publisher", "ceiling", "small", "steady", "burst", "episodes")
+MEASURES = ("quiet", "publisher", "ceiling", "small", "steady", "burst", "episodes", "cluster")
 MODES = ("realtime", "microbatch")
 HERE = "fleetstream.bench.pipeline"
 
@@ -356,12 +357,19 @@ def _log_time(line: str) -> float:
     return dt.datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=dt.UTC).timestamp()
 
 
-def available_now(settings: Settings, max_records: int, workdir: Path, only: str | None = None) -> tuple[float, float]:
+def available_now(
+    settings: Settings,
+    max_records: int,
+    workdir: Path,
+    only: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> tuple[float, float]:
     """`fleetstream stream --available-now` as a user runs it (``only``: its ``--only``; None: its
-    default queries): (wall seconds, seconds from the lake query's start to the end)."""
+    default queries; ``extra_env``: more settings, such as a Spark master): (wall seconds, seconds
+    from the lake query's start to the end)."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**process_env(settings, os.environ), "FLEETSTREAM_STATE_DIR": str(workdir / "state"),
-           "FLEETSTREAM_LAKE__DIMS_LOCATION": settings.lake.dims}  # fmt: skip
+           "FLEETSTREAM_LAKE__DIMS_LOCATION": settings.lake.dims, **(extra_env or {})}  # fmt: skip
     argv = [sys.executable, "-m", "fleetstream", "stream", "--available-now", "--max-offsets-per-trigger",
             str(max_records), *(["--only", only] if only else [])]  # fmt: skip
     began = time.time()
@@ -400,12 +408,16 @@ def check_lake(root: str, events: int, expected_path: Path) -> str:
 CEILING_SYSTEMS = {"fleetstream": ",".join(LAYERS), "minimal": None, "fleetstream, every query": None}
 
 
-def ceiling(settings: Settings, options: Options, say: Callable[[str], None]) -> list[Result]:
-    """The same backlog drained by the pipeline and the minimal medallion, the order rotated per run."""
+@contextmanager
+def _backlog(
+    settings: Settings, options: Options, say: Callable[[str], None]
+) -> Iterator[tuple[Settings, int, str, str]]:
+    """A backlog of ``ceiling_cars`` x ``ceiling_seconds`` events on topics of its own (deleted
+    after): (its settings, with the reference data and the ground truth under its lake root; the
+    events; a temporary folder for the runs' lakes; its topics' suffix)."""
     from fleetstream.ingest.kafka import delete_topics
 
-    results = []
-    with tempfile.TemporaryDirectory(prefix="fleetstream-bench-ceiling-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fleetstream-bench-backlog-") as tmp:
         suffix = os.urandom(4).hex()
         backlog = bench_settings(settings.kafka.bootstrap, f"{tmp}/backlog", suffix=suffix)
         Path(backlog.lake.root).mkdir(parents=True)
@@ -413,35 +425,90 @@ def ceiling(settings: Settings, options: Options, say: Callable[[str], None]) ->
             events = in_subprocess(HERE, "backlog_worker", bootstrap=settings.kafka.bootstrap, suffix=suffix,
                                    lake=backlog.lake.root, cars=options.ceiling_cars,
                                    seconds=options.ceiling_seconds)["events"]  # fmt: skip
-            say(f"ceiling: a backlog of {events:,} events")
-            for i in range(options.repeat):
-                systems = list(CEILING_SYSTEMS)
-                for system in systems[i % len(systems) :] + systems[: i % len(systems)]:
-                    lake = f"{tmp}/{system}-{i}"
-                    if system == "minimal":
-                        began = time.time()
-                        got = in_subprocess(
-                            HERE, "minimal_worker", bootstrap=settings.kafka.bootstrap, suffix=suffix, lake=lake,
-                            dims=backlog.lake.dims, max_records=options.max_records,
-                        )  # fmt: skip
-                        wall, drain, note = time.time() - began, got["ended"] - got["started"], ""
-                    else:
-                        lake_settings = backlog.model_copy(
-                            update={
-                                "lake": backlog.lake.model_copy(
-                                    update={"root": lake, "dims_location": backlog.lake.dims}
-                                )
-                            }
-                        )
-                        wall, drain = available_now(
-                            lake_settings, options.max_records, Path(f"{lake}-work"), CEILING_SYSTEMS[system]
-                        )
-                        note = check_lake(lake, events, Path(backlog.lake.root, "expected.json"))
-                    values = {"events": events, "rate": events / drain, "wall_s": wall}
-                    results.append(Result("ceiling", system, values, not note, note))
-                    say(f"ceiling, {system}: {events / drain:,.0f} events/s from its start, {wall:.0f} s wall {note}")
+            say(f"a backlog of {events:,} events")
+            yield backlog, events, tmp, suffix
         finally:
             delete_topics(settings.kafka, TopicNames().tagged(suffix, "bench-").all())
+
+
+def _drain(backlog: Settings, events: int, lake: str, options: Options, only: str | None,
+           extra_env: Mapping[str, str] | None = None) -> tuple[float, float, str]:  # fmt: skip
+    """`stream --available-now` over the backlog into ``lake``: (wall s, drain s, what is wrong)."""
+    update = {"lake": backlog.lake.model_copy(update={"root": lake, "dims_location": backlog.lake.dims})}
+    wall, drain = available_now(backlog.model_copy(update=update), options.max_records, Path(f"{lake}-work"), only,
+                                extra_env)  # fmt: skip
+    return wall, drain, check_lake(lake, events, Path(backlog.lake.root, "expected.json"))
+
+
+def ceiling(settings: Settings, options: Options, say: Callable[[str], None]) -> list[Result]:
+    """The same backlog drained by the pipeline and the minimal medallion, the order rotated per run."""
+    results = []
+    with _backlog(settings, options, say) as (backlog, events, tmp, suffix):
+        for i in range(options.repeat):
+            systems = list(CEILING_SYSTEMS)
+            for system in systems[i % len(systems) :] + systems[: i % len(systems)]:
+                lake = f"{tmp}/{system}-{i}"
+                if system == "minimal":
+                    began = time.time()
+                    got = in_subprocess(
+                        HERE, "minimal_worker", bootstrap=settings.kafka.bootstrap,
+                        suffix=suffix, lake=lake, dims=backlog.lake.dims, max_records=options.max_records,
+                    )  # fmt: skip
+                    wall, drain, note = time.time() - began, got["ended"] - got["started"], ""
+                else:
+                    wall, drain, note = _drain(backlog, events, lake, options, CEILING_SYSTEMS[system])
+                values = {"events": events, "rate": events / drain, "wall_s": wall}
+                results.append(Result("ceiling", system, values, not note, note))
+                say(f"ceiling, {system}: {events / drain:,.0f} events/s from its start, {wall:.0f} s wall {note}")
+    return results
+
+
+#: the cluster measure's two ways to run the same command
+CLUSTER_SYSTEMS = ("local mode", "standalone cluster")
+
+
+@contextmanager
+def local_spark_cluster(settings: Settings, state_dir: Path) -> Iterator[dict[str, str]]:
+    """A local Spark standalone cluster (one worker with this machine's cores), started with
+    `fleetstream up --spark-workers 1` as a user starts it (the bench's Kafka is only checked) and
+    stopped with `fleetstream down`; yields the settings that submit a command to it, taking every
+    core (one application at a time here)."""
+    from fleetstream.testing import free_port_base
+
+    cores = os.cpu_count() or 2
+    port = free_port_base(3)
+    cluster = {"FLEETSTREAM_SPARK__WORKERS": "1", "FLEETSTREAM_SPARK__WORKER_CORES": str(cores),
+               "FLEETSTREAM_SPARK__WORKER_MEMORY": "6g", "FLEETSTREAM_SPARK__CLUSTER_PORT": str(port),
+               "FLEETSTREAM_SPARK__UI_PORT": str(port + 1),
+               "FLEETSTREAM_SPARK__CONF": json.dumps({"spark.cores.max": str(cores),
+                                                      "spark.executor.memory": "4g"})}  # fmt: skip
+    env = {**process_env(settings, os.environ), **cluster, "FLEETSTREAM_STATE_DIR": str(state_dir)}
+    fleetstream = [sys.executable, "-m", "fleetstream"]
+    up = subprocess.run([*fleetstream, "up", "--detach"], env=env, capture_output=True, text=True, check=False)
+    try:
+        if up.returncode != 0:
+            raise RuntimeError(f"fleetstream up --spark-workers 1 exited {up.returncode}:\n{up.stderr[-3000:]}")
+        yield cluster
+    finally:
+        subprocess.run([*fleetstream, "down"], env=env, capture_output=True, check=False, timeout=120)
+
+
+def cluster(settings: Settings, options: Options, say: Callable[[str], None]) -> list[Result]:
+    """The ceiling's backlog drained by `stream --available-now --only <the lake's layers>` in local
+    mode and submitted to a local Spark standalone cluster, the order alternated per run."""
+    results = []
+    with (
+        _backlog(settings, options, say) as (backlog, events, tmp, _),
+        local_spark_cluster(settings, Path(tmp, "cluster-state")) as on_cluster,
+    ):
+        for i in range(options.repeat):
+            for system in CLUSTER_SYSTEMS if i % 2 == 0 else CLUSTER_SYSTEMS[::-1]:
+                lake = f"{tmp}/{system.replace(' ', '-')}-{i}"
+                extra = on_cluster if system == "standalone cluster" else None
+                wall, drain, note = _drain(backlog, events, lake, options, CEILING_SYSTEMS["fleetstream"], extra)
+                values = {"events": events, "rate": events / drain, "wall_s": wall}
+                results.append(Result("cluster", system, values, not note, note))
+                say(f"cluster, {system}: {events / drain:,.0f} events/s from its start, {wall:.0f} s wall {note}")
     return results
 
 
@@ -658,8 +725,9 @@ def run(settings: Settings, measures: tuple[str, ...], options: Options, say: Ca
                                           rate=options.burst_rate, seconds=options.burst_seconds,
                                           trigger_s=options.trigger_s))  # fmt: skip
         if measure == "ceiling":
-            for result in ceiling(settings, options, say):
-                results.append(result)
+            results += ceiling(settings, options, say)
+        if measure == "cluster":
+            results += cluster(settings, options, say)
     return results
 
 
@@ -767,6 +835,27 @@ def report(results: list[Result], machine: str, options: Options) -> str:
         if {"fleetstream", "minimal"} <= set(ceiling_rows):
             share = _median(ceiling_rows["fleetstream"], "rate") / _median(ceiling_rows["minimal"], "rate")
             lines += ["", f"The pipeline drains at **{share:.0%}** of the minimal medallion's rate."]
+    cluster_rows = _by_label(results, "cluster")
+    if cluster_rows:
+        events = next(iter(cluster_rows.values()))[0].values["events"]
+        lines += [
+            "",
+            f"### The same command on a local Spark standalone cluster: a backlog of {events:,.0f} events",
+            "",
+            f"`fleetstream stream --available-now --only {CEILING_SYSTEMS['fleetstream']}` in local mode (`local[*]`) "
+            "and submitted to the cluster `fleetstream up --spark-workers 1` starts (one worker offering every core "
+            "of this machine; the application takes them all: `spark.cores.max`; a 4 GiB executor in a JVM of its "
+            "own, as on a real cluster), the order alternated per run; each lake checked against the ground truth. "
+            "events/s from the lake query's start to its end; wall: the whole command.",
+            "",
+            "| Spark | events/s | wall s | runs (events/s) |",
+            "| --- | ---: | ---: | --- |",
+        ]
+        for label, rows in cluster_rows.items():
+            lines.append(
+                f"| {label}{_flag(rows)} | {_fmt(_median(rows, 'rate'))} | {_fmt(_median(rows, 'wall_s'))} "
+                f"| {_runs(rows, 'rate')} |"
+            )
     small = _by_label(results, "small")
     for label, rows in small.items():
         lines += [

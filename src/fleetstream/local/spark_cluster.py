@@ -115,13 +115,20 @@ def alive_workers(settings: Settings) -> int:
 
 
 def session_conf(settings: Settings) -> dict[str, str]:
-    """What an application on the local cluster sets: one worker's cores at most, so that a second
-    application (the stream's alert publisher) gets cores too, and executors that fit a worker.
+    """What an application on the local cluster sets: half the cluster's cores (at least one) and
+    executors of half a worker's memory, so that the stream's two applications (the lake's and the
+    alert publisher's, `--separate-alert-app`) both get executors. One application alone may take
+    more through ``FLEETSTREAM_SPARK__CONF`` (``spark.cores.max``).
 
     >>> from fleetstream.config import SparkSettings
-    >>> session_conf(Settings(spark=SparkSettings(workers=2, worker_cores=2)))
-    {'spark.cores.max': '2', 'spark.executor.memory': '1g'}
+    >>> session_conf(Settings(spark=SparkSettings(workers=1, worker_cores=2, worker_memory="2g")))
+    {'spark.cores.max': '1', 'spark.executor.memory': '1024m'}
+    >>> session_conf(Settings(spark=SparkSettings(workers=2, worker_cores=2, worker_memory="3G")))
+    {'spark.cores.max': '2', 'spark.executor.memory': '1536m'}
     """
-    if not settings.spark.on_local_cluster:
+    spark = settings.spark
+    if not spark.on_local_cluster:
         return {}
-    return {"spark.cores.max": str(settings.spark.worker_cores), "spark.executor.memory": "1g"}
+    worker_mb = int(spark.worker_memory[:-1]) * (1024 if spark.worker_memory[-1] in "gG" else 1)
+    return {"spark.cores.max": str(max(1, spark.workers * spark.worker_cores // 2)),
+            "spark.executor.memory": f"{worker_mb // 2}m"}  # fmt: skip
