@@ -762,6 +762,15 @@ def _flag(results: list[Result]) -> str:
     return f" **({'; '.join(wrong)})**" if wrong else ""
 
 
+def _rate_rows(by_label: dict[str, list[Result]]) -> list[str]:
+    """A drain table's rows: events/s and wall seconds (medians), then each run's events/s."""
+    return [
+        f"| {label}{_flag(rows)} | {_fmt(_median(rows, 'rate'))} | {_fmt(_median(rows, 'wall_s'))} "
+        f"| {_runs(rows, 'rate')} |"
+        for label, rows in by_label.items()
+    ]
+
+
 def report(results: list[Result], machine: str, options: Options) -> str:
     lines = [
         MARK_BEGIN,
@@ -827,11 +836,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
             "| system | events/s | wall s | runs (events/s) |",
             "| --- | ---: | ---: | --- |",
         ]
-        for label, rows in ceiling_rows.items():
-            lines.append(
-                f"| {label}{_flag(rows)} | {_fmt(_median(rows, 'rate'))} | {_fmt(_median(rows, 'wall_s'))} "
-                f"| {_runs(rows, 'rate')} |"
-            )
+        lines += _rate_rows(ceiling_rows)
         if {"fleetstream", "minimal"} <= set(ceiling_rows):
             share = _median(ceiling_rows["fleetstream"], "rate") / _median(ceiling_rows["minimal"], "rate")
             lines += ["", f"The pipeline drains at **{share:.0%}** of the minimal medallion's rate."]
@@ -851,11 +856,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
             "| Spark | events/s | wall s | runs (events/s) |",
             "| --- | ---: | ---: | --- |",
         ]
-        for label, rows in cluster_rows.items():
-            lines.append(
-                f"| {label}{_flag(rows)} | {_fmt(_median(rows, 'rate'))} | {_fmt(_median(rows, 'wall_s'))} "
-                f"| {_runs(rows, 'rate')} |"
-            )
+        lines += _rate_rows(cluster_rows)
     small = _by_label(results, "small")
     for label, rows in small.items():
         lines += [
