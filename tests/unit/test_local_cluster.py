@@ -58,6 +58,7 @@ def test_the_spark_cluster_runs_from_the_pyspark_installation(tmp_path: Path) ->
     assert master[master.index("-cp") + 1] == f"{spark_cluster.spark_home() / 'jars'}/*"
     assert (spark_cluster.spark_home() / "jars").is_dir()
     assert master[-6:] == ["--host", "127.0.0.1", "--port", "7100", "--webui-port", "8100"]
+    assert "-Dspark.master.rest.enabled=false" in master  # no unauthenticated submission server on 6066
     worker = spark_cluster.worker_command(settings, 2)
     assert worker[-1] == "spark://127.0.0.1:7100"
     assert worker[worker.index("--webui-port") + 1] == "8102"

@@ -75,16 +75,19 @@ def environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _daemon(settings: Settings, main_class: str, *args: str) -> list[str]:
+def _daemon(settings: Settings, main_class: str, *args: str, options: tuple[str, ...] = ()) -> list[str]:
     java = find_java(settings.java_home)
     classpath = f"{spark_home() / 'jars'}/*"
-    return [java, f"-Xmx{DAEMON_HEAP}", "-XX:+ExitOnOutOfMemoryError", "-cp", classpath, main_class, *args]
+    return [java, f"-Xmx{DAEMON_HEAP}", "-XX:+ExitOnOutOfMemoryError", *options, "-cp", classpath, main_class, *args]
 
 
 def master_command(settings: Settings) -> list[str]:
+    """The master: its RPC port and web UI; no REST submission server (an unauthenticated way to run
+    code, and a fixed port, 6066, that a second cluster would find taken)."""
     spark = settings.spark
     return _daemon(settings, "org.apache.spark.deploy.master.Master", "--host", LOCAL_HOST,
-                   "--port", str(spark.cluster_port), "--webui-port", str(spark.ui_port))  # fmt: skip
+                   "--port", str(spark.cluster_port), "--webui-port", str(spark.ui_port),
+                   options=("-Dspark.master.rest.enabled=false",))  # fmt: skip
 
 
 def worker_command(settings: Settings, worker: int) -> list[str]:
