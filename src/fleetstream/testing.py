@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from fleetstream.config import LOCAL_HOST, Settings
 from fleetstream.local.process import port_is_free
@@ -72,3 +75,57 @@ def interrupt_all(processes: list[subprocess.Popen[bytes]], grace_s: float = 60.
             process.wait(grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def join_and(items: list[str]) -> str:
+    """Items in a sentence.
+
+    >>> join_and(["0"]), join_and(["0", "2"]), join_and(["0", "2", "3"])
+    ('0', '0 and 2', '0, 2 and 3')
+    """
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+_FIGURE = re.compile(r"<!-- chaos:([\w-]+) -->(.*?)<!-- /chaos -->", re.DOTALL)
+_DATED = re.compile(r"<!-- chaos:date -->.*?<!-- /chaos -->")
+
+
+def render_figures(doc: str, figures: Mapping[str, str], day: dt.date) -> str:
+    r"""``doc`` (docs/reliability.md) with each marked cell's figures replaced by a run's, and the
+    run's day; a marked cell the run has no figures for is an error (the run was partial or failed).
+
+    >>> doc = "| kill | <!-- chaos:kills -->old<!-- /chaos --> |\nRun of <!-- chaos:date -->x<!-- /chaos -->."
+    >>> print(render_figures(doc, {"kills": "3 kills"}, dt.date(2026, 12, 4)))
+    | kill | <!-- chaos:kills -->3 kills<!-- /chaos --> |
+    Run of <!-- chaos:date -->2026-12-04<!-- /chaos -->.
+    >>> render_figures(doc, {}, dt.date(2026, 12, 4))
+    Traceback (most recent call last):
+    ...
+    ValueError: the run recorded no figures for: kills
+    """
+    wanted = {key for key, _ in _FIGURE.findall(doc)} - {"date"}
+    if missing := sorted(wanted - set(figures)):
+        raise ValueError(f"the run recorded no figures for: {', '.join(missing)}")
+    doc = _DATED.sub(f"<!-- chaos:date -->{day.isoformat()}<!-- /chaos -->", doc)
+    return _FIGURE.sub(
+        lambda m: (
+            m.group(0) if m.group(1) == "date" else f"<!-- chaos:{m.group(1)} -->{figures[m.group(1)]}<!-- /chaos -->"
+        ),
+        doc,
+    )
+
+
+def write_reliability(doc: Path, recorded: Path) -> None:
+    """Rewrite ``doc``'s figures from the JSON lines the chaos tests recorded (`make chaos`)."""
+    figures = {}
+    for line in recorded.read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        figures[item["key"]] = item["text"]
+    doc.write_text(render_figures(doc.read_text(encoding="utf-8"), figures, dt.date.today()), encoding="utf-8")
+
+
+if __name__ == "__main__":  # python -m fleetstream.testing reliability <doc> <recorded figures>
+    if sys.argv[1:2] != ["reliability"] or len(sys.argv) != 4:
+        sys.exit("usage: python -m fleetstream.testing reliability docs/reliability.md <figures.jsonl>")
+    write_reliability(Path(sys.argv[2]), Path(sys.argv[3]))
+    print(f"updated {sys.argv[2]}")

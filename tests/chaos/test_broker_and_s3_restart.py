@@ -90,7 +90,7 @@ def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], Settings]]:
 
 
 def test_one_broker_of_three_then_the_s3_server_killed_mid_stream_lose_and_double_nothing(
-    stack_env: tuple[dict[str, str], Settings], tmp_path: Path
+    stack_env: tuple[dict[str, str], Settings], tmp_path: Path, figures: Callable[[str, str], None]
 ) -> None:
     env, settings = stack_env
 
@@ -175,10 +175,10 @@ def test_one_broker_of_three_then_the_s3_server_killed_mid_stream_lose_and_doubl
         assert bronze.height == delivered  # nothing lost, nothing written twice
         assert bronze.unique().height == delivered
         assert accounted() == delivered
-        print(
-            f"one Kafka node of three killed at {broker_down_at} of {delivered} records in bronze, bronze growing "
-            f"{grew_in:.0f} s later with the node down, restarted after {OUTAGE_S} s more; S3 server down "
-            f"{OUTAGE_S} s at {s3_down_at}, bronze complete {s3_caught_up:.0f} s after its restart"
-        )
+        figures("kafka-node", f"{delivered:,} records, {broker_down_at:,} of them in bronze at the kill; bronze "
+                              f"growing again {grew_in:.0f} s after the kill with the node still down; the node "
+                              f"restarted {OUTAGE_S} s later")  # fmt: skip
+        figures("s3", f"{s3_down_at:,} records in bronze at the kill; bronze complete {s3_caught_up:.0f} s after the "
+                      "restart")  # fmt: skip
     finally:
         interrupt_all(started)

@@ -99,7 +99,7 @@ def env(disks: dict[str, Path]) -> Iterator[dict[str, str]]:
 
 
 def test_full_disks_under_the_lake_then_the_state_directory_recover_losing_nothing(
-    env: dict[str, str], disks: dict[str, Path], tmp_path: Path
+    env: dict[str, str], disks: dict[str, Path], tmp_path: Path, figures: Callable[[str, str], None]
 ) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([FLEETSTREAM, *args], env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -174,12 +174,11 @@ def test_full_disks_under_the_lake_then_the_state_directory_recover_losing_nothi
         assert bronze.height == delivered  # nothing lost, nothing written twice
         assert bronze.unique().height == delivered
         assert accounted() == delivered
-        print(
-            f"the lake's disk full ({filled / 2**20:.0f} MiB of filler) at {lake_full_at} of {delivered} records in "
-            f"bronze: the stream stopped, said why, and resumed{' after a repair' if seen else ''}; the state "
-            f"directory's disk full for {FULL_S} s at {state_full_at}: the broker halted, the stream restarted a "
-            f"query {restarts} times; bronze complete {caught_up:.0f} s after the space was freed and the broker "
-            "started"
-        )
+        figures("lake-disk", f"{delivered:,} records, {lake_full_at:,} in bronze when the disk filled; the restart "
+                             f"needed {'`fleetstream lake repair`' if seen else 'no repair'} in this run (a "
+                             f"{filled / 2**20:.0f} MiB filler)")  # fmt: skip
+        figures("state-disk", f"{state_full_at:,} records in bronze when the second disk filled; bronze complete "
+                              f"{caught_up:.0f} s after the space was freed and the broker started; {restarts} "
+                              f"quer{'y' if restarts == 1 else 'ies'} restarted in this run")  # fmt: skip
     finally:
         interrupt_all(started)

@@ -35,7 +35,7 @@ from fleetstream.reference.catalog import generate_cars
 from fleetstream.reference.publish import publish
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
 from fleetstream.sim.runner import SimOptions, Simulation
-from fleetstream.testing import interrupt_all
+from fleetstream.testing import interrupt_all, join_and
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def _wait(what: str, done: Callable[[], bool], timeout: float, log: Path, proces
 
 
 def test_stream_killed_again_and_again_reference_deleted_checkpoint_torn(
-    stack_settings: Settings, tmp_path: Path
+    stack_settings: Settings, tmp_path: Path, figures: Callable[[str, str], None]
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     topics = TopicNames().tagged(suffix)
@@ -116,7 +116,7 @@ def test_stream_killed_again_and_again_reference_deleted_checkpoint_torn(
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([FLEETSTREAM, *args], env=env, capture_output=True, text=True, timeout=300, check=False)
 
-    kills: list[str] = []
+    kills: list[tuple[int, int]] = []  # (batches committed, rows in bronze) at each kill
     try:
         for k in range(KILLS):
             stream, log = start(f"run{k}")
@@ -132,7 +132,7 @@ def test_stream_killed_again_and_again_reference_deleted_checkpoint_torn(
             bronze = _rows(lake / "bronze" / "telemetry", ["kafka_offset"]).height
             os.killpg(stream.pid, signal.SIGKILL)
             stream.wait()
-            kills.append(f"batch {_commits(checkpoint)}, {bronze} rows in bronze")
+            kills.append((_commits(checkpoint), bronze))
             if k == 1:  # restarted without reference data: refused, and told what to run
                 refused = cli("stream")
                 assert refused.returncode == 1, refused.stderr[-3000:]
@@ -150,8 +150,10 @@ def test_stream_killed_again_and_again_reference_deleted_checkpoint_torn(
         assert repaired.returncode == 0, repaired.stderr[-3000:]
         assert f"offsets/{newest.name}" in repaired.stderr, repaired.stderr[-3000:]
         assert "repaired 1 damaged checkpoint files" in repaired.stdout, repaired.stdout
-        print("`fleetstream lake repair` said:\n" + "\n".join(
-            line for line in repaired.stderr.splitlines() if "offsets/" in line or "restored" in line))  # fmt: skip
+        restored = sorted({line.split()[1] for line in repaired.stderr.splitlines() if line.startswith("restored ")})
+        figures("torn", f"in this run the torn file was batch {newest.name}'s, " + (
+            f"which {join_and(restored)} held: restored to before it, and the batch written again"
+            if restored else "which no table held yet, so it was moved aside and nothing restored"))  # fmt: skip
         assert not newest.exists()
         assert list((checkpoint / "_damaged").iterdir())  # moved aside, not deleted
 
@@ -186,4 +188,8 @@ def test_stream_killed_again_and_again_reference_deleted_checkpoint_torn(
     fired = _rows(lake / "silver" / "alerts", ["alert_id", "event_id", "rule"])
     assert fired["alert_id"].n_unique() == fired.height
     assert set(zip(fired["event_id"], fired["rule"], strict=True)) == expected
-    print(f"{KILLS} kills at: {'; '.join(kills)}; {produced[0]} events, all accounted for")
+    figures(
+        "kills",
+        f"{produced[0]:,} events; the kills came after batches {join_and([str(b) for b, _ in kills])} "
+        f"({join_and([f'{rows:,}' for _, rows in kills])} rows in bronze; seed {seed})",
+    )
