@@ -76,7 +76,10 @@ def bench_dashboard(
 def bench_pipeline(
     measures: Annotated[
         str,
-        typer.Option(help="Comma-separated measures: quiet, publisher, ceiling, small, steady, burst, episodes."),
+        typer.Option(
+            help="Comma-separated measures: quiet, publisher, ceiling, small, steady, burst, episodes, cluster (the "
+            "ceiling's backlog in local mode and on a local Spark standalone cluster it starts)."
+        ),
     ] = "quiet,publisher,ceiling,small,steady,burst,episodes",
     repeat: Annotated[int, typer.Option(min=1, help="Runs of each measure; the median is reported.")] = 3,
     quiet_seconds: Annotated[int, typer.Option(min=10, help="Quiet fleet: seconds of CPU measured.")] = 300,
