@@ -9,6 +9,7 @@ import random
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -75,6 +76,25 @@ def interrupt_all(processes: list[subprocess.Popen[bytes]], grace_s: float = 60.
             process.wait(grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def private_run(settings: Settings, lake: Path) -> Settings:
+    """``settings`` with topics of their own (a random tag) and a lake at ``lake``: a test's run that
+    shares the broker with others and sees none of their records.
+
+    >>> run = private_run(Settings(), Path("/tmp/lake"))
+    >>> run.lake.root, run.kafka.topics.sensors.startswith("sensors-sample-")
+    ('/tmp/lake', True)
+    """
+    from fleetstream.config import KafkaSettings, LakeSettings, TopicNames
+
+    topics = TopicNames().tagged(uuid.uuid4().hex[:8])
+    return settings.model_copy(
+        update={
+            "kafka": KafkaSettings(**{**settings.kafka.model_dump(), "topics": topics}),
+            "lake": LakeSettings(root=str(lake)),
+        }
+    )
 
 
 def join_and(items: list[str]) -> str:

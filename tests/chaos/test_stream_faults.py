@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,14 +27,14 @@ import polars as pl
 import psutil
 import pytest
 
-from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames, process_env
+from fleetstream.config import Settings, process_env
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
 from fleetstream.reference.catalog import generate_cars
 from fleetstream.reference.publish import publish
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
 from fleetstream.sim.runner import SimOptions, Simulation
-from fleetstream.testing import interrupt_all, join_and
+from fleetstream.testing import interrupt_all, join_and, private_run
 
 pytestmark = pytest.mark.integration
 
@@ -70,15 +69,9 @@ def _wait(what: str, done: Callable[[], bool], timeout: float, log: Path, proces
 def test_stream_killed_again_and_again_reference_deleted_checkpoint_torn(
     stack_settings: Settings, tmp_path: Path, figures: Callable[[str, str], None]
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    topics = TopicNames().tagged(suffix)
     lake = tmp_path / "lake"
-    settings = stack_settings.model_copy(
-        update={
-            "kafka": KafkaSettings(**{**stack_settings.kafka.model_dump(), "topics": topics}),
-            "lake": LakeSettings(root=str(lake)),
-        }
-    )
+    settings = private_run(stack_settings, lake)
+    topics = settings.kafka.topics
     ensure_topics(settings.kafka, topics.all())
     cars = generate_cars(CARS, 11)
     publish(settings, settings.lake.dims, cars)

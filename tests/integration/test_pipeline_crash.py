@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import psutil
@@ -21,7 +20,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from fleetstream.clients import spark_kafka
-from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames, process_env
+from fleetstream.config import Settings, process_env
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
 from fleetstream.pipeline import gold
@@ -32,7 +31,7 @@ from fleetstream.reference.publish import publish
 from fleetstream.rules.engine import load_rules
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
 from fleetstream.sim.runner import SimOptions, Simulation
-from fleetstream.testing import airflow_dag_test_command
+from fleetstream.testing import airflow_dag_test_command, private_run
 
 pytestmark = pytest.mark.integration
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
@@ -47,15 +46,9 @@ def _cmdline(process: psutil.Process) -> list[str]:
 
 
 def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: Settings, tmp_path: Path) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    topics = TopicNames().tagged(suffix)
     lake = tmp_path / "lake"
-    settings = stack_settings.model_copy(
-        update={
-            "kafka": KafkaSettings(**{**stack_settings.kafka.model_dump(), "topics": topics}),
-            "lake": LakeSettings(root=str(lake)),
-        }
-    )
+    settings = private_run(stack_settings, lake)
+    topics = settings.kafka.topics
     ensure_topics(settings.kafka, topics.all())
     publish(settings, settings.lake.dims, generate_cars(30, 5))
     options = SimOptions(
