@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,3 +68,18 @@ def spark(_spark_stopped_at_end: None) -> SparkSession:
     """The local Spark session for a module whose tests run Spark in this process: the one running,
     or a new one when none runs (a module may stop the session it got, as test_spark_jars does)."""
     return spark_session(Settings(spark=SparkSettings(master="local[2]", driver_memory="1g")), "fleetstream-unit")
+
+
+@pytest.fixture
+def figures() -> Callable[[str, str], None]:
+    """``figures(key, text)``: a chaos test's figures, in the words of docs/reliability.md's cell
+    ``key``: printed (`pytest -s`) and, when ``FLEETSTREAM_CHAOS_REPORT`` names a file (`make chaos`),
+    recorded there for the table (``python -m fleetstream.testing reliability``)."""
+
+    def record(key: str, text: str) -> None:
+        print(f"{key}: {text}")
+        if path := os.environ.get("FLEETSTREAM_CHAOS_REPORT"):
+            with open(path, "a", encoding="utf-8") as out:
+                out.write(json.dumps({"key": key, "text": text}) + "\n")
+
+    return record
