@@ -193,6 +193,10 @@ def test_run_starts_stack_simulator_pipeline_and_dashboard_and_ctrl_c_stops_all(
         pids = {s["name"]: s["pid"] for s in recorded}
         airflow = {"airflow-api-server", "airflow-scheduler", "airflow-dag-processor"}  # started last, healthy
         assert set(pids) == {"kafka", "simulator", "stream", "dashboard", "mlflow", *airflow}
+        # MLflow and Airflow started after the lake's first batch (or after the wait's limit)
+        said = (tmp_path / "run.log").read_text()
+        assert "the lake wrote its first batch" in said or "the lake wrote no batch within" in said, said[-3000:]
+        assert said.index("the lake wrote") < said.index("MLflow: ")
         users = {name: psutil.Process(pids[name]).environ().get("FLEETSTREAM_KAFKA__SASL_USERNAME")
                  for name in ("simulator", "stream", "dashboard")}  # fmt: skip
         assert users == {"simulator": "simulator", "stream": "pipeline", "dashboard": "dashboard"}

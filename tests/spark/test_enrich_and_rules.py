@@ -236,6 +236,13 @@ def test_zone_columns_agree_with_the_python_zone_index(spark: SparkSession) -> N
     assert [r["zone_id"] for r in got] == [zones[k].zone_id if k >= 0 else None for k in want]
     assert [r["zone_limit"] for r in got] == [zones[k].limit_kmh if k >= 0 else None for k in want]
     assert (want >= 0).sum() > 1_000
+    # the stream's reference data builds the expressions once, and they serve every batch's frame
+    reference = Reference(spark.createDataFrame([], "dim_car_id string"), tuple(zones))
+    assert reference.zone_columns is reference.zone_columns
+    cached_id, cached_limit = reference.zone_columns
+    for batch in (frame, frame.withColumn("lat", F.col("lat") + 0.0)):  # two frames, as two batches
+        again = batch.select(cached_id.alias("zone_id"), cached_limit.alias("zone_limit")).collect()
+        assert again == got
 
 
 def test_zone_overspeed_fires_in_a_zone_above_its_limit(spark: SparkSession, dims_dir: Path) -> None:

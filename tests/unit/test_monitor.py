@@ -57,3 +57,47 @@ def test_a_status_left_by_a_process_that_is_gone_is_dropped(tmp_path: Path) -> N
     assert drop_stale_status(path)
     assert not path.exists()
     assert not drop_stale_status(path), "nothing to drop"
+
+
+def test_run_waits_for_the_lakes_first_batch_then_goes_on(tmp_path: Path) -> None:
+    """`run` starts MLflow and Airflow once the status file shows the lake's first batch; it does not
+    wait for a stream that has exited, nor past its limit."""
+    import threading
+    import time
+
+    import psutil
+
+    from fleetstream.cli.stack import _await_lake
+    from fleetstream.config import Settings
+    from fleetstream.local.process import Service
+    from fleetstream.pipeline.monitor import STATUS_FILE
+
+    settings = Settings(state_dir=tmp_path)
+    alive = Service("stream", os.getpid(), psutil.Process().create_time(), "", "")
+    lake, offline = (
+        summarize({**DELTA_PROGRESS, "name": "lake", "batchId": -1}),
+        summarize({**DELTA_PROGRESS, "name": "offline", "batchId": 0}),
+    )
+    write_status(tmp_path / STATUS_FILE, [lake, offline], 0.0, phase="running")
+
+    def first_batch() -> None:
+        time.sleep(1.0)
+        done = summarize({**DELTA_PROGRESS, "name": "lake", "batchId": 0})
+        write_status(tmp_path / STATUS_FILE, [done, offline], 1.0, phase="running")
+
+    writer = threading.Thread(target=first_batch)
+    began = time.monotonic()
+    writer.start()
+    _await_lake(settings, alive, timeout_s=30)
+    writer.join()
+    assert 0.9 <= time.monotonic() - began < 10
+    # the status still says "no batch": the limit ends the wait, and so does a stream gone
+    write_status(tmp_path / STATUS_FILE, [lake, offline], 2.0, phase="running")
+    began = time.monotonic()
+    _await_lake(settings, alive, timeout_s=1.0)
+    assert 1.0 <= time.monotonic() - began < 5
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    began = time.monotonic()
+    _await_lake(settings, Service("stream", gone.pid, time.time(), "", ""), timeout_s=30)
+    assert time.monotonic() - began < 5

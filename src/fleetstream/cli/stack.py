@@ -225,7 +225,8 @@ def run_all(
         typer.Option(
             "--mlflow/--no-mlflow",
             envvar="FLEETSTREAM_RUN_MLFLOW",
-            help="Also run the MLflow tracking server (started last: the stream and dashboard come first).",
+            help="Also run the MLflow tracking server (started once the lake has written its first batch, "
+            "so that the stream's start is not slowed down).",
         ),
     ] = True,
     with_airflow: Annotated[
@@ -271,6 +272,8 @@ def run_all(
             started.append(stack.start_app(settings, "dashboard", [sys.executable, "-m", "fleetstream", "dashboard"],
                                            user="dashboard"))  # fmt: skip
             console.print(f"dashboard: [bold]{settings.dashboard.url}[/]")
+        if with_stream and (with_mlflow or with_airflow):
+            _await_lake(settings, started[0])
         if with_mlflow:
             try:
                 server = stack.start_mlflow(settings)
@@ -294,6 +297,31 @@ def run_all(
         return started
 
     _supervise_foreground(settings, services, start_simulator)
+
+
+#: `run` starts MLflow and Airflow once the lake has written its first batch, or after this long: on two
+#: cores their start-ups (tens of seconds of CPU) beside the stream's cold JVM delay the first data
+LAKE_FIRST_BATCH_WAIT_S = 120.0
+
+
+def _await_lake(settings: Settings, stream: Service, timeout_s: float = LAKE_FIRST_BATCH_WAIT_S) -> None:
+    """Wait until the stream's lake queries have each finished a batch (its status file), the stream
+    has exited (the supervisor then reports it), or ``timeout_s`` has passed."""
+    import time
+
+    from fleetstream.pipeline.monitor import STATUS_FILE, lake_has_written, read_status
+
+    began = time.monotonic()
+    with console.status("waiting for the lake's first batch; MLflow and Airflow start after it..."):
+        while time.monotonic() - began < timeout_s:
+            status = read_status(settings.state_dir / STATUS_FILE)
+            if status is not None and lake_has_written(status):
+                log.info("the lake wrote its first batch (waited %.0f s); starting the rest", time.monotonic() - began)
+                return
+            if stream.process() is None:
+                return
+            time.sleep(0.5)
+    log.warning("the lake wrote no batch within %.0f s; starting the rest anyway", timeout_s)
 
 
 def dashboard(

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +59,13 @@ class Reference:
 
     cars: DataFrame
     zones: tuple[Zone, ...] = ()
+
+    @functools.cached_property
+    def zone_columns(self) -> tuple[Column, Column]:
+        """:func:`zone_columns` of the reports' ``lat`` and ``lon``, built once: the expressions of
+        a dozen zones are about a thousand calls to the JVM, most of a second per micro-batch when
+        built anew for each (``py-spy`` on a quiet stream)."""
+        return zone_columns(F.col("lat"), F.col("lon"), self.zones)
 
 
 @dataclass(frozen=True)
@@ -152,7 +160,7 @@ def enrich(checked: DataFrame, reference: Reference) -> DataFrame:
     cars = reference.cars
     joined = checked.join(F.broadcast(cars), checked["car_id"] == cars["dim_car_id"], "left")
     unknown = F.col("_unknown")
-    zone_id, zone_limit = zone_columns(F.col("lat"), F.col("lon"), reference.zones)
+    zone_id, zone_limit = reference.zone_columns
     return (
         joined.withColumn("_unknown", F.col("reason").isNull() & F.col("dim_car_id").isNull())
         .withColumn("reason", F.when(unknown, F.lit("unknown_car")).otherwise(F.col("reason")))

@@ -181,6 +181,23 @@ def read_status(path: Path) -> Status | None:
     )
 
 
+def lake_has_written(status: Status) -> bool:
+    """Whether each lake query of the status has finished a batch (the stateful queries and the
+    alert publisher aside: they are not what the dashboard's first data waits for).
+
+    >>> def q(name, batch):
+    ...     return QueryHealth(name, batch, "", 0, 0.0, 0.0, 0, None, "", None)
+    >>> lake_has_written(Status(0.0, [q("lake", -1), q("offline", 0), q("alerts_realtime", -1)]))
+    False
+    >>> lake_has_written(Status(0.0, [q("lake", 0), q("episodes", -1)]))
+    True
+    >>> lake_has_written(Status(0.0, [q("episodes", 3)]))  # no lake query here
+    False
+    """
+    lake = [q for q in status.queries if q.name not in ("episodes", "offline") and not q.name.startswith("alerts")]
+    return bool(lake) and all(q.batch >= 0 for q in lake)
+
+
 def drop_stale_status(path: Path) -> bool:
     """Remove a status file whose writer no longer runs (left by an earlier run); True if removed."""
     import psutil
