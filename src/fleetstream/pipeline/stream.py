@@ -12,6 +12,7 @@ a batch as soon as the last ends (docs/operations.md).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -57,7 +58,7 @@ from fleetstream.pipeline.medallion import LakeBatch
 from fleetstream.pipeline.offline import offline
 from fleetstream.pipeline.plan import LakeQuery, RunPlan
 from fleetstream.pipeline.silver import SILVER_COLUMNS, check_telemetry, parse_bronze
-from fleetstream.pipeline.writer import CHECKPOINT_INTERVAL, Lake, Writer, delta_exists
+from fleetstream.pipeline.writer import CHECKPOINT_INTERVAL, Lake, Writer, at_once, delta_exists
 from fleetstream.quality.hold import HoldGate
 from fleetstream.rules.engine import Rule, check_rules, load_rules
 
@@ -193,33 +194,36 @@ class Streams:
         path = jvm.org.apache.hadoop.fs.Path(location)
         return bool(path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).exists(path))
 
-    def _create_source_tables(self) -> None:
-        """A query reading a table another application writes can start before that table has rows."""
-        for query in self.plan.lake:
+    def _create_source_tables(self, queries: tuple[LakeQuery, ...] | None = None) -> None:
+        """A query reading a table another application writes can start before that table has rows
+        (``queries``: the plan's, by default). The empty tables are written at once (each is a Delta
+        commit, a second or two in a JVM still cold)."""
+        queries = self.plan.lake if queries is None else queries
+        frames: dict[str, DataFrame] = {}
+        for query in queries:
             name = query.source
-            if name == "kafka" or delta_exists(self.spark, self.lake.table(name)):
+            if name == "kafka" or name in frames or delta_exists(self.spark, self.lake.table(name)):
                 continue
             bronze = to_bronze(self.spark.createDataFrame([], KAFKA_SCHEMA))
-            frame = bronze
+            frames[name] = bronze
             if name == "silver/telemetry":
                 parsed = check_telemetry(bronze, self.reference())
-                frame = parsed.withColumn("silver_batch", F.lit(0).cast("long")).select(*SILVER_COLUMNS)
-            table = TABLES[name]
-            writer = (
-                frame.limit(0).write.format("delta").mode("ignore").options(**table.properties(CHECKPOINT_INTERVAL))
-            )
-            (writer.partitionBy(table.partition) if table.partition else writer).save(self.lake.table(name))
-        if any(q.stateful for q in self.plan.lake):  # upserted by two queries: there before either starts
+                frames[name] = parsed.withColumn("silver_batch", F.lit(0).cast("long")).select(*SILVER_COLUMNS)
+        if any(q.stateful for q in queries):  # upserted by two queries: there before either starts
             steps = self.spark.createDataFrame([], EPISODE_SCHEMA)
-            frames = {
+            episode_tables = {
                 "silver/alert_episodes": steps,
                 "gold/trips": self.spark.createDataFrame([], TRIP_SCHEMA),
                 EPISODE_MINUTES_TABLE: gold.episodes_per_minute(steps),
             }
-            for name, frame in frames.items():
-                if not delta_exists(self.spark, self.lake.table(name)):
-                    empty = frame.limit(0).write.format("delta").mode("ignore")
-                    empty.options(**TABLES[name].properties(CHECKPOINT_INTERVAL)).save(self.lake.table(name))
+            frames |= {n: f for n, f in episode_tables.items() if not delta_exists(self.spark, self.lake.table(n))}
+
+        def create(name: str, frame: DataFrame) -> None:
+            table = TABLES[name]
+            empty = frame.limit(0).write.format("delta").mode("ignore").options(**table.properties(CHECKPOINT_INTERVAL))
+            (empty.partitionBy(table.partition) if table.partition else empty).save(self.lake.table(name))
+
+        at_once({name: functools.partial(create, name, frame) for name, frame in frames.items()})
 
     def source(self, query: LakeQuery) -> DataFrame:
         """The query's input as a stream: Kafka records as bronze rows, or a table's rows; parsed and
@@ -354,14 +358,28 @@ class Streams:
         self.reference()
         self._check_rules()
         self._check_layout()
-        self._create_source_tables()
-        for query in self.plan.lake:
-            if on_query:
-                on_query(query.name)
-            started = self._start_lake(query)
-            started.awaitTermination()
-            if started.exception() is not None:
-                raise RuntimeError(f"query {started.name} failed: {started.exception()}")
+        # The lake's queries one after the other (each writes what the next reads), then the stateful
+        # ones together (they read silver; their upserts of the same table are retried on a conflict).
+        # Each group's source tables just before it starts: an empty one only where the queries before
+        # wrote none.
+        lake = tuple(q for q in self.plan.lake if not q.stateful)
+        stateful = tuple(q for q in self.plan.lake if q.stateful)
+        for group, together in ((lake, False), (stateful, True)):
+            if not group:
+                continue
+            self._create_source_tables(group)
+            for run in [group] if together else [(q,) for q in group]:
+                started = []
+                for query in run:
+                    if on_query:
+                        on_query(query.name)
+                    started.append(self._start_lake(query))
+                for each in started:
+                    with contextlib.suppress(Exception):  # (raised below, once every query of the run has ended)
+                        each.awaitTermination()
+                for each in started:
+                    if each.exception() is not None:
+                        raise RuntimeError(f"query {each.name} failed: {each.exception()}")
 
     # --- reading the lake back (replay's summary, --console) ---------------------------------
     def table_counts(self) -> dict[str, int]:
