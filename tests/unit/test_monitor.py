@@ -88,16 +88,16 @@ def test_run_waits_for_the_lakes_first_batch_then_goes_on(tmp_path: Path) -> Non
     writer = threading.Thread(target=first_batch)
     began = time.monotonic()
     writer.start()
-    _await_lake(settings, alive, timeout_s=30)
+    assert _await_lake(settings, alive, timeout_s=30) is True
     writer.join()
     assert 0.9 <= time.monotonic() - began < 10
     # the status still says "no batch": the limit ends the wait, and so does a stream gone
     write_status(tmp_path / STATUS_FILE, [lake, offline], 2.0, phase="running")
     began = time.monotonic()
-    _await_lake(settings, alive, timeout_s=1.0)
+    assert _await_lake(settings, alive, timeout_s=1.0) is True  # (the rest starts anyway)
     assert 1.0 <= time.monotonic() - began < 5
     gone = subprocess.Popen(["true"])
     gone.wait()
     began = time.monotonic()
-    _await_lake(settings, Service("stream", gone.pid, time.time(), "", ""), timeout_s=30)
+    assert _await_lake(settings, Service("stream", gone.pid, time.time(), "", ""), timeout_s=30) is False
     assert time.monotonic() - began < 5

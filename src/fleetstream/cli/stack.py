@@ -272,9 +272,9 @@ def run_all(
             started.append(stack.start_app(settings, "dashboard", [sys.executable, "-m", "fleetstream", "dashboard"],
                                            user="dashboard"))  # fmt: skip
             console.print(f"dashboard: [bold]{settings.dashboard.url}[/]")
-        if with_stream and (with_mlflow or with_airflow):
-            _await_lake(settings, started[0])
-        if with_mlflow:
+        # the stream exited: the supervisor stops everything next, so MLflow and Airflow are not started
+        more = not (with_stream and (with_mlflow or with_airflow)) or _await_lake(settings, started[0])
+        if with_mlflow and more:
             try:
                 server = stack.start_mlflow(settings)
             except FleetstreamError as exc:
@@ -283,7 +283,7 @@ def run_all(
                 if server is not None:
                     started.append(server)
                 console.print(f"MLflow: [bold]{settings.mlflow.uri}[/]")
-        if with_airflow:
+        if with_airflow and more:
             try:
                 with console.status("starting Airflow..."):
                     started += stack.start_airflow(settings)
@@ -304,9 +304,9 @@ def run_all(
 LAKE_FIRST_BATCH_WAIT_S = 120.0
 
 
-def _await_lake(settings: Settings, stream: Service, timeout_s: float = LAKE_FIRST_BATCH_WAIT_S) -> None:
+def _await_lake(settings: Settings, stream: Service, timeout_s: float = LAKE_FIRST_BATCH_WAIT_S) -> bool:
     """Wait until the stream's lake queries have each finished a batch (its status file), the stream
-    has exited (the supervisor then reports it), or ``timeout_s`` has passed."""
+    has exited, or ``timeout_s`` has passed; False when the stream has exited."""
     import time
 
     from fleetstream.pipeline.monitor import STATUS_FILE, lake_has_written, read_status
@@ -317,11 +317,12 @@ def _await_lake(settings: Settings, stream: Service, timeout_s: float = LAKE_FIR
             status = read_status(settings.state_dir / STATUS_FILE)
             if status is not None and lake_has_written(status):
                 log.info("the lake wrote its first batch (waited %.0f s); starting the rest", time.monotonic() - began)
-                return
+                return True
             if stream.process() is None:
-                return
+                return False
             time.sleep(0.5)
     log.warning("the lake wrote no batch within %.0f s; starting the rest anyway", timeout_s)
+    return True
 
 
 def dashboard(

@@ -181,6 +181,11 @@ def read_status(path: Path) -> Status | None:
     )
 
 
+#: the status file's queries that are not lake queries: the stateful ones, the alert publisher's (its
+#: real-time and micro-batch query) and the row a separate publisher application is reported by
+NOT_LAKE = frozenset({"episodes", "offline", "alerts_realtime", "alerts", "alert-data"})
+
+
 def lake_has_written(status: Status) -> bool:
     """Whether each lake query of the status has finished a batch (the stateful queries and the
     alert publisher aside: they are not what the dashboard's first data waits for).
@@ -194,7 +199,7 @@ def lake_has_written(status: Status) -> bool:
     >>> lake_has_written(Status(0.0, [q("episodes", 3)]))  # no lake query here
     False
     """
-    lake = [q for q in status.queries if q.name not in ("episodes", "offline") and not q.name.startswith("alerts")]
+    lake = [q for q in status.queries if q.name not in NOT_LAKE]
     return bool(lake) and all(q.batch >= 0 for q in lake)
 
 

@@ -12,7 +12,6 @@ a batch as soon as the last ends (docs/operations.md).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -358,10 +357,9 @@ class Streams:
         self.reference()
         self._check_rules()
         self._check_layout()
-        # The lake's queries one after the other (each writes what the next reads), then the stateful
-        # ones together (they read silver; their upserts of the same table are retried on a conflict).
-        # Each group's source tables just before it starts: an empty one only where the queries before
-        # wrote none.
+        # The lake's queries one after the other, then the stateful ones together (they read silver;
+        # their upserts of the same table are retried on a conflict). Each group's source tables just
+        # before it starts: an empty one only where the queries before wrote none.
         lake = tuple(q for q in self.plan.lake if not q.stateful)
         stateful = tuple(q for q in self.plan.lake if q.stateful)
         for group, together in ((lake, False), (stateful, True)):
@@ -369,17 +367,22 @@ class Streams:
                 continue
             self._create_source_tables(group)
             for run in [group] if together else [(q,) for q in group]:
-                started = []
-                for query in run:
-                    if on_query:
-                        on_query(query.name)
-                    started.append(self._start_lake(query))
-                for each in started:
-                    with contextlib.suppress(Exception):  # (raised below, once every query of the run has ended)
-                        each.awaitTermination()
-                for each in started:
-                    if each.exception() is not None:
-                        raise RuntimeError(f"query {each.name} failed: {each.exception()}")
+                self._run_together(run, on_query)
+
+    def _run_together(self, queries: tuple[LakeQuery, ...], on_query: Callable[[str], None] | None) -> None:
+        """Start the queries (available-now) and wait for them all; the first failure stops the others
+        and is raised."""
+        pending: list[StreamingQuery] = []
+        try:
+            for query in queries:
+                if on_query:
+                    on_query(query.name)
+                pending.append(self._start_lake(query))
+            while pending:  # (awaitTermination raises a query's failure)
+                pending = [each for each in pending if not each.awaitTermination(1)]
+        finally:
+            for each in pending:
+                each.stop()
 
     # --- reading the lake back (replay's summary, --console) ---------------------------------
     def table_counts(self) -> dict[str, int]:
