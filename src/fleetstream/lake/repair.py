@@ -195,7 +195,7 @@ def _undo_batch(spark: SparkSession, root: str, writer: str, batch: int, dry_run
     """Restore every Delta table that holds ``batch`` of ``writer`` to the version before it."""
     from delta.tables import DeltaTable
 
-    from fleetstream.pipeline.writer import delta_exists
+    from fleetstream.pipeline.writer import delta_exists, in_effect, table_history
 
     want, done = marker(writer, batch), []
     for name in TABLES:
@@ -203,7 +203,13 @@ def _undo_batch(spark: SparkSession, root: str, writer: str, batch: int, dry_run
         if not delta_exists(spark, path):
             continue
         table = DeltaTable.forPath(spark, path)
-        history = table.history(50).select("version", "operation", "userMetadata").collect()
+        newest, history = None, []
+        for depth in (50, None):  # the batch's commit is among the newest unless maintenance committed since
+            commits = table_history(spark, path, depth)
+            newest = int(commits[0]["version"]) if commits else None
+            history = in_effect(commits)  # (a batch an earlier repair undid is no longer there)
+            if any(r["userMetadata"] == want for r in history) or depth is None or len(commits) < depth:
+                break
         at = next((int(r["version"]) for r in history if r["userMetadata"] == want), None)
         if at is None:
             continue
@@ -214,7 +220,7 @@ def _undo_batch(spark: SparkSession, root: str, writer: str, batch: int, dry_run
                 f"since (the newest: version {later[0]['version']}, {later[0]['operation']}, "
                 f"{later[0]['userMetadata'] or 'no marker'}); not restored. Is another stream writing this lake?"
             )
-        newest = int(history[0]["version"])
+        assert newest is not None
         if not dry_run:
             table.restoreToVersion(at - 1)
         done.append(Restored(name, newest, at - 1))

@@ -18,8 +18,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -32,6 +33,7 @@ KAFKA = "kafka"  # the output name of a batch's Kafka records (topic, key, value
 CHECKPOINT_INTERVAL = 50
 #: an upsert that meets another writer's commit on the same table is tried this many times
 MERGE_ATTEMPTS = 5
+_HISTORY = ("version", "operation", "operationParameters", "userMetadata")
 _MARKER = re.compile(r"^fleetstream (?P<writer>\S+) batch (?P<batch>\d+)$")
 
 
@@ -42,6 +44,47 @@ def marker(writer: str, batch_id: int) -> str:
     'fleetstream lake batch 7'
     """
     return f"fleetstream {writer} batch {batch_id}"
+
+
+def in_effect(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The commits of a table's history (newest first: ``version``, ``operation``,
+    ``operationParameters``, ``userMetadata``) whose changes the table still holds.
+
+    A ``RESTORE`` to version V (as ``fleetstream lake repair`` does to undo a batch) undoes every
+    commit after V and before itself; their markers must not count, or the batch they held would be
+    skipped as "already written" when it runs again.
+
+    >>> def commit(version, operation="WRITE", to=None):
+    ...     return {"version": version, "operation": operation, "userMetadata": f"v{version}",
+    ...             "operationParameters": {"version": str(to), "timestamp": None} if to is not None else {}}
+    >>> [c["version"] for c in in_effect([commit(4), commit(3, "RESTORE", to=1), commit(2), commit(1), commit(0)])]
+    [4, 1, 0]
+    >>> [c["version"] for c in in_effect([commit(5, "RESTORE", to=3), commit(4), commit(3, "RESTORE", to=1), commit(2),
+    ...                                    commit(1)])]
+    [1]
+    """
+    kept: list[Mapping[str, Any]] = []
+    below: int | None = None  # a restore seen: commits above this version are undone
+    for commit in history:
+        version = int(commit["version"])
+        if below is not None and version > below:
+            continue
+        if commit["operation"] == "RESTORE":
+            target = (commit["operationParameters"] or {}).get("version")
+            if target not in (None, "", "null"):  # (a restore by timestamp names no version: kept as is)
+                below = int(target)
+            continue
+        kept.append(commit)
+    return kept
+
+
+def table_history(spark: SparkSession, path: str, depth: int | None = None) -> list[Mapping[str, Any]]:
+    """A table's newest ``depth`` commits (all if None), newest first, as :func:`in_effect` reads them."""
+    from delta.tables import DeltaTable
+
+    table = DeltaTable.forPath(spark, path)
+    rows = (table.history(depth) if depth else table.history()).select(*_HISTORY).collect()
+    return [row.asDict() for row in rows]
 
 
 def last_batch(metadata: list[str | None], writer: str) -> int:
@@ -141,13 +184,10 @@ class Writer:
         found = -1
         exists = delta_exists(self.spark, path)
         if exists:
-            from delta.tables import DeltaTable
-
-            history = DeltaTable.forPath(self.spark, path)
             # the writer's commit is among the newest unless other writers (maintenance) committed since
             for depth in (20, None):
-                rows = (history.history(depth) if depth else history.history()).select("userMetadata").collect()
-                found = last_batch([r[0] for r in rows], self.writer)
+                rows = table_history(self.spark, path, depth)
+                found = last_batch([r["userMetadata"] for r in in_effect(rows)], self.writer)
                 if found >= 0 or depth is None or len(rows) < depth:
                     break
         with self._lock:
@@ -158,11 +198,9 @@ class Writer:
 
     def version_of(self, table: str, batch_id: int) -> int | None:
         """The version of ``table`` this writer committed ``batch_id`` as (None: not in its log)."""
-        from delta.tables import DeltaTable
-
         want = marker(self.writer, batch_id)
-        rows = DeltaTable.forPath(self.spark, self.lake.table(table)).history().select("version", "userMetadata")
-        return next((int(r[0]) for r in rows.collect() if r[1] == want), None)
+        rows = in_effect(table_history(self.spark, self.lake.table(table)))
+        return next((int(r["version"]) for r in rows if r["userMetadata"] == want), None)
 
     def write(self, batch_id: int, outputs: Mapping[str, DataFrame | None]) -> list[str]:
         """Write every output that is not None, at once; returns the names written (a table that
