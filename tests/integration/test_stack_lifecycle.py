@@ -18,6 +18,7 @@ import pytest
 
 from fleetstream.config import KafkaSettings
 from fleetstream.ingest.kafka import make_producer
+from fleetstream.pipeline.monitor import STATUS_FILE, read_status
 from fleetstream.testing import free_port_base
 
 pytestmark = pytest.mark.integration
@@ -215,9 +216,17 @@ def test_run_starts_stack_simulator_pipeline_and_dashboard_and_ctrl_c_stops_all(
         silver = tmp_path / "lake" / "silver" / "telemetry" / "_delta_log"
         while time.monotonic() < deadline + 120 and not any(silver.glob("*.json")):
             time.sleep(1)
-        assert any(silver.glob("*.json")), (
-            Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "logs" / "stream.log"
-        ).read_text()
+        stream_log = Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "logs" / "stream.log"
+        assert any(silver.glob("*.json")), stream_log.read_text()
+        # the stateful queries start once the lake's first batch is done, and run from then on
+        status_file = Path(stack_env["FLEETSTREAM_STATE_DIR"]) / STATUS_FILE
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline + 240 and states.get("episodes") != "running":
+            status = read_status(status_file)
+            states = {q.name: q.state for q in status.queries} if status is not None else {}
+            time.sleep(1)
+        assert states.get("episodes") == states.get("offline") == "running", (states, stream_log.read_text()[-3000:])
+        assert "starting episodes and offline" in stream_log.read_text()
         assert all(psutil.pid_exists(pid) for pid in pids.values())
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0

@@ -90,3 +90,40 @@ def test_supervise_stops_when_the_other_application_fails_and_shows_its_rows(tmp
     status.unlink()
     assert supervise([], status, console, interval_s=0.05, others=lambda: [_row("alerts")], stop_when=written) == 0
     assert seen == ["alerts"]
+
+
+class _Query:
+    """A running query as :func:`supervise` sees it."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.isActive, self.lastProgress = name, True, {"name": name, "batchId": 0}
+
+    def exception(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        self.isActive = False
+
+
+def test_supervise_starts_the_queries_start_later_gives_watches_and_stops_them(tmp_path: Path) -> None:
+    status = tmp_path / "stream-status.json"
+    lake, later = _Query("lake"), _Query("episodes")
+    ticks: list[list[str]] = []
+
+    def start_later(running: list[_Query]) -> list[_Query]:  # the second tick starts one more query
+        ticks.append([q.name for q in running])
+        return [later] if len(ticks) == 2 else []
+
+    def seen_both() -> bool:
+        got = read_status(status)
+        return got is not None and [q.name for q in got.queries] == ["lake", "episodes"]
+
+    console = Console(file=io.StringIO())
+    queries: list = [lake]  # type: ignore[type-arg]
+    assert supervise(queries, status, console, interval_s=0.05, stop_when=seen_both, start_later=start_later) == 0
+    assert ticks == [["lake"], ["lake"]]  # started at the second tick, then in the status file with the lake
+    assert (lake.isActive, later.isActive) == (False, False)  # stopped with the others
+    final = read_status(status)
+    assert final is not None
+    assert final.phase == "stopped"
+    assert [(q.name, q.state) for q in final.queries] == [("lake", "stopped"), ("episodes", "stopped")]

@@ -239,6 +239,7 @@ def stream(
             if status_path is not None:
                 write_status(status_path, [], time.time(), "stopped", began, os.getpid())
             raise
+    from fleetstream.pipeline.monitor import QueryHealth
     from fleetstream.pipeline.supervise import rows_table, supervise
 
     snapshot = None
@@ -247,16 +248,20 @@ def stream(
         def snapshot() -> list[Table]:
             return [rows_table(name, rows) for name, rows in streams.gold_snapshot().items()]
 
-    others = None
+    publisher_rows = None
     if publisher is not None:
-        others = functools.partial(
+        publisher_rows = functools.partial(
             separate.publisher_rows, publisher, settings.state_dir / separate.PUBLISHER_STATUS_FILE
         )
+
+    def others() -> list[QueryHealth]:  # the queries not started yet, and the other application's
+        return streams.waiting() + (publisher_rows() if publisher_rows is not None else [])
+
     assert status_path is not None
     try:
         code = supervise(
             queries, status_path, console, snapshot=snapshot, others=others, stop_when=separate.parent_gone,
-            started_at=began, restart=streams.restart,
+            started_at=began, restart=streams.restart, start_later=streams.start_later,
         )  # fmt: skip
     finally:
         if publisher is not None:
