@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Annotated
 
@@ -111,13 +113,29 @@ def _start_stack(
 ) -> tuple[Settings, list[Service]]:
     """`stack.up` for a command: clear errors, and Ctrl-C during start-up stops what had started."""
     try:
-        with failing():
+        with failing(), _terminate_as_interrupt():
             settings = _settings()
             with console.status("starting the local stack..."):
                 return settings, stack.up(settings, with_s3=with_s3, with_mlflow=with_mlflow, with_airflow=with_airflow)
     except KeyboardInterrupt:
         console.print("interrupted during start-up; what had started was stopped")
         raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt meanwhile, as Ctrl-C does, so that a start-up stopped by
+    either stops what it had started (Python's default for SIGTERM ends the process at once, and the
+    processes it started, each in a session of its own, would run on)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_airflow_login(settings: Settings) -> None:
@@ -143,10 +161,15 @@ def _supervise_foreground(
     this command started must not outlive it.
     """
     try:
-        services = services + (start_more() or [])
+        with _terminate_as_interrupt():
+            services = services + (start_more() or [])
         _print_status(stack.status(settings))
         console.print("running; press [bold]Ctrl-C[/] to stop everything")
         code = stack.supervise(services, settings, lambda why: console.print(f"stopping: {why}"))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the supervisor took them over
+        stack.down(settings)
+        console.print("interrupted during start-up; what had started was stopped")
+        raise typer.Exit(130) from None
     except BaseException:
         stack.down(settings)
         raise

@@ -239,7 +239,6 @@ def stream(
             if status_path is not None:
                 write_status(status_path, [], time.time(), "stopped", began, os.getpid())
             raise
-    from fleetstream.pipeline.monitor import QueryHealth
     from fleetstream.pipeline.supervise import rows_table, supervise
 
     snapshot = None
@@ -248,20 +247,16 @@ def stream(
         def snapshot() -> list[Table]:
             return [rows_table(name, rows) for name, rows in streams.gold_snapshot().items()]
 
-    publisher_rows = None
+    others = None
     if publisher is not None:
-        publisher_rows = functools.partial(
+        others = functools.partial(
             separate.publisher_rows, publisher, settings.state_dir / separate.PUBLISHER_STATUS_FILE
         )
-
-    def others() -> list[QueryHealth]:  # the queries not started yet, and the other application's
-        return streams.waiting() + (publisher_rows() if publisher_rows is not None else [])
-
     assert status_path is not None
     try:
         code = supervise(
             queries, status_path, console, snapshot=snapshot, others=others, stop_when=separate.parent_gone,
-            started_at=began, restart=streams.restart, start_later=streams.start_later,
+            started_at=began, restart=streams.restart,
         )  # fmt: skip
     finally:
         if publisher is not None:

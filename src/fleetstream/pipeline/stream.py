@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,7 +54,6 @@ from fleetstream.pipeline.episodes import (
     episodes_session,
 )
 from fleetstream.pipeline.medallion import LakeBatch
-from fleetstream.pipeline.monitor import QueryHealth, summarize
 from fleetstream.pipeline.offline import offline
 from fleetstream.pipeline.plan import LakeQuery, RunPlan
 from fleetstream.pipeline.silver import SILVER_COLUMNS, check_telemetry, parse_bronze
@@ -66,8 +64,6 @@ from fleetstream.rules.engine import Rule, check_rules, load_rules
 log = logging.getLogger(__name__)
 #: checkpoints of the layout before one Kafka read per application: a lake that has them was
 #: written by an earlier version, whose queries' progress the new query cannot take over
-#: live, the stateful queries start once the lake's first batch is done, or after this long at most
-STATEFUL_START_WAIT_S = 90.0
 OLD_CHECKPOINTS = ("bronze", "silver", "gold_fleet", "gold_alerts_per_minute", "gold_car_state")
 
 
@@ -158,9 +154,6 @@ class Streams:
         self.dims = DimsCache(spark, settings.lake.dims, settings.lake.dims_refresh_s)
         self.kafka = kafka_options(settings)
         self.batches: dict[str, LakeBatch] = {}
-        self._later: tuple[LakeQuery, ...] = ()  # live: the queries start_later starts
-        self._first_names: set[str] = set()
-        self._started_at = 0.0
 
     def reference(self) -> Reference:
         """The reference data (cars and speed zones); a clear error when there is none."""
@@ -337,48 +330,19 @@ class Streams:
         )  # fmt: skip
 
     def start(self) -> list[StreamingQuery]:
-        """Start the queries of the plan (live); returns them. The stateful queries wait for the
-        lake's first batch when the plan has other lake queries (:meth:`start_later`)."""
+        """Start every query of the plan (live); returns them."""
         refuse_damaged(self.spark, self.lake.root)
         if self.plan.lake:
             self.reference()
             self._check_rules()
             self._check_layout()
             self._create_source_tables()
-        first = tuple(q for q in self.plan.lake if not q.stateful) or self.plan.lake
-        self._later = tuple(q for q in self.plan.lake if q not in first)
-        self._first_names = {q.name for q in first}
-        self._started_at = time.monotonic()
-        queries = [self._start_lake(query) for query in first]
+        queries = [self._start_lake(query) for query in self.plan.lake]
         if self.plan.publisher == "here":
             if not self.plan.lake:
                 self.reference()
             queries.append(self.publisher())
         return queries
-
-    def start_later(self, queries: list[StreamingQuery]) -> list[StreamingQuery]:
-        """The stateful queries, started once every other lake query of ``queries`` has finished a
-        batch, or :data:`STATEFUL_START_WAIT_S` after :meth:`start` (an empty list until then, and
-        after they started). Their start (a session of their own, RocksDB, Python workers) and their
-        first batches over silver's history took the two cores the lake's first batch needed in a
-        cold JVM: the dashboard's first data came 14 s later with them (docs/benchmarks.md). They
-        read silver from their checkpoints, so starting later loses nothing."""
-        if not self._later:
-            return []
-        lake = [q for q in queries if q.name in self._first_names]
-        waited = time.monotonic() - self._started_at
-        if waited < STATEFUL_START_WAIT_S and not all(q.lastProgress is not None for q in lake):
-            return []
-        later, self._later = self._later, ()
-        log.info(
-            "starting %s %.0f s after the lake (%s)", " and ".join(q.name for q in later), waited,
-            "its first batch is done" if waited < STATEFUL_START_WAIT_S else "its first batch is late",
-        )  # fmt: skip
-        return [self._start_lake(query) for query in later]
-
-    def waiting(self) -> list[QueryHealth]:
-        """The status rows of the queries :meth:`start_later` has not started yet."""
-        return [summarize({"name": q.name, "batchId": -1}, state="waiting") for q in self._later]
 
     def restart(self, query: StreamingQuery) -> StreamingQuery:
         """Start a stopped or failed query of the plan again, from its checkpoint."""
