@@ -243,6 +243,7 @@ def test_run_terminated_while_it_starts_stops_what_it_started(stack_env: dict[st
         while time.monotonic() < deadline and "dashboard: http" not in log_path.read_text():  # then it waits
             assert process.poll() is None, log_path.read_text()
             time.sleep(0.2)
+        assert "dashboard: http" in log_path.read_text(), log_path.read_text()
         recorded = json.loads((Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "stack.json").read_text())["services"]
         pids = {s["name"]: s["pid"] for s in recorded}
         assert set(pids) == {"kafka", "stream", "simulator", "dashboard"}, log_path.read_text()

@@ -123,7 +123,21 @@ def test_a_table_appended_to_by_another_writer_since_is_not_restored(spark: Spar
     )
     _tear(checkpoint / "offsets" / str(newest))
     held = _values(spark, root)
-    with pytest.raises(FleetstreamError, match=r"commits changed the table since.*not restored"):
+    with pytest.raises(FleetstreamError, match=r"commits changed the table since.*nothing restored"):
         repair(spark, str(root))
     assert _values(spark, root) == held
     assert (checkpoint / "offsets" / str(newest)).exists()  # nothing moved either
+
+
+def test_a_torn_offsets_file_of_the_batch_that_created_a_table_is_refused_clearly(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    root = tmp_path / "lake"
+    _run(spark, root, 1)  # one batch: it created the table (version 0), there is no version before it
+    checkpoint = root / "_checkpoints" / "q"
+    _tear(checkpoint / "offsets" / "0")
+    held = _values(spark, root)
+    with pytest.raises(FleetstreamError, match=r"created the table \(its version 0\).*nothing restored.*aside"):
+        repair(spark, str(root))
+    assert _values(spark, root) == held
+    assert (checkpoint / "offsets" / "0").exists()  # nothing moved either

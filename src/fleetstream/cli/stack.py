@@ -90,10 +90,14 @@ def up(
     if with_airflow:
         _print_airflow_login(settings)
     if with_sql:
-        with failing():
+        with failing(), _terminate_as_interrupt():
             try:
                 with console.status("starting the SQL endpoint..."):
                     services.append(stack.start_sql(settings, [sys.executable, "-m", "fleetstream", "sql", "serve"]))
+            except KeyboardInterrupt:
+                stack.down(settings)
+                console.print(INTERRUPTED)
+                raise typer.Exit(130) from None
             except FleetstreamError:
                 stack.down(settings)
                 raise
@@ -118,18 +122,26 @@ def _start_stack(
             with console.status("starting the local stack..."):
                 return settings, stack.up(settings, with_s3=with_s3, with_mlflow=with_mlflow, with_airflow=with_airflow)
     except KeyboardInterrupt:
-        console.print("interrupted during start-up; what had started was stopped")
+        console.print(INTERRUPTED)
         raise typer.Exit(130) from None
+
+
+INTERRUPTED = "interrupted during start-up; what had started was stopped"
 
 
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM raises KeyboardInterrupt meanwhile, as Ctrl-C does, so that a start-up stopped by
     either stops what it had started (Python's default for SIGTERM ends the process at once, and the
-    processes it started, each in a session of its own, would run on)."""
+    processes it started, each in a session of its own, would run on). Only the first SIGTERM
+    raises: one sent again while the parts are being stopped does not cut that short."""
+    raised = False
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -160,19 +172,19 @@ def _supervise_foreground(
     Whatever goes wrong here (a Ctrl-C before supervision began, a failed job start), the processes
     this command started must not outlive it.
     """
-    try:
-        with _terminate_as_interrupt():
+    with _terminate_as_interrupt():  # (the supervisor handles both signals itself while it runs)
+        try:
             services = services + (start_more() or [])
-        _print_status(stack.status(settings))
-        console.print("running; press [bold]Ctrl-C[/] to stop everything")
-        code = stack.supervise(services, settings, lambda why: console.print(f"stopping: {why}"))
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the supervisor took them over
-        stack.down(settings)
-        console.print("interrupted during start-up; what had started was stopped")
-        raise typer.Exit(130) from None
-    except BaseException:
-        stack.down(settings)
-        raise
+            _print_status(stack.status(settings))
+            console.print("running; press [bold]Ctrl-C[/] to stop everything")
+            code = stack.supervise(services, settings, lambda why: console.print(f"stopping: {why}"))
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the supervisor took them over
+            stack.down(settings)
+            console.print(INTERRUPTED)
+            raise typer.Exit(130) from None
+        except BaseException:
+            stack.down(settings)
+            raise
     console.print("stopped")
     raise typer.Exit(code)
 

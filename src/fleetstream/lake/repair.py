@@ -192,23 +192,25 @@ class Restored:
 
 
 def _undo_batch(spark: SparkSession, root: str, writer: str, batch: int, dry_run: bool) -> list[Restored]:
-    """Restore every Delta table that holds ``batch`` of ``writer`` to the version before it."""
+    """Restore every Delta table that holds ``batch`` of ``writer`` to the version before it. Every
+    table is checked before any is restored: a refusal leaves them all as they were."""
     from delta.tables import DeltaTable
 
-    from fleetstream.pipeline.writer import delta_exists, in_effect, table_history
+    from fleetstream.pipeline.writer import delta_exists, in_effect, last_batch, table_history
 
-    want, done = marker(writer, batch), []
+    want, planned = marker(writer, batch), []
     for name in TABLES:
         path = f"{root.rstrip('/')}/{name}"
         if not delta_exists(spark, path):
             continue
-        table = DeltaTable.forPath(spark, path)
         newest, history = None, []
         for depth in (50, None):  # the batch's commit is among the newest unless maintenance committed since
             commits = table_history(spark, path, depth)
             newest = int(commits[0]["version"]) if commits else None
             history = in_effect(commits)  # (a batch an earlier repair undid is no longer there)
-            if any(r["userMetadata"] == want for r in history) or depth is None or len(commits) < depth:
+            # the writer's markers only grow: its newest one in the window is the batch, or later, or earlier
+            found = last_batch([r["userMetadata"] for r in history], writer) >= 0
+            if found or depth is None or len(commits) < depth:
                 break
         at = next((int(r["version"]) for r in history if r["userMetadata"] == want), None)
         if at is None:
@@ -218,13 +220,20 @@ def _undo_batch(spark: SparkSession, root: str, writer: str, batch: int, dry_run
             raise FleetstreamError(
                 f"{name}: batch {batch} of {writer} is version {at}, but {len(later)} commits changed the table "
                 f"since (the newest: version {later[0]['version']}, {later[0]['operation']}, "
-                f"{later[0]['userMetadata'] or 'no marker'}); not restored. Is another stream writing this lake?"
+                f"{later[0]['userMetadata'] or 'no marker'}); nothing restored. Is another stream writing this lake?"
+            )
+        if at == 0:
+            raise FleetstreamError(
+                f"{name}: batch {batch} of {writer} created the table (its version 0), so there is no version "
+                f"before it to restore; nothing restored. Move the folder {path} aside (the batch, run again, "
+                "writes it anew), then run `fleetstream lake repair` again."
             )
         assert newest is not None
+        planned.append((name, path, newest, at - 1))
+    for _, path, _, to in planned:
         if not dry_run:
-            table.restoreToVersion(at - 1)
-        done.append(Restored(name, newest, at - 1))
-    return done
+            DeltaTable.forPath(spark, path).restoreToVersion(to)
+    return [Restored(name, newest, to) for name, _, newest, to in planned]
 
 
 def repair(

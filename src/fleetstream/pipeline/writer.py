@@ -52,11 +52,12 @@ def in_effect(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
     A ``RESTORE`` to version V (as ``fleetstream lake repair`` does to undo a batch) undoes every
     commit after V and before itself; their markers must not count, or the batch they held would be
-    skipped as "already written" when it runs again.
+    skipped as "already written" when it runs again. A restore by timestamp (Delta records its
+    version as "null") is not followed: the repair restores by version.
 
     >>> def commit(version, operation="WRITE", to=None):
     ...     return {"version": version, "operation": operation, "userMetadata": f"v{version}",
-    ...             "operationParameters": {"version": str(to), "timestamp": None} if to is not None else {}}
+    ...             "operationParameters": {"version": str(to), "timestamp": "null"} if to is not None else {}}
     >>> [c["version"] for c in in_effect([commit(4), commit(3, "RESTORE", to=1), commit(2), commit(1), commit(0)])]
     [4, 1, 0]
     >>> [c["version"] for c in in_effect([commit(5, "RESTORE", to=3), commit(4), commit(3, "RESTORE", to=1), commit(2),
@@ -71,7 +72,7 @@ def in_effect(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
             continue
         if commit["operation"] == "RESTORE":
             target = (commit["operationParameters"] or {}).get("version")
-            if target not in (None, "", "null"):  # (a restore by timestamp names no version: kept as is)
+            if target not in (None, "", "null"):  # a restore by timestamp (by hand) names no version: see above
                 below = int(target)
             continue
         kept.append(commit)
