@@ -196,22 +196,14 @@ def _undo_batch(spark: SparkSession, root: str, writer: str, batch: int, dry_run
     table is checked before any is restored: a refusal leaves them all as they were."""
     from delta.tables import DeltaTable
 
-    from fleetstream.pipeline.writer import delta_exists, in_effect, last_batch, table_history
+    from fleetstream.pipeline.writer import delta_exists, writer_history
 
     want, planned = marker(writer, batch), []
     for name in TABLES:
         path = f"{root.rstrip('/')}/{name}"
         if not delta_exists(spark, path):
             continue
-        newest, history = None, []
-        for depth in (50, None):  # the batch's commit is among the newest unless maintenance committed since
-            commits = table_history(spark, path, depth)
-            newest = int(commits[0]["version"]) if commits else None
-            history = in_effect(commits)  # (a batch an earlier repair undid is no longer there)
-            # the writer's markers only grow: its newest one in the window is the batch, or later, or earlier
-            found = last_batch([r["userMetadata"] for r in history], writer) >= 0
-            if found or depth is None or len(commits) < depth:
-                break
+        newest, history = writer_history(spark, path, writer, 50)  # (a batch an earlier repair undid is not there)
         at = next((int(r["version"]) for r in history if r["userMetadata"] == want), None)
         if at is None:
             continue

@@ -88,6 +88,21 @@ def table_history(spark: SparkSession, path: str, depth: int | None = None) -> l
     return [row.asDict() for row in rows]
 
 
+def writer_history(
+    spark: SparkSession, path: str, writer: str, depth: int = 20
+) -> tuple[int | None, list[Mapping[str, Any]]]:
+    """A table's newest version (None: no commits) and its commits in effect (:func:`in_effect`),
+    newest first: the newest ``depth``, or the whole history when those hold no marker of ``writer``
+    (other writers, maintenance, committed since). A writer's markers only grow, so its newest one
+    in the window bounds every batch of its that the table can still be asked about."""
+    for window in (depth, None):
+        commits = table_history(spark, path, window)
+        history = in_effect(commits)
+        if window is None or len(commits) < window or last_batch([c["userMetadata"] for c in history], writer) >= 0:
+            break
+    return (int(commits[0]["version"]) if commits else None), history
+
+
 def last_batch(metadata: list[str | None], writer: str) -> int:
     """The newest batch ``writer`` committed among commits' user metadata (newest first); -1 if none.
 
@@ -185,12 +200,8 @@ class Writer:
         found = -1
         exists = delta_exists(self.spark, path)
         if exists:
-            # the writer's commit is among the newest unless other writers (maintenance) committed since
-            for depth in (20, None):
-                rows = table_history(self.spark, path, depth)
-                found = last_batch([r["userMetadata"] for r in in_effect(rows)], self.writer)
-                if found >= 0 or depth is None or len(rows) < depth:
-                    break
+            _, history = writer_history(self.spark, path, self.writer)
+            found = last_batch([c["userMetadata"] for c in history], self.writer)
         with self._lock:
             self._committed[table] = found
             if exists:
