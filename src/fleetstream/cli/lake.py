@@ -66,9 +66,11 @@ def lake_repair(
 ) -> None:
     """Repair the streaming checkpoints a crash or a full disk damaged (the stream refuses to start on
     them and names this command). A damaged newest commit file is moved aside: its batch runs again.
-    A damaged newest offsets file is moved aside and the Delta tables holding its batch are restored
-    to the version before it, so the batch is planned and written again whole. Files are moved to
-    the checkpoint's _damaged/ folder, never deleted. Stop every stream on the lake first."""
+    A damaged newest offsets file is moved aside and written again from the input range its batch's
+    commits recorded; on a lake whose commits did not record it, the Delta tables holding its batch
+    are restored to the version before it, so the batch is planned and written again whole. Files
+    are moved to the checkpoint's _damaged/ folder, never deleted. Stop every stream on the lake
+    first."""
     import psutil
 
     from fleetstream.lake.repair import repair

@@ -8,11 +8,20 @@ checks them first (:func:`damaged`) and says what to run; the repair then:
 
 - a damaged ``commits/N``: moves it aside. Batch ``N`` runs again from its offsets (the same
   input), and the pipeline's writer skips every table that already holds it (exactly once);
-- a damaged ``offsets/N``: its input range is lost, so batch ``N`` cannot run again as it was.
-  The repair moves ``offsets/N`` (and ``commits/N``) aside and restores every Delta table that
-  holds batch ``N`` of this query to the version before it (``RESTORE``), so that the batch
-  planned again from ``offsets/N-1`` writes its whole input once. A table where another writer
-  appended after batch ``N`` is not restored: the repair stops and says so (nothing is lost).
+- a damaged ``offsets/N`` of a batch some table holds: each commit of the pipeline's writer
+  records its batch's ``offsets`` file (:func:`fleetstream.pipeline.writer.marker`), so the repair
+  moves the damaged file aside and writes it again from such a commit. Nothing is restored: batch
+  ``N`` runs again on the same input, the writer skips the tables that hold it, and queries that
+  read those tables as a stream (the episodes read silver) go on as they were;
+- a damaged ``offsets/N`` of a batch no table holds: moved aside (with ``commits/N``); the batch
+  is planned again from ``offsets/N-1``;
+- a damaged ``offsets/N`` of a batch held only by commits that did not record it (a lake written
+  before fleetstream recorded them): its input range is lost, so batch ``N`` cannot run again as
+  it was. The repair restores every Delta table that holds the batch to the version before it
+  (``RESTORE``), so that the batch planned again from ``offsets/N-1`` writes its whole input
+  once. A table where another writer appended after batch ``N`` is not restored: the repair stops
+  and says so (nothing is lost). A query that reads a restored table as a Delta stream cannot
+  go on across the restore (Delta refuses deleted files in a streaming source).
 
 Files moved aside go to ``<checkpoint>/_damaged/`` with the time of the repair: nothing is deleted.
 """
@@ -22,14 +31,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import SparkSession
 
 from fleetstream.errors import FleetstreamError
 from fleetstream.lake.tables import TABLES
-from fleetstream.pipeline.writer import marker
 
 log = logging.getLogger(__name__)
 DAMAGED_DIR = "_damaged"
@@ -144,6 +153,14 @@ class Checkpoints:
                 found.append(Damage(checkpoint, kind, newest, problem))
         return found
 
+    def write(self, location: str, text: str) -> None:
+        """Write a checkpoint file (a local one with its ``.crc``, as Spark's own are)."""
+        stream = self._fs(location).create(self._path(location), False)
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+
     def move_aside(self, location: str, stamp: str) -> str:
         """Move a checkpoint file (and its ``.crc``, if any) into the checkpoint's ``_damaged`` folder."""
         folder, name = location.rsplit("/", 1)
@@ -191,41 +208,64 @@ class Restored:
     to_version: int
 
 
-def _undo_batch(spark: SparkSession, root: str, writer: str, batch: int, dry_run: bool) -> list[Restored]:
-    """Restore every Delta table that holds ``batch`` of ``writer`` to the version before it. Every
-    table is checked before any is restored: a refusal leaves them all as they were."""
-    from delta.tables import DeltaTable
+@dataclass(frozen=True)
+class Held:
+    """A table that holds a batch of a writer: its commit of the batch, and what came after."""
 
-    from fleetstream.pipeline.writer import delta_exists, writer_history
+    table: str
+    path: str
+    newest: int  # the table's newest version
+    version: int  # the version the batch was committed as
+    offsets: str | None  # the batch's offsets file, as the commit recorded it (None: not recorded)
+    later: list[Mapping[str, Any]]  # commits since that changed data (newest first)
 
-    want, planned = marker(writer, batch), []
+
+def _holding(spark: SparkSession, root: str, writer: str, batch: int) -> list[Held]:
+    """Every Delta table of the lake that holds ``batch`` of ``writer`` (a batch an earlier repair
+    undid does not count)."""
+    from fleetstream.pipeline.writer import delta_exists, read_marker, writer_history
+
+    held = []
     for name in TABLES:
         path = f"{root.rstrip('/')}/{name}"
         if not delta_exists(spark, path):
             continue
-        newest, history = writer_history(spark, path, writer, 50)  # (a batch an earlier repair undid is not there)
-        at = next((int(r["version"]) for r in history if r["userMetadata"] == want), None)
-        if at is None:
-            continue
-        later = [r for r in history if int(r["version"]) > at and r["operation"] not in _NEUTRAL]
-        if later:
+        newest, history = writer_history(spark, path, writer, 50)
+        for commit in history:
+            found = read_marker(commit["userMetadata"])
+            if found and found[:2] == (writer, batch):
+                at = int(commit["version"])
+                later = [r for r in history if int(r["version"]) > at and r["operation"] not in _NEUTRAL]
+                assert newest is not None
+                held.append(Held(name, path, newest, at, found[2], later))
+                break
+    return held
+
+
+def _undo_batch(spark: SparkSession, held: list[Held], writer: str, batch: int, dry_run: bool) -> list[Restored]:
+    """Restore every Delta table that holds ``batch`` of ``writer`` to the version before it. Every
+    table is checked before any is restored: a refusal leaves them all as they were."""
+    from delta.tables import DeltaTable
+
+    for h in held:
+        if h.later:
+            first = h.later[0]
             raise FleetstreamError(
-                f"{name}: batch {batch} of {writer} is version {at}, but {len(later)} commits changed the table "
-                f"since (the newest: version {later[0]['version']}, {later[0]['operation']}, "
-                f"{later[0]['userMetadata'] or 'no marker'}); nothing restored. Is another stream writing this lake?"
+                f"{h.table}: batch {batch} of {writer} is version {h.version}, but {len(h.later)} commits changed the "
+                f"table since (the newest: version {first['version']}, {first['operation']}, "
+                f"{(first['userMetadata'] or 'no marker').splitlines()[0]}); nothing restored. Is another stream "
+                "writing this lake?"
             )
-        if at == 0:
+        if h.version == 0:
             raise FleetstreamError(
-                f"{name}: batch {batch} of {writer} created the table (its version 0), so there is no version "
-                f"before it to restore; nothing restored. Move the folder {path} aside (the batch, run again, "
+                f"{h.table}: batch {batch} of {writer} created the table (its version 0), so there is no version "
+                f"before it to restore; nothing restored. Move the folder {h.path} aside (the batch, run again, "
                 "writes it anew), then run `fleetstream lake repair` again."
             )
-        assert newest is not None
-        planned.append((name, path, newest, at - 1))
-    for _, path, _, to in planned:
+    for h in held:
         if not dry_run:
-            DeltaTable.forPath(spark, path).restoreToVersion(to)
-    return [Restored(name, newest, to) for name, _, newest, to in planned]
+            DeltaTable.forPath(spark, h.path).restoreToVersion(h.version - 1)
+    return [Restored(h.table, h.newest, h.version - 1) for h in held]
 
 
 def repair(
@@ -242,15 +282,25 @@ def repair(
         kinds = {d.kind: d for d in damage}
         for d in damage:
             say(f"{d.path}: {d.problem}")
+        rebuilt: tuple[str, str] | None = None  # (offsets file, its text) written again after the moves
         if "offsets" in kinds:
-            batch = kinds["offsets"].batch
-            for undone in _undo_batch(spark, root, kinds["offsets"].query, batch, dry_run):
-                say(
-                    f"{'would restore' if dry_run else 'restored'} {undone.table} from version {undone.from_version} "
-                    f"to {undone.to_version} (before batch {batch} of {kinds['offsets'].query})"
-                )
-            moved = [f"{folder}/offsets/{batch}"] + [f"{folder}/commits/{b}" for b in
-                                                      checkpoints.batches(folder, "commits") if b >= batch]  # fmt: skip
+            batch, query = kinds["offsets"].batch, kinds["offsets"].query
+            held = _holding(spark, root, query, batch)
+            recorded = next((h for h in held if h.offsets and log_problem(h.offsets, "offsets") is None), None)
+            if recorded is not None:  # the batch's input range, as its commit recorded it: nothing to undo
+                say(f"batch {batch}'s input range is recorded in its commit to {recorded.table} "
+                    f"(version {recorded.version}): {kinds['offsets'].path} is written again from it; "
+                    "no table restored")  # fmt: skip
+                rebuilt = (kinds["offsets"].path, recorded.offsets or "")
+                moved = [rebuilt[0]] + ([kinds["commits"].path] if "commits" in kinds else [])
+            else:
+                for undone in _undo_batch(spark, held, query, batch, dry_run):
+                    say(
+                        f"{'would restore' if dry_run else 'restored'} {undone.table} from version "
+                        f"{undone.from_version} to {undone.to_version} (before batch {batch} of {query})"
+                    )
+                later = [b for b in checkpoints.batches(folder, "commits") if b >= batch]
+                moved = [f"{folder}/offsets/{batch}"] + [f"{folder}/commits/{b}" for b in later]
         elif "commits" in kinds:
             moved = [kinds["commits"].path]
         else:
@@ -260,4 +310,10 @@ def repair(
                 say(f"would move {location} aside")
             else:
                 say(f"moved {location} to {checkpoints.move_aside(location, stamp)}")
+        if rebuilt is not None:
+            if dry_run:
+                say(f"would write {rebuilt[0]} again")
+            else:
+                checkpoints.write(*rebuilt)
+                say(f"wrote {rebuilt[0]} again")
     return found

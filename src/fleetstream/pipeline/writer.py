@@ -1,12 +1,15 @@
 """The one place a micro-batch's outputs are written: Delta tables and Kafka records, all at once.
 
 Exactly once on Delta: each commit carries ``fleetstream <writer> batch <id>`` as its user
-metadata. A streaming query runs a batch again only after a restart, and only the batch that was
-under way, so the writer reads each table's recent commits once per run (a small Spark job on the
-log, no state reconstruction) to learn the last batch it committed there, and skips a table that
-already holds the batch. Delta's own ``txnAppId``/``txnVersion`` options give the same guarantee,
-but Delta 4.4 answers them by rebuilding the table's whole state at every commit, which more than
-tripled the CPU of a small append (docs/benchmarks.md).
+metadata, followed on the next lines by the batch's ``offsets/<id>`` file from the query's
+checkpoint (its input range), so that ``fleetstream lake repair`` can rebuild a torn one from any
+table that holds the batch (docs/operations.md). A streaming query runs a batch again only after a
+restart, and only the batch that was under way, so the writer reads each table's recent commits
+once per run (a small Spark job on the log, no state reconstruction) to learn the last batch it
+committed there, and skips a table that already holds the batch. Delta's own
+``txnAppId``/``txnVersion`` options give the same guarantee, but Delta 4.4 answers them by
+rebuilding the table's whole state at every commit, which more than tripled the CPU of a small
+append (docs/benchmarks.md).
 
 Kafka writes are at least once: a batch run again writes its records again, with the same ids
 (``event_id``, ``alert_id``) so that consumers can drop repeats.
@@ -34,16 +37,48 @@ CHECKPOINT_INTERVAL = 50
 #: an upsert that meets another writer's commit on the same table is tried this many times
 MERGE_ATTEMPTS = 5
 _HISTORY = ("version", "operation", "operationParameters", "userMetadata")
-_MARKER = re.compile(r"^fleetstream (?P<writer>\S+) batch (?P<batch>\d+)$")
+_MARKER = re.compile(r"fleetstream (?P<writer>\S+) batch (?P<batch>\d+)(?:\n(?P<offsets>.*))?", re.S)
 
 
-def marker(writer: str, batch_id: int) -> str:
-    """The user metadata of a commit.
+def marker(writer: str, batch_id: int, offsets: str | None = None) -> str:
+    """The user metadata of a commit: the writer and its batch, then the batch's checkpoint
+    ``offsets`` file, when known.
 
     >>> marker("lake", 7)
     'fleetstream lake batch 7'
+    >>> marker("lake", 7, 'v1\\n{}\\n{"t":{"0":5}}').splitlines()
+    ['fleetstream lake batch 7', 'v1', '{}', '{"t":{"0":5}}']
     """
-    return f"fleetstream {writer} batch {batch_id}"
+    return f"fleetstream {writer} batch {batch_id}" + (f"\n{offsets}" if offsets else "")
+
+
+def read_marker(text: str | None) -> tuple[str, int, str | None] | None:
+    """A commit's user metadata as (writer, batch, the batch's offsets file or None); None when it
+    is not a marker.
+
+    >>> read_marker(marker("lake", 7, "v1\\n{}\\n{}"))
+    ('lake', 7, 'v1\\n{}\\n{}')
+    >>> read_marker("fleetstream lake batch 7"), read_marker("someone else"), read_marker(None)
+    (('lake', 7, None), None, None)
+    """
+    found = _MARKER.fullmatch(text or "")
+    return (found["writer"], int(found["batch"]), found["offsets"]) if found else None
+
+
+def read_text(spark: SparkSession, location: str) -> str | None:
+    """A small file's text through Hadoop's FileSystem (a local path or ``s3a://`` alike); None when
+    it is not there."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    path = jvm.org.apache.hadoop.fs.Path(location)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(path):
+        return None
+    stream = fs.open(path)
+    try:
+        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+    finally:
+        stream.close()
 
 
 def in_effect(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -112,9 +147,9 @@ def last_batch(metadata: list[str | None], writer: str) -> int:
     -1
     """
     for text in metadata:
-        found = _MARKER.match(text or "")
-        if found and found["writer"] == writer:
-            return int(found["batch"])
+        found = read_marker(text)
+        if found and found[0] == writer:
+            return found[1]
     return -1
 
 
@@ -188,6 +223,7 @@ class Writer:
         self.kafka_options = dict(kafka_options)
         self._committed: dict[str, int] = {}  # table -> the last batch this writer committed there
         self._exists: set[str] = set()  # tables known to exist
+        self._offsets: tuple[int, str | None] = (-1, None)  # the last batch's id and its offsets file
         self._lock = threading.Lock()
 
     def committed(self, table: str) -> int:
@@ -210,28 +246,42 @@ class Writer:
 
     def version_of(self, table: str, batch_id: int) -> int | None:
         """The version of ``table`` this writer committed ``batch_id`` as (None: not in its log)."""
-        want = marker(self.writer, batch_id)
         rows = in_effect(table_history(self.spark, self.lake.table(table)))
-        return next((int(r["version"]) for r in rows if r["userMetadata"] == want), None)
+        want = (self.writer, batch_id)
+        return next((int(r["version"]) for r in rows if (read_marker(r["userMetadata"]) or ())[:2] == want), None)
 
     def write(self, batch_id: int, outputs: Mapping[str, DataFrame | None]) -> list[str]:
         """Write every output that is not None, at once; returns the names written (a table that
         already holds this batch is not written again)."""
         steps: dict[str, Callable[[], object]] = {}
+        mark = self._marker(batch_id) if any(f is not None and n != KAFKA for n, f in outputs.items()) else ""
         for name, frame in outputs.items():
             if frame is None:
                 continue
             if name == KAFKA:
                 steps[name] = lambda f=frame: self._kafka(f)  # type: ignore[misc]
             else:
-                steps[name] = lambda n=name, f=frame: self._delta(n, f, batch_id)  # type: ignore[misc]
+                steps[name] = lambda n=name, f=frame: self._delta(n, f, batch_id, mark)  # type: ignore[misc]
         done = at_once(steps)
         return [name for name, wrote in done.items() if wrote is not False]
+
+    def _marker(self, batch_id: int) -> str:
+        """This batch's commit marker, with the batch's ``offsets`` file from the query's checkpoint
+        (read once per batch; a writer without a checkpoint records the batch alone)."""
+        if self._offsets[0] != batch_id:
+            try:
+                text = read_text(self.spark, f"{self.lake.checkpoint(self.writer)}/offsets/{batch_id}")
+            except Exception as exc:  # the marker still makes the batch exactly once: go on without the range
+                log.warning("%s: batch %d's offsets file not read (%s); its commits record the batch alone",
+                            self.writer, batch_id, str(exc).splitlines()[0])  # fmt: skip
+                text = None
+            self._offsets = (batch_id, text.strip() if text else None)
+        return marker(self.writer, batch_id, self._offsets[1])
 
     def _kafka(self, frame: DataFrame) -> None:
         frame.write.format("kafka").options(**self.kafka_options).save()
 
-    def _delta(self, name: str, frame: DataFrame, batch_id: int) -> bool:
+    def _delta(self, name: str, frame: DataFrame, batch_id: int, mark: str) -> bool:
         table = TABLES[name]
         if table.mode == "merge" and (name in self._exists or delta_exists(self.spark, self.lake.table(name))):
             return self._merge(name, frame)
@@ -242,7 +292,7 @@ class Writer:
         writer = (
             frame.write.format("delta")
             .mode("append" if table.mode == "merge" else table.mode)
-            .option("userMetadata", marker(self.writer, batch_id))
+            .option("userMetadata", mark)
         )
         if name not in self._exists:  # created by this write: with the table's properties
             writer = writer.options(**table.properties(CHECKPOINT_INTERVAL))
