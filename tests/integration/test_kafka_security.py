@@ -121,3 +121,34 @@ def test_no_secret_appears_in_logs_status_or_config(stack_settings: Settings, tm
     assert any("kafka.log" in name for name in texts)
     leaks = [name for name, text in texts.items() for secret in secrets if secret in text]
     assert leaks == []
+
+
+def test_storage_format_takes_the_scram_passwords_from_a_private_file(
+    stack_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`StorageTool format --add-scram` (the real tool): the passwords reach it in a mode-0600 `java
+    @file`, never on the command line that every local user can list, and the file is gone after."""
+    from fleetstream.local import kafka_broker
+
+    settings = stack_settings.model_copy(update={"state_dir": tmp_path / "state"})
+    assert settings.kafka.secure
+    calls: list[tuple[list[str], str, int]] = []
+    real_run = subprocess.run
+
+    def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        if "kafka" in " ".join(map(str, argv)):  # (not finding java: `java -version`)
+            argfile = Path(argv[-1][1:])
+            calls.append((list(argv), argfile.read_text(), stat.S_IMODE(argfile.stat().st_mode)))
+        return real_run(argv, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(kafka_broker.subprocess, "run", run)
+    kafka_broker.prepare(settings)
+    assert (kafka_broker.broker_dir(settings) / "data" / "meta.properties").exists()  # formatted
+    [(argv, text, mode)] = calls
+    passwords = kafka_security.ensure_users(settings.state_dir).values()
+    assert passwords
+    assert not any(p in arg for p in passwords for arg in argv)
+    assert all(f"password={p}]" in text for p in passwords)
+    assert "kafka.tools.StorageTool" in text
+    assert mode == 0o600
+    assert not Path(argv[-1][1:]).exists()

@@ -95,6 +95,17 @@ def server_properties(settings: Settings, node: int = 1) -> str:
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
+def java_argfile(args: list[str]) -> str:
+    """A ``java @file``'s text: one argument per line, quoted, so spaces, quotes and backslashes pass
+    as they are.
+
+    >>> print(java_argfile(["format", 'a "b" c\\\\d']), end="")
+    "format"
+    "a \\"b\\" c\\\\d"
+    """
+    return "".join('"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"\n' for arg in args)
+
+
 def new_cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
 
@@ -165,11 +176,17 @@ def prepare(settings: Settings, node: int = 1) -> list[str]:
     if not (home / "data" / "meta.properties").exists():
         users = kafka_security.scram_arguments(settings.state_dir) if secure else []
         quorum = ["--standalone"] if nodes == 1 else []  # several nodes: the voters in the configuration
-        result = subprocess.run(
-            [java, *jvm_flags, "kafka.tools.StorageTool", "format", *quorum,
-             f"--cluster-id={_cluster_id(settings)}", f"--config={config}", *users],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+        # the tool and its arguments from a file of the JVM's (`java @file`, mode 0600, removed after):
+        # on the command line, every local user could read the SCRAM passwords in the process list
+        argfile = home / "format.args"
+        tool = ["kafka.tools.StorageTool", "format", *quorum, f"--cluster-id={_cluster_id(settings)}"]
+        fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(java_argfile([*tool, f"--config={config}", *users]))
+        try:
+            result = subprocess.run([java, *jvm_flags, f"@{argfile}"], capture_output=True, text=True, check=False)
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode == 0 and secure:
             (home / SECURE_MARKER).touch()
         if result.returncode != 0:
