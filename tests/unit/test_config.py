@@ -57,11 +57,16 @@ def test_dotenv_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatc
     assert settings.s3.bucket == "from-env"
 
 
-def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "command", [["config"], ["jars", "fetch"], ["status"], ["down"], ["up"], ["stream"], ["lake", "repair"]]
+)
+def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    """Every command says which setting is wrong and exits 1, before it starts anything (no traceback)."""
     monkeypatch.setenv("FLEETSTREAM_KAFKA__PORT", "70000")
-    result = CliRunner().invoke(app, ["config"])
-    assert result.exit_code == 1
-    assert "kafka.port" in result.output
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1, result.output
+    assert "Invalid FLEETSTREAM_* setting: kafka.port" in " ".join(result.output.split())
+    assert not isinstance(result.exception, FleetstreamError), result.exception  # shown as an error, not raised
 
 
 def test_secrets_never_shown(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

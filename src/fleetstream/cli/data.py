@@ -20,8 +20,8 @@ reference_app = typer.Typer(
 @jars_app.command("fetch")
 def jars_fetch() -> None:
     """Resolve every locked jar into the cache (~/.cache/fleetstream/jars) and verify its sha256."""
-    settings = _settings()
     with failing():
+        settings = _settings()
         for jar_set in jvm.JAR_SETS:
             with console.status(f"fetching the {jar_set} jars..."):
                 paths = jvm.ensure_jars(settings.cache_dir, jar_set)
