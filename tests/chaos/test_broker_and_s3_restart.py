@@ -86,7 +86,11 @@ def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], Settings]]:
         spark=SparkSettings(workers=1, worker_cores=2, cluster_port=spark_port, ui_port=spark_port + 1),
     )
     yield env, settings
-    subprocess.run([FLEETSTREAM, "down"], env=env, capture_output=True, timeout=120, check=False)
+    stopped = subprocess.run([FLEETSTREAM, "down"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    # every part stops on SIGTERM (the three Kafka nodes together: one after the other, the last one
+    # waited on a quorum gone until it was killed)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert "did not stop" not in stopped.stderr, stopped.stderr[-3000:]
 
 
 def test_one_broker_of_three_then_the_s3_server_killed_mid_stream_lose_and_double_nothing(

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ import psutil
 
 from fleetstream.errors import FleetstreamError
 
+log = logging.getLogger(__name__)
 STATE_FILE = "stack.json"
 # Children this process spawned, kept so they can be reaped (no zombies) when stopped here; a detached
 # service outlives this process and is then reaped by init.
@@ -97,23 +99,37 @@ def spawn(
 def stop(service: Service, timeout: float = 20.0, group: bool = True) -> None:
     """SIGTERM the service's process group (only its leader when not ``group``: a supervisor that
     stops its own children in order), then SIGKILL what is left after ``timeout`` seconds."""
-    proc = service.process()
-    if proc is None:
-        return
-    members = [proc, *proc.children(recursive=True)]
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if group:
-            os.killpg(service.pid, signal.SIGTERM)
-        else:
-            os.kill(service.pid, signal.SIGTERM)
+    stop_together([service], timeout, group)
+
+
+def stop_together(services: Sequence[Service], timeout: float = 20.0, group: bool = True) -> None:
+    """:func:`stop` for several services at once: each is sent SIGTERM, then all are waited for
+    together. The nodes of a Kafka cluster stop so in seconds; one after the other, the last one
+    waits on a controller quorum that has gone until it is killed."""
+    members, pids = [], []
+    for service in services:
+        proc = service.process()
+        if proc is None:
+            continue
+        members += [proc, *proc.children(recursive=True)]
+        pids.append(service.pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if group:
+                os.killpg(service.pid, signal.SIGTERM)
+            else:
+                os.kill(service.pid, signal.SIGTERM)
     _, alive = psutil.wait_procs(members, timeout=timeout)
+    stuck = [s.name for s in services if any(p.pid == s.pid for p in alive)]
+    if stuck:
+        log.warning("%s did not stop within %.0f s of SIGTERM: killed", ", ".join(stuck), timeout)
     for member in alive:
         with contextlib.suppress(psutil.Error):
             member.kill()
     psutil.wait_procs(alive, timeout=5)
-    child = _CHILDREN.pop(service.pid, None)
-    if child is not None:
-        child.wait(timeout=5)
+    for pid in pids:
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            child.wait(timeout=5)
 
 
 def port_owner(port: int) -> str:

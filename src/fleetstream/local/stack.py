@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -22,7 +23,17 @@ from fleetstream.config import ENV_PREFIX, LOCAL_HOST, Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.ingest.kafka import TopicInfo, broker_count, describe_topics, ensure_topics
 from fleetstream.local import airflow_server, kafka_broker, kafka_security, mlflow_server, seaweedfs, spark_cluster
-from fleetstream.local.process import Service, StateFile, port_is_free, port_owner, spawn, stop, tail, wait_until
+from fleetstream.local.process import (
+    Service,
+    StateFile,
+    port_is_free,
+    port_owner,
+    spawn,
+    stop,
+    stop_together,
+    tail,
+    wait_until,
+)
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +206,7 @@ def up(
                 count = kafka_security.apply_acls(settings.kafka)
                 log.info("Kafka ACLs in place (%d): each service user reaches its own topics only", count)
         except BaseException:
-            for service in reversed(started):
-                stop(service)
+            stop_in_order(list(reversed(started)))
             if recorded:
                 state.write(recorded)
             else:
@@ -230,8 +240,7 @@ def _start_kafka(settings: Settings, state: StateFile, started: list[Service], n
     try:
         wait_until(all_answer, KAFKA_START_TIMEOUT, "The Kafka broker" if want == 1 else "The Kafka cluster", ours[0])
     except BaseException:
-        for service in ours:
-            stop(service)
+        stop_together(ours)
         raise
     names = ", ".join(f"{s.name} (pid {s.pid})" for s in ours)
     log.info("Kafka healthy on %s in %.1f s: %s", settings.kafka.bootstrap, time.monotonic() - began, names)
@@ -439,15 +448,26 @@ def start_app(
     return service
 
 
+def stop_in_order(services: Sequence[Service], say: bool = False) -> None:
+    """Stop services in the order given, the nodes of a Kafka cluster together (where its first
+    node comes): one after the other, the last node would wait on a quorum gone until killed."""
+    kafka = [s for s in services if re.fullmatch(r"kafka(-\d+)?", s.name)]
+    for service in services:
+        together = kafka if service in kafka else [service]
+        if service is not together[0]:
+            continue
+        if say:
+            log.info("stopping %s", ", ".join(f"{s.name} (pid {s.pid})" for s in together))
+        stop_together(together)
+
+
 def down(settings: Settings) -> list[Service]:
     """Stop every process this state directory's stack started (and nothing else)."""
     state = StateFile(settings.state_dir)
     with state.locked():
         services = state.read()
         alive = [s for s in services if s.alive()]
-        for service in reversed(alive):
-            log.info("stopping %s (pid %d)", service.name, service.pid)
-            stop(service)
+        stop_in_order(list(reversed(alive)), say=True)
         state.clear()
         return alive
 
