@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,3 +162,13 @@ def test_secure_is_refused_for_an_external_cluster(monkeypatch: pytest.MonkeyPat
     result = CliRunner().invoke(app, ["config"])
     assert result.exit_code == 1
     assert "secures the local broker" in " ".join(result.output.split())
+
+
+def test_the_command_line_starts_without_the_heavy_libraries() -> None:
+    """`fleetstream --help`, `status` and every other command load the CLI first: it imports no
+    data library (NumPy and Polars took a second of each command's start), each command its own."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, fleetstream.cli; print(' '.join(sorted(sys.modules)))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert not {"numpy", "polars", "pandas", "pyarrow", "pyspark", "streamlit", "mlflow", "airflow"} & set(loaded)

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.live import Live
@@ -17,7 +17,9 @@ from fleetstream.cli.common import _preset, _settings, console, failing, log
 from fleetstream.ingest.kafka import require_kafka
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
 from fleetstream.sim.faults import FAULT_TYPES as FAULT_NAMES
-from fleetstream.sim.runner import SimStats
+
+if TYPE_CHECKING:  # (the simulator's modules load NumPy and Polars: not for every command's start)
+    from fleetstream.sim.runner import SimStats
 
 
 class SinkName(enum.StrEnum):
