@@ -77,3 +77,18 @@ def test_a_master_chosen_explicitly_wins_over_the_local_cluster() -> None:
     assert spark.master == "spark://elsewhere:7077"
     assert not spark.on_local_cluster
     assert spark_cluster.session_conf(Settings(spark=spark)) == {}
+
+
+def test_the_kafka_nodes_stop_together_after_the_parts_started_after_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`down` stops newest first; a Kafka cluster's nodes stop at once (one after the other, the last
+    waits on a quorum gone), and only after every part started after the cluster: also when a node
+    restarted later (by `up`, after a kill) is the newest of all."""
+    from fleetstream.local import stack
+    from fleetstream.local.process import Service
+
+    stopped: list[list[str]] = []
+    monkeypatch.setattr(stack, "stop_together", lambda services: stopped.append([s.name for s in services]))
+    started = [Service(name, pid, 0.0, "-", "-") for pid, name in
+               enumerate(["kafka", "kafka-3", "seaweedfs", "stream", "simulator", "kafka-2"])]  # fmt: skip
+    stack.stop_in_order(list(reversed(started)))
+    assert stopped == [["simulator"], ["stream"], ["seaweedfs"], ["kafka-2", "kafka-3", "kafka"]]

@@ -23,6 +23,9 @@ checks them first (:func:`damaged`) and says what to run; the repair then:
   and says so (nothing is lost). A query that reads a restored table as a Delta stream cannot
   go on across the restore (Delta refuses deleted files in a streaming source).
 
+The rebuilt file is written beside the torn one first (``.N.rebuilt``), then renamed into place
+after the torn one is moved aside: a write that fails moves nothing.
+
 Files moved aside go to ``<checkpoint>/_damaged/`` with the time of the repair: nothing is deleted.
 """
 
@@ -153,13 +156,24 @@ class Checkpoints:
                 found.append(Damage(checkpoint, kind, newest, problem))
         return found
 
-    def write(self, location: str, text: str) -> None:
-        """Write a checkpoint file (a local one with its ``.crc``, as Spark's own are)."""
-        stream = self._fs(location).create(self._path(location), False)
+    def stage(self, location: str, text: str) -> str:
+        """Write a checkpoint file's text beside it, under a name Spark does not read (``.N.rebuilt``;
+        a local one with its ``.crc``, as Spark's own are); returns where."""
+        folder, name = location.rsplit("/", 1)
+        staged = f"{folder}/.{name}.rebuilt"
+        stream = self._fs(staged).create(self._path(staged), True)
         try:
             stream.write(bytearray(text.encode("utf-8")))
         finally:
             stream.close()
+        return staged
+
+    def put_in_place(self, staged: str, location: str) -> None:
+        """Rename a staged file (:meth:`stage`) to the checkpoint file it was written for."""
+        if not self._fs(location).rename(self._path(staged), self._path(location)):
+            raise FleetstreamError(
+                f"could not rename {staged} to {location}: rename it by hand, then start the stream again"
+            )
 
     def move_aside(self, location: str, stamp: str) -> str:
         """Move a checkpoint file (and its ``.crc``, if any) into the checkpoint's ``_damaged`` folder."""
@@ -197,7 +211,8 @@ def refuse_damaged(spark: SparkSession, root: str) -> None:
         raise FleetstreamError(
             f"Damaged streaming checkpoint files ({files}): the queries cannot restart from them. Stop "
             "every stream on this lake and run `fleetstream lake repair` (it moves the files aside and "
-            "undoes the batch they belonged to; docs/operations.md), then start the stream again."
+            "writes a torn offsets file again from the input its batch's commits recorded, or undoes that "
+            "batch; docs/operations.md), then start the stream again."
         )
 
 
@@ -289,8 +304,8 @@ def repair(
             recorded = next((h for h in held if h.offsets and log_problem(h.offsets, "offsets") is None), None)
             if recorded is not None:  # the batch's input range, as its commit recorded it: nothing to undo
                 say(f"batch {batch}'s input range is recorded in its commit to {recorded.table} "
-                    f"(version {recorded.version}): {kinds['offsets'].path} is written again from it; "
-                    "no table restored")  # fmt: skip
+                    f"(version {recorded.version}): {kinds['offsets'].path} "
+                    f"{'would be' if dry_run else 'is'} written again from it; no table restored")  # fmt: skip
                 rebuilt = (kinds["offsets"].path, recorded.offsets or "")
                 moved = [rebuilt[0]] + ([kinds["commits"].path] if "commits" in kinds else [])
             else:
@@ -305,15 +320,18 @@ def repair(
             moved = [kinds["commits"].path]
         else:
             continue
+        staged = None
+        if rebuilt is not None and not dry_run:  # written before anything moves: a failed write changes nothing
+            staged = checkpoints.stage(*rebuilt)
         for location in moved:
             if dry_run:
                 say(f"would move {location} aside")
             else:
                 say(f"moved {location} to {checkpoints.move_aside(location, stamp)}")
         if rebuilt is not None:
-            if dry_run:
+            if staged is None:
                 say(f"would write {rebuilt[0]} again")
             else:
-                checkpoints.write(*rebuilt)
+                checkpoints.put_in_place(staged, rebuilt[0])
                 say(f"wrote {rebuilt[0]} again")
     return found

@@ -96,14 +96,16 @@ def server_properties(settings: Settings, node: int = 1) -> str:
 
 
 def java_argfile(args: list[str]) -> str:
-    """A ``java @file``'s text: one argument per line, quoted, so spaces, quotes and backslashes pass
-    as they are.
+    """A ``java @file``'s text: one argument per line, quoted, so spaces, quotes, backslashes and
+    line breaks pass as they are (the launcher reads ``\\\\``, ``\\"``, ``\\n`` and ``\\r`` in quotes).
 
-    >>> print(java_argfile(["format", 'a "b" c\\\\d']), end="")
+    >>> print(java_argfile(["format", 'a "b" c\\\\d', "e\\nf"]), end="")
     "format"
     "a \\"b\\" c\\\\d"
+    "e\\nf"
     """
-    return "".join('"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"\n' for arg in args)
+    escaped = (a.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") for a in args)
+    return "".join(f'"{arg}"\n' for arg in escaped)
 
 
 def new_cluster_id() -> str:
@@ -180,10 +182,11 @@ def prepare(settings: Settings, node: int = 1) -> list[str]:
         # on the command line, every local user could read the SCRAM passwords in the process list
         argfile = home / "format.args"
         tool = ["kafka.tools.StorageTool", "format", *quorum, f"--cluster-id={_cluster_id(settings)}"]
-        fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(java_argfile([*tool, f"--config={config}", *users]))
+        argfile.unlink(missing_ok=True)  # (one left by a crash: made anew, so mode 0600 holds)
         try:
+            fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(java_argfile([*tool, f"--config={config}", *users]))
             result = subprocess.run([java, *jvm_flags, f"@{argfile}"], capture_output=True, text=True, check=False)
         finally:
             argfile.unlink(missing_ok=True)

@@ -449,12 +449,13 @@ def start_app(
 
 
 def stop_in_order(services: Sequence[Service], say: bool = False) -> None:
-    """Stop services in the order given, the nodes of a Kafka cluster together (where its first
-    node comes): one after the other, the last node would wait on a quorum gone until killed."""
+    """Stop services in the order given, the nodes of a Kafka cluster together, where the last of
+    them comes (``services`` is newest first: a node restarted after the apps waits for them); one
+    after the other, the last node would wait on a quorum gone until killed."""
     kafka = [s for s in services if re.fullmatch(r"kafka(-\d+)?", s.name)]
     for service in services:
         together = kafka if service in kafka else [service]
-        if service is not together[0]:
+        if service is not together[-1]:
             continue
         if say:
             log.info("stopping %s", ", ".join(f"{s.name} (pid {s.pid})" for s in together))

@@ -273,7 +273,7 @@ class Writer:
                 text = read_text(self.spark, f"{self.lake.checkpoint(self.writer)}/offsets/{batch_id}")
             except Exception as exc:  # the marker still makes the batch exactly once: go on without the range
                 log.warning("%s: batch %d's offsets file not read (%s); its commits record the batch alone",
-                            self.writer, batch_id, str(exc).splitlines()[0])  # fmt: skip
+                            self.writer, batch_id, (str(exc).splitlines() or [type(exc).__name__])[0])  # fmt: skip
                 text = None
             self._offsets = (batch_id, text.strip() if text else None)
         return marker(self.writer, batch_id, self._offsets[1])
