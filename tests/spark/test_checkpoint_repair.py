@@ -14,14 +14,13 @@ from pyspark.sql import functions as F
 
 from fleetstream.errors import FleetstreamError
 from fleetstream.lake.repair import DAMAGED_DIR, damaged, refuse_damaged, repair
-from fleetstream.pipeline import writer as writer_module
-from fleetstream.pipeline.writer import Lake, Writer
+from fleetstream.pipeline.writer import Lake, Writer, marker
 
 
 @pytest.fixture
 def unrecorded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commits that do not record their batch's offsets file, as before fleetstream recorded it."""
-    monkeypatch.setattr(writer_module, "read_text", lambda spark, location: None)
+    monkeypatch.setattr(Writer, "_marker", lambda self, batch_id: marker(self.writer, batch_id))
 
 
 TABLE = "silver/duplicates"  # any appended table of the lake's catalogue: the repair looks at each

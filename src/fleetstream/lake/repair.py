@@ -133,11 +133,12 @@ class Checkpoints:
 
     def read(self, location: str) -> str:
         """A file's text; a checksum mismatch (a local file changed under its ``.crc``) raises."""
-        stream = self._fs(location).open(self._path(location))
-        try:
-            return str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
-        finally:
-            stream.close()
+        from fleetstream.pipeline.writer import read_text
+
+        text = read_text(self.spark, location)
+        if text is None:
+            raise FileNotFoundError(location)
+        return text
 
     def damage(self, checkpoint: str) -> list[Damage]:
         """The damaged newest ``offsets`` and ``commits`` files of one checkpoint (the only ones Spark

@@ -9,7 +9,7 @@ nodes it was formatted for: starting it with another number is refused."""
 from __future__ import annotations
 
 import base64
-import os
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -19,6 +19,7 @@ from fleetstream.errors import FleetstreamError
 from fleetstream.jvm import broker_classpath
 from fleetstream.local import kafka_security
 from fleetstream.local.java import find_java
+from fleetstream.local.process import write_private
 
 #: written when the storage was formatted with the secure broker's users
 SECURE_MARKER = "secure-users-created"
@@ -50,6 +51,15 @@ def broker_dir(settings: Settings, node: int = 1) -> Path:
 def node_name(node: int) -> str:
     """The service name of a node: ``kafka`` for the first, ``kafka-2``, ``kafka-3``... after it."""
     return "kafka" if node == 1 else f"kafka-{node}"
+
+
+def is_node_name(name: str) -> bool:
+    """Whether a service is a Kafka node (:func:`node_name`).
+
+    >>> [is_node_name(n) for n in ("kafka", "kafka-3", "kafka-ui", "stream")]
+    [True, True, False, False]
+    """
+    return re.fullmatch(r"kafka(-\d+)?", name) is not None
 
 
 def server_properties(settings: Settings, node: int = 1) -> str:
@@ -155,11 +165,7 @@ def prepare(settings: Settings, node: int = 1) -> list[str]:
     home = broker_dir(settings, node)
     (home / "data").mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
-    # mode 0600: in secure mode it holds the keystore's and the broker's own passwords
-    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(server_properties(settings, node))
-    os.chmod(config, 0o600)  # an older file kept its mode
+    write_private(config, server_properties(settings, node))  # secure: the keystore's and broker's passwords
     log4j = home / "log4j2.properties"
     log4j.write_text(LOG4J2, encoding="utf-8")
     jvm_flags = [
@@ -182,11 +188,8 @@ def prepare(settings: Settings, node: int = 1) -> list[str]:
         # on the command line, every local user could read the SCRAM passwords in the process list
         argfile = home / "format.args"
         tool = ["kafka.tools.StorageTool", "format", *quorum, f"--cluster-id={_cluster_id(settings)}"]
-        argfile.unlink(missing_ok=True)  # (one left by a crash: made anew, so mode 0600 holds)
         try:
-            fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(java_argfile([*tool, f"--config={config}", *users]))
+            write_private(argfile, java_argfile([*tool, f"--config={config}", *users]))
             result = subprocess.run([java, *jvm_flags, f"@{argfile}"], capture_output=True, text=True, check=False)
         finally:
             argfile.unlink(missing_ok=True)

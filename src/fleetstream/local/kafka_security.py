@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
 from fleetstream.config import KAFKA_ADMIN, KAFKA_TLS_DIR, KAFKA_USERS_DIR, KafkaSettings, TopicNames
+from fleetstream.local.process import write_private
 
 #: the broker's certificate subject; its principal on the controller listener (mutual TLS)
 BROKER_PRINCIPAL = "User:CN=fleetstream-broker"
@@ -54,20 +54,13 @@ def users_dir(state_dir: Path) -> Path:
     return state_dir / KAFKA_USERS_DIR
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
 def ensure_users(state_dir: Path) -> dict[str, str]:
     """Every service user's password (generated once; hex, so no quoting anywhere)."""
     passwords = {}
     for user in USERS:
         path = users_dir(state_dir) / user
         if not path.exists():
-            _write_private(path, secrets.token_hex(24).encode())
+            write_private(path, secrets.token_hex(24).encode())
         passwords[user] = path.read_text(encoding="utf-8").strip()
     return passwords
 
@@ -121,8 +114,8 @@ def ensure_tls(state_dir: Path) -> tuple[Path, Path, Path]:
         .build(password.encode())
     )
     home.mkdir(parents=True, exist_ok=True)
-    _write_private(password_file, password.encode())
-    _write_private(keystore, pkcs12.serialize_key_and_certificates(b"broker", key, cert, [ca], encryption))
+    write_private(password_file, password.encode())
+    write_private(keystore, pkcs12.serialize_key_and_certificates(b"broker", key, cert, [ca], encryption))
     ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))  # public: clients need it
     return ca_file, keystore, password_file
 

@@ -96,6 +96,23 @@ def spawn(
     return Service(name, popen.pid, proc.create_time(), address, str(log))
 
 
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a file only its owner can read (mode 0600: passwords, keys, configurations holding
+    them): written whole beside it, then renamed over it, so the mode holds over an older file and
+    no reader sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staged.unlink(missing_ok=True)
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+
+
 def stop(service: Service, timeout: float = 20.0, group: bool = True) -> None:
     """SIGTERM the service's process group (only its leader when not ``group``: a supervisor that
     stops its own children in order), then SIGKILL what is left after ``timeout`` seconds."""

@@ -8,7 +8,6 @@ those plus 10000), so a second stack only needs a different ``FLEETSTREAM_S3__PO
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fleetstream.clients import S3_SERVICE_ACTIONS, s3_client, s3_credentials
 from fleetstream.config import LOCAL_HOST, S3Settings, Settings
 from fleetstream.errors import FleetstreamError
+from fleetstream.local.process import write_private
 
 
 def seaweed_dir(settings: Settings) -> Path:
@@ -71,9 +71,7 @@ def prepare(settings: Settings) -> list[str]:
             for user, actions in S3_SERVICE_ACTIONS.items()
         ]
     config = home / "s3-identities.json"
-    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(identity, handle)
+    write_private(config, json.dumps(identity))
     port = ports(settings.s3)
     return [
         weed_binary(), "mini",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -452,7 +451,7 @@ def stop_in_order(services: Sequence[Service], say: bool = False) -> None:
     """Stop services in the order given, the nodes of a Kafka cluster together, where the last of
     them comes (``services`` is newest first: a node restarted after the apps waits for them); one
     after the other, the last node would wait on a quorum gone until killed."""
-    kafka = [s for s in services if re.fullmatch(r"kafka(-\d+)?", s.name)]
+    kafka = [s for s in services if kafka_broker.is_node_name(s.name)]
     for service in services:
         together = kafka if service in kafka else [service]
         if service is not together[-1]:
