@@ -124,7 +124,8 @@ class LakeBatch:
             rows.sparkSession.conf.set("spark.sql.codegen.hugeMethodLimit", CODEGEN_LIMIT[size])
             rows.sparkSession.conf.set("spark.sql.shuffle.partitions", "1" if size == "small" else "4")
             seen = functools.partial(self.recent_ids.seen, batch_id)
-            made = silver_batch(rows, self.dims.get(), seen, batch_id, bronze="bronze" in layers)
+            made = silver_batch(rows, self.dims.get(), seen, batch_id, bronze="bronze" in layers,
+                                small=SMALL_BATCH if size == "small" else 0)  # fmt: skip
             clock.mark("silver")
             outputs |= {"bronze/telemetry": made.bronze, "silver/telemetry": made.silver,
                         "quarantine/telemetry": made.quarantine, "silver/duplicates": made.duplicates}  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -18,6 +19,9 @@ from fleetstream.pipeline.bronze import BRONZE_COLUMNS
 from fleetstream.pipeline.enrich import Reference, enrich
 from fleetstream.pipeline.runtime import with_values
 from fleetstream.pipeline.validate import parse_telemetry
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SILVER_COLUMNS = (
     *schema.FIELD_NAMES,
@@ -101,6 +105,34 @@ def later_copies(valid: DataFrame, seen: DataFrame | None = None) -> DataFrame:
     return copies.distinct()
 
 
+def later_copies_local(keys: pa.Table, known: pa.Array) -> pa.Table:
+    """:func:`later_copies` on the driver, for a small batch's ``keys`` (``event_id`` and
+    ``COPY_KEYS``) and the ids silver already holds among them (``known``): the coordinates of every
+    copy but the first by partition and offset, and of every copy of a known id. A Spark job or
+    two fewer per batch than the joins and aggregations of :func:`later_copies`.
+
+    >>> import pyarrow as pa
+    >>> keys = pa.table({"event_id": ["a", "a", "a", "b", "c"], "kafka_partition": [1, 0, 0, 2, 0],
+    ...                  "kafka_offset": [9, 50, 7, 1, 3]})
+    >>> later_copies_local(keys, pa.array([], pa.string())).to_pydict()
+    {'kafka_partition': [0, 1], 'kafka_offset': [50, 9]}
+    >>> later_copies_local(keys, pa.array(["c"])).to_pydict()
+    {'kafka_partition': [0, 1, 0], 'kafka_offset': [50, 9, 3]}
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ordered = keys.sort_by([("event_id", "ascending"), *((key, "ascending") for key in COPY_KEYS)])
+    ids = ordered["event_id"].combine_chunks()
+    if ordered.num_rows < 2:
+        repeat = pa.array([False] * ordered.num_rows)
+    else:  # a row whose id is the row before's: a later copy (the first by partition and offset comes first)
+        same = pc.fill_null(pc.equal(ids.slice(1), ids.slice(0, ordered.num_rows - 1)), False)
+        repeat = pa.concat_arrays([pa.array([False]), same])
+    later = pc.or_(repeat, pc.is_in(ids, value_set=known.cast(ids.type))) if len(known) else repeat
+    return ordered.filter(later).select(list(COPY_KEYS))
+
+
 def split_copies(valid: DataFrame, copies: DataFrame) -> tuple[DataFrame, DataFrame]:
     """``valid`` split into first copies and later copies by ``later_copies``' coordinates (broadcast)."""
     flagged = F.broadcast(copies.select(*COPY_KEYS))
@@ -159,7 +191,7 @@ Seen = Callable[[int, int], DataFrame | None]
 
 
 def silver_batch(
-    parsed: DataFrame, reference: Reference, seen: Seen, batch_id: int, bronze: bool = False
+    parsed: DataFrame, reference: Reference, seen: Seen, batch_id: int, bronze: bool = False, small: int = 0
 ) -> SilverBatch:
     """Enrich and deduplicate one batch of parsed bronze rows (:func:`parse_bronze`); with ``bronze``,
     also return the batch's bronze rows.
@@ -167,6 +199,10 @@ def silver_batch(
     The checked rows are materialised once (lineage cut), so that each action below plans a small
     tree and the source is read once. The payload is kept once: as bytes for bronze (when asked for),
     and as text only where the quarantine needs it (rejected rows).
+
+    ``small``: a batch of at most this many rows is deduplicated on the driver (its ids, offsets
+    and event times fetched in one job: :func:`later_copies_local`); a larger one, or any with 0,
+    by Spark's joins (:func:`later_copies`). The two give the same frames.
     """
     checked = enrich(parsed, reference)
     checked = checked.withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))
@@ -174,21 +210,65 @@ def silver_batch(
     bronze_rows = checked.select(*BRONZE_COLUMNS) if bronze else None
     # Valid rows keep silver's columns only: every later step reads them, some several times.
     valid = checked.where(F.col("reason").isNull()).select(*[c for c in SILVER_COLUMNS if c != "silver_batch"])
-    stats = checked.agg(
-        F.min(F.when(F.col("reason").isNull(), F.col("event_time"))).alias("lo"),
-        F.max(F.when(F.col("reason").isNull(), F.col("event_time"))).alias("hi"),
-        F.count("reason").alias("rejected"),
-        F.count(F.lit(1)).alias("rows"),
-    ).first()
-    rejected = stats is not None and stats["rejected"] > 0
+    keys = _keys_if_small(checked, small)
+    if keys is not None:
+        import pyarrow.compute as pc
+
+        rows, ok = keys.num_rows, keys["ok"]
+        rejected = rows - pc.sum(ok).as_py() if rows else 0
+        times = pc.min_max(pc.filter(keys["event_time"], ok)) if rows else None
+        lo, hi = (times["min"].as_py(), times["max"].as_py()) if times is not None else (None, None)
+    else:
+        stats = checked.agg(
+            F.min(F.when(F.col("reason").isNull(), F.col("event_time"))).alias("lo"),
+            F.max(F.when(F.col("reason").isNull(), F.col("event_time"))).alias("hi"),
+            F.count("reason").alias("rejected"),
+            F.count(F.lit(1)).alias("rows"),
+        ).first()
+        assert stats is not None  # an aggregate without grouping has one row
+        rows, rejected, lo, hi = int(stats["rows"]), int(stats["rejected"]), stats["lo"], stats["hi"]
     quarantine = quarantine_rows(checked.where(F.col("reason").isNotNull())) if rejected else None
-    rows = int(stats["rows"]) if stats is not None else 0
-    if stats is None or stats["lo"] is None:
+    if lo is None or hi is None:
         return SilverBatch(bronze_rows, None, quarantine, None, None, rows)
-    lo, hi = int(stats["lo"]), int(stats["hi"])
-    # Only the copies' coordinates are materialised; the rows are read from ``checked`` again.
-    copies_at = later_copies(valid, seen(lo, hi)).localCheckpoint(eager=True)
-    first, later = split_copies(valid, copies_at) if copies_at.count() else (valid, None)
+    lo, hi = int(lo), int(hi)
+    if keys is not None:
+        copies = later_copies_local(keys.filter(keys["ok"]), _known(valid, seen(lo, hi)))
+        # (a local frame of the few copies: split_copies broadcasts it)
+        copies_at = copies_frame(checked, copies) if copies.num_rows else None
+    else:  # only the copies' coordinates are materialised; the rows are read from ``checked`` again
+        copies_at = later_copies(valid, seen(lo, hi)).localCheckpoint(eager=True)
+        copies_at = copies_at if copies_at.count() else None
+    first, later = split_copies(valid, copies_at) if copies_at is not None else (valid, None)
     first = with_values(first, silver_batch=batch_id).select(*SILVER_COLUMNS)
     duplicates = duplicate_rows(later) if later is not None else None
     return SilverBatch(bronze_rows, first, quarantine, duplicates, (lo, hi), rows)
+
+
+def _keys_if_small(checked: DataFrame, small: int) -> pa.Table | None:
+    """A batch's ids, Kafka coordinates, event times and validity (``ok``) on the driver, when it
+    has at most ``small`` rows (one job, at most ``small + 1`` rows fetched); else None."""
+    if small <= 0:
+        return None
+    keys = (
+        checked.select("event_id", *COPY_KEYS, "event_time", F.col("reason").isNull().alias("ok"))
+        .limit(small + 1)
+        .toArrow()
+    )
+    return keys if keys.num_rows <= small else None
+
+
+def _known(valid: DataFrame, seen: DataFrame | None) -> pa.Array:
+    """The batch's event ids that ``seen`` holds (one job: the batch's ids are broadcast)."""
+    import pyarrow as pa
+
+    if seen is None:
+        return pa.array([], pa.string())
+    ids = F.broadcast(valid.select("event_id").distinct())
+    known = seen.select("event_id").join(ids, "event_id", "left_semi").distinct().toArrow()
+    return known["event_id"].combine_chunks().cast(pa.string())
+
+
+def copies_frame(checked: DataFrame, copies: pa.Table) -> DataFrame:
+    """Copies' coordinates (:func:`later_copies_local`) as a Spark frame of ``checked``'s types."""
+    schema = checked.select(*COPY_KEYS).schema
+    return checked.sparkSession.createDataFrame([tuple(row.values()) for row in copies.to_pylist()], schema)

@@ -43,7 +43,7 @@ def publish(settings: Settings, target: str, cars: list[Car], zones: list[Zone] 
 
 def publish_delta(settings: Settings, records: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Each dimension as a Delta table under the lake's root, replaced whole (delta-rs; no Spark)."""
-    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow as pa
     from deltalake import write_deltalake
 
     from fleetstream.lake.read import storage_options, table_uri
