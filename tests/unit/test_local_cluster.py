@@ -25,6 +25,7 @@ def test_three_kafka_nodes_form_one_quorum_with_three_replicas(tmp_path: Path) -
     voters = "1@127.0.0.1:9093,2@127.0.0.1:9095,3@127.0.0.1:9097"
     assert {nodes[n]["controller.quorum.voters"] for n in nodes} == {voters}
     assert all("controller.quorum.bootstrap.servers" not in p for p in nodes.values())
+    assert {p["controlled.shutdown.enable"] for p in nodes.values()} == {"false"}  # they stop together
     assert {p["log.dirs"] for p in nodes.values()} == {
         str(tmp_path / "kafka" / "data"), str(tmp_path / "kafka" / "node-2" / "data"),
         str(tmp_path / "kafka" / "node-3" / "data"),
@@ -41,6 +42,7 @@ def test_one_kafka_node_keeps_its_standalone_quorum(tmp_path: Path) -> None:
     props = _props(kafka_broker.server_properties(Settings(state_dir=tmp_path)))
     assert props["controller.quorum.bootstrap.servers"] == "127.0.0.1:9093"
     assert "controller.quorum.voters" not in props
+    assert "controlled.shutdown.enable" not in props  # (its own controller approves it)
     assert props["min.insync.replicas"] == props["default.replication.factor"] == "1"
 
 

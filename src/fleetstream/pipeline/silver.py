@@ -118,17 +118,31 @@ def later_copies_local(keys: pa.Table, known: pa.Array) -> pa.Table:
     {'kafka_partition': [0, 1], 'kafka_offset': [50, 9]}
     >>> later_copies_local(keys, pa.array(["c"])).to_pydict()
     {'kafka_partition': [0, 1, 0], 'kafka_offset': [50, 9, 3]}
+
+    A row at its id's first copy's own coordinates is not a later copy, as in :func:`later_copies`
+    (one topic: coordinates name one record):
+
+    >>> keys = pa.table({"event_id": ["a", "a", "a", "a"], "kafka_partition": [0, 0, 0, 0],
+    ...                  "kafka_offset": [7, 7, 9, 9]})
+    >>> later_copies_local(keys, pa.array([], pa.string())).to_pydict()
+    {'kafka_partition': [0, 0], 'kafka_offset': [9, 9]}
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     ordered = keys.sort_by([("event_id", "ascending"), *((key, "ascending") for key in COPY_KEYS)])
     ids = ordered["event_id"].combine_chunks()
-    if ordered.num_rows < 2:
-        repeat = pa.array([False] * ordered.num_rows)
-    else:  # a row whose id is the row before's: a later copy (the first by partition and offset comes first)
-        same = pc.fill_null(pc.equal(ids.slice(1), ids.slice(0, ordered.num_rows - 1)), False)
-        repeat = pa.concat_arrays([pa.array([False]), same])
+    n = ordered.num_rows
+    if n < 2:
+        repeat = pa.array([False] * n)
+    else:  # a row of the same id as the row before, at other coordinates than its id's first copy
+        same = pa.concat_arrays([pa.array([False]), pc.fill_null(pc.equal(ids.slice(1), ids.slice(0, n - 1)), False)])
+        moved = pa.array([False] * n)
+        for key in COPY_KEYS:
+            column = ordered[key].combine_chunks()
+            first = pc.fill_null_forward(pc.if_else(same, pa.nulls(n, column.type), column))  # the id's first copy's
+            moved = pc.or_(moved, pc.not_equal(column, first))
+        repeat = pc.and_(same, moved)
     later = pc.or_(repeat, pc.is_in(ids, value_set=known.cast(ids.type))) if len(known) else repeat
     return ordered.filter(later).select(list(COPY_KEYS))
 
