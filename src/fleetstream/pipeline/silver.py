@@ -97,12 +97,19 @@ def later_copies(valid: DataFrame, seen: DataFrame | None = None) -> DataFrame:
         .select(*COPY_KEYS)
     )
     if seen is not None:
-        # Only the batch's own ids are looked up: the window of silver can hold millions of ids, the
-        # batch a few thousand, so the batch's side is broadcast and the window's side only scanned.
-        ids = F.broadcast(keys.select("event_id").distinct())
-        known = seen.select("event_id").join(ids, "event_id", "left_semi").distinct()
-        copies = copies.unionByName(keys.join(F.broadcast(known), "event_id", "left_semi").select(*COPY_KEYS))
+        known = F.broadcast(known_ids(keys, seen))
+        copies = copies.unionByName(keys.join(known, "event_id", "left_semi").select(*COPY_KEYS))
     return copies.distinct()
+
+
+def known_ids(rows: DataFrame, seen: DataFrame) -> DataFrame:
+    """The distinct event_ids of ``rows`` that ``seen`` holds.
+
+    Only the batch's own ids are looked up: the window of silver can hold millions of ids, the
+    batch a few thousand, so the batch's side is broadcast and the window's side only scanned.
+    """
+    ids = F.broadcast(rows.select("event_id").distinct())
+    return seen.select("event_id").join(ids, "event_id", "left_semi").distinct()
 
 
 def later_copies_local(keys: pa.Table, known: pa.Array) -> pa.Table:
@@ -272,14 +279,12 @@ def _keys_if_small(checked: DataFrame, small: int) -> pa.Table | None:
 
 
 def _known(valid: DataFrame, seen: DataFrame | None) -> pa.Array:
-    """The batch's event ids that ``seen`` holds (one job: the batch's ids are broadcast)."""
+    """:func:`known_ids` on the driver (one job)."""
     import pyarrow as pa
 
     if seen is None:
         return pa.array([], pa.string())
-    ids = F.broadcast(valid.select("event_id").distinct())
-    known = seen.select("event_id").join(ids, "event_id", "left_semi").distinct().toArrow()
-    return known["event_id"].combine_chunks().cast(pa.string())
+    return known_ids(valid, seen).toArrow()["event_id"].combine_chunks().cast(pa.string())
 
 
 def copies_frame(checked: DataFrame, copies: pa.Table) -> DataFrame:
