@@ -4,6 +4,7 @@ end-to-end run is tests/integration/test_separate_alert_app.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import sys
@@ -50,6 +51,22 @@ def test_publisher_rows_are_its_status_while_it_runs_and_failed_once_it_exits(tm
     status.unlink()
     rows = separate.publisher_rows(service, status)
     assert [(r.name, r.state) for r in rows] == [("alert-data", "failed")]
+
+
+def test_a_live_child_stays_alive_when_the_wall_clock_steps(tmp_path: Path) -> None:
+    """CI on a VM: the clock was stepped by more than the slack, the parent took its live publisher
+    for gone and stopped; `down` skipped a live Spark master. The kernel's start tick is the identity."""
+    service = process.spawn("child", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "c.log", "-")
+    try:
+        assert service.start_ticks is not None
+        stepped = dataclasses.replace(service, create_time=service.create_time - 3600)  # as read after a step
+        assert stepped.alive()
+        assert not dataclasses.replace(service, start_ticks=service.start_ticks + 1).alive()  # a reused pid
+        assert not dataclasses.replace(stepped, start_ticks=None).alive()  # an old record: wall clock only
+        assert dataclasses.replace(service, start_ticks=None).alive()
+    finally:
+        process.stop(service, timeout=5, group=False)
+    assert not service.alive()
 
 
 def test_stop_of_a_leader_only_leaves_no_process_behind(tmp_path: Path) -> None:

@@ -46,18 +46,22 @@ class Service:
     create_time: float
     address: str
     log: str
+    #: the kernel's start time in clock ticks since boot (None in a stack.json of an older version)
+    start_ticks: int | None = None
 
     def process(self) -> psutil.Process | None:
         """The live process, or None when it has exited (or the pid now belongs to another one)."""
         try:
             proc = psutil.Process(self.pid)
-            # psutil derives a start time from the boot time, which moves when the clock is adjusted
-            # (seen on VMs: a live child taken for gone, its parent stopping everything); a pid that
-            # was reused within seconds of the original start is not a case to guard against
-            if (
-                abs(proc.create_time() - self.create_time) > CREATE_TIME_SLACK_S
-                or proc.status() == psutil.STATUS_ZOMBIE
-            ):
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            # The identity is the kernel's start tick, which no clock step moves. A wall-clock start
+            # time is derived from the boot time, which shifts when a paused VM's clock is stepped:
+            # a live child was taken for gone (CI: a parent stopped everything, `down` left a Spark
+            # master running). Records without ticks fall back to it, with some slack.
+            if self.start_ticks is not None:
+                return proc if start_ticks(self.pid) == self.start_ticks else None
+            if abs(proc.create_time() - self.create_time) > CREATE_TIME_SLACK_S:
                 return None
         except psutil.Error:
             return None
@@ -93,7 +97,22 @@ def spawn(
         )
     _CHILDREN[popen.pid] = popen
     proc = psutil.Process(popen.pid)
-    return Service(name, popen.pid, proc.create_time(), address, str(log))
+    return Service(name, popen.pid, proc.create_time(), address, str(log), start_ticks(popen.pid))
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``'s 22nd field): unlike
+    a wall-clock start time, unchanged when the clock is stepped. None when there is no such process.
+
+    >>> start_ticks(os.getpid()) == start_ticks(os.getpid()) is not None
+    True
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # the command's name (field 2) is in parentheses and may hold spaces or parentheses itself
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
 def write_private(path: Path, data: str | bytes) -> None:
