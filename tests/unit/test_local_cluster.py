@@ -89,8 +89,16 @@ def test_the_kafka_nodes_stop_together_after_the_parts_started_after_them(monkey
     from fleetstream.local.process import Service
 
     stopped: list[list[str]] = []
-    monkeypatch.setattr(stack, "stop_together", lambda services: stopped.append([s.name for s in services]))
+    grace: dict[str, float] = {}
+
+    def stop_together(services: list[Service], timeout: float) -> None:
+        stopped.append([s.name for s in services])
+        grace[services[-1].name] = timeout
+
+    monkeypatch.setattr(stack, "stop_together", stop_together)
     started = [Service(name, pid, 0.0, "-", "-") for pid, name in
                enumerate(["kafka", "kafka-3", "seaweedfs", "stream", "simulator", "kafka-2"])]  # fmt: skip
     stack.stop_in_order(list(reversed(started)))
     assert stopped == [["simulator"], ["stream"], ["seaweedfs"], ["kafka-2", "kafka-3", "kafka"]]
+    # SeaweedFS's volume server may wait 30 s for connections to drain: it gets longer before a kill
+    assert grace == {"simulator": 20.0, "stream": 20.0, "seaweedfs": 40.0, "kafka": 20.0}
