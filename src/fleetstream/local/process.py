@@ -35,6 +35,8 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 #: how far a process's start time may drift between two readings and still be the same process
 CREATE_TIME_SLACK_S = 2.0
+#: seconds from SIGTERM to SIGKILL when a service is stopped
+STOP_GRACE_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,10 @@ class Service:
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
             # The identity is the kernel's start tick, which no clock step moves. A wall-clock start
-            # time is derived from the boot time, which shifts when a paused VM's clock is stepped:
-            # a live child was taken for gone (CI: a parent stopped everything, `down` left a Spark
-            # master running). Records without ticks fall back to it, with some slack.
+            # time is derived from the boot time, which shifts when the clock is stepped (as on a VM).
+            # CI once saw live children taken for gone (a parent stopped everything, `down` left a
+            # Spark master running); a step is the likely cause, not a proven one. Records without
+            # ticks fall back to the wall clock, with some slack.
             if self.start_ticks is not None:
                 return proc if start_ticks(self.pid) == self.start_ticks else None
             if abs(proc.create_time() - self.create_time) > CREATE_TIME_SLACK_S:
@@ -132,13 +135,13 @@ def write_private(path: Path, data: str | bytes) -> None:
         raise
 
 
-def stop(service: Service, timeout: float = 20.0, group: bool = True) -> None:
+def stop(service: Service, timeout: float = STOP_GRACE_S, group: bool = True) -> None:
     """SIGTERM the service's process group (only its leader when not ``group``: a supervisor that
     stops its own children in order), then SIGKILL what is left after ``timeout`` seconds."""
     stop_together([service], timeout, group)
 
 
-def stop_together(services: Sequence[Service], timeout: float = 20.0, group: bool = True) -> None:
+def stop_together(services: Sequence[Service], timeout: float = STOP_GRACE_S, group: bool = True) -> None:
     """:func:`stop` for several services at once: each is sent SIGTERM, then all are waited for
     together. The nodes of a Kafka cluster stop so in seconds; one after the other, the last one
     waits on a controller quorum that has gone until it is killed."""

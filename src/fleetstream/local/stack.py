@@ -21,7 +21,15 @@ from fleetstream.clients import S3_SERVICE_ACTIONS
 from fleetstream.config import ENV_PREFIX, LOCAL_HOST, Settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.ingest.kafka import TopicInfo, broker_count, describe_topics, ensure_topics
-from fleetstream.local import airflow_server, kafka_broker, kafka_security, mlflow_server, seaweedfs, spark_cluster
+from fleetstream.local import (
+    airflow_server,
+    kafka_broker,
+    kafka_security,
+    mlflow_server,
+    process,
+    seaweedfs,
+    spark_cluster,
+)
 from fleetstream.local.process import (
     Service,
     StateFile,
@@ -48,7 +56,7 @@ AIRFLOW_START_TIMEOUT = 180.0  # three Python processes importing Airflow, then 
 KAFKA_START_TIMEOUT = 90.0
 S3_START_TIMEOUT = 60.0
 SPARK_START_TIMEOUT = 90.0
-#: seconds from SIGTERM to SIGKILL when the stack stops a part (others: process.stop's 20 s). SeaweedFS's
+#: seconds from SIGTERM to SIGKILL where a part needs more than process.STOP_GRACE_S. SeaweedFS's
 #: volume server closes its idle HTTP connections at once but waits up to 30 s for the others (a
 #: connection opened and not yet used counts; its `httpdown` StopTimeout). CI saw `down` kill it 20 s
 #: in, still draining. A kill loses nothing acknowledged (tests/chaos kills it mid-write); a clean stop
@@ -464,7 +472,7 @@ def stop_in_order(services: Sequence[Service], say: bool = False) -> None:
             continue
         if say:
             log.info("stopping %s", ", ".join(f"{s.name} (pid {s.pid})" for s in together))
-        stop_together(together, timeout=STOP_GRACE_S.get(service.name, 20.0))
+        stop_together(together, timeout=STOP_GRACE_S.get(service.name, process.STOP_GRACE_S))
 
 
 def down(settings: Settings) -> list[Service]:
