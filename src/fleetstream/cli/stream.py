@@ -17,6 +17,7 @@ from fleetstream.local.process import stop as stop_service
 from fleetstream.pipeline import (
     ALERTS_MODE,
     ALERTS_TRIGGER_S,
+    EPISODES_PROGRESS_S,
     EPISODES_TRIGGER_S,
     LAKE_GOLD_S,
     LAKE_MAX_DELAY_S,
@@ -93,6 +94,15 @@ def stream(
             help="How often the alert episodes query looks for new silver rows.",
         ),
     ] = EPISODES_TRIGGER_S,
+    episodes_progress_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            envvar="FLEETSTREAM_STREAM_EPISODES_PROGRESS_SECONDS",
+            help="Write open episodes' and trips' progress alone (no step opened, resolved or repeated, no trip "
+            "ended) to their tables at most this often (0: every episodes batch).",
+        ),
+    ] = EPISODES_PROGRESS_S,
     offline_after_seconds: Annotated[
         float,
         typer.Option(
@@ -222,7 +232,8 @@ def stream(
                     lake_s=trigger_seconds, min_records=min_offsets_per_trigger,
                     max_delay_s=max_trigger_delay_seconds, max_records=max_offsets_per_trigger,
                     alerts_s=alerts_trigger_seconds, realtime_batch_s=realtime_checkpoint_seconds,
-                    gold_s=gold_interval_seconds, episodes_s=episodes_trigger_seconds, offline_s=offline_after_seconds,
+                    gold_s=gold_interval_seconds, episodes_s=episodes_trigger_seconds,
+                    progress_s=episodes_progress_seconds, offline_s=offline_after_seconds,
                 )  # fmt: skip
                 streams = Streams(spark, settings, run_plan, rules=chosen_rules, triggers=triggers)
                 if available_now:

@@ -14,7 +14,8 @@ this is a second consumer, seconds behind silver.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -333,31 +334,87 @@ EPISODE_MINUTES_TABLE = "gold/episodes_per_minute"
 class EpisodesBatch:
     """The episodes query's ``foreachBatch``: the steps' newest rows upserted into
     silver/alert_episodes, the opened and resolved ones counted into gold/episodes_per_minute, the
-    trips upserted into gold/trips and the notifications published to alert-data, at once."""
+    trips upserted into gold/trips and the notifications published to alert-data, at once.
+
+    Progress alone (an open episode's ``updated`` step, an open trip's new distance) is upserted at
+    most every ``progress_every_s`` (0: every batch): a quiet fleet's batches are then mostly without
+    an upsert, each of which costs about a second of a core (docs/benchmarks.md). Rows not yet
+    written wait in the driver, newest per episode or trip, and go with the table's next upsert: at
+    once when a batch brings a lifecycle step (opened, repeated, escalated, resolved) or a closed
+    trip, else once the interval has passed. The first batch of a run writes at once. Progress held
+    back when the stream stops comes again with the car's next report (its trip's and episodes'
+    figures are kept whole in the query's state)."""
 
     TABLE = "silver/alert_episodes"
 
-    def __init__(self, writer: Writer, alerts_topic: str | None) -> None:
+    def __init__(self, writer: Writer, alerts_topic: str | None, progress_every_s: float = 0.0) -> None:
         self.writer, self.alerts_topic = writer, alerts_topic
+        self.progress_every_s = progress_every_s
+        self.written_at: dict[str, float] = {}  # table -> when this run last upserted it (monotonic)
+        self.pending: dict[str, dict[str, tuple[Any, ...]]] = {self.TABLE: {}, TRIPS_TABLE: {}}  # table -> key -> row
         self.__name__ = "episodes"
 
     def __call__(self, output: DataFrame, batch_id: int) -> None:
         output = output.persist()
         try:
-            found = output.select("kind", F.col("episode.lifecycle").alias("lifecycle")).distinct().collect()
-            kinds = {r["kind"] for r in found}
-            if not kinds:
-                return
+            found = output.select(
+                "kind", F.col("episode.lifecycle").alias("lifecycle"), F.col("trip.status").alias("trip")
+            ).distinct().collect()  # fmt: skip
+            lifecycles = {r["lifecycle"] for r in found if r["kind"] == "episode"}
+            statuses = {r["trip"] for r in found if r["kind"] == "trip"}
             outputs: dict[str, DataFrame | None] = {}
-            if "episode" in kinds:
-                steps = output.where(F.col("kind") == "episode").select("episode.*")
-                outputs[self.TABLE] = episode_rows(steps)
+            steps = output.where(F.col("kind") == "episode").select("episode.*")
+            stepped = bool(lifecycles - {"updated"})  # a lifecycle step: written at once
+            if stepped:
                 if self.alerts_topic is not None:
                     outputs[KAFKA] = episode_messages(steps, self.alerts_topic)
-                if {"opened", "resolved"} & {r["lifecycle"] for r in found}:
+                if {"opened", "resolved"} & lifecycles:
                     outputs[EPISODE_MINUTES_TABLE] = gold.episodes_per_minute(steps)
-            if "trip" in kinds:
-                outputs[TRIPS_TABLE] = trip_rows(output.where(F.col("kind") == "trip").select("trip.*"))
-            self.writer.write(batch_id, outputs)
+            session = output.sparkSession
+            outputs[self.TABLE] = self._progress(
+                session, self.TABLE, steps if lifecycles else None, stepped, EPISODE_SCHEMA, episode_rows
+            )
+            trips = output.where(F.col("kind") == "trip").select("trip.*")
+            outputs[TRIPS_TABLE] = self._progress(
+                session, TRIPS_TABLE, trips if statuses else None, "closed" in statuses, TRIP_SCHEMA, trip_rows
+            )
+            if any(frame is not None for frame in outputs.values()):
+                self.writer.write(batch_id, outputs)
+            now = time.monotonic()
+            for table in (self.TABLE, TRIPS_TABLE):
+                if outputs.get(table) is not None:
+                    self.written_at[table] = now
+                    self.pending[table].clear()
         finally:
             output.unpersist()
+
+    def _progress(
+        self,
+        session: SparkSession,
+        table: str,
+        rows: DataFrame | None,
+        urgent: bool,
+        schema: str,
+        newest_rows: Callable[[DataFrame], DataFrame],
+    ) -> DataFrame | None:
+        """What to upsert into ``table`` in this batch (None: nothing): this batch's ``rows`` and the
+        rows held back before, newest per key; or, when the rows are progress alone and the table
+        was upserted less than ``progress_every_s`` ago, nothing, the rows held back in the driver."""
+        pending = self.pending[table]
+        if rows is None and not pending:
+            return None
+        last = self.written_at.get(table)
+        due = urgent or self.progress_every_s <= 0 or last is None or time.monotonic() - last >= self.progress_every_s
+        if not due:
+            if rows is not None:  # held back: only open episodes' and open trips' progress (their status ties)
+                key = "trip_id" if table == TRIPS_TABLE else "episode_id"
+                for row in newest_rows(rows).collect():
+                    kept = pending.get(row[key])
+                    if kept is None or row["as_of"] >= kept[-1]:  # (as_of is the last column)
+                        pending[row[key]] = tuple(row)
+            return None
+        if pending:  # (in the columns' order: ``newest_rows`` selects them so)
+            waiting = (session if rows is None else rows.sparkSession).createDataFrame(list(pending.values()), schema)
+            rows = waiting if rows is None else rows.unionByName(waiting)
+        assert rows is not None
+        return newest_rows(rows)

@@ -30,6 +30,7 @@ from fleetstream.ml.score import Champion, Scorer
 from fleetstream.pipeline import (
     ALERTS_TRIGGER_S,
     EPISODE_PARTITIONS,
+    EPISODES_PROGRESS_S,
     EPISODES_TRIGGER_S,
     LAKE_GOLD_S,
     LAKE_MAX_DELAY_S,
@@ -79,6 +80,7 @@ class Triggers:
     realtime_batch_s: float = REALTIME_BATCH_S  # a real-time publisher batch's length
     gold_s: float = LAKE_GOLD_S  # while batches are small, gold is updated this often
     episodes_s: float = EPISODES_TRIGGER_S  # the episodes query looks for new silver rows this often
+    progress_s: float = EPISODES_PROGRESS_S  # open episodes' and trips' progress alone is upserted this often
     offline_s: float = OFFLINE_AFTER_S  # a car silent this long is offline
 
 
@@ -154,6 +156,7 @@ class Streams:
         self.dims = DimsCache(spark, settings.lake.dims, settings.lake.dims_refresh_s)
         self.kafka = kafka_options(settings)
         self.batches: dict[str, LakeBatch] = {}
+        self.episode_batches: dict[str, EpisodesBatch] = {}  # by query: their progress held back
 
     def reference(self) -> Reference:
         """The reference data (cars and speed zones); a clear error when there is none."""
@@ -291,7 +294,12 @@ class Streams:
         batch = EpisodesBatch(
             Writer(self.spark, self.lake, name, self.kafka),
             self.settings.kafka.topics.alerts if self.plan.publish else None,
+            progress_every_s=0.0 if self.plan.available_now else self.triggers.progress_s,
         )
+        earlier = self.episode_batches.get(query.name)
+        if earlier is not None:  # a restart: the progress the stopped query held back goes on waiting
+            batch.pending = earlier.pending
+        self.episode_batches[query.name] = batch
         steps = episodes(silver, self.rules) if query.name == "episodes" else offline(silver, self.triggers.offline_s)
         writer = (
             steps.writeStream.queryName(query.name)
