@@ -24,7 +24,7 @@ class Table:
     partition: str | None = None
     stats: tuple[str, ...] = ()
     #: append: every batch adds rows; overwrite: every batch replaces the table (small tables);
-    #: merge: every batch upserts its rows by ``key`` (a row per entity that changes: episodes)
+    #: merge: rows upserted by ``key`` (a row per entity that changes: episodes, trips)
     mode: Literal["append", "overwrite", "merge"] = "append"
     key: str | None = None
     #: columns readers filter on together: `fleetstream lake maintain` Z-orders each closed day by them

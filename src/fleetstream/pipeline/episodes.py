@@ -337,8 +337,9 @@ class EpisodesBatch:
     trips upserted into gold/trips and the notifications published to alert-data, at once.
 
     Progress alone (an open episode's ``updated`` step, an open trip's new distance) is upserted at
-    most every ``progress_every_s`` (0: every batch): a quiet fleet's batches are then mostly without
-    an upsert, each of which costs about a second of a core (docs/benchmarks.md). Rows not yet
+    most every ``progress_every_s`` (0: every batch): on ``make run``'s fleet gold/trips is then upserted
+    in about half of the batches, not all (each upsert takes 1 to 2 s of wall time; some episode
+    opens or resolves in most batches, docs/benchmarks.md). Rows not yet
     written wait in the driver, newest per episode or trip, and go with the table's next upsert: at
     once when a batch brings a lifecycle step (opened, repeated, escalated, resolved) or a closed
     trip, else once the interval has passed. The first batch of a run writes at once. Progress held
