@@ -58,8 +58,7 @@ def test_progress_alone_waits_in_the_driver_and_goes_with_the_next_upsert(spark:
     batch = EpisodesBatch(writer, "alert-data", progress_every_s=3600)  # type: ignore[arg-type]
 
     def run(batch_id: int, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-        batch(spark.createDataFrame(rows, OUTPUT_SCHEMA) if rows else spark.createDataFrame([], OUTPUT_SCHEMA),
-              batch_id)  # fmt: skip
+        batch(spark.createDataFrame(rows, OUTPUT_SCHEMA), batch_id)
         return writer.batches.get(batch_id)
 
     # the run's first batch writes at once, progress or not

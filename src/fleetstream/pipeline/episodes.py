@@ -28,6 +28,7 @@ from pyspark.sql.streaming.stateful_processor import (
     TimerValues,
 )
 
+from fleetstream.lake.tables import TABLES
 from fleetstream.pipeline import gold
 from fleetstream.pipeline.trips import TRIP_GAP_S, TRIP_STATE_SCHEMA, OpenTrip, Trips
 from fleetstream.pipeline.validate import DEFAULT_MAX_LATENESS_S
@@ -337,10 +338,10 @@ class EpisodesBatch:
     trips upserted into gold/trips and the notifications published to alert-data, at once.
 
     Progress alone (an open episode's ``updated`` step, an open trip's new distance) is upserted at
-    most every ``progress_every_s`` (0: every batch): on ``make run``'s fleet gold/trips is then upserted
-    in about half of the batches, not all (each upsert takes 1 to 2 s of wall time; some episode
-    opens or resolves in most batches, docs/benchmarks.md). Rows not yet
-    written wait in the driver, newest per episode or trip, and go with the table's next upsert: at
+    most every ``progress_every_s`` (0: every batch): on ``make run``'s fleet gold/trips is then
+    upserted in about half of the batches, not all (each upsert takes 1 to 2 s of wall time; some
+    episode opens or resolves in most batches, docs/benchmarks.md). Rows not yet written wait in
+    the driver, newest per episode or trip, and go with the table's next upsert: at
     once when a batch brings a lifecycle step (opened, repeated, escalated, resolved) or a closed
     trip, else once the interval has passed. The first batch of a run writes at once. Progress held
     back when the stream stops comes again with the car's next report (its trip's and episodes'
@@ -407,15 +408,16 @@ class EpisodesBatch:
         last = self.written_at.get(table)
         due = urgent or self.progress_every_s <= 0 or last is None or time.monotonic() - last >= self.progress_every_s
         if not due:
-            if rows is not None:  # held back: only open episodes' and open trips' progress (their status ties)
-                key = "trip_id" if table == TRIPS_TABLE else "episode_id"
+            if rows is not None:  # all open (progress alone), so ``as_of`` alone orders them
+                key = TABLES[table].key
+                assert key is not None
                 for row in newest_rows(rows).collect():
                     kept = pending.get(row[key])
                     if kept is None or row["as_of"] >= kept[-1]:  # (as_of is the last column)
                         pending[row[key]] = tuple(row)
             return None
         if pending:  # (in the columns' order: ``newest_rows`` selects them so)
-            waiting = (session if rows is None else rows.sparkSession).createDataFrame(list(pending.values()), schema)
+            waiting = session.createDataFrame(list(pending.values()), schema)
             rows = waiting if rows is None else rows.unionByName(waiting)
         assert rows is not None
         return newest_rows(rows)
