@@ -219,6 +219,10 @@ class SparkSettings(_Frozen):
     )
     worker_cores: int = Field(1, ge=1, description="local standalone cluster: cores each worker offers")
     worker_memory: str = Field("2g", pattern=r"^\d+[mgMG]$", description="local standalone cluster: memory per worker")
+    class_archive: bool = Field(
+        True,
+        description="the driver JVM maps the class-data archive `fleetstream jars fetch` made (a faster start)",
+    )
 
     @property
     def cluster_url(self) -> str:

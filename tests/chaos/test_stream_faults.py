@@ -1,6 +1,6 @@
 """Chaos on the streaming application while the simulator sends (live, faults and bad data on):
 
-- ``kill -9`` of the stream at random points, several times (``FLEETSTREAM_CHAOS_KILLS``, 3 here;
+- ``kill -9`` of the stream at random points, several times (``FLEETSTREAM_CHAOS_KILLS``, 2 here;
   10 in the long run, docs/reliability.md), each followed by a restart;
 - the reference data deleted while the stream runs (it keeps the copy it has), and missing at a
   restart (refused with the command that publishes it);
@@ -40,7 +40,7 @@ from fleetstream.testing import interrupt_all, join_and, private_run
 pytestmark = pytest.mark.integration
 
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
-KILLS = int(os.environ.get("FLEETSTREAM_CHAOS_KILLS", "3"))
+KILLS = int(os.environ.get("FLEETSTREAM_CHAOS_KILLS", "2"))
 CARS, RATE, SECONDS = 20, 2, 100  # 4,000 events, live, while the stream is killed and restarted
 
 

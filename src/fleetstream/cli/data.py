@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Annotated
 
@@ -18,8 +19,18 @@ reference_app = typer.Typer(
 
 
 @jars_app.command("fetch")
-def jars_fetch() -> None:
+def jars_fetch(
+    class_archive: Annotated[
+        bool,
+        typer.Option(
+            help="Also make the class-data archive of Spark's start-up classes (once per Java and pyspark; "
+            "about 45 s and 200 MB): every Spark command then starts about 4 s faster."
+        ),
+    ] = True,
+) -> None:
     """Resolve every locked jar into the cache (~/.cache/fleetstream/jars) and verify its sha256."""
+    from fleetstream.pipeline import class_archive as archive
+
     with failing():
         settings = _settings()
         for jar_set in jvm.JAR_SETS:
@@ -27,6 +38,18 @@ def jars_fetch() -> None:
                 paths = jvm.ensure_jars(settings.cache_dir, jar_set)
             size = sum(p.stat().st_size for p in paths) / 2**20
             console.print(f"{jar_set}: {len(paths)} jars, {size:.0f} MiB, verified, in {paths[0].parent}")
+        if class_archive and settings.spark.class_archive:
+            try:
+                with console.status("making the class-data archive of Spark's start-up classes (once, about 45 s)..."):
+                    path, took = archive.build(settings.cache_dir)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # a speed-up, never a condition
+                console.print(f"[yellow]class-data archive: not made; Spark starts without it[/] ({exc})")
+                return
+            if path is None:
+                console.print("class-data archive: skipped (no java on PATH or in JAVA_HOME)")
+            else:
+                made = "present" if took is None else f"made in {took:.0f} s"
+                console.print(f"class-data archive: {made}, {path.stat().st_size / 2**20:.0f} MiB, {path}")
 
 
 @jars_app.command("lock")

@@ -16,6 +16,7 @@ from fleetstream.clients import spark_s3, spark_s3_keys
 from fleetstream.config import Settings
 from fleetstream.jvm import spark_jars
 from fleetstream.local import spark_cluster
+from fleetstream.pipeline import class_archive
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -93,8 +94,11 @@ def session_conf(
         "spark.driver.host": "127.0.0.1",
         **spark_s3(settings),
     }
-    if batch_jvm:
-        conf["spark.driver.extraJavaOptions"] = BATCH_JVM_OPTIONS
+    java_options = [BATCH_JVM_OPTIONS] if batch_jvm else []
+    if settings.spark.class_archive:  # the classes Spark loads at start-up, mapped (class_archive.py)
+        java_options.append(class_archive.java_options(settings.cache_dir))
+    if any(java_options):
+        conf["spark.driver.extraJavaOptions"] = " ".join(o for o in java_options if o)
     if "://" not in settings.lake.root or settings.lake.root.startswith("file:"):
         # Streaming checkpoints and Delta's checksum files on a local disk: written through Hadoop's
         # FileSystem, not its FileContext, which for a local file starts a `chmod` and two `readlink`
