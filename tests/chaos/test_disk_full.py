@@ -32,7 +32,7 @@ pytestmark = [
 ]
 
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
-CARS, RATE, SECONDS = 10, 5, 100  # 5,000 events; the second disk filled ~50 s into them
+CARS, RATE, SECONDS = 10, 5, 120
 DISK_MB = 384
 FULL_S = 30  # how long the disk stays full: longer than Spark's Kafka timeouts (20 s)
 

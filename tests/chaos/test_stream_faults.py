@@ -41,6 +41,7 @@ pytestmark = pytest.mark.integration
 
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
 KILLS = int(os.environ.get("FLEETSTREAM_CHAOS_KILLS", "2"))
+assert KILLS >= 2, "the second kill is the one with the reference data deleted"
 CARS, RATE, SECONDS = 20, 2, 100  # 4,000 events, live, while the stream is killed and restarted
 
 

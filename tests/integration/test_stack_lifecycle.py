@@ -225,6 +225,11 @@ def test_run_starts_stack_simulator_pipeline_and_dashboard_and_ctrl_c_stops_all(
     assert not any(psutil.pid_exists(pid) for pid in pids.values())
     simulator_log = Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "logs" / "simulator.log"
     assert "failed 0" in simulator_log.read_text()
+    # the stream stopped its queries, its publisher and its JVM itself (SIGTERM to its Python alone)
+    stream_log = (Path(stack_env["FLEETSTREAM_STATE_DIR"]) / "logs" / "stream.log").read_text()
+    assert "alert-data publisher stopped" in stream_log, stream_log[-3000:]
+    assert "pipeline stopped" in stream_log, stream_log[-3000:]
+    assert "Traceback" not in stream_log, stream_log[-3000:]
     _no_secret_leaked(Path(stack_env["FLEETSTREAM_STATE_DIR"]), env, tmp_path / "run.log", password["admin"])
 
 

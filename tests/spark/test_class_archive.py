@@ -14,34 +14,54 @@ from fleetstream.pipeline.session import session_conf
 
 
 def test_the_session_maps_the_archive_setup_made(spark: SparkSession) -> None:
-    archive = class_archive.archive_path(Settings().cache_dir)
+    settings = Settings()
+    if not settings.spark.class_archive:
+        pytest.skip("FLEETSTREAM_SPARK__CLASS_ARCHIVE=false: no archive is made or used")
+    archive = class_archive.archive_path(settings.cache_dir, settings.spark.conf)
     assert archive is not None
     assert archive.is_file(), "`make setup` (fleetstream jars fetch) made no archive"
     pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()  # type: ignore[union-attr]
-    mapped = {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if ".jsa" in line}
-    assert str(archive) in mapped, mapped  # the JVM uses it (a mismatch would leave only the JDK's own)
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    # the JVM uses it (one that does not match is not mapped: only the JDK's own archive would be)
+    assert any(str(archive) in line for line in maps.splitlines()), [m for m in maps.splitlines() if ".jsa" in m]
 
 
 def test_no_archive_no_option_and_another_java_looks_for_another(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(cache_dir=tmp_path)
-    assert class_archive.java_options(tmp_path) == ""  # none made in this cache: the JVM starts as before
-    assert "SharedArchiveFile" not in session_conf(settings)["spark.driver.extraJavaOptions"]
-    made = class_archive.archive_path(tmp_path)
-    assert made is not None
+    cache = Settings().cache_dir  # the real one: its jars are there (an empty one would fetch them)
+    made = tmp_path / "class-archive" / "spark.jsa"
+    monkeypatch.setattr(class_archive, "archive_path", lambda *_: made)
+    assert class_archive.java_options(cache) == ""  # none made: the JVM starts as before
+    assert "SharedArchiveFile" not in session_conf(Settings())["spark.driver.extraJavaOptions"]
     made.parent.mkdir(parents=True)
     made.write_bytes(b"")
-    options = session_conf(settings)["spark.driver.extraJavaOptions"]
+    options = session_conf(Settings())["spark.driver.extraJavaOptions"]
     assert f"-XX:SharedArchiveFile={made}" in options
-    assert "-Xlog:cds=off" in options
-    off = Settings(cache_dir=tmp_path, spark=SparkSettings(class_archive=False))
+    assert "-Xlog:cds=off" in options  # a JVM that cannot map it says nothing and starts without it
+    off = Settings(spark=SparkSettings(class_archive=False))
     assert "SharedArchiveFile" not in session_conf(off)["spark.driver.extraJavaOptions"]
-    fake_home = tmp_path / "jdk"
-    (fake_home / "bin").mkdir(parents=True)
-    (fake_home / "bin" / "java").write_text("")
-    (fake_home / "release").write_text('JAVA_VERSION="99"\n')
-    monkeypatch.setenv("JAVA_HOME", str(fake_home))
-    assert class_archive.archive_path(tmp_path) not in (None, made)  # another Java: another archive
+    spaced = tmp_path / "a b" / "spark.jsa"  # Spark splits the options on spaces: left out
+    spaced.parent.mkdir()
+    spaced.write_bytes(b"")
+    monkeypatch.setattr(class_archive, "archive_path", lambda *_: spaced)
+    assert class_archive.java_options(cache) == ""
+
+
+def test_the_archive_is_named_by_the_java_and_the_class_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "jdk"
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "java").write_text("")
+    (home / "release").write_text('JAVA_VERSION="99"\n')
+    monkeypatch.setenv("JAVA_HOME", str(home))
+    first = class_archive.archive_path(tmp_path)
+    assert first is not None
+    assert class_archive.archive_path(tmp_path) == first  # the same install: the same name
+    (home / "release").write_text('JAVA_VERSION="99.0.1"\n')  # the JDK updated in place
+    updated = class_archive.archive_path(tmp_path)
+    assert updated not in (None, first)
+    assert class_archive.archive_path(tmp_path, {"spark.driver.extraClassPath": "/x.jar"}) not in (first, updated)
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))
+    assert class_archive.archive_path(tmp_path) not in (first, updated)
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "none"))
-    assert class_archive.archive_path(tmp_path) is None
+    assert class_archive.archive_path(tmp_path) is None  # no java: no archive

@@ -90,10 +90,12 @@ def test_the_kafka_nodes_stop_together_after_the_parts_started_after_them(monkey
 
     stopped: list[list[str]] = []
     grace: dict[str, float] = {}
+    groups: dict[str, bool] = {}
 
-    def stop_together(services: list[Service], timeout: float) -> None:
+    def stop_together(services: list[Service], timeout: float, group: bool = True) -> None:
         stopped.append([s.name for s in services])
         grace[services[-1].name] = timeout
+        groups[services[-1].name] = group
 
     monkeypatch.setattr(stack, "stop_together", stop_together)
     started = [Service(name, pid, 0.0, "-", "-") for pid, name in
@@ -101,4 +103,6 @@ def test_the_kafka_nodes_stop_together_after_the_parts_started_after_them(monkey
     stack.stop_in_order(list(reversed(started)))
     assert stopped == [["simulator"], ["stream"], ["seaweedfs"], ["kafka-2", "kafka-3", "kafka"]]
     # SeaweedFS's volume server may wait 30 s for connections to drain: it gets longer before a kill
-    assert grace == {"simulator": 20.0, "stream": 20.0, "seaweedfs": 40.0, "kafka": 20.0}
+    # ... and the stream's Python stops its queries and its JVM itself before it is killed
+    assert grace == {"simulator": 20.0, "stream": 40.0, "seaweedfs": 40.0, "kafka": 20.0}
+    assert groups == {"simulator": True, "stream": False, "seaweedfs": True, "kafka": True}  # SIGTERM to its Python

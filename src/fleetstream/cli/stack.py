@@ -297,7 +297,7 @@ def run_all(
         started = []
         if with_stream:  # first: its JVM takes the longest to start
             drop_stale_status(settings.state_dir / STATUS_FILE)
-            started.append(stack.start_app(settings, "stream", [sys.executable, "-m", "fleetstream", "stream"],
+            started.append(stack.start_app(settings, stack.STREAM, [sys.executable, "-m", "fleetstream", "stream"],
                                            user="pipeline"))  # fmt: skip
         simulate = [sys.executable, "-m", "fleetstream", "simulate", "--cars", str(cars), "--rate", str(rate),
                     "--faults", faults, "--bad-data", bad_data, "--seed", str(seed)]  # fmt: skip

@@ -48,6 +48,7 @@ KAFKA = "kafka"
 S3 = "seaweedfs"
 MLFLOW = "mlflow"
 SQL = "sql"
+STREAM = "stream"
 #: `fleetstream run`'s operations processes (fleetstream.ops.apps), listed by `status` when running
 OPS_APPS = ("notify-summary", "notify-critical", "bot")
 SQL_START_TIMEOUT = 180.0  # a Spark driver, the first time also compiling the endpoint's two classes
@@ -61,7 +62,12 @@ SPARK_START_TIMEOUT = 90.0
 #: connection opened and not yet used counts; its `httpdown` StopTimeout). CI saw `down` kill it 20 s
 #: in, still draining. A kill loses nothing acknowledged (tests/chaos kills it mid-write); a clean stop
 #: leaves no warning.
-STOP_GRACE_S = {S3: 40.0}
+STOP_GRACE_S = {S3: 40.0, STREAM: 40.0}
+#: Parts whose leader stops its own children: SIGTERM to it alone, the group killed only after the
+#: grace. The stream's Python stops its queries (a batch under way is interrupted and done again at
+#: the next start), then its alert publisher and its JVM; SIGTERM to the whole group stopped the JVM
+#: under the Python side, whose query stops then failed with a connection error in the log.
+LEADER_STOPS = frozenset({STREAM})
 
 
 class AlreadyRunningError(FleetstreamError):
@@ -472,7 +478,11 @@ def stop_in_order(services: Sequence[Service], say: bool = False) -> None:
             continue
         if say:
             log.info("stopping %s", ", ".join(f"{s.name} (pid {s.pid})" for s in together))
-        stop_together(together, timeout=STOP_GRACE_S.get(service.name, process.STOP_GRACE_S))
+        stop_together(
+            together,
+            timeout=STOP_GRACE_S.get(service.name, process.STOP_GRACE_S),
+            group=service.name not in LEADER_STOPS,
+        )
 
 
 def down(settings: Settings) -> list[Service]:

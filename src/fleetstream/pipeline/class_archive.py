@@ -14,6 +14,7 @@ it too, silently (``-Xlog:cds=off``): the archive is a speed-up, never a conditi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 #: With the archive: the JVM maps it; a mismatch (it checks the Java build and the class path's
@@ -28,6 +30,8 @@ from pathlib import Path
 _QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 #: Archives of other installs kept beside the one made (each about 200 MB).
 KEEP_OTHERS = 2
+#: Environment variables that add to the driver JVM's class path (Spark's launcher reads them).
+_CLASS_PATH_VARIABLES = ("SPARK_HOME", "SPARK_CONF_DIR", "HADOOP_CONF_DIR", "YARN_CONF_DIR", "SPARK_DIST_CLASSPATH")
 
 
 def _java() -> Path | None:
@@ -37,10 +41,14 @@ def _java() -> Path | None:
     return Path(java).resolve() if java and Path(java).exists() else None
 
 
-def archive_path(cache_dir: Path) -> Path | None:
+def archive_path(cache_dir: Path, spark_conf: Mapping[str, str] | None = None) -> Path | None:
     """Where the archive for this Java, this pyspark install and the locked Spark jars is (whether or
-    not it exists yet); None without a java. Its name is a digest of what the JVM checks before it
-    maps an archive, so a reinstalled pyspark or another Java looks for another file."""
+    not it exists yet); None without a java. Its name is a digest of what makes the driver JVM's
+    class path and the archive's layout (the java and its build; pyspark's jars, their place, sizes
+    and times; the locked Spark jars; the variables and ``spark_conf`` settings that add to the
+    class path; the heap size, which decides compressed pointers), so another install looks for
+    another file. The JVM checks the class path again itself and ignores an archive that does not
+    match."""
     java = _java()
     if java is None:
         return None
@@ -53,46 +61,64 @@ def archive_path(cache_dir: Path) -> Path | None:
     digest.update(str(java).encode())
     digest.update(release.read_bytes() if release.is_file() else b"")
     digest.update(pyspark.__version__.encode())
-    jars = Path(pyspark.__file__).parent / "jars"  # the JVM's class path: its place, its jars' sizes and times
+    home = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
+    jars = home / "jars"  # the JVM's class path: its place, its jars' sizes and times
     digest.update(str(jars.resolve()).encode())
     for jar in sorted(jars.glob("*.jar")):
         stat = jar.stat()
         digest.update(f"{jar.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    for name in _CLASS_PATH_VARIABLES:
+        digest.update(f"{name}={os.environ.get(name, '')}\n".encode())
+    for key in ("spark.driver.extraClassPath", "spark.driver.memory"):
+        digest.update(f"{key}={(spark_conf or {}).get(key, '')}\n".encode())
     digest.update("\n".join(e.render() for e in read_lock() if e.jar_set == "spark").encode())
     return cache_dir / "class-archive" / f"spark-{pyspark.__version__}-{digest.hexdigest()[:16]}.jsa"
 
 
-def java_options(cache_dir: Path) -> str:
-    """The driver JVM's options that map the archive, or "" when there is none (yet).
+def java_options(cache_dir: Path, spark_conf: Mapping[str, str] | None = None) -> str:
+    """The driver JVM's options that map the archive, or "" when there is none (yet), or it cannot
+    be named on Spark's command line (a space in its path: Spark splits the options on spaces).
 
     >>> java_options(Path("/nonexistent"))
     ''
     """
-    path = archive_path(cache_dir)
-    return f"-XX:SharedArchiveFile={path} {_QUIET}" if path is not None and path.is_file() else ""
+    try:
+        path = archive_path(cache_dir, spark_conf)
+        usable = path is not None and path.is_file() and " " not in str(path)
+    except OSError:  # a jar replaced while its folder was read: start as without the archive
+        return ""
+    return f"-XX:SharedArchiveFile={path} {_QUIET}" if usable else ""
 
 
 def build(cache_dir: Path, timeout_s: float = 600) -> tuple[Path | None, float | None]:
     """Make the archive unless it is there: (its path, seconds it took; None when it was there).
     (None, None) without a java. Of the archives of other installs (another checkout's .venv, an
     older Java), the two newest are kept: several checkouts share the cache folder."""
-    path = archive_path(cache_dir)
+    from fleetstream.config import Settings
+
+    conf = Settings().spark.conf  # the sessions' own: their class path and heap name the archive
+    path = archive_path(cache_dir, conf)
     if path is None or path.is_file():
         return path, None
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="fleetstream-class-archive-") as scratch:
+    # made beside its final name, then renamed: a session never maps half a file, and a JVM that has
+    # mapped an older one keeps it (a rename does not change a file already open)
+    with tempfile.TemporaryDirectory(prefix=".making-", dir=path.parent) as scratch:
         partial = Path(scratch) / path.name
-        # the archive is written when the JVM exits, which it does when this child process ends
         done = subprocess.run(
             [sys.executable, "-m", __name__, str(partial), scratch],
-            capture_output=True, text=True, timeout=timeout_s, check=False,
+            capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False,
         )  # fmt: skip
         if done.returncode != 0 or not partial.is_file():
             raise RuntimeError(f"the class-data archive was not made:\n{(done.stdout + done.stderr)[-3000:]}")
-        shutil.move(str(partial), path)  # whole, or not there: a session never maps half a file
-    others = sorted((p for p in path.parent.glob("*.jsa") if p != path), key=lambda p: p.stat().st_mtime)
-    for old in others[:-KEEP_OTHERS]:
+        os.replace(partial, path)
+    others = []
+    for other in path.parent.glob("*.jsa"):
+        with contextlib.suppress(OSError):  # removed by another checkout's setup meanwhile
+            if other != path:
+                others.append((other.stat().st_mtime, other))
+    for _, old in sorted(others)[: max(len(others) - KEEP_OTHERS, 0)]:
         old.unlink(missing_ok=True)
     return path, time.monotonic() - started
 
@@ -107,12 +133,16 @@ def _workload(target: Path, scratch: Path) -> None:
     from fleetstream.pipeline.session import BATCH_JVM_OPTIONS, spark_session
 
     settings = Settings()
+    # the dump's option over any driver options of the settings (which would replace it)
+    conf = {k: v for k, v in settings.spark.conf.items() if k != "spark.driver.extraJavaOptions"}
+    settings = settings.model_copy(update={"spark": settings.spark.model_copy(update={"conf": conf})})
     spark = spark_session(
         settings,
         "fleetstream-class-archive",
         extra={
             "spark.master": "local[2]",
-            "spark.driver.extraJavaOptions": f"{BATCH_JVM_OPTIONS} -XX:ArchiveClassesAtExit={target} {_QUIET}",
+            # without -Xlog:cds=off: why an archive could not be written reaches the build's message
+            "spark.driver.extraJavaOptions": f"{BATCH_JVM_OPTIONS} -XX:ArchiveClassesAtExit={target}",
             "spark.sql.streaming.stateStore.providerClass": (
                 "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
             ),
@@ -148,6 +178,14 @@ def _workload(target: Path, scratch: Path) -> None:
     stream.awaitTermination()
     spark.readStream.format("kafka").option("kafka.bootstrap.servers", "127.0.0.1:9").option("subscribe", "x").load()
     spark.stop()
+    # the JVM writes the archive as it exits, which it does when its stdin closes: wait for it here,
+    # so that this process's exit code is the JVM's
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        gateway.proc.stdin.close()
+        sys.exit(gateway.proc.wait(timeout=300))
 
 
 if __name__ == "__main__":

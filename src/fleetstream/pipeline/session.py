@@ -96,7 +96,7 @@ def session_conf(
     }
     java_options = [BATCH_JVM_OPTIONS] if batch_jvm else []
     if settings.spark.class_archive:  # the classes Spark loads at start-up, mapped (class_archive.py)
-        java_options.append(class_archive.java_options(settings.cache_dir))
+        java_options.append(class_archive.java_options(settings.cache_dir, settings.spark.conf))
     if any(java_options):
         conf["spark.driver.extraJavaOptions"] = " ".join(o for o in java_options if o)
     if "://" not in settings.lake.root or settings.lake.root.startswith("file:"):
