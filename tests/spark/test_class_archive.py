@@ -17,7 +17,8 @@ def test_the_session_maps_the_archive_setup_made(spark: SparkSession) -> None:
     settings = Settings()
     if not settings.spark.class_archive:
         pytest.skip("FLEETSTREAM_SPARK__CLASS_ARCHIVE=false: no archive is made or used")
-    archive = class_archive.archive_path(settings.cache_dir, settings.spark.conf)
+    # the JVM of this process's sessions (tests/conftest.py's `spark`: no FLEETSTREAM_SPARK__CONF)
+    archive = class_archive.archive_path(settings.cache_dir, {})
     assert archive is not None
     assert archive.is_file(), "`make setup` (fleetstream jars fetch) made no archive"
     pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()  # type: ignore[union-attr]
@@ -26,17 +27,16 @@ def test_the_session_maps_the_archive_setup_made(spark: SparkSession) -> None:
     assert any(str(archive) in line for line in maps.splitlines()), [m for m in maps.splitlines() if ".jsa" in m]
 
 
-def test_no_archive_no_option_and_another_java_looks_for_another(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_no_archive_no_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = Settings().cache_dir  # the real one: its jars are there (an empty one would fetch them)
     made = tmp_path / "class-archive" / "spark.jsa"
     monkeypatch.setattr(class_archive, "archive_path", lambda *_: made)
     assert class_archive.java_options(cache) == ""  # none made: the JVM starts as before
-    assert "SharedArchiveFile" not in session_conf(Settings())["spark.driver.extraJavaOptions"]
+    on = Settings(spark=SparkSettings(class_archive=True))  # whatever the environment says
+    assert "SharedArchiveFile" not in session_conf(on)["spark.driver.extraJavaOptions"]
     made.parent.mkdir(parents=True)
     made.write_bytes(b"")
-    options = session_conf(Settings())["spark.driver.extraJavaOptions"]
+    options = session_conf(on)["spark.driver.extraJavaOptions"]
     assert f"-XX:SharedArchiveFile={made}" in options
     assert "-Xlog:cds=off" in options  # a JVM that cannot map it says nothing and starts without it
     off = Settings(spark=SparkSettings(class_archive=False))

@@ -104,5 +104,5 @@ def test_the_kafka_nodes_stop_together_after_the_parts_started_after_them(monkey
     assert stopped == [["simulator"], ["stream"], ["seaweedfs"], ["kafka-2", "kafka-3", "kafka"]]
     # SeaweedFS's volume server may wait 30 s for connections to drain: it gets longer before a kill
     # ... and the stream's Python stops its queries and its JVM itself before it is killed
-    assert grace == {"simulator": 20.0, "stream": 40.0, "seaweedfs": 40.0, "kafka": 20.0}
+    assert grace == {"simulator": 20.0, "stream": 60.0, "seaweedfs": 40.0, "kafka": 20.0}
     assert groups == {"simulator": True, "stream": False, "seaweedfs": True, "kafka": True}  # SIGTERM to its Python

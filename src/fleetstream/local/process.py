@@ -161,6 +161,12 @@ def stop_together(services: Sequence[Service], timeout: float = STOP_GRACE_S, gr
     stuck = [s.name for s in services if any(p.pid == s.pid for p in alive)]
     if stuck:
         log.warning("%s did not stop within %.0f s of SIGTERM: killed", ", ".join(stuck), timeout)
+    leaders = {s.pid for s in services}
+    for member in alive:  # a child left behind by a leader that has stopped (its JVM, say)
+        if member.pid not in leaders:
+            with contextlib.suppress(psutil.Error):
+                log.warning("process %d (%s) did not stop within %.0f s: killed", member.pid,
+                            " ".join(member.cmdline()[:3]), timeout)  # fmt: skip
     for member in alive:
         with contextlib.suppress(psutil.Error):
             member.kill()

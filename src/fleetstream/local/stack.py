@@ -62,11 +62,12 @@ SPARK_START_TIMEOUT = 90.0
 #: connection opened and not yet used counts; its `httpdown` StopTimeout). CI saw `down` kill it 20 s
 #: in, still draining. A kill loses nothing acknowledged (tests/chaos kills it mid-write); a clean stop
 #: leaves no warning.
-STOP_GRACE_S = {S3: 40.0, STREAM: 40.0}
-#: Parts whose leader stops its own children: SIGTERM to it alone, the group killed only after the
-#: grace. The stream's Python stops its queries (a batch under way is interrupted and done again at
-#: the next start), then its alert publisher and its JVM; SIGTERM to the whole group stopped the JVM
-#: under the Python side, whose query stops then failed with a connection error in the log.
+STOP_GRACE_S = {S3: 40.0, STREAM: 60.0}
+#: Parts whose leader stops its own children: SIGTERM to it alone; its descendants (as they were at
+#: the SIGTERM) are killed only if still there after the grace (60 s for the stream). The stream's
+#: Python stops its queries (a batch under way is interrupted and done again at the next start), its
+#: alert publisher and its Spark context; its JVM exits with it. SIGTERM to the whole group stopped
+#: the JVM under the Python side, whose query stops then failed with a connection error in the log.
 LEADER_STOPS = frozenset({STREAM})
 
 

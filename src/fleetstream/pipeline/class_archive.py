@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,11 +45,10 @@ def _java() -> Path | None:
 def archive_path(cache_dir: Path, spark_conf: Mapping[str, str] | None = None) -> Path | None:
     """Where the archive for this Java, this pyspark install and the locked Spark jars is (whether or
     not it exists yet); None without a java. Its name is a digest of what makes the driver JVM's
-    class path and the archive's layout (the java and its build; pyspark's jars, their place, sizes
-    and times; the locked Spark jars; the variables and ``spark_conf`` settings that add to the
-    class path; the heap size, which decides compressed pointers), so another install looks for
-    another file. The JVM checks the class path again itself and ignores an archive that does not
-    match."""
+    class path (the java and its build; pyspark's jars, their place, sizes and times; the locked
+    Spark jars; the variables and the ``spark_conf`` setting that add to the class path), so
+    another install looks for another file. The JVM checks the class path again itself and ignores
+    an archive that does not match."""
     java = _java()
     if java is None:
         return None
@@ -69,8 +69,7 @@ def archive_path(cache_dir: Path, spark_conf: Mapping[str, str] | None = None) -
         digest.update(f"{jar.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
     for name in _CLASS_PATH_VARIABLES:
         digest.update(f"{name}={os.environ.get(name, '')}\n".encode())
-    for key in ("spark.driver.extraClassPath", "spark.driver.memory"):
-        digest.update(f"{key}={(spark_conf or {}).get(key, '')}\n".encode())
+    digest.update(f"{(spark_conf or {}).get('spark.driver.extraClassPath', '')}\n".encode())
     digest.update("\n".join(e.render() for e in read_lock() if e.jar_set == "spark").encode())
     return cache_dir / "class-archive" / f"spark-{pyspark.__version__}-{digest.hexdigest()[:16]}.jsa"
 
@@ -96,22 +95,35 @@ def build(cache_dir: Path, timeout_s: float = 600) -> tuple[Path | None, float |
     older Java), the two newest are kept: several checkouts share the cache folder."""
     from fleetstream.config import Settings
 
-    conf = Settings().spark.conf  # the sessions' own: their class path and heap name the archive
+    conf = Settings().spark.conf  # the sessions' own: their class path names the archive
     path = archive_path(cache_dir, conf)
     if path is None or path.is_file():
         return path, None
+    if " " in str(path):
+        raise RuntimeError(f"{path.parent} has a space in its path, which Spark's JVM options cannot carry")
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(".making-*"):  # left by a build that was killed
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     started = time.monotonic()
     # made beside its final name, then renamed: a session never maps half a file, and a JVM that has
     # mapped an older one keeps it (a rename does not change a file already open)
-    with tempfile.TemporaryDirectory(prefix=".making-", dir=path.parent) as scratch:
+    with tempfile.TemporaryDirectory(prefix=".making-", dir=path.parent, ignore_cleanup_errors=True) as scratch:
         partial = Path(scratch) / path.name
-        done = subprocess.run(
+        # its own process group: on a timeout or Ctrl-C the child and its JVM are killed together
+        child = subprocess.Popen(
             [sys.executable, "-m", __name__, str(partial), scratch],
-            capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True,
         )  # fmt: skip
-        if done.returncode != 0 or not partial.is_file():
-            raise RuntimeError(f"the class-data archive was not made:\n{(done.stdout + done.stderr)[-3000:]}")
+        try:
+            said, _ = child.communicate(timeout=timeout_s)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise
+        if child.returncode != 0 or not partial.is_file():
+            raise RuntimeError(f"the class-data archive was not made:\n{said[-3000:]}")
         os.replace(partial, path)
     others = []
     for other in path.parent.glob("*.jsa"):
