@@ -40,7 +40,7 @@ def jars_fetch(
         if class_archive and settings.spark.class_archive:
             try:
                 with console.status("making the class-data archive of Spark's start-up classes (once, about 45 s)..."):
-                    path, took = archive.build(settings.cache_dir)
+                    path, took = archive.build(settings.cache_dir, settings.spark.conf)
             except Exception as exc:  # a speed-up, never a condition: setup goes on
                 console.print("class-data archive: not made; Spark starts without it", style="yellow")
                 console.print(str(exc), markup=False, highlight=False)

@@ -162,12 +162,11 @@ def stop_together(services: Sequence[Service], timeout: float = STOP_GRACE_S, gr
     if stuck:
         log.warning("%s did not stop within %.0f s of SIGTERM: killed", ", ".join(stuck), timeout)
     leaders = {s.pid for s in services}
-    for member in alive:  # a child left behind by a leader that has stopped (its JVM, say)
-        if member.pid not in leaders:
+    for member in alive:
+        if member.pid not in leaders:  # a child left behind by a leader that has stopped (its JVM, say)
             with contextlib.suppress(psutil.Error):
                 log.warning("process %d (%s) did not stop within %.0f s: killed", member.pid,
                             " ".join(member.cmdline()[:3]), timeout)  # fmt: skip
-    for member in alive:
         with contextlib.suppress(psutil.Error):
             member.kill()
     psutil.wait_procs(alive, timeout=5)

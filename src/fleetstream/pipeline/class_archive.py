@@ -89,14 +89,14 @@ def java_options(cache_dir: Path, spark_conf: Mapping[str, str] | None = None) -
     return f"-XX:SharedArchiveFile={path} {_QUIET}" if usable else ""
 
 
-def build(cache_dir: Path, timeout_s: float = 600) -> tuple[Path | None, float | None]:
+def build(
+    cache_dir: Path, spark_conf: Mapping[str, str] | None = None, timeout_s: float = 600
+) -> tuple[Path | None, float | None]:
     """Make the archive unless it is there: (its path, seconds it took; None when it was there).
+    ``spark_conf``: the sessions' extra Spark settings (their class path names the archive).
     (None, None) without a java. Of the archives of other installs (another checkout's .venv, an
     older Java), the two newest are kept: several checkouts share the cache folder."""
-    from fleetstream.config import Settings
-
-    conf = Settings().spark.conf  # the sessions' own: their class path names the archive
-    path = archive_path(cache_dir, conf)
+    path = archive_path(cache_dir, spark_conf)
     if path is None or path.is_file():
         return path, None
     if " " in str(path):
