@@ -26,6 +26,7 @@ class Recorded:
     def __init__(self, spark: SparkSession) -> None:
         self.spark = spark
         self.batches: dict[int, dict[str, Any]] = {}
+        self.rows: dict[int, dict[str, dict[str, Any]]] = {}  # batch -> table -> key -> the whole row
 
     def write(self, batch_id: int, outputs: dict[str, DataFrame | None]) -> list[str]:
         got: dict[str, Any] = {}
@@ -33,6 +34,8 @@ class Recorded:
             if frame is None:
                 continue
             rows = frame.collect()
+            if name not in (KAFKA, EPISODE_MINUTES_TABLE):
+                self.rows.setdefault(batch_id, {})[name] = {r[0]: r.asDict() for r in rows}
             got[name] = len(rows) if name in (KAFKA, EPISODE_MINUTES_TABLE) else {
                 r[0]: (r["as_of"], r["status"]) for r in rows
             }  # fmt: skip
@@ -47,9 +50,10 @@ def step(episode_id: str, lifecycle: str, as_of: int) -> dict[str, Any]:
     return {"kind": "episode", "episode": values, "trip": None}
 
 
-def trip(trip_id: str, status: str, as_of: int) -> dict[str, Any]:
+def trip(trip_id: str, status: str, as_of: int, reports: int = 1) -> dict[str, Any]:
     values = dict.fromkeys(TRIP_COLUMNS)
-    values.update(trip_id=trip_id, car_id="c1", status=status, started_at=0, ended_at=as_of, as_of=as_of)
+    values.update(trip_id=trip_id, car_id="c1", status=status, started_at=0, ended_at=as_of, as_of=as_of,
+                  reports=reports)  # fmt: skip
     return {"kind": "trip", "episode": None, "trip": values}
 
 
@@ -83,3 +87,21 @@ def test_progress_alone_waits_in_the_driver_and_goes_with_the_next_upsert(spark:
     assert run(6, [trip("t3", "open", 6000)]) == {EPISODES: {"e2": (5000, "open")}}
     assert batch.pending[EPISODES] == {}
     assert list(batch.pending[TRIPS_TABLE]) == ["t3"]
+
+
+def test_of_two_rows_at_the_same_time_the_later_batchs_wins(spark: SparkSession) -> None:
+    """A report at the same event time as the car's last one, in a later batch (a second report in
+    one millisecond, a late sender): the trip's row from that batch is written, not the one held back."""
+    writer = Recorded(spark)
+    batch = EpisodesBatch(writer, None, progress_every_s=3600)  # type: ignore[arg-type]
+
+    def run(batch_id: int, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+        batch(spark.createDataFrame(rows, OUTPUT_SCHEMA), batch_id)
+        return writer.batches.get(batch_id)
+
+    run(0, [trip("t1", "open", 1000)])
+    for held, fresh in ((5, 6), (6, 5)):  # whichever figure is larger: the batch's own row
+        assert run(1, [trip("t1", "open", 2000, reports=held)]) is None  # progress alone: held back
+        assert run(2, [trip("t1", "open", 2000, reports=fresh), trip("t2", "closed", 2000)]) is not None
+        assert writer.rows[2][TRIPS_TABLE]["t1"]["reports"] == fresh
+        assert batch.pending[TRIPS_TABLE] == {}

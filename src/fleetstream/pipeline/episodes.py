@@ -290,10 +290,19 @@ def episodes(silver: DataFrame, rules: list[Rule]) -> DataFrame:
     )
 
 
+#: a column :func:`newest` orders by after ``as_of`` and the status, when the rows have it: true on
+#: a batch's own rows, false on rows held back from earlier batches (:class:`EpisodesBatch`)
+FRESH = "_fresh"
+
+
 def newest(rows: DataFrame, key: str, columns: tuple[str, ...], done: str) -> DataFrame:
-    """The newest row per ``key`` by ``as_of`` (a row whose status is ``done`` wins a tie)."""
-    order = F.struct("as_of", (F.col("status") == done).alias("done"))
-    return rows.groupBy(key).agg(F.max_by(F.struct(*columns), order).alias("r")).select("r.*")
+    """The newest row per ``key`` by ``as_of``; of rows with the same ``as_of``, one whose status is
+    ``done``, then one of this batch over one held back (:data:`FRESH`): a report at the same event
+    time as the car's last one, arriving in a later batch, still counts."""
+    order = [F.col("as_of"), (F.col("status") == done).alias("done")]
+    if FRESH in rows.columns:
+        order.append(F.col(FRESH))
+    return rows.groupBy(key).agg(F.max_by(F.struct(*columns), F.struct(*order)).alias("r")).select("r.*")
 
 
 def episode_rows(steps: DataFrame) -> DataFrame:
@@ -417,7 +426,7 @@ class EpisodesBatch:
                         pending[row[key]] = tuple(row)
             return None
         if pending:  # (in the columns' order: ``newest_rows`` selects them so)
-            waiting = session.createDataFrame(list(pending.values()), schema)
-            rows = waiting if rows is None else rows.unionByName(waiting)
+            waiting = session.createDataFrame(list(pending.values()), schema).withColumn(FRESH, F.lit(False))
+            rows = waiting if rows is None else rows.withColumn(FRESH, F.lit(True)).unionByName(waiting)
         assert rows is not None
         return newest_rows(rows)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleetstream.clients import spark_s3, spark_s3_keys
@@ -41,6 +43,26 @@ BATCH_JVM_OPTIONS = " ".join(
         "-XX:Tier4BackEdgeThreshold=400000",
     )
 )
+
+
+#: The driver's log settings: Spark's defaults at WARN, without the lines that say nothing to an
+#: operator (each named in the file with what it printed)
+LOG4J2 = Path(__file__).with_name("log4j2.properties")
+
+
+def log_options(environ: Mapping[str, str] = os.environ) -> str:
+    """The driver JVM's option that selects :data:`LOG4J2`, or "" when Spark's configuration folder
+    has a ``log4j2.properties`` of its own (the user's settings stand) or the path holds a space
+    (Spark splits its Java options at spaces).
+
+    >>> log_options({}).startswith("-Dlog4j2.configurationFile=")
+    True
+    """
+    home = environ.get("SPARK_HOME")
+    conf_dir = environ.get("SPARK_CONF_DIR") or (f"{home}/conf" if home else None)
+    if conf_dir and Path(conf_dir, "log4j2.properties").is_file():
+        return ""
+    return "" if " " in str(LOG4J2) else f"-Dlog4j2.configurationFile={LOG4J2}"
 
 
 LOCAL_CHECKPOINT_FILE_MANAGER = (
@@ -94,7 +116,7 @@ def session_conf(
         "spark.driver.host": "127.0.0.1",
         **spark_s3(settings),
     }
-    java_options = [BATCH_JVM_OPTIONS] if batch_jvm else []
+    java_options = [BATCH_JVM_OPTIONS, log_options()] if batch_jvm else [log_options()]
     if settings.spark.class_archive:  # the classes Spark loads at start-up, mapped (class_archive.py)
         java_options.append(class_archive.java_options(settings.cache_dir, settings.spark.conf))
     if any(java_options):
@@ -152,6 +174,10 @@ def spark_session(
         # local Python workers (UDFs) run this interpreter, where fleetstream is importable, unless
         # PYSPARK_PYTHON says otherwise; on a cluster elsewhere the executors' own Python applies
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if settings.spark.master.startswith("local"):
+        # the driver binds 127.0.0.1 (spark.driver.bindAddress); said here too, Spark does not warn
+        # at each start that the host's name resolves to a loopback address
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(app_name)
     for key, value in conf.items():
         builder = builder.config(key, value)
