@@ -3,6 +3,7 @@ JVM maps it, and a session without one, or for another Java, starts without it."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,24 @@ def test_no_archive_no_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     spaced.write_bytes(b"")
     monkeypatch.setattr(class_archive, "archive_path", lambda *_: spaced)
     assert class_archive.java_options(cache) == ""
+
+
+def test_the_archives_used_last_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several checkouts share the cache: a fresh clone's setup keeps the archives used last, and
+    each session marks its archive used (the checkout in daily use keeps its archive)."""
+    folder = tmp_path / "class-archive"
+    folder.mkdir()
+    archives = {name: folder / f"spark-4.2.0-{name}.jsa" for name in ("daily", "clone1", "clone2", "clone3")}
+    for age, path in enumerate(archives.values()):  # made in this order: "daily" first, the oldest
+        path.write_bytes(b"")
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))
+    monkeypatch.setattr(class_archive, "archive_path", lambda *_: archives["daily"])
+    assert class_archive.java_options(tmp_path).startswith(f"-XX:SharedArchiveFile={archives['daily']}")
+    new = folder / "spark-4.2.0-clone4.jsa"  # a fresh clone's setup made its own
+    new.write_bytes(b"")
+    assert class_archive.prune(new) == [archives["clone1"], archives["clone2"]]
+    assert sorted(p.name for p in folder.glob("*.jsa")) == sorted([new.name, archives["daily"].name,
+                                                                   archives["clone3"].name])  # fmt: skip
 
 
 def test_the_archive_is_named_by_the_java_and_the_class_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -86,7 +86,11 @@ def java_options(cache_dir: Path, spark_conf: Mapping[str, str] | None = None) -
         usable = path is not None and path.is_file() and " " not in str(path)
     except OSError:  # a jar replaced while its folder was read: start as without the archive
         return ""
-    return f"-XX:SharedArchiveFile={path} {_QUIET}" if usable else ""
+    if not usable or path is None:
+        return ""
+    with contextlib.suppress(OSError):  # its time of last use: the newest are the ones kept (build)
+        os.utime(path)
+    return f"-XX:SharedArchiveFile={path} {_QUIET}"
 
 
 def build(
@@ -95,7 +99,9 @@ def build(
     """Make the archive unless it is there: (its path, seconds it took; None when it was there).
     ``spark_conf``: the sessions' extra Spark settings (their class path names the archive).
     (None, None) without a java. Of the archives of other installs (another checkout's .venv, an
-    older Java), the two newest are kept: several checkouts share the cache folder."""
+    older Java), the two used last are kept (each session's :func:`java_options` marks its archive's
+    time): several checkouts share the cache folder, and a fresh clone's setup must not remove the
+    archive of the checkout in daily use."""
     path = archive_path(cache_dir, spark_conf)
     if path is None or path.is_file():
         return path, None
@@ -125,14 +131,22 @@ def build(
         if child.returncode != 0 or not partial.is_file():
             raise RuntimeError(f"the class-data archive was not made:\n{said[-3000:]}")
         os.replace(partial, path)
-    others = []
-    for other in path.parent.glob("*.jsa"):
-        with contextlib.suppress(OSError):  # removed by another checkout's setup meanwhile
-            if other != path:
-                others.append((other.stat().st_mtime, other))
-    for _, old in sorted(others)[: max(len(others) - KEEP_OTHERS, 0)]:
-        old.unlink(missing_ok=True)
+    prune(path)
     return path, time.monotonic() - started
+
+
+def prune(keep: Path, others: int = KEEP_OTHERS) -> list[Path]:
+    """Remove the archives beside ``keep`` but the ``others`` used last (the newest modification
+    times: :func:`java_options` sets it at each use); returns those removed."""
+    found = []
+    for other in keep.parent.glob("*.jsa"):
+        with contextlib.suppress(OSError):  # removed by another checkout's setup meanwhile
+            if other != keep:
+                found.append((other.stat().st_mtime, other))
+    removed = [old for _, old in sorted(found)[: max(len(found) - others, 0)]]
+    for old in removed:
+        old.unlink(missing_ok=True)
+    return removed
 
 
 def _workload(target: Path, scratch: Path) -> None:

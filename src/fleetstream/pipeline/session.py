@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -45,24 +46,34 @@ BATCH_JVM_OPTIONS = " ".join(
 )
 
 
-#: The driver's log settings: Spark's defaults at WARN, without the lines that say nothing to an
-#: operator (each named in the file with what it printed)
+#: The driver's log settings: Spark's defaults at WARN, without the lines that repeat in every run
+#: and tell an operator nothing (each is named in the file with what it printed)
 LOG4J2 = Path(__file__).with_name("log4j2.properties")
+
+
+def spark_conf_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The folder Spark's launcher puts first on the driver's class path: ``SPARK_CONF_DIR``, else
+    ``$SPARK_HOME/conf``, else the installed pyspark's ``conf`` (None when there is no pyspark)."""
+    if environ.get("SPARK_CONF_DIR"):
+        return Path(environ["SPARK_CONF_DIR"])
+    if environ.get("SPARK_HOME"):
+        return Path(environ["SPARK_HOME"], "conf")
+    spec = importlib.util.find_spec("pyspark")
+    return Path(spec.origin).parent / "conf" if spec and spec.origin else None
 
 
 def log_options(environ: Mapping[str, str] = os.environ) -> str:
     """The driver JVM's option that selects :data:`LOG4J2`, or "" when Spark's configuration folder
-    has a ``log4j2.properties`` of its own (the user's settings stand) or the path holds a space
-    (Spark splits its Java options at spaces).
+    (:func:`spark_conf_dir`) has a ``log4j2.properties`` of its own: the user's settings stand.
 
-    >>> log_options({}).startswith("-Dlog4j2.configurationFile=")
+    >>> "-Dlog4j2.configurationFile=" in log_options({"SPARK_CONF_DIR": "/nonexistent"})
     True
     """
-    home = environ.get("SPARK_HOME")
-    conf_dir = environ.get("SPARK_CONF_DIR") or (f"{home}/conf" if home else None)
-    if conf_dir and Path(conf_dir, "log4j2.properties").is_file():
+    folder = spark_conf_dir(environ)
+    if folder is not None and (folder / "log4j2.properties").is_file():
         return ""
-    return "" if " " in str(LOG4J2) else f"-Dlog4j2.configurationFile={LOG4J2}"
+    # (quoted: Spark's launcher splits the options at spaces outside quotes)
+    return f'"-Dlog4j2.configurationFile={LOG4J2}"' if " " in str(LOG4J2) else f"-Dlog4j2.configurationFile={LOG4J2}"
 
 
 LOCAL_CHECKPOINT_FILE_MANAGER = (
@@ -116,11 +127,15 @@ def session_conf(
         "spark.driver.host": "127.0.0.1",
         **spark_s3(settings),
     }
-    java_options = [BATCH_JVM_OPTIONS, log_options()] if batch_jvm else [log_options()]
+    java_options = [BATCH_JVM_OPTIONS] if batch_jvm else []
     if settings.spark.class_archive:  # the classes Spark loads at start-up, mapped (class_archive.py)
         java_options.append(class_archive.java_options(settings.cache_dir, settings.spark.conf))
     if any(java_options):
         conf["spark.driver.extraJavaOptions"] = " ".join(o for o in java_options if o)
+    if logs := log_options():
+        # before the extra options (Spark's launcher puts these first): a job's own extraJavaOptions
+        # (the SQL endpoint's) or a user's add to it, and a -Dlog4j2.configurationFile there wins
+        conf["spark.driver.defaultJavaOptions"] = logs
     if "://" not in settings.lake.root or settings.lake.root.startswith("file:"):
         # Streaming checkpoints and Delta's checksum files on a local disk: written through Hadoop's
         # FileSystem, not its FileContext, which for a local file starts a `chmod` and two `readlink`
@@ -175,8 +190,8 @@ def spark_session(
         # PYSPARK_PYTHON says otherwise; on a cluster elsewhere the executors' own Python applies
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if settings.spark.master.startswith("local"):
-        # the driver binds 127.0.0.1 (spark.driver.bindAddress); said here too, Spark does not warn
-        # at each start that the host's name resolves to a loopback address
+        # (the driver binds 127.0.0.1 by spark.driver.bindAddress; given here too, Spark does not warn
+        # at each start that the host's name resolves to a loopback address)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(app_name)
     for key, value in conf.items():
