@@ -50,21 +50,33 @@ def test_no_archive_no_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_the_archives_used_last_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Several checkouts share the cache: a fresh clone's setup keeps the archives used last, and
-    each session marks its archive used (the checkout in daily use keeps its archive)."""
+    """Several checkouts share the cache: a fresh clone's setup removes the archives of installs that
+    are gone (a deleted clone's), then keeps the two used last; each session marks its archive used
+    (the checkout in daily use keeps its archive)."""
     folder = tmp_path / "class-archive"
     folder.mkdir()
-    archives = {name: folder / f"spark-4.2.0-{name}.jsa" for name in ("daily", "clone1", "clone2", "clone3")}
-    for age, path in enumerate(archives.values()):  # made in this order: "daily" first, the oldest
+    names = ("daily", "deleted-clone", "clone1", "clone2", "clone3")
+    archives = {name: folder / f"spark-4.2.0-{name}.jsa" for name in names}
+    for age, (name, path) in enumerate(archives.items()):  # made in this order: "daily" first, the oldest
         path.write_bytes(b"")
         os.utime(path, (1_000_000 + age, 1_000_000 + age))
+        jars = tmp_path / name / "jars"
+        if name != "deleted-clone":
+            jars.mkdir(parents=True)
+        path.with_suffix(class_archive.OWNER).write_text(str(jars))
+    os.utime(archives["deleted-clone"])  # used last of all, but its install is gone
     monkeypatch.setattr(class_archive, "archive_path", lambda *_: archives["daily"])
     assert class_archive.java_options(tmp_path).startswith(f"-XX:SharedArchiveFile={archives['daily']}")
     new = folder / "spark-4.2.0-clone4.jsa"  # a fresh clone's setup made its own
     new.write_bytes(b"")
-    assert class_archive.prune(new) == [archives["clone1"], archives["clone2"]]
+    removed = class_archive.prune(new)
+    assert removed == [archives["deleted-clone"], archives["clone1"], archives["clone2"]]
     assert sorted(p.name for p in folder.glob("*.jsa")) == sorted([new.name, archives["daily"].name,
                                                                    archives["clone3"].name])  # fmt: skip
+    assert not archives["deleted-clone"].with_suffix(class_archive.OWNER).exists()  # its note goes too
+    # a file that cannot be removed (another user's, in a shared cache) is left, and said so by omission
+    monkeypatch.setattr(Path, "unlink", lambda *_, **__: (_ for _ in ()).throw(PermissionError("not yours")))
+    assert class_archive.prune(new, others=0) == []
 
 
 def test_the_archive_is_named_by_the_java_and_the_class_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

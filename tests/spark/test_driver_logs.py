@@ -4,6 +4,7 @@ kept; a user's own file in Spark's configuration folder stands."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -57,15 +58,25 @@ def test_the_driver_drops_the_noise_and_keeps_the_rest(spark: SparkSession) -> N
 
 def test_the_option_goes_first_and_the_users_own_settings_stand(tmp_path: Path) -> None:
     nowhere = {"SPARK_CONF_DIR": str(tmp_path / "none")}
-    assert log_options(nowhere).endswith(f"-Dlog4j2.configurationFile={LOG4J2}") or " " in str(LOG4J2)
+    assert log_options(nowhere, Path("/etc/x.properties")) == "-Dlog4j2.configurationFile=/etc/x.properties"
+    spaced = Path('/a b/it\'s "x".properties')  # one argument to Spark's launcher (bash-like quoting)
+    assert shlex.split(log_options(nowhere, spaced)) == [f"-Dlog4j2.configurationFile={spaced}"]
     assert LOG4J2.is_file()
-    (tmp_path / "log4j2.properties").write_text("rootLogger.level = info\n")
-    assert log_options({"SPARK_CONF_DIR": str(tmp_path)}) == ""
+    for own in ("log4j2.properties", "log4j2.xml", "log4j2-test.yaml"):  # files log4j2 finds by itself
+        conf_dir = tmp_path / own
+        conf_dir.mkdir()
+        (conf_dir / own).write_text("")
+        assert log_options({"SPARK_CONF_DIR": str(conf_dir)}) == ""
     home = tmp_path / "spark"
     (home / "conf").mkdir(parents=True)
-    assert log_options({"SPARK_HOME": str(home)})  # no file there: fleetstream's
+    assert log_options({"SPARK_HOME": str(home)}).startswith("-Dlog4j2")  # no file there: fleetstream's
+    # an administrator's options in spark-defaults.conf, which this setting replaces, come first
+    (home / "conf" / "spark-defaults.conf").write_text("spark.driver.defaultJavaOptions = -Dsite=1 -Xss4m\n")
+    assert log_options({"SPARK_HOME": str(home)}, Path("/etc/x.properties")) == (
+        "-Dsite=1 -Xss4m -Dlog4j2.configurationFile=/etc/x.properties"
+    )
     (home / "conf" / "log4j2.properties").write_text("rootLogger.level = info\n")
-    assert log_options({"SPARK_HOME": str(home)}) == ""
+    assert log_options({"SPARK_HOME": str(home)}) == "-Dsite=1 -Xss4m"
     # in the options Spark's launcher puts before a job's own (the SQL endpoint's) and a user's
     conf = session_conf(Settings(), extra={"spark.driver.extraJavaOptions": "-Dderby.stream.error.file=x"})
     if log_options():

@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from fleetstream.pipeline.episodes import (
     EPISODE_COLUMNS,
     EPISODE_MINUTES_TABLE,
+    FRESH,
     OUTPUT_SCHEMA,
     TRIP_COLUMNS,
     TRIPS_TABLE,
@@ -104,5 +105,5 @@ def test_of_two_rows_at_the_same_time_the_later_batchs_wins(spark: SparkSession)
         assert run(1, [trip("t1", "open", 2000, reports=held)]) is None  # progress alone: held back
         assert run(2, [trip("t1", "open", 2000, reports=fresh), trip("t2", "closed", 2000)]) is not None
         assert writer.rows[2][TRIPS_TABLE]["t1"]["reports"] == fresh
-        assert "_fresh" not in writer.rows[2][TRIPS_TABLE]["t1"]  # the order's column is not written
+        assert FRESH not in writer.rows[2][TRIPS_TABLE]["t1"]  # the order's column is not written
         assert batch.pending[TRIPS_TABLE] == {}

@@ -42,6 +42,13 @@ def _java() -> Path | None:
     return Path(java).resolve() if java and Path(java).exists() else None
 
 
+def _jars_dir() -> Path:
+    """The folder of the jars the driver JVM runs: the install an archive belongs to."""
+    import pyspark
+
+    return Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent) / "jars"
+
+
 def archive_path(cache_dir: Path, spark_conf: Mapping[str, str] | None = None) -> Path | None:
     """Where the archive for this Java, this pyspark install and the locked Spark jars is (whether or
     not it exists yet); None without a java. Its name is a digest of what makes the driver JVM's
@@ -61,8 +68,7 @@ def archive_path(cache_dir: Path, spark_conf: Mapping[str, str] | None = None) -
     digest.update(str(java).encode())
     digest.update(release.read_bytes() if release.is_file() else b"")
     digest.update(pyspark.__version__.encode())
-    home = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
-    jars = home / "jars"  # the JVM's class path: its place, its jars' sizes and times
+    jars = _jars_dir()  # the JVM's class path: its place, its jars' sizes and times
     digest.update(str(jars.resolve()).encode())
     for jar in sorted(jars.glob("*.jar")):
         stat = jar.stat()
@@ -99,9 +105,9 @@ def build(
     """Make the archive unless it is there: (its path, seconds it took; None when it was there).
     ``spark_conf``: the sessions' extra Spark settings (their class path names the archive).
     (None, None) without a java. Of the archives of other installs (another checkout's .venv, an
-    older Java), the two used last are kept (each session's :func:`java_options` marks its archive's
-    time): several checkouts share the cache folder, and a fresh clone's setup must not remove the
-    archive of the checkout in daily use."""
+    older Java), those of installs that are gone are removed and the two used last kept
+    (:func:`prune`): several checkouts share the cache folder, and a fresh clone's setup must not
+    remove the archive of the checkout in daily use."""
     path = archive_path(cache_dir, spark_conf)
     if path is None or path.is_file():
         return path, None
@@ -109,8 +115,9 @@ def build(
         raise RuntimeError(f"{path.parent} has a space in its path, which Spark's JVM options cannot carry")
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(".making-*"):  # left by a build that was killed
-        if time.time() - stale.stat().st_mtime > 3600:
-            shutil.rmtree(stale, ignore_errors=True)
+        with contextlib.suppress(OSError):  # (or another build's, gone meanwhile)
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale, ignore_errors=True)
     started = time.monotonic()
     # made beside its final name, then renamed: a session never maps half a file, and a JVM that has
     # mapped an older one keeps it (a rename does not change a file already open)
@@ -131,21 +138,40 @@ def build(
         if child.returncode != 0 or not partial.is_file():
             raise RuntimeError(f"the class-data archive was not made:\n{said[-3000:]}")
         os.replace(partial, path)
+    with contextlib.suppress(OSError):  # whose it is: an archive of an install removed since goes first
+        path.with_suffix(OWNER).write_text(str(_jars_dir().resolve()), encoding="utf-8")
     prune(path)
     return path, time.monotonic() - started
 
 
+OWNER = ".owner"  # beside each archive: the jars folder of the install it was made for
+
+
 def prune(keep: Path, others: int = KEEP_OTHERS) -> list[Path]:
-    """Remove the archives beside ``keep`` but the ``others`` used last (the newest modification
-    times: :func:`java_options` sets it at each use); returns those removed."""
-    found = []
+    """Remove the archives beside ``keep`` of installs that are gone (their jars folder, named in
+    their ``.owner`` file, no longer there: a deleted clone's), then all but the ``others`` used last
+    (the newest modification times: :func:`java_options` sets it at each use); returns those removed.
+    A file that cannot be removed (another user's) is left."""
+    live = []
+    gone = []
     for other in keep.parent.glob("*.jsa"):
         with contextlib.suppress(OSError):  # removed by another checkout's setup meanwhile
-            if other != keep:
-                found.append((other.stat().st_mtime, other))
-    removed = [old for _, old in sorted(found)[: max(len(found) - others, 0)]]
-    for old in removed:
-        old.unlink(missing_ok=True)
+            if other == keep:
+                continue
+            owner = other.with_suffix(OWNER)
+            if owner.is_file() and not Path(owner.read_text(encoding="utf-8").strip()).is_dir():
+                gone.append(other)
+            else:
+                live.append((other.stat().st_mtime, other))
+    live.sort()
+    removed = []
+    for old in gone + [old for _, old in live[: max(len(live) - others, 0)]]:
+        try:
+            old.unlink(missing_ok=True)
+            old.with_suffix(OWNER).unlink(missing_ok=True)
+        except OSError:
+            continue
+        removed.append(old)
     return removed
 
 

@@ -62,18 +62,49 @@ def spark_conf_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
     return Path(spec.origin).parent / "conf" if spec and spec.origin else None
 
 
-def log_options(environ: Mapping[str, str] = os.environ) -> str:
-    """The driver JVM's option that selects :data:`LOG4J2`, or "" when Spark's configuration folder
-    (:func:`spark_conf_dir`) has a ``log4j2.properties`` of its own: the user's settings stand.
+#: the files log4j2 finds on the class path by itself (Spark's configuration folder is on it)
+LOG4J2_OWN = tuple(
+    f"log4j2{test}.{ext}" for test in ("", "-test") for ext in ("properties", "xml", "yaml", "yml", "json", "jsn")
+)
 
-    >>> "-Dlog4j2.configurationFile=" in log_options({"SPARK_CONF_DIR": "/nonexistent"})
-    True
+
+def log_options(environ: Mapping[str, str] = os.environ, config: Path = LOG4J2) -> str:
+    """The driver JVM's options: any ``spark.driver.defaultJavaOptions`` of Spark's own
+    ``spark-defaults.conf`` (an administrator's: this setting replaces it), then the one that
+    selects ``config``; or just the former when Spark's configuration folder (:func:`spark_conf_dir`)
+    has a log4j2 file of its own (``LOG4J2_OWN``): the user's settings stand.
+
+    >>> print(log_options({"SPARK_CONF_DIR": "/nonexistent"}, Path("/a b/it's.properties")))
+    "-Dlog4j2.configurationFile=/a b/it's.properties"
     """
     folder = spark_conf_dir(environ)
-    if folder is not None and (folder / "log4j2.properties").is_file():
+    admin = _spark_default(folder, "spark.driver.defaultJavaOptions") if folder is not None else ""
+    if folder is not None and any((folder / name).is_file() for name in LOG4J2_OWN):
+        return admin
+    option = f"-Dlog4j2.configurationFile={config}"
+    if any(c in option for c in " \t'\"\\"):  # Spark's launcher splits at spaces outside quotes
+        option = '"' + option.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{admin} {option}".strip()
+
+
+def _spark_default(folder: Path, key: str) -> str:
+    """A setting of ``spark-defaults.conf`` in ``folder`` ("" when absent): a Java properties file,
+    key and value apart by whitespace, ``=`` or ``:``.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = Path(d, "spark-defaults.conf").write_text("# x\\nspark.driver.defaultJavaOptions  -Da=1 -Db=2\\n")
+    ...     _spark_default(Path(d), "spark.driver.defaultJavaOptions")
+    '-Da=1 -Db=2'
+    """
+    try:
+        lines = (folder / "spark-defaults.conf").read_text(encoding="utf-8").splitlines()
+    except OSError:
         return ""
-    # (quoted: Spark's launcher splits the options at spaces outside quotes)
-    return f'"-Dlog4j2.configurationFile={LOG4J2}"' if " " in str(LOG4J2) else f"-Dlog4j2.configurationFile={LOG4J2}"
+    for text in (line.strip() for line in lines):
+        if text.startswith(key) and text[len(key) : len(key) + 1] in (" ", "\t", "=", ":"):
+            return text[len(key) :].lstrip(" \t").removeprefix("=").removeprefix(":").strip()
+    return ""
 
 
 LOCAL_CHECKPOINT_FILE_MANAGER = (
