@@ -44,9 +44,9 @@ def _java() -> Path | None:
 
 def _jars_dir() -> Path:
     """The folder of the jars the driver JVM runs: the install an archive belongs to."""
-    import pyspark
+    from fleetstream.local.spark_cluster import spark_home
 
-    return Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent) / "jars"
+    return Path(os.environ.get("SPARK_HOME") or spark_home()) / "jars"
 
 
 def archive_path(cache_dir: Path, spark_conf: Mapping[str, str] | None = None) -> Path | None:

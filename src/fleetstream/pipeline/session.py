@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
@@ -51,15 +50,12 @@ BATCH_JVM_OPTIONS = " ".join(
 LOG4J2 = Path(__file__).with_name("log4j2.properties")
 
 
-def spark_conf_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
+def spark_conf_dir(environ: Mapping[str, str] = os.environ) -> Path:
     """The folder Spark's launcher puts first on the driver's class path: ``SPARK_CONF_DIR``, else
-    ``$SPARK_HOME/conf``, else the installed pyspark's ``conf`` (None when there is no pyspark)."""
+    ``$SPARK_HOME/conf``, else the installed pyspark's ``conf``."""
     if environ.get("SPARK_CONF_DIR"):
         return Path(environ["SPARK_CONF_DIR"])
-    if environ.get("SPARK_HOME"):
-        return Path(environ["SPARK_HOME"], "conf")
-    spec = importlib.util.find_spec("pyspark")
-    return Path(spec.origin).parent / "conf" if spec and spec.origin else None
+    return Path(environ.get("SPARK_HOME") or spark_cluster.spark_home(), "conf")
 
 
 #: the files log4j2 finds on the class path by itself (Spark's configuration folder is on it)
@@ -78,8 +74,8 @@ def log_options(environ: Mapping[str, str] = os.environ, config: Path = LOG4J2) 
     "-Dlog4j2.configurationFile=/a b/it's.properties"
     """
     folder = spark_conf_dir(environ)
-    admin = _spark_default(folder, "spark.driver.defaultJavaOptions") if folder is not None else ""
-    if folder is not None and any((folder / name).is_file() for name in LOG4J2_OWN):
+    admin = _spark_default(folder, "spark.driver.defaultJavaOptions")
+    if any((folder / name).is_file() for name in LOG4J2_OWN):
         return admin
     option = f"-Dlog4j2.configurationFile={config}"
     if any(c in option for c in " \t'\"\\"):  # Spark's launcher splits at spaces outside quotes
