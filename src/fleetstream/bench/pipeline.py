@@ -80,6 +80,7 @@ class Options:
     quiet_cars: int = 50
     quiet_seconds: int = 300
     quiet_settle_seconds: int = 60
+    quiet_variants: tuple[str, ...] = ("default", "no-stateful")
     publisher_rates: tuple[int, ...] = (50, 1000, 10_000)
     ceiling_cars: int = 1000
     ceiling_seconds: int = 600  # simulated seconds of backlog: cars x seconds events
@@ -149,15 +150,18 @@ def lake_lag(settings: Settings) -> int:
 # --- quiet: `fleetstream run` ------------------------------------------------------------------------
 
 
-#: the quiet fleet's variants, side by side: `make run` as it is, and without the stateful queries (episodes, offline)
-QUIET_VARIANTS = {"with the stateful queries": None, "without them": "bronze,silver,alerts,gold"}
+#: the quiet fleet's variants, run side by side (`--quiet-variants`): what each is called in the
+#: report, and the stream's settings that make it
+QUIET_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "default": ("as `make run` starts it", {}),
+    "no-stateful": ("without the stateful queries", {"FLEETSTREAM_STREAM_ONLY": "bronze,silver,alerts,gold"}),
+    "no-ml": ("without the ML tables", {"FLEETSTREAM_STREAM_ML": "false"}),
+}
 
 
-def quiet_worker(
-    cars: int, seconds: int, settle_s: int = 60, variant: str = "with the stateful queries"
-) -> dict[str, Any]:
+def quiet_worker(cars: int, seconds: int, settle_s: int = 60, variant: str = "default") -> dict[str, Any]:
     """`fleetstream run` with its own broker and dashboard in a fresh state directory (``variant``:
-    a key of :data:`QUIET_VARIANTS`, the stream's queries)."""
+    a key of :data:`QUIET_VARIANTS`)."""
     import urllib.request
 
     from fleetstream.testing import free_port_base
@@ -177,9 +181,8 @@ def quiet_worker(
     tracking = Settings().mlflow.tracking_uri
     if tracking:  # an existing MLflow server (with a champion: the fleet's windows are scored live)
         env["FLEETSTREAM_MLFLOW__TRACKING_URI"] = tracking
-    only = QUIET_VARIANTS[variant]
-    if only:
-        env["FLEETSTREAM_STREAM_ONLY"] = only
+    called, overrides = QUIET_VARIANTS[variant]
+    env |= overrides
     root = str(workdir / "lake")
     began = time.time()
     log = (workdir / "run.log").open("w")
@@ -241,7 +244,7 @@ def quiet_worker(
     values = {"first_data_s": first, **{f"{k}_s": v for k, v in seen.items()}, "cores": cpu / took,
               "peak_mib": peak, "silver_p50_s": lat["p50"], "silver_p95_s": lat["p95"], "silver_p99_s": lat["p99"],
               **{f"cores[{k}]": v / took for k, v in kinds.items() if v / took >= 0.005}}  # fmt: skip
-    label = f"{cars} cars at 1 Hz, {variant}"
+    label = f"{cars} cars at 1 Hz, {called}"
     return asdict(Result("quiet", label, values, stopped, "" if stopped else "did not stop cleanly"))
 
 
@@ -703,7 +706,7 @@ def run(settings: Settings, measures: tuple[str, ...], options: Options, say: Ca
     for measure in measures:
         for i in range(options.repeat):
             if measure == "quiet":
-                for variant in list(QUIET_VARIANTS)[:: 1 if i % 2 == 0 else -1]:
+                for variant in options.quiet_variants[:: 1 if i % 2 == 0 else -1]:
                     collect(in_subprocess(HERE, "quiet_worker", cars=options.quiet_cars, seconds=options.quiet_seconds,
                                           settle_s=options.quiet_settle_seconds, variant=variant))  # fmt: skip
             elif measure == "publisher":
@@ -785,7 +788,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
         kinds = sorted({k for r in rows for k in r.values if k.startswith("cores[")})
         lines += [
             "",
-            f"### Quiet fleet: `fleetstream run`, {label}" + (" (`make run`'s default)" if "with " in label else ""),
+            f"### Quiet fleet: `fleetstream run`, {label}",
             "",
             "Targets: the dashboard's data (every car, the charts' minutes) within 60 s of the command; the whole "
             f"stack <= 0.5 core over {options.quiet_seconds} s after the first minute; event to silver p95 <= 10 s.",

@@ -92,6 +92,13 @@ def bench_pipeline(
             "them too.",
         ),
     ] = 60,
+    quiet_variants: Annotated[
+        str,
+        typer.Option(
+            help="Quiet fleet: comma-separated variants, run alternately: default (as `make run` starts it), "
+            "no-stateful (without the stateful queries), no-ml (without the ML tables: `stream --no-ml`)."
+        ),
+    ] = "default,no-stateful",
     ceiling_cars: Annotated[int, typer.Option(min=1, help="Ceiling: fleet size of the backlog.")] = 1000,
     ceiling_seconds: Annotated[
         int, typer.Option(min=10, help="Ceiling: simulated seconds of backlog (cars x seconds events).")
@@ -121,8 +128,12 @@ def bench_pipeline(
     unknown = [m for m in chosen if m not in bench.MEASURES]
     if unknown:
         raise _fail(FleetstreamError(f"unknown measures {unknown}; choose from {', '.join(bench.MEASURES)}"))
+    variants = tuple(v.strip() for v in quiet_variants.split(",") if v.strip())
+    odd = [v for v in variants if v not in bench.QUIET_VARIANTS]
+    if odd or not variants:
+        raise _fail(FleetstreamError(f"quiet variants {odd}: choose from {', '.join(bench.QUIET_VARIANTS)}"))
     options = bench.Options(
-        repeat=repeat, quiet_seconds=quiet_seconds, quiet_settle_seconds=quiet_settle_seconds,
+        repeat=repeat, quiet_seconds=quiet_seconds, quiet_settle_seconds=quiet_settle_seconds, quiet_variants=variants,
         ceiling_cars=ceiling_cars, ceiling_seconds=ceiling_seconds,
         max_records=max_offsets, steady_rate=steady_rate, steady_seconds=steady_seconds,
         warmup_seconds=warmup_seconds, burst_events=burst_events, burst_seconds=burst_seconds,

@@ -160,6 +160,16 @@ def stream(
             help="With --separate-alert-app: how much to lower the lake queries' CPU priority (nice).",
         ),
     ] = LAKE_NICE,
+    ml: Annotated[
+        bool,
+        typer.Option(
+            "--ml/--no-ml",
+            envvar="FLEETSTREAM_STREAM_ML",
+            help="Gold also holds the ML tables: gold/driving_features, gold/driver_style (the windows scored "
+            "with the registered champion), gold/maintenance and gold/overheat_warnings (docs/ml.md). "
+            "--no-ml: the lake without them, and without their cost.",
+        ),
+    ] = True,
     rules: RulesFile = None,
     show_gold: Annotated[
         bool,
@@ -182,7 +192,7 @@ def stream(
     began = time.time()
     try:
         run_plan = plan(
-            [q.strip() for q in only.split(",") if q.strip()], alerts_mode, separate_alert_app, available_now
+            [q.strip() for q in only.split(",") if q.strip()], alerts_mode, separate_alert_app, available_now, ml=ml
         )
     except FleetstreamError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -45,6 +45,7 @@ DEDUP_WINDOW_MS = 10 * 60 * 1000  # a copy of an event up to this far apart in e
 SMALL_BATCH = 20_000
 CODEGEN_LIMIT = {"small": "65535", "large": "8000"}
 ROLLUPS = ("gold/speed_by_model", "gold/cars_by_color", "gold/alerts_per_minute", "gold/driving_features")
+ML_ROLLUPS = ("gold/driving_features",)  # (gold/maintenance follows them)
 
 
 class StepClock:
@@ -84,17 +85,20 @@ class LakeBatch:
         scorer: Scorer | None = None,
         upkeep: MaintenanceSettings | None = None,
         hold: HoldGate | None = None,
+        ml: bool = True,
     ) -> None:
         """``topics`` (enriched, dlq, alerts by name) when the batch writes Kafka records, else None;
         ``alerts_in_batch``: it also publishes its alerts to alert-data (catch-up runs);
         ``gold_every_s``: how often small batches update gold (0: every batch; see :meth:`_gold_input`);
         ``scorer``: scores the feature windows gold closes (``gold/driver_style``), or None;
         ``upkeep``: the service thresholds of ``gold/maintenance``;
-        ``hold``: while it says so, gold is left as it is (:mod:`fleetstream.quality.hold`)."""
+        ``hold``: while it says so, gold is left as it is (:mod:`fleetstream.quality.hold`);
+        ``ml``: gold also writes the ML tables (driving features, maintenance, overheat warnings)."""
         self.spark, self.lake, self.query, self.rules, self.dims = spark, lake, query, rules, dims
         self.writer, self.topics, self.alerts_in_batch = writer, topics, alerts_in_batch
         self.gold_every_s, self.scorer = gold_every_s, scorer
         self.upkeep, self.hold = upkeep or MaintenanceSettings(), hold
+        self.ml, self.rollups = ml, ROLLUPS if ml else tuple(n for n in ROLLUPS if n not in ML_ROLLUPS)
         self.upkeep_ms: int | None = None  # the feature window end gold/maintenance was last computed at
         self.gold_at = 0.0  # when gold was last updated (monotonic)
         self.gold_covered: int | None = None  # the last batch whose silver rows gold holds
@@ -155,9 +159,10 @@ class LakeBatch:
                 before = self._current_state()  # each car's last report before these rows
                 outputs["gold/car_minutes"] = gold.car_minutes(gold_rows, gold_fired, before)
                 outputs["gold/car_state"] = self._car_state(gold_rows, gold_fired, before)
-                warned = maintenance.overheat_warnings(gold_rows, LIMITS.overheat_c).persist()
-                held.append(warned)
-                outputs["gold/overheat_warnings"] = warned if warned.count() else None
+                if self.ml:
+                    warned = maintenance.overheat_warnings(gold_rows, LIMITS.overheat_c).persist()
+                    held.append(warned)
+                    outputs["gold/overheat_warnings"] = warned if warned.count() else None
         outputs[KAFKA] = reduce(DataFrame.unionByName, messages) if messages else None
         dedup_ids = RecentIds.chunk(silver_rows) if "silver" in layers and silver_rows is not None else None
         clock.mark("plan")
@@ -326,7 +331,7 @@ class LakeBatch:
         returns the tables written."""
         if self.newest_ms is None:
             return []
-        for name in ROLLUPS:
+        for name in self.rollups:
             if name not in self.windows:
                 self.windows[name] = gold.Windows(self._table_ms(name, "window_end"))
         first_minute = 0

@@ -81,6 +81,8 @@ class RunPlan:
     available_now: bool = False
     #: the lake batches write samples-enriched and sensors-dlq (a replay writes Kafka only when asked)
     publish: bool = True
+    #: gold also holds the ML tables: driving features, their live scores, maintenance, overheat warnings
+    ml: bool = True
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -117,9 +119,11 @@ def plan(
     separate: bool,
     available_now: bool = False,
     publish: bool = True,
+    ml: bool = True,
 ) -> RunPlan:
     """The plan for ``--only`` (layers and/or ``alert-data``), the alerts mode, whether the publisher
-    runs in an application of its own, and whether this is a catch-up run.
+    runs in an application of its own, whether this is a catch-up run, and whether gold holds the ML
+    tables.
 
     >>> plan(["alert-data"], "microbatch", separate=True).publisher
     'here'
@@ -146,4 +150,4 @@ def plan(
         publisher = "here"
     elif "alerts" in chosen and not available_now:
         publisher = "child" if separate else "here"
-    return RunPlan(lake_queries(chosen), publisher, alerts_mode, available_now, publish)
+    return RunPlan(lake_queries(chosen), publisher, alerts_mode, available_now, publish, ml)

@@ -263,9 +263,10 @@ class Streams:
             {"enriched": topics.enriched, "dlq": topics.dlq, "alerts": topics.alerts} if self.plan.publish else None,
             alerts_in_batch=self.plan.alerts_in_batch,
             gold_every_s=0.0 if self.plan.available_now else self.triggers.gold_s,
-            scorer=Scorer(Champion(self.settings.mlflow)) if "gold" in query.layers else None,
+            scorer=Scorer(Champion(self.settings.mlflow)) if "gold" in query.layers and self.plan.ml else None,
             upkeep=self.settings.maintenance,
             hold=HoldGate(self.spark, self.settings) if self.settings.quality.hold_gold else None,
+            ml=self.plan.ml,
         )
         self.batches[query.name] = batch
         return batch
