@@ -4,13 +4,12 @@ never written (the whole pipeline with them is tests/integration/test_pipeline_e
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
-from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
+from fleetstream.config import Settings
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
 from fleetstream.pipeline.medallion import ML_ROLLUPS, ROLLUPS
@@ -21,6 +20,7 @@ from fleetstream.reference.catalog import generate_cars
 from fleetstream.reference.publish import publish
 from fleetstream.sim.faults import FAULT_PRESETS
 from fleetstream.sim.runner import SimOptions, Simulation
+from fleetstream.testing import private_run
 
 pytestmark = pytest.mark.integration
 CARS, SECONDS, SEED = 6, 960, 5
@@ -30,17 +30,11 @@ ML_TABLES = ("gold/driving_features", "gold/driver_style", "gold/maintenance", "
 def test_no_ml_closes_gold_windows_and_writes_no_ml_table(
     stack_settings: Settings, spark: SparkSession, tmp_path: Path
 ) -> None:
-    topics = TopicNames().tagged(uuid.uuid4().hex[:8])
-    settings = stack_settings.model_copy(
-        update={
-            "kafka": KafkaSettings(**{**stack_settings.kafka.model_dump(), "topics": topics}),
-            "lake": LakeSettings(root=str(tmp_path / "lake")),
-        }
-    )
-    ensure_topics(settings.kafka, topics.all())
+    settings = private_run(stack_settings, tmp_path / "lake")
+    ensure_topics(settings.kafka, settings.kafka.topics.all())
     publish(settings, settings.lake.dims, generate_cars(CARS, SEED))
     options = SimOptions(cars=CARS, fast=True, duration=SECONDS, seed=SEED, faults=FAULT_PRESETS["heavy"])
-    produced = Simulation(options, KafkaSink(settings.kafka, topics.sensors)).run().events
+    produced = Simulation(options, KafkaSink(settings.kafka, settings.kafka.topics.sensors)).run().events
     run_plan = plan(LAYERS, "realtime", separate=True, available_now=True, ml=False)
     streams = Streams(spark, settings, run_plan)
     streams.run_available_now()
