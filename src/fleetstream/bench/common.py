@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +210,10 @@ class StreamProcess:
     """`fleetstream stream` as the product runs it, in a session of its own (or, not
     ``new_session``, in the caller's process group), stopped with Ctrl-C's signal."""
 
-    def __init__(self, settings: Settings, argv: list[str], new_session: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, argv: list[str], new_session: bool = True, env: Mapping[str, str] | None = None
+    ) -> None:
+        """``env``: variables over the settings' (a variant's stream options)."""
         from fleetstream.pipeline.monitor import STATUS_FILE
 
         self.state_dir = Path(f"{settings.lake.root}-state")
@@ -220,7 +223,7 @@ class StreamProcess:
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fleetstream", "stream", *argv],
-                env={**process_env(settings, os.environ), "FLEETSTREAM_STATE_DIR": str(self.state_dir)},
+                env={**process_env(settings, os.environ), "FLEETSTREAM_STATE_DIR": str(self.state_dir), **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=new_session,

@@ -81,6 +81,8 @@ class Options:
     quiet_seconds: int = 300
     quiet_settle_seconds: int = 60
     quiet_variants: tuple[str, ...] = ("default", "no-stateful")
+    steady_modes: tuple[str, ...] = MODES
+    steady_variants: tuple[str, ...] = ("default",)
     publisher_rates: tuple[int, ...] = (50, 1000, 10_000)
     ceiling_cars: int = 1000
     ceiling_seconds: int = 600  # simulated seconds of backlog: cars x seconds events
@@ -150,9 +152,9 @@ def lake_lag(settings: Settings) -> int:
 # --- quiet: `fleetstream run` ------------------------------------------------------------------------
 
 
-#: the quiet fleet's variants, run side by side (`--quiet-variants`): what each is called in the
-#: report, and the stream's settings that make it
-QUIET_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+#: the stream's variants the quiet and steady measures run side by side (`--quiet-variants`,
+#: `--steady-variants`): what each is called in the report, and the stream's settings that make it
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "default": ("as `make run` starts it", {}),
     "no-stateful": ("without the stateful queries", {"FLEETSTREAM_STREAM_ONLY": "bronze,silver,alerts,gold"}),
     "no-ml": ("without the ML tables", {"FLEETSTREAM_STREAM_ML": "false"}),
@@ -161,7 +163,7 @@ QUIET_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
 
 def quiet_worker(cars: int, seconds: int, settle_s: int = 60, variant: str = "default") -> dict[str, Any]:
     """`fleetstream run` with its own broker and dashboard in a fresh state directory (``variant``:
-    a key of :data:`QUIET_VARIANTS`)."""
+    a key of :data:`VARIANTS`)."""
     import urllib.request
 
     from fleetstream.testing import free_port_base
@@ -181,7 +183,7 @@ def quiet_worker(cars: int, seconds: int, settle_s: int = 60, variant: str = "de
     tracking = Settings().mlflow.tracking_uri
     if tracking:  # an existing MLflow server (with a champion: the fleet's windows are scored live)
         env["FLEETSTREAM_MLFLOW__TRACKING_URI"] = tracking
-    called, overrides = QUIET_VARIANTS[variant]
+    called, overrides = VARIANTS[variant]
     env |= overrides
     root = str(workdir / "lake")
     began = time.time()
@@ -533,21 +535,30 @@ def small_worker(bootstrap: str, suffix: str, cars: int = 50, seconds: int = 30)
 # --- live: steady rate, burst ----------------------------------------------------------------------
 
 
-def _live(settings: Settings, mode: str, trigger_s: float) -> StreamProcess:
-    stream = StreamProcess(settings, ["--alerts-mode", mode, "--trigger-seconds", f"{trigger_s:g}"])
+def _live(settings: Settings, mode: str, trigger_s: float, variant: str = "default") -> StreamProcess:
+    argv = ["--alerts-mode", mode, "--trigger-seconds", f"{trigger_s:g}"]
+    stream = StreamProcess(settings, argv, env=VARIANTS[variant][1])
     stream.warm({"lake"} if mode == "realtime" else {"lake", "alerts"})
     return stream
 
 
 def steady_worker(
-    bootstrap: str, suffix: str, mode: str, rate: int, seconds: int, warmup_s: int, trigger_s: float
+    bootstrap: str,
+    suffix: str,
+    mode: str,
+    rate: int,
+    seconds: int,
+    warmup_s: int,
+    trigger_s: float,
+    variant: str = "default",
 ) -> dict[str, Any]:
-    """Every query at ``rate`` events/s (``rate`` cars at 1 Hz) for ``warmup_s + seconds``."""
+    """Every query at ``rate`` events/s (``rate`` cars at 1 Hz) for ``warmup_s + seconds``
+    (``variant``: a key of :data:`VARIANTS`)."""
     from fleetstream.reference.catalog import generate_cars
 
     settings = bench_settings(bootstrap, tempfile.mkdtemp(prefix="fleetstream-bench-steady-") + "/lake", suffix=suffix)
     prepare(settings, rate, seed=11)
-    stream = _live(settings, mode, trigger_s)
+    stream = _live(settings, mode, trigger_s, variant)
     try:
         probe_until_alert(settings, generate_cars(rate, 11)[0].car_id)
         clock, _, simulation, stats, cpu, peak, marked_at = _paced(settings, stream, rate, warmup_s, seconds)
@@ -563,7 +574,8 @@ def steady_worker(
     precision, recall = alert_score(clock.alerts, expected)
     values = {"rate": stats.events / (warmup_s + seconds), "cores": cores, "peak_mib": peak, "lag_records": lag,
               "lag_s": lag / rate, **percentiles(measured)}  # fmt: skip
-    return asdict(Result("steady", f"{mode}, {rate:,} events/s", values, precision == recall == 1.0))
+    label = f"{mode}, {rate:,} events/s" + ("" if variant == "default" else f", {VARIANTS[variant][0]}")
+    return asdict(Result("steady", label, values, precision == recall == 1.0))
 
 
 def burst_worker(
@@ -718,10 +730,11 @@ def run(settings: Settings, measures: tuple[str, ...], options: Options, say: Ca
             elif measure == "small":
                 collect(in_subprocess(HERE, "small_worker", kafka))
             elif measure == "steady":
-                for mode in MODES if i % 2 == 0 else MODES[::-1]:
+                runs = [(m, v) for m in options.steady_modes for v in options.steady_variants]
+                for mode, variant in runs if i % 2 == 0 else runs[::-1]:
                     collect(in_subprocess(HERE, "steady_worker", kafka, mode=mode, rate=options.steady_rate,
                                           seconds=options.steady_seconds, warmup_s=options.warmup_seconds,
-                                          trigger_s=options.trigger_s))  # fmt: skip
+                                          trigger_s=options.trigger_s, variant=variant))  # fmt: skip
             elif measure == "burst":
                 for mode in MODES if i % 2 == 0 else MODES[::-1]:
                     collect(in_subprocess(HERE, "burst_worker", kafka, mode=mode, burst=options.burst_events,

@@ -99,6 +99,13 @@ def bench_pipeline(
             "no-stateful (without the stateful queries), no-ml (without the ML tables: `stream --no-ml`)."
         ),
     ] = "default,no-stateful",
+    steady_modes: Annotated[
+        str, typer.Option(help="Steady: comma-separated alerts modes, run alternately: realtime, microbatch.")
+    ] = "realtime,microbatch",
+    steady_variants: Annotated[
+        str,
+        typer.Option(help="Steady: comma-separated variants (as --quiet-variants), each run in every mode."),
+    ] = "default",
     ceiling_cars: Annotated[int, typer.Option(min=1, help="Ceiling: fleet size of the backlog.")] = 1000,
     ceiling_seconds: Annotated[
         int, typer.Option(min=10, help="Ceiling: simulated seconds of backlog (cars x seconds events).")
@@ -128,12 +135,18 @@ def bench_pipeline(
     unknown = [m for m in chosen if m not in bench.MEASURES]
     if unknown:
         raise _fail(FleetstreamError(f"unknown measures {unknown}; choose from {', '.join(bench.MEASURES)}"))
-    variants = tuple(v.strip() for v in quiet_variants.split(",") if v.strip())
-    odd = [v for v in variants if v not in bench.QUIET_VARIANTS]
-    if odd or not variants:
-        raise _fail(FleetstreamError(f"quiet variants {odd}: choose from {', '.join(bench.QUIET_VARIANTS)}"))
+    picked = {}
+    for name, given, allowed in (("--quiet-variants", quiet_variants, bench.VARIANTS),
+                                 ("--steady-variants", steady_variants, bench.VARIANTS),
+                                 ("--steady-modes", steady_modes, bench.MODES)):  # fmt: skip
+        picked[name] = tuple(v.strip() for v in given.split(",") if v.strip())
+        odd = [v for v in picked[name] if v not in allowed]
+        if odd or not picked[name]:
+            raise _fail(FleetstreamError(f"{name} {given!r}: choose from {', '.join(allowed)}"))
     options = bench.Options(
-        repeat=repeat, quiet_seconds=quiet_seconds, quiet_settle_seconds=quiet_settle_seconds, quiet_variants=variants,
+        repeat=repeat, quiet_seconds=quiet_seconds, quiet_settle_seconds=quiet_settle_seconds,
+        quiet_variants=picked["--quiet-variants"], steady_modes=picked["--steady-modes"],
+        steady_variants=picked["--steady-variants"],
         ceiling_cars=ceiling_cars, ceiling_seconds=ceiling_seconds,
         max_records=max_offsets, steady_rate=steady_rate, steady_seconds=steady_seconds,
         warmup_seconds=warmup_seconds, burst_events=burst_events, burst_seconds=burst_seconds,
