@@ -295,6 +295,7 @@ def test_maintenance_and_overheat_warnings_match_the_simulation(run) -> None:  #
     per_car = seen.groupBy("car_id").agg(
         (F.max("odometer") - F.min("odometer")).alias("advance"),
         (F.max("tyre_wear") - F.min("tyre_wear")).alias("tyre"),
+        (F.max("brake_wear") - F.min("brake_wear")).alias("brake"),
         F.max("odometer").alias("odometer_max"),
         F.first("km_seen").alias("km_seen"), F.first("odometer_now").alias("odometer"),
         F.first("km_to_service").alias("km_to_service"),
@@ -307,6 +308,10 @@ def test_maintenance_and_overheat_warnings_match_the_simulation(run) -> None:  #
     assert per_car["km_to_service"].to_numpy() == pytest.approx(interval - per_car["odometer"] % interval)
     tyre_rate = per_car["tyre"].sum() / per_car["km_seen"].sum() * 1000  # the simulator: 2 % per 1,000 km and more
     assert 2.0 <= tyre_rate <= 4.0, tyre_rate
+    brake_rate = per_car["brake"].sum() / per_car["km_seen"].sum() * 1000  # the simulator: 1 to 2.5 % per 1,000 km
+    assert 1.0 <= brake_rate <= 2.5, brake_rate
+    rates = upkeep.select("brake_wear_per_1000km", "km_to_brakes").toPandas()
+    assert rates["brake_wear_per_1000km"].notna().all() and (rates["km_to_brakes"] > 0).all()
     warned = [
         (r[0], r[1]) for r in table(spark, settings, "gold/overheat_warnings").select("car_id", "event_time").collect()
     ]
