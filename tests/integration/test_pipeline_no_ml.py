@@ -41,6 +41,7 @@ def test_no_ml_closes_gold_windows_and_writes_no_ml_table(
 
     [batch] = streams.batches.values()
     assert batch.rollups == tuple(n for n in ROLLUPS if n not in ML_ROLLUPS)
+    assert batch.scorer is None
     root = settings.lake.root
     counts = streams.table_counts()
     assert counts["bronze/telemetry"] == produced

@@ -7,6 +7,8 @@ measure is repeated and its median reported, the runs compared side by side in o
   pipeline and the dashboard): seconds until the dashboard answers and its data shows every car
   (``gold/car_state``) and the charts' minutes (``gold/car_minutes``); then the whole stack's CPU over
   ``quiet_seconds``; event-to-silver latency (a silver row's commit time minus its event time).
+  Each of ``quiet_variants`` (:data:`VARIANTS`: as `make run` starts it, without the stateful
+  queries, without the ML tables) in turn.
 - ``publisher``: the alert-data publisher alone, real-time against micro-batch, at 50, 1,000 and
   10,000 events/s: CPU (busy and idle) and event-to-alert latency.
 - ``ceiling``: one backlog drained by `fleetstream stream --available-now` (the lake's layers, and
@@ -14,8 +16,9 @@ measure is repeated and its median reported, the runs compared side by side in o
   (:mod:`fleetstream.bench.minimal`), the order rotated per run; events/s from the query's start,
   and the command's wall time. The pipeline's tables are checked against the ground truth.
 - ``small``: `fleetstream stream --available-now` on a small topic: the command's wall time.
-- ``steady``: 10,000 events/s for ``steady_seconds`` after a warm-up, every query, each alert mode:
-  alerts' latency, the lake's lag when the input stops, CPU of both applications.
+- ``steady``: 10,000 events/s for ``steady_seconds`` after a warm-up, every query, each alert mode
+  of ``steady_modes`` and each of ``steady_variants``: alerts' latency, the lake's lag when the input
+  stops, CPU of both applications.
 - ``episodes``: the alert episodes query alone over 10,000 cars' silver rows, 10 s of reports per
   batch: its batch time and the state it keeps.
 - ``burst``: 200,000 events at once, then 1,000 events/s: the steady part's alerts' latency, and

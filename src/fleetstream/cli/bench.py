@@ -139,7 +139,7 @@ def bench_pipeline(
     for name, given, allowed in (("--quiet-variants", quiet_variants, bench.VARIANTS),
                                  ("--steady-variants", steady_variants, bench.VARIANTS),
                                  ("--steady-modes", steady_modes, bench.MODES)):  # fmt: skip
-        picked[name] = tuple(v.strip() for v in given.split(",") if v.strip())
+        picked[name] = tuple(dict.fromkeys(v.strip() for v in given.split(",") if v.strip()))
         odd = [v for v in picked[name] if v not in allowed]
         if odd or not picked[name]:
             raise _fail(FleetstreamError(f"{name} {given!r}: choose from {', '.join(allowed)}"))

@@ -306,6 +306,15 @@ def replay(
             help="Also write samples-enriched, sensors-dlq and alert-data again (consumers see repeats).",
         ),
     ] = False,
+    ml: Annotated[
+        bool,
+        typer.Option(
+            "--ml/--no-ml",
+            envvar="FLEETSTREAM_REPLAY_ML",
+            help="Also rebuild the ML tables (driving features, their scores with the champion, maintenance, "
+            "overheat warnings); --no-ml: the rest only, faster.",
+        ),
+    ] = True,
 ) -> None:
     """Rebuild silver, quarantine, alerts and gold from bronze into fresh tables.
 
@@ -332,7 +341,12 @@ def replay(
         remote = source.startswith("s3a://") or target.startswith("s3a://")
         spark = spark_session(replayed, "fleetstream-replay", with_s3=remote)
         layers = plan(
-            ["silver", "alerts", "gold", "episodes"], ALERTS_MODE, separate=False, available_now=True, publish=publish
+            ["silver", "alerts", "gold", "episodes"],
+            ALERTS_MODE,
+            separate=False,
+            available_now=True,
+            publish=publish,
+            ml=ml,
         )
         streams = Streams(spark, replayed, layers, rules=chosen_rules, bronze_from=source)
         if not delta_exists(spark, streams.lake.table("bronze/telemetry")):

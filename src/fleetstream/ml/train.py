@@ -97,7 +97,7 @@ def load_features(settings: Settings) -> pd.DataFrame:
         raise TrainingError(
             f"There is no gold/driving_features table under {settings.lake.root}. The stream writes it once "
             f"{WINDOW_MIN}-minute windows have closed: run `fleetstream stream` (or `make run`) for a few minutes "
-            "first. Nothing was trained."
+            "first, without --no-ml (FLEETSTREAM_STREAM_ML=false). Nothing was trained."
         )
     windows = frame.filter(pl.col("moving_events") >= MIN_MOVING_REPORTS).collect()
     try:

@@ -40,7 +40,8 @@ AMBIENT_C = 20.0
 #: tread worn per km (%), times 1 + |acceleration| / 2 (m/s²): about 2 % per 1,000 km, more when driven hard
 TYRE_WEAR_PER_KM = 0.002
 #: pad worn (%) per metre driven at full brake (pedal 0..1): 1 to 2.5 % per 1,000 km in the simulated
-#: traffic (median 1.6), more for drivers who brake harder; real pads reach 80 % at 30,000 to 70,000 km
+#: traffic (median 1.6), more for drivers who brake harder and with the braking after injected
+#: overspeeds (heavy faults: about 2.3); real pads reach 80 % at 30,000 to 70,000 km
 BRAKE_WEAR_PER_M = 1.5e-4
 DISCIPLINED_MAX_KMH = LIMITS.overspeed_kmh - 1.0  # drivers hold the limit unless an overspeed is injected
 OVERSPEED_KMH = (128.0, 152.0)
