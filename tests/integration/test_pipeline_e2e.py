@@ -312,7 +312,8 @@ def test_maintenance_and_overheat_warnings_match_the_simulation(run) -> None:  #
     brake_rate = per_car["brake"].sum() / per_car["km_seen"].sum() * 1000
     assert 1.0 <= brake_rate <= 4.0, brake_rate
     rates = upkeep.select("brake_wear_per_1000km", "km_to_brakes").toPandas()
-    assert rates["brake_wear_per_1000km"].notna().all() and (rates["km_to_brakes"] > 0).all()
+    assert rates["brake_wear_per_1000km"].notna().all()
+    assert (rates["km_to_brakes"] > 0).all()
     warned = [
         (r[0], r[1]) for r in table(spark, settings, "gold/overheat_warnings").select("car_id", "event_time").collect()
     ]
