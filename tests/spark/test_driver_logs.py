@@ -22,12 +22,14 @@ DROPPED = (
     "Truncated the string representation of a plan since it was too large. This behavior can be adjusted by "
     "setting 'spark.sql.debug.maxToStringFields'.",
     "Unable to load native-hadoop library for your platform... using builtin-java classes where applicable",
+    "Failed to register timer for key=[car-00025] and timestamp=1796569200000 ms since it already exists",
 )
 #: lines it keeps: a batch falling behind, a state store's trouble, a stateful query's own AQE note
 KEPT = (
     "Current batch is falling behind. The trigger interval is 5000 milliseconds, but spent 8000 milliseconds",
     "Value state trip was not found in the state store",
     "Disabling AQE since AQE is not supported in stateful workloads.",
+    "Failed to register timer for key=[car-00025] and timestamp=1796569200000 ms: the key is gone",
 )
 
 
