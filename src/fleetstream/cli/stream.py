@@ -24,6 +24,7 @@ from fleetstream.pipeline import (
     LAKE_MAX_RECORDS,
     LAKE_MIN_RECORDS,
     LAKE_NICE,
+    LAKE_ROLLUP_MIN,
     LAKE_TRIGGER_S,
     OFFLINE_AFTER_S,
     REALTIME_BATCH_S,
@@ -86,6 +87,17 @@ def stream(
             help="While the lake's batches are small, update gold at most this often (0: every batch).",
         ),
     ] = LAKE_GOLD_S,
+    rollup_every_minutes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=60,
+            envvar="FLEETSTREAM_STREAM_ROLLUP_EVERY_MINUTES",
+            help="Close gold's windows (the fleet's 15-minute windows, alerts per minute, driving features) once "
+            "this many minutes of them are due, in one roll-up (each reads gold/car_minutes and commits every "
+            "roll-up table). They close 10 minutes of event time after they end either way.",
+        ),
+    ] = LAKE_ROLLUP_MIN,
     episodes_trigger_seconds: Annotated[
         float,
         typer.Option(
@@ -242,7 +254,7 @@ def stream(
                     lake_s=trigger_seconds, min_records=min_offsets_per_trigger,
                     max_delay_s=max_trigger_delay_seconds, max_records=max_offsets_per_trigger,
                     alerts_s=alerts_trigger_seconds, realtime_batch_s=realtime_checkpoint_seconds,
-                    gold_s=gold_interval_seconds, episodes_s=episodes_trigger_seconds,
+                    gold_s=gold_interval_seconds, rollup_min=rollup_every_minutes, episodes_s=episodes_trigger_seconds,
                     progress_s=episodes_progress_seconds, offline_s=offline_after_seconds,
                 )  # fmt: skip
                 streams = Streams(spark, settings, run_plan, rules=chosen_rules, triggers=triggers)

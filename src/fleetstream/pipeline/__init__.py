@@ -13,6 +13,10 @@ LAKE_MIN_RECORDS = 20_000
 LAKE_MAX_DELAY_S = 5.0
 #: while the lake's batches are small (a quiet fleet), gold is updated at most this often, in seconds
 LAKE_GOLD_S = 20.0
+#: a live lake closes gold's windows (the fleet's 15-minute windows, alerts per minute, the driving
+#: features) once this many minutes of them are due, in one roll-up: each roll-up reads
+#: gold/car_minutes and commits every roll-up table (a catch-up run closes all it can at once)
+LAKE_ROLLUP_MIN = 1
 #: Kafka records per lake batch at most: bounds a batch's memory when a backlog drains
 LAKE_MAX_RECORDS = 250_000
 #: the alert-data publisher's mode: "realtime" (Spark's real-time mode) or "microbatch"

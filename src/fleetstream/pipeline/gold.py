@@ -24,6 +24,7 @@ The pure functions below take and return DataFrames; :class:`Windows` decides wh
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
@@ -165,6 +166,18 @@ def newest_per_car(current: DataFrame, batch: DataFrame) -> DataFrame:
     order = Window.partitionBy("car_id").orderBy(F.desc("event_time"), F.desc("_newer"))
     both = current.withColumn("_newer", F.lit(0)).unionByName(batch.withColumn("_newer", F.lit(1)))
     return both.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") == 1).drop("_newer", "_rank")
+
+
+def ripe(due: Mapping[str, tuple[int, int]], every_min: int) -> bool:
+    """Whether a roll-up closes the windows ``due`` (table -> (first end, last end), from
+    :meth:`Windows.due`) now: once one table has ``every_min`` window ends due (they all close then).
+
+    >>> ripe({"a": (60_000, 180_000), "b": (120_000, 180_000)}, 3), ripe({"a": (60_000, 120_000)}, 3)
+    (True, False)
+    >>> ripe({"a": (60_000, 60_000)}, 1), ripe({}, 1)
+    (True, False)
+    """
+    return bool(due) and max(last - first for first, last in due.values()) >= (every_min - 1) * MINUTE_MS
 
 
 @dataclass

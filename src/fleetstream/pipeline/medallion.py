@@ -82,6 +82,7 @@ class LakeBatch:
         topics: Mapping[str, str] | None,
         alerts_in_batch: bool = False,
         gold_every_s: float = 0.0,
+        rollup_every_min: int = 1,
         scorer: Scorer | None = None,
         upkeep: MaintenanceSettings | None = None,
         hold: HoldGate | None = None,
@@ -90,13 +91,14 @@ class LakeBatch:
         """``topics`` (enriched, dlq, alerts by name) when the batch writes Kafka records, else None;
         ``alerts_in_batch``: it also publishes its alerts to alert-data (catch-up runs);
         ``gold_every_s``: how often small batches update gold (0: every batch; see :meth:`_gold_input`);
+        ``rollup_every_min``: gold's windows are closed once this many minutes of them are due;
         ``scorer``: scores the feature windows gold closes (``gold/driver_style``), or None;
         ``upkeep``: the service thresholds of ``gold/maintenance``;
         ``hold``: while it says so, gold is left as it is (:mod:`fleetstream.quality.hold`);
         ``ml``: gold also writes the ML tables (driving features, maintenance, overheat warnings)."""
         self.spark, self.lake, self.query, self.rules, self.dims = spark, lake, query, rules, dims
         self.writer, self.topics, self.alerts_in_batch = writer, topics, alerts_in_batch
-        self.gold_every_s, self.scorer = gold_every_s, scorer
+        self.gold_every_s, self.rollup_every_min, self.scorer = gold_every_s, rollup_every_min, scorer
         self.upkeep, self.hold = upkeep or MaintenanceSettings(), hold
         self.ml, self.rollups = ml, ROLLUPS if ml else tuple(n for n in ROLLUPS if n not in ML_ROLLUPS)
         self.upkeep_ms: int | None = None  # the feature window end gold/maintenance was last computed at
@@ -339,7 +341,7 @@ class LakeBatch:
             first_minute = self._table_ms("gold/car_minutes", "minute", "min") or self.newest_ms
         due = {name: w.due(first_minute, self.newest_ms) for name, w in self.windows.items()}
         ranges = {name: span for name, span in due.items() if span is not None}
-        if not ranges:
+        if not gold.ripe(ranges, self.rollup_every_min):
             return []
         lo = min(span[0] for span in ranges.values())
         hi = max(span[1] for span in ranges.values())
