@@ -161,7 +161,19 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "default": ("as `make run` starts it", {}),
     "no-stateful": ("without the stateful queries", {"FLEETSTREAM_STREAM_ONLY": "bronze,silver,alerts,gold"}),
     "no-ml": ("without the ML tables", {"FLEETSTREAM_STREAM_ML": "false"}),
+    "rollup-5": ("gold's windows closed every 5 minutes", {"FLEETSTREAM_STREAM_ROLLUP_EVERY_MINUTES": "5"}),
 }
+
+
+def variant_settings(name: str) -> tuple[str, dict[str, str]]:
+    """A variant's label and settings: a key of :data:`VARIANTS`, or several joined by ``+``.
+
+    >>> variant_settings("no-ml+rollup-5")
+    ("without the ML tables, gold's windows closed every 5 minutes", {'FLEETSTREAM_STREAM_ML': 'false', \
+'FLEETSTREAM_STREAM_ROLLUP_EVERY_MINUTES': '5'})
+    """
+    parts = [VARIANTS[part] for part in name.split("+")]
+    return ", ".join(label for label, _ in parts), {k: v for _, env in parts for k, v in env.items()}
 
 
 def quiet_worker(cars: int, seconds: int, settle_s: int = 60, variant: str = "default") -> dict[str, Any]:
@@ -186,7 +198,7 @@ def quiet_worker(cars: int, seconds: int, settle_s: int = 60, variant: str = "de
     tracking = Settings().mlflow.tracking_uri
     if tracking:  # an existing MLflow server (with a champion: the fleet's windows are scored live)
         env["FLEETSTREAM_MLFLOW__TRACKING_URI"] = tracking
-    called, overrides = VARIANTS[variant]
+    called, overrides = variant_settings(variant)
     env |= overrides
     root = str(workdir / "lake")
     began = time.time()
@@ -540,7 +552,7 @@ def small_worker(bootstrap: str, suffix: str, cars: int = 50, seconds: int = 30)
 
 def _live(settings: Settings, mode: str, trigger_s: float, variant: str = "default") -> StreamProcess:
     argv = ["--alerts-mode", mode, "--trigger-seconds", f"{trigger_s:g}"]
-    stream = StreamProcess(settings, argv, env=VARIANTS[variant][1])
+    stream = StreamProcess(settings, argv, env=variant_settings(variant)[1])
     stream.warm({"lake"} if mode == "realtime" else {"lake", "alerts"})
     return stream
 
@@ -577,7 +589,7 @@ def steady_worker(
     precision, recall = alert_score(clock.alerts, expected)
     values = {"rate": stats.events / (warmup_s + seconds), "cores": cores, "peak_mib": peak, "lag_records": lag,
               "lag_s": lag / rate, **percentiles(measured)}  # fmt: skip
-    label = f"{mode}, {rate:,} events/s" + ("" if variant == "default" else f", {VARIANTS[variant][0]}")
+    label = f"{mode}, {rate:,} events/s" + ("" if variant == "default" else f", {variant_settings(variant)[0]}")
     return asdict(Result("steady", label, values, precision == recall == 1.0))
 
 

@@ -96,7 +96,8 @@ def bench_pipeline(
         str,
         typer.Option(
             help="Quiet fleet: comma-separated variants, run alternately: default (as `make run` starts it), "
-            "no-stateful (without the stateful queries), no-ml (without the ML tables: `stream --no-ml`)."
+            "no-stateful (without the stateful queries), no-ml (without the ML tables: `stream --no-ml`), "
+            "rollup-5 (gold's windows closed every 5 minutes); several joined by + (no-ml+rollup-5)."
         ),
     ] = "default,no-stateful",
     steady_modes: Annotated[
@@ -136,13 +137,16 @@ def bench_pipeline(
     if unknown:
         raise _fail(FleetstreamError(f"unknown measures {unknown}; choose from {', '.join(bench.MEASURES)}"))
     picked = {}
-    for name, given, allowed in (("--quiet-variants", quiet_variants, bench.VARIANTS),
-                                 ("--steady-variants", steady_variants, bench.VARIANTS),
-                                 ("--steady-modes", steady_modes, bench.MODES)):  # fmt: skip
+    for name, given, modes in (("--quiet-variants", quiet_variants, False),
+                               ("--steady-variants", steady_variants, False),
+                               ("--steady-modes", steady_modes, True)):  # fmt: skip
         picked[name] = tuple(dict.fromkeys(v.strip() for v in given.split(",") if v.strip()))
-        odd = [v for v in picked[name] if v not in allowed]
+        parts = picked[name] if modes else [part for v in picked[name] for part in v.split("+")]
+        allowed = bench.MODES if modes else tuple(bench.VARIANTS)
+        odd = [part for part in parts if part not in allowed]
         if odd or not picked[name]:
-            raise _fail(FleetstreamError(f"{name} {given!r}: choose from {', '.join(allowed)}"))
+            joined = "" if modes else " (several joined by +)"
+            raise _fail(FleetstreamError(f"{name} {given!r}: choose from {', '.join(allowed)}{joined}"))
     options = bench.Options(
         repeat=repeat, quiet_seconds=quiet_seconds, quiet_settle_seconds=quiet_settle_seconds,
         quiet_variants=picked["--quiet-variants"], steady_modes=picked["--steady-modes"],
