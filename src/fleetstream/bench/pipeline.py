@@ -734,8 +734,12 @@ def run(settings: Settings, measures: tuple[str, ...], options: Options, say: Ca
         for i in range(options.repeat):
             if measure == "quiet":
                 for variant in options.quiet_variants[:: 1 if i % 2 == 0 else -1]:
-                    collect(in_subprocess(HERE, "quiet_worker", cars=options.quiet_cars, seconds=options.quiet_seconds,
-                                          settle_s=options.quiet_settle_seconds, variant=variant))  # fmt: skip
+                    try:  # (a quarter of an hour each: one that fails does not take the others with it)
+                        collect(in_subprocess(HERE, "quiet_worker", cars=options.quiet_cars,
+                                              seconds=options.quiet_seconds, settle_s=options.quiet_settle_seconds,
+                                              variant=variant))  # fmt: skip
+                    except RuntimeError as exc:
+                        say(f"quiet, {variant}: this run failed, left out of the medians: {exc}")
             elif measure == "publisher":
                 for rate in options.publisher_rates:
                     for mode in MODES if i % 2 == 0 else MODES[::-1]:
