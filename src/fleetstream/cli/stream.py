@@ -19,6 +19,7 @@ from fleetstream.pipeline import (
     ALERTS_TRIGGER_S,
     EPISODES_PROGRESS_S,
     EPISODES_TRIGGER_S,
+    FEATURES_EVERY_MIN,
     LAKE_GOLD_S,
     LAKE_MAX_DELAY_S,
     LAKE_MAX_RECORDS,
@@ -98,6 +99,16 @@ def stream(
             "roll-up table). They close 10 minutes of event time after they end either way.",
         ),
     ] = LAKE_ROLLUP_MIN,
+    features_every_minutes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="FLEETSTREAM_STREAM_FEATURES_EVERY_MINUTES",
+            help="Close and score the driving-feature windows (gold/driving_features, gold/driver_style) once this "
+            "many minutes of them are due: the ML's per-minute work that many times less often, each window "
+            "scored up to that many minutes later (after the 10 minutes of lateness every gold window waits).",
+        ),
+    ] = FEATURES_EVERY_MIN,
     episodes_trigger_seconds: Annotated[
         float,
         typer.Option(
@@ -254,7 +265,8 @@ def stream(
                     lake_s=trigger_seconds, min_records=min_offsets_per_trigger,
                     max_delay_s=max_trigger_delay_seconds, max_records=max_offsets_per_trigger,
                     alerts_s=alerts_trigger_seconds, realtime_batch_s=realtime_checkpoint_seconds,
-                    gold_s=gold_interval_seconds, rollup_min=rollup_every_minutes, episodes_s=episodes_trigger_seconds,
+                    gold_s=gold_interval_seconds, rollup_min=rollup_every_minutes, features_min=features_every_minutes,
+                    episodes_s=episodes_trigger_seconds,
                     progress_s=episodes_progress_seconds, offline_s=offline_after_seconds,
                 )  # fmt: skip
                 streams = Streams(spark, settings, run_plan, rules=chosen_rules, triggers=triggers)

@@ -180,6 +180,22 @@ def ripe(due: Mapping[str, tuple[int, int]], every_min: int) -> bool:
     return bool(due) and max(last - first for first, last in due.values()) >= (every_min - 1) * MINUTE_MS
 
 
+def closing(due: Mapping[str, tuple[int, int]], every_min: int, waits: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """The windows a roll-up closes now (table -> (first end, last end)): those ``due``, less the
+    tables of ``waits`` (table -> minutes) with fewer window ends due than that; nothing unless
+    what is left is :func:`ripe` for ``every_min``.
+
+    >>> closing({"fleet": (60_000, 60_000), "features": (60_000, 180_000)}, 1, {"features": 5})
+    {'fleet': (60000, 60000)}
+    >>> closing({"fleet": (60_000, 60_000), "features": (60_000, 300_000)}, 1, {"features": 5})
+    {'fleet': (60000, 60000), 'features': (60000, 300000)}
+    >>> closing({"features": (60_000, 180_000)}, 1, {"features": 5}), closing({"fleet": (0, 0)}, 3, {})
+    ({}, {})
+    """
+    kept = {name: span for name, span in due.items() if ripe({name: span}, waits.get(name, 1))}
+    return kept if ripe(kept, every_min) else {}
+
+
 @dataclass
 class Windows:
     """Which window ends a roll-up closes: minute-aligned ends after the last one closed

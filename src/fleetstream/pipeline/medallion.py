@@ -83,6 +83,7 @@ class LakeBatch:
         alerts_in_batch: bool = False,
         gold_every_s: float = 0.0,
         rollup_every_min: int = 1,
+        features_every_min: int = 1,
         scorer: Scorer | None = None,
         upkeep: MaintenanceSettings | None = None,
         hold: HoldGate | None = None,
@@ -92,6 +93,8 @@ class LakeBatch:
         ``alerts_in_batch``: it also publishes its alerts to alert-data (catch-up runs);
         ``gold_every_s``: how often small batches update gold (0: every batch; see :meth:`_gold_input`);
         ``rollup_every_min``: gold's windows are closed once this many minutes of them are due;
+        ``features_every_min``: the driving-feature windows wait until this many minutes of them
+        are due (counted on their own), then close with the roll-up;
         ``scorer``: scores the feature windows gold closes (``gold/driver_style``), or None;
         ``upkeep``: the service thresholds of ``gold/maintenance``;
         ``hold``: while it says so, gold is left as it is (:mod:`fleetstream.quality.hold`);
@@ -99,6 +102,7 @@ class LakeBatch:
         self.spark, self.lake, self.query, self.rules, self.dims = spark, lake, query, rules, dims
         self.writer, self.topics, self.alerts_in_batch = writer, topics, alerts_in_batch
         self.gold_every_s, self.rollup_every_min, self.scorer = gold_every_s, rollup_every_min, scorer
+        self.features_every_min = features_every_min
         self.upkeep, self.hold = upkeep or MaintenanceSettings(), hold
         self.ml, self.rollups = ml, ROLLUPS if ml else tuple(n for n in ROLLUPS if n not in ML_ROLLUPS)
         self.upkeep_ms: int | None = None  # the feature window end gold/maintenance was last computed at
@@ -340,8 +344,12 @@ class LakeBatch:
         if any(w.closed_ms is None for w in self.windows.values()):
             first_minute = self._table_ms("gold/car_minutes", "minute", "min") or self.newest_ms
         due = {name: w.due(first_minute, self.newest_ms) for name, w in self.windows.items()}
-        ranges = {name: span for name, span in due.items() if span is not None}
-        if not gold.ripe(ranges, self.rollup_every_min):
+        ranges = gold.closing(
+            {name: span for name, span in due.items() if span is not None},
+            self.rollup_every_min,
+            {"gold/driving_features": self.features_every_min},  # (the windows left wait for a later roll-up)
+        )
+        if not ranges:
             return []
         lo = min(span[0] for span in ranges.values())
         hi = max(span[1] for span in ranges.values())

@@ -32,6 +32,7 @@ from fleetstream.pipeline import (
     EPISODE_PARTITIONS,
     EPISODES_PROGRESS_S,
     EPISODES_TRIGGER_S,
+    FEATURES_EVERY_MIN,
     LAKE_GOLD_S,
     LAKE_MAX_DELAY_S,
     LAKE_MAX_RECORDS,
@@ -81,6 +82,7 @@ class Triggers:
     realtime_batch_s: float = REALTIME_BATCH_S  # a real-time publisher batch's length
     gold_s: float = LAKE_GOLD_S  # while batches are small, gold is updated this often
     rollup_min: int = LAKE_ROLLUP_MIN  # gold's windows are closed once this many minutes of them are due
+    features_min: int = FEATURES_EVERY_MIN  # the driving-feature windows: closed and scored this often
     episodes_s: float = EPISODES_TRIGGER_S  # the episodes query looks for new silver rows this often
     progress_s: float = EPISODES_PROGRESS_S  # open episodes' and trips' progress alone is upserted this often
     offline_s: float = OFFLINE_AFTER_S  # a car silent this long is offline
@@ -266,6 +268,7 @@ class Streams:
             alerts_in_batch=self.plan.alerts_in_batch,
             gold_every_s=0.0 if self.plan.available_now else self.triggers.gold_s,
             rollup_every_min=1 if self.plan.available_now else self.triggers.rollup_min,
+            features_every_min=1 if self.plan.available_now else self.triggers.features_min,
             scorer=Scorer(Champion(self.settings.mlflow)) if "gold" in query.layers and self.plan.ml else None,
             upkeep=self.settings.maintenance,
             hold=HoldGate(self.spark, self.settings) if self.settings.quality.hold_gold else None,
