@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,10 @@ from fleetstream.config import MaintenanceSettings
 from fleetstream.ml import features as FT
 from fleetstream.ml import maintenance as MT
 from fleetstream.pipeline import gold
+from fleetstream.pipeline.medallion import LakeBatch
+from fleetstream.pipeline.plan import LakeQuery
 from fleetstream.pipeline.silver import with_event_time
+from fleetstream.pipeline.writer import Lake, Writer
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 MIN = 60_000
@@ -272,3 +276,33 @@ def test_overheat_warning_comes_before_the_limit_and_never_in_normal_driving(spa
     assert crossed - first >= 30_000, "warned at least 30 s before the coolant crossed the limit"
     assert all(r["coolant_temp"] <= 110.0 and r["coolant_slope"] >= MT.WARN_MIN_SLOPE for r in warned)
     assert all(0 <= r["seconds_to_limit"] <= MT.WARN_HORIZON_S for r in warned)
+
+
+def test_feature_windows_wait_for_their_minutes_then_close_the_same_windows(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """`stream --features-every-minutes 3`: the fleet's windows close every minute, the driving
+    features' once three minutes of them are due, into the same rows as a roll-up every minute."""
+    minutes = _minutes_batch_by_batch(silver(spark, events(minutes=18)), [T0, T0 + 20 * MIN]).localCheckpoint()
+    closed: dict[int, list[bool]] = {}
+    rows: dict[int, dict[tuple[str, int], tuple[object, ...]]] = {}
+    for every in (1, 3):
+        lake = Lake(str(tmp_path / f"lake-{every}"))
+        minutes.write.format("delta").save(lake.table("gold/car_minutes"))
+        writer = Writer(spark, lake, "lake", {})
+        batch = LakeBatch(spark, lake, LakeQuery(("gold",)), [], None, writer, None, features_every_min=every)  # type: ignore[arg-type]
+        closed[every] = []
+        for batch_id, newest in enumerate(range(12, 18)):  # the newest report at minutes 12 to 17
+            batch.newest_ms = T0 + newest * MIN
+            written = batch._roll_up(batch_id)
+            assert "gold/speed_by_model" in written  # a fleet window ends every minute
+            closed[every].append("gold/driving_features" in written)
+        table = spark.read.format("delta").load(lake.table("gold/driving_features"))
+        rows[every] = {(r["car_id"], int(r["window_end"].timestamp() * 1000)): tuple(r) for r in table.collect()}
+    # window ends due (10 minutes of lateness): 1-2 at minute 12, then one more each minute
+    assert closed == {1: [True] * 6, 3: [False, True, False, False, True, False]}
+    ends = {end for _, end in rows[3]}
+    assert ends == {T0 + m * MIN for m in range(1, 7)}  # 7 waits for two more
+    assert set(rows[3]) == {key for key in rows[1] if key[1] in ends}
+    for key, row in rows[3].items():  # (floating sums in another order may differ in the last digits)
+        assert row == pytest.approx(rows[1][key], rel=1e-9, nan_ok=True), key

@@ -1,12 +1,15 @@
 """Two queries of one application upserting the same table (the episodes and offline queries both
 upsert silver/alert_episodes): their MERGEs take turns, so neither fails on the other's commit and
-runs again, and every row lands."""
+runs again, and every row lands. Each MERGE is held a moment longer than it takes, so that without
+the turns two would surely overlap."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
@@ -16,6 +19,7 @@ from fleetstream.pipeline.writer import Lake, Writer
 
 TABLE = EpisodesBatch.TABLE
 ROUNDS = 3
+HELD_S = 0.3  # each MERGE is held this much longer
 
 
 def _episodes(spark: SparkSession, prefix: str, n: int, as_of: int):  # type: ignore[no-untyped-def]
@@ -28,8 +32,23 @@ def _episodes(spark: SparkSession, prefix: str, n: int, as_of: int):  # type: ig
 
 
 def test_two_writers_upserting_one_table_take_turns(
-    spark: SparkSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    spark: SparkSession, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    inside, most, guard = [0], [0], threading.Lock()
+    merge = Writer._merge_retried
+
+    def held(self: Writer, *args: Any) -> None:
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(HELD_S)
+            merge(self, *args)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(Writer, "_merge_retried", held)
     lake = Lake(str(tmp_path / "lake"))
     episodes, offline = Writer(spark, lake, "episodes", {}), Writer(spark, lake, "offline", {})
     episodes.write(0, {TABLE: _episodes(spark, "e", 5, 1)})  # the table's creation: an append
@@ -49,6 +68,7 @@ def test_two_writers_upserting_one_table_take_turns(
     for thread in threads:
         thread.join()
     assert not failures, failures
+    assert most[0] == 1, f"{most[0]} upserts of the table at once"
     retried = [r.getMessage() for r in caplog.records if "changed under the upsert" in r.getMessage()]
     assert not retried, retried  # no MERGE failed on the other's commit
 

@@ -106,7 +106,8 @@ def stream(
             envvar="FLEETSTREAM_STREAM_FEATURES_EVERY_MINUTES",
             help="Close and score the driving-feature windows (gold/driving_features, gold/driver_style) once this "
             "many minutes of them are due: the ML's per-minute work that many times less often, each window "
-            "scored up to that many minutes later (after the 10 minutes of lateness every gold window waits).",
+            "scored up to one minute fewer than that later (after the 10 minutes of lateness every gold window "
+            "waits).",
         ),
     ] = FEATURES_EVERY_MIN,
     episodes_trigger_seconds: Annotated[

@@ -351,7 +351,6 @@ class LakeBatch:
         )
         if not ranges:
             return []
-        lo = min(span[0] for span in ranges.values())
         hi = max(span[1] for span in ranges.values())
 
         def between(span: tuple[int, int]) -> Column:
@@ -359,12 +358,15 @@ class LakeBatch:
 
         outputs: dict[str, DataFrame | None] = {}
         fleet = [n for n in ("gold/speed_by_model", "gold/cars_by_color") if n in ranges]
-        if fleet or "gold/driving_features" in ranges:
-            longest = gold.FLEET_WINDOW_MIN if fleet else features.WINDOW_MIN
+        # the minutes each closing window covers: back from its first end by its length
+        starts = [ranges[n][0] - gold.FLEET_WINDOW_MIN * gold.MINUTE_MS for n in fleet]
+        if "gold/driving_features" in ranges:
+            starts.append(ranges["gold/driving_features"][0] - features.WINDOW_MIN * gold.MINUTE_MS)
+        if starts:
             minutes = (
                 self.spark.read.format("delta")
                 .load(self.lake.table("gold/car_minutes"))
-                .where(_ms("minute").between(lo - longest * gold.MINUTE_MS, hi - 1))
+                .where(_ms("minute").between(min(starts), hi - 1))
             )
         if "gold/driving_features" in ranges:
             span = ranges["gold/driving_features"]
@@ -378,9 +380,10 @@ class LakeBatch:
                 except Exception:  # scoring is an extra: the lake goes on without it
                     log.exception("%s: scoring the driving-feature windows failed; they stay unscored", self.query.name)
             outputs["gold/driving_features"] = closed
-        if fleet:
+        if fleet:  # (over the fleet tables' own window ends: driving features waiting may go further back)
+            fleet_lo, fleet_hi = min(ranges[n][0] for n in fleet), max(ranges[n][1] for n in fleet)
             per_car = gold.car_windows_from_minutes(
-                minutes, F.timestamp_millis(F.lit(lo)), F.timestamp_millis(F.lit(hi))
+                minutes, F.timestamp_millis(F.lit(fleet_lo)), F.timestamp_millis(F.lit(fleet_hi))
             ).localCheckpoint(eager=True)
             if "gold/speed_by_model" in ranges:
                 outputs["gold/speed_by_model"] = gold.speed_by_model(

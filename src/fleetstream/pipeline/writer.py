@@ -39,7 +39,8 @@ MERGE_ATTEMPTS = 5
 #: one lock per table path for the upserts of this process: the episodes and offline queries both
 #: upsert silver/alert_episodes, and two MERGEs at once make one fail on the other's commit and run
 #: again whole (a second or two of CPU each time); in turn, neither is wasted. Writers in other
-#: processes (the maintenance's OPTIMIZE) are still met by the retries.
+#: processes (the maintenance's OPTIMIZE) are still met by the retries. (A table's creation, an
+#: append, is not under it: the stream creates the episode tables before their queries start.)
 _UPSERT_LOCKS: dict[str, threading.Lock] = {}
 _UPSERT_LOCKS_GUARD = threading.Lock()
 _HISTORY = ("version", "operation", "operationParameters", "userMetadata")
