@@ -162,6 +162,10 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "no-stateful": ("without the stateful queries", {"FLEETSTREAM_STREAM_ONLY": "bronze,silver,alerts,gold"}),
     "no-ml": ("without the ML tables", {"FLEETSTREAM_STREAM_ML": "false"}),
     "rollup-5": ("gold's windows closed every 5 minutes", {"FLEETSTREAM_STREAM_ROLLUP_EVERY_MINUTES": "5"}),
+    "features-1": (
+        "the driving features closed and scored every minute",
+        {"FLEETSTREAM_STREAM_FEATURES_EVERY_MINUTES": "1"},
+    ),
     "features-5": (
         "the driving features closed and scored every 5 minutes",
         {"FLEETSTREAM_STREAM_FEATURES_EVERY_MINUTES": "5"},

@@ -97,8 +97,8 @@ def bench_pipeline(
         typer.Option(
             help="Quiet fleet: comma-separated variants, run alternately: default (as `make run` starts it), "
             "no-stateful (without the stateful queries), no-ml (without the ML tables: `stream --no-ml`), "
-            "rollup-5 (gold's windows closed every 5 minutes), features-5 (the driving features closed and scored "
-            "every 5 minutes); several joined by + (no-ml+rollup-5)."
+            "rollup-5 (gold's windows closed every 5 minutes), features-1 and features-5 (the driving features "
+            "closed and scored every minute, every 5 minutes: the default); several joined by + (no-ml+rollup-5)."
         ),
     ] = "default,no-stateful",
     steady_modes: Annotated[

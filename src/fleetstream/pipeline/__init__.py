@@ -19,11 +19,11 @@ LAKE_GOLD_S = 20.0
 LAKE_ROLLUP_MIN = 1
 #: a live lake closes and scores the driving-feature windows (gold/driving_features,
 #: gold/driver_style) once this many minutes of them are due, in a roll-up with the fleet windows:
-#: more than 1 does the ML's per-minute work (the windows' read, the scoring, two commits) that many
-#: times less often, each window scored up to that many minutes later, after the 10 minutes of
-#: lateness every gold window waits (docs/ml.md; not measured yet: the bench's ``features-5``); a
+#: 5 does the ML's per-minute work (the windows' read, the scoring, two commits) a fifth as often,
+#: each window scored up to 4 minutes later, after the 10 minutes of lateness every gold window
+#: waits (with it, the ML tables cost a quiet fleet no measurable CPU: docs/ml.md, "Cost"); a
 #: catch-up run closes all it can at once
-FEATURES_EVERY_MIN = 1
+FEATURES_EVERY_MIN = 5
 #: Kafka records per lake batch at most: bounds a batch's memory when a backlog drains
 LAKE_MAX_RECORDS = 250_000
 #: the alert-data publisher's mode: "realtime" (Spark's real-time mode) or "microbatch"
