@@ -264,6 +264,9 @@ def test_driving_features_equal_batch_recomputation(run) -> None:  # type: ignor
     assert written.groupBy("car_id", "window_end").count().where("count > 1").count() == 0  # each window once
     silver = table(spark, settings, "silver/telemetry")
     span = written.agg(F.min("window_end"), F.max("window_end")).first()
+    # a catch-up run closes every window it can, whatever --features-every-minutes says: as far as the fleet's
+    fleet_end = table(spark, settings, "gold/speed_by_model").agg(F.max("window_end")).first()[0]
+    assert span[1] == fleet_end
     recomputed = features.driving_features(gold.car_minutes(silver), F.lit(span[0]), F.lit(span[1]))
     joined = written.alias("g").join(recomputed.alias("b"), ["car_id", "window_end"])
     assert joined.count() == written.count()

@@ -88,7 +88,8 @@ def bench_pipeline(
         typer.Option(
             min=0,
             help="Quiet fleet: seconds from the command to the measure. The gold windows and feature windows "
-            "close 10 minutes of event time after they start (the lateness validation accepts): 720 measures "
+            "close 10 minutes of event time after they end (the lateness validation accepts), the feature "
+            "windows 5 at a time (the first about 15 minutes in): 720 with --quiet-seconds 600 or more measures "
             "them too.",
         ),
     ] = 60,

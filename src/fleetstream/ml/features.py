@@ -17,7 +17,8 @@ incrementally without state and a backfill computes the same from silver:
 Why 5 minutes: a driving style shows in how a car accelerates, brakes and shifts, and a city car
 does each a few times a minute; one minute holds too few of them (a red light can fill it), 15
 minutes would leave a new car unscored for a quarter of an hour. Windows ending every minute give
-the live score a fresh value each minute.
+the live score a fresh value each minute (a live stream writes and scores them
+``--features-every-minutes``, 5, at a time).
 """
 
 from __future__ import annotations

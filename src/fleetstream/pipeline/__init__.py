@@ -21,8 +21,8 @@ LAKE_ROLLUP_MIN = 1
 #: gold/driver_style) once this many minutes of them are due, in a roll-up with the fleet windows:
 #: 5 does the ML's per-minute work (the windows' read, the scoring, two commits) a fifth as often,
 #: each window scored up to 4 minutes later, after the 10 minutes of lateness every gold window
-#: waits (with it, the ML tables cost a quiet fleet no measurable CPU: docs/ml.md, "Cost"); a
-#: catch-up run closes all it can at once
+#: waits (with it, the ML tables cost a quiet fleet no measurable CPU, docs/ml.md "Cost"; the
+#: cadence's own saving is not measured); a catch-up run closes all it can at once
 FEATURES_EVERY_MIN = 5
 #: Kafka records per lake batch at most: bounds a batch's memory when a backlog drains
 LAKE_MAX_RECORDS = 250_000

@@ -149,7 +149,7 @@ def gauges(car: str) -> None:
 def trips(car: str) -> None:
     settings = context.settings()
     rows = context.safely("gold/trips", lambda: read.car_trips(settings, car), None)
-    since = context.now() - dt.timedelta(minutes=15)
+    since = context.now() - dt.timedelta(minutes=shape.STYLE_MIN)
     styles = context.safely("gold/driver_style", lambda: read.driver_styles(settings, since), None)
     style = shape.car_style(styles, car)
     if style is not None:

@@ -9,8 +9,6 @@ import streamlit as st
 from fleetstream.dashboard import charts, context, shape
 from fleetstream.lake import read
 
-STYLE_MIN = 15  # a car's style is shown from windows that ended within this many minutes
-
 
 def _fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
@@ -53,7 +51,7 @@ def live() -> None:
     if open_by_rule:
         st.caption("Open episodes by rule: " + ", ".join(f"**{rule}** {n:,}" for rule, n in open_by_rule.items()))
     styles = context.safely(
-        "gold/driver_style", lambda: read.driver_styles(settings, now - dt.timedelta(minutes=STYLE_MIN)), None
+        "gold/driver_style", lambda: read.driver_styles(settings, now - dt.timedelta(minutes=shape.STYLE_MIN)), None
     )
     mix = shape.style_mix(styles)
     if mix:
