@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from fleetstream.pipeline import FEATURES_EVERY_MIN
+from fleetstream.pipeline import DEFAULT_MAX_LATENESS_S, FEATURES_EVERY_MIN
 from fleetstream.pipeline.monitor import QueryHealth
 from fleetstream.reference.catalog import PROFILES
 
@@ -115,9 +115,9 @@ def style_mix(styles: pl.DataFrame | None) -> dict[str, int]:
 
 
 #: a car's driving style is shown from the windows that ended within this many minutes: a live stream
-#: writes them 10 minutes after they end (the lateness), ``FEATURES_EVERY_MIN`` at a time, and a few
-#: minutes are left for the roll-up to land
-STYLE_MIN = 10 + FEATURES_EVERY_MIN + 5
+#: writes them the lateness after they end, ``FEATURES_EVERY_MIN`` at a time, and a few minutes are
+#: left for the roll-up to land
+STYLE_MIN = DEFAULT_MAX_LATENESS_S // 60 + FEATURES_EVERY_MIN + 5
 
 
 def car_style(styles: pl.DataFrame | None, car: str) -> dict[str, Any] | None:

@@ -5,6 +5,9 @@ imports nothing, so the command line reads them without starting Spark). docs/op
 how the lake's adaptive batches work and docs/benchmarks.md how the defaults were chosen.
 """
 
+#: how late an event may come, in seconds: later ones are quarantined (``too_late``), and gold's
+#: windows close this long after they end
+DEFAULT_MAX_LATENESS_S = 600
 #: how often the lake queries look for new input, in seconds
 LAKE_TRIGGER_S = 2.0
 #: a Kafka lake batch starts as soon as this many records wait...

@@ -29,9 +29,8 @@ from pyspark.sql.streaming.stateful_processor import (
 )
 
 from fleetstream.lake.tables import TABLES
-from fleetstream.pipeline import gold
+from fleetstream.pipeline import DEFAULT_MAX_LATENESS_S, gold
 from fleetstream.pipeline.trips import TRIP_GAP_S, TRIP_STATE_SCHEMA, OpenTrip, Trips
-from fleetstream.pipeline.validate import DEFAULT_MAX_LATENESS_S
 from fleetstream.pipeline.writer import KAFKA, Writer
 from fleetstream.rules.engine import Rule
 from fleetstream.rules.lifecycle import Episode, Event, Machine, Update

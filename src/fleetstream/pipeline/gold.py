@@ -31,7 +31,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from fleetstream.ml import features, maintenance
-from fleetstream.pipeline.validate import DEFAULT_MAX_LATENESS_S
+from fleetstream.pipeline import DEFAULT_MAX_LATENESS_S
 
 MINUTE_MS = 60_000
 FLEET_WINDOW_MIN = 15  # the sliding windows' length in minutes (they slide every minute)

@@ -19,9 +19,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType, VariantType
 
 from fleetstream import schema
+from fleetstream.pipeline import DEFAULT_MAX_LATENESS_S
 
 REASONS = ("malformed_json", "missing_field", "bad_type", "out_of_range", "too_late", "future_time", "unknown_car")
-DEFAULT_MAX_LATENESS_S = 600
 DEFAULT_MAX_CLOCK_SKEW_S = 300
 
 _SPARK_TYPE = {"string": "string", "integer": "bigint", "number": "double", "boolean": "boolean"}
