@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -87,3 +88,79 @@ def test_an_empty_batch_keeps_the_ids(spark: SparkSession) -> None:
     recent.add(2)  # a batch without a valid row
     _write(silver, recent, 3, [("b", W)])
     assert len(silver.scans) == 1
+
+
+def _known(
+    silver: Silver, recent: RecentIds, batch_id: int, events: list[tuple[str, int]], ids: list[str]
+) -> set[str] | None:
+    """One small batch deduplicated on the driver: look up ``ids`` there, append, add its ids there."""
+    lo, hi = min(t for _, t in events), max(t for _, t in events)
+    got = recent.known(batch_id, lo, hi, pa.array(ids))
+    if got is not None:
+        assert set(got.to_pylist()) == silver.expected(batch_id, lo, hi) & set(ids), f"batch {batch_id}"
+        assert len(got) == len(set(got.to_pylist())), "distinct"
+    silver.rows += [(e, t, batch_id) for e, t in events]
+    recent.add(batch_id, None, hi, pa.table({"event_id": [e for e, _ in events], "event_time": [t for _, t in events]}))
+    return None if got is None else set(got.to_pylist())
+
+
+def test_small_batches_look_up_on_the_driver_and_the_ids_move_to_where_the_batch_needs_them(
+    spark: SparkSession,
+) -> None:
+    silver = Silver(spark)
+    silver.rows.append(("early", W, -1))  # in silver before this run
+    recent = RecentIds(silver.scan, W, merge_every=2, spark=spark)
+    step = 3 * 60_000
+    # the first batch reads the files once, onto the driver
+    assert _known(silver, recent, 0, [("a", W + step)], ["a", "early", "early"]) == {"early"}
+    assert len(silver.scans) == 1
+    assert recent.local is not None
+    assert not recent.chunks
+    assert _known(silver, recent, 1, [("b", W + 2 * step)], ["b", "a"]) == {"a"}
+    # a large batch: the ids go to the executors, and it adds a chunk there
+    _write(silver, recent, 2, [("c", W + 3 * step), ("a", W + 3 * step)])
+    assert recent.local is None
+    assert recent.chunks
+    # a small one again: they come back to the driver (one job), with no scan of the files
+    assert _known(silver, recent, 3, [("d", W + 4 * step)], ["d", "c", "b"]) == {"c", "b"}
+    assert not recent.chunks
+    assert len(silver.scans) == 1
+    for batch in range(4, 12):  # the ids more than two windows older than the newest are let go
+        _known(silver, recent, batch, [(f"e{batch}", W + (batch + 1) * step)], [f"e{batch}"])
+    assert recent.local is not None
+    assert "early" not in recent.local["event_id"].to_pylist()
+    assert "e11" in recent.local["event_id"].to_pylist()
+    # a batch reaching further back than the ids kept: the driver cannot tell, the files can
+    assert _known(silver, recent, 12, [("late", W), ("now", W + 13 * step)], ["early", "now"]) is None
+    lo, hi = W, W + 13 * step
+    assert "early" in _ids(recent.seen(12, lo, hi)), "the scan answers"
+    assert len(silver.scans) == 2
+
+
+def test_ids_too_many_for_the_driver_stay_in_the_executors(spark: SparkSession) -> None:
+    silver = Silver(spark)
+    silver.rows += [(f"old{i}", W, -1) for i in range(5)]
+    recent = RecentIds(silver.scan, W, merge_every=2, local_max=3, spark=spark)
+
+    def small(batch_id: int, event: tuple[str, int], ids: list[str]) -> set[str]:
+        """A small batch as silver_batch runs it: the driver first, then Spark when it cannot tell."""
+        got = recent.known(batch_id, event[1], event[1], pa.array(ids))
+        answer = set(got.to_pylist()) if got is not None else _ids(recent.seen(batch_id, event[1], event[1])) & set(ids)
+        assert answer == silver.expected(batch_id, event[1], event[1]) & set(ids), f"batch {batch_id}"
+        silver.rows.append((*event, batch_id))
+        recent.add(batch_id, None, event[1], pa.table({"event_id": [event[0]], "event_time": [event[1]]}))
+        return answer
+
+    assert recent.known(0, W, W, pa.array(["a"])) is None, "six ids do not fit in three"
+    assert recent.local is None
+    assert recent.chunks
+    assert small(0, ("a", W), ["a", "old1"]) == {"old1"}
+    assert small(1, ("b", W), ["b", "a"]) == {"a"}, "the chunks and the driver's ids both count"
+    assert recent.local_blocked, "tried once, then not until a merge"
+    assert small(2, ("c", W), ["c", "b", "old2"]) == {"b", "old2"}
+    assert len(silver.scans) == 1
+    # a batch run again after a crash starts from the files, whichever side it asks
+    again = RecentIds(silver.scan, W, spark=spark)
+    found = again.known(1, W, W, pa.array(["a", "b", "zzz"]))
+    assert found is not None
+    assert set(found.to_pylist()) == {"a"}, "not b, which batch 1 itself wrote"

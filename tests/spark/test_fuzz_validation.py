@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -105,9 +106,24 @@ def test_every_record_lands_once_with_a_reason_when_rejected(
     with pytest.MonkeyPatch.context() as patch:  # (Spark's joins must not be what answers here)
         patch.setattr(silver, "later_copies", _not_called)
         local = silver_batch(parsed, reference, lambda lo, hi: seen, batch_id=1, small=len(batch))
-    for name in ("silver", "quarantine", "duplicates"):
-        assert _offsets(getattr(local, name)) == _offsets(getattr(result, name)), name
-    assert (local.event_range, local.rows) == (result.event_range, result.rows)
+        # ...and so does one that asks the driver which ids silver holds (RecentIds.known)
+        on_driver = silver_batch(parsed, reference, _not_called, batch_id=1, small=len(batch),
+                                 known=lambda lo, hi, ids: pc.filter(ids, pc.equal(ids, "e2")))  # fmt: skip
+    for made in (local, on_driver):
+        for name in ("silver", "quarantine", "duplicates"):
+            assert _offsets(getattr(made, name)) == _offsets(getattr(result, name)), name
+        assert (made.event_range, made.rows) == (result.event_range, result.rows)
+    # the first copies' ids, on the driver for RecentIds.add: silver's own
+    assert result.first_ids is None
+    silver_ids = sorted((r["event_id"], r["event_time"]) for r in result.silver.collect()) if result.silver else []
+    for made in (local, on_driver):
+        got = made.first_ids
+        pairs = (
+            sorted(zip(got["event_id"].to_pylist(), got["event_time"].to_pylist(), strict=True))
+            if got is not None
+            else []
+        )
+        assert pairs == silver_ids
     landed: list[int] = []
     for frame in (result.silver, result.quarantine, result.duplicates):
         if frame is not None:

@@ -30,6 +30,7 @@ from pyspark.sql.streaming.stateful_processor import (
 
 from fleetstream.lake.tables import TABLES
 from fleetstream.pipeline import DEFAULT_MAX_LATENESS_S, gold
+from fleetstream.pipeline.clock import StepClock, jvm_pid
 from fleetstream.pipeline.trips import TRIP_GAP_S, TRIP_STATE_SCHEMA, OpenTrip, Trips
 from fleetstream.pipeline.writer import KAFKA, Writer
 from fleetstream.rules.engine import Rule
@@ -357,19 +358,27 @@ class EpisodesBatch:
 
     TABLE = "silver/alert_episodes"
 
-    def __init__(self, writer: Writer, alerts_topic: str | None, progress_every_s: float = 0.0) -> None:
+    def __init__(
+        self, writer: Writer, alerts_topic: str | None, progress_every_s: float = 0.0, name: str = "episodes"
+    ) -> None:
         self.writer, self.alerts_topic = writer, alerts_topic
         self.progress_every_s = progress_every_s
         self.written_at: dict[str, float] = {}  # table -> when this run last upserted it (monotonic)
         self.pending: dict[str, dict[str, tuple[Any, ...]]] = {self.TABLE: {}, TRIPS_TABLE: {}}  # table -> key -> row
-        self.__name__ = "episodes"
+        self.__name__ = name  # what Spark and stoppable() call it
+        self.jvm_pid: int | None = None  # the driver JVM's, for the step log (taken at the first batch)
+        self.clock_ended: tuple[float, float | None] | None = None  # the last batch's step clock's end
 
     def __call__(self, output: DataFrame, batch_id: int) -> None:
+        if self.jvm_pid is None:
+            self.jvm_pid = jvm_pid(output.sparkSession)
+        clock = StepClock(f"{self.__name__} batch {batch_id}", self.jvm_pid, self.clock_ended)
         output = output.persist()
         try:
             found = output.select(
                 "kind", F.col("episode.lifecycle").alias("lifecycle"), F.col("trip.status").alias("trip")
             ).distinct().collect()  # fmt: skip
+            clock.mark("state")
             lifecycles = {r["lifecycle"] for r in found if r["kind"] == "episode"}
             statuses = {r["trip"] for r in found if r["kind"] == "trip"}
             outputs: dict[str, DataFrame | None] = {}
@@ -389,7 +398,8 @@ class EpisodesBatch:
                 session, TRIPS_TABLE, trips if statuses else None, "closed" in statuses, TRIP_SCHEMA, trip_rows
             )
             if any(frame is not None for frame in outputs.values()):
-                self.writer.write(batch_id, outputs)
+                written = self.writer.write(batch_id, outputs)
+                clock.mark(f"write {'+'.join(written)}")
             now = time.monotonic()
             for table in (self.TABLE, TRIPS_TABLE):
                 if outputs.get(table) is not None:
@@ -397,6 +407,8 @@ class EpisodesBatch:
                     self.pending[table].clear()
         finally:
             output.unpersist()
+        clock.log()
+        self.clock_ended = clock.ended
 
     def _progress(
         self,

@@ -26,6 +26,7 @@ from fleetstream.ml import features, maintenance
 from fleetstream.ml.score import Scorer
 from fleetstream.pipeline import gold
 from fleetstream.pipeline.alerts import alert_messages, alerts
+from fleetstream.pipeline.clock import StepClock, jvm_pid
 from fleetstream.pipeline.dedup import RecentIds
 from fleetstream.pipeline.dims import DimsCache
 from fleetstream.pipeline.plan import LakeQuery
@@ -46,22 +47,6 @@ SMALL_BATCH = 20_000
 CODEGEN_LIMIT = {"small": "65535", "large": "8000"}
 ROLLUPS = ("gold/speed_by_model", "gold/cars_by_color", "gold/alerts_per_minute", "gold/driving_features")
 ML_ROLLUPS = ("gold/driving_features",)  # (gold/maintenance follows them)
-
-
-class StepClock:
-    """Durations of the steps of one micro-batch, logged at debug level (``fleetstream -v stream``)."""
-
-    def __init__(self, what: str) -> None:
-        self.what, self.last = what, time.perf_counter()
-        self.steps: list[tuple[str, float]] = []
-
-    def mark(self, step: str) -> None:
-        now = time.perf_counter()
-        self.steps.append((step, now - self.last))
-        self.last = now
-
-    def log(self) -> None:
-        log.debug("%s: %s", self.what, ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.steps))
 
 
 def _ms(column: str) -> Column:
@@ -113,18 +98,24 @@ class LakeBatch:
         self.gold_pending: list[DataFrame] = []
         self.pending_since: int | None = None
         self.__name__ = query.name  # what Spark and stoppable() call it
-        self.recent_ids = RecentIds(self._silver_seen, DEDUP_WINDOW_MS)
+        self.recent_ids = RecentIds(self._silver_seen, DEDUP_WINDOW_MS, spark=spark)
         self.car_state: DataFrame | None = None  # the cars' latest state after the last batch
         self.windows: dict[str, gold.Windows] = {}
         self.newest_ms: int | None = None  # the newest event time seen
         self.last_rows = 0  # rows in the last batch: small batches and large ones are planned apart
+        #: the driver JVM's process id, for the step log's CPU times (None: not started by this process)
+        self.jvm_pid = jvm_pid(spark)
+        self.clock_ended: tuple[float, float | None] | None = None  # the last batch's step clock's end
 
     def __call__(self, rows: DataFrame, batch_id: int) -> None:
-        layers, clock = self.query.layers, StepClock(f"{self.query.name} batch {batch_id}")
+        layers, clock = (
+            self.query.layers,
+            StepClock(f"{self.query.name} batch {batch_id}", self.jvm_pid, self.clock_ended),
+        )
         outputs: dict[str, DataFrame | None] = {}
         messages: list[DataFrame] = []
         held: list[DataFrame] = []  # persisted for the batch, released at its end
-        silver_rows, event_range = None, None
+        silver_rows, event_range, first_ids = None, None, None
         if layers == ("bronze",):
             outputs["bronze/telemetry"] = rows
         if "silver" in layers:
@@ -134,8 +125,9 @@ class LakeBatch:
             rows.sparkSession.conf.set("spark.sql.codegen.hugeMethodLimit", CODEGEN_LIMIT[size])
             rows.sparkSession.conf.set("spark.sql.shuffle.partitions", "1" if size == "small" else "4")
             seen = functools.partial(self.recent_ids.seen, batch_id)
+            known = functools.partial(self.recent_ids.known, batch_id)
             made = silver_batch(rows, self.dims.get(), seen, batch_id, bronze="bronze" in layers,
-                                small=SMALL_BATCH if size == "small" else 0)  # fmt: skip
+                                small=SMALL_BATCH if size == "small" else 0, mark=clock.mark, known=known)  # fmt: skip
             clock.mark("silver")
             outputs |= {"bronze/telemetry": made.bronze, "silver/telemetry": made.silver,
                         "quarantine/telemetry": made.quarantine, "silver/duplicates": made.duplicates}  # fmt: skip
@@ -145,6 +137,7 @@ class LakeBatch:
                 if made.quarantine is not None:
                     messages.append(dlq_messages(made.quarantine, self.topics["dlq"]))
             silver_rows, event_range, self.last_rows = made.silver, made.event_range, made.rows
+            first_ids = made.first_ids
         elif self.query.source == "silver/telemetry":
             silver_rows = rows
         fired = None  # this batch's alerts (None: none fired, or the query has no alerts layer)
@@ -153,6 +146,7 @@ class LakeBatch:
             held.append(fired)
             if fired.count() == 0:  # (computes and keeps every partition, which isEmpty would not)
                 fired = None
+            clock.mark("alerts")
             outputs["silver/alerts"] = fired
             if fired is not None and self.alerts_in_batch and self.topics is not None:
                 messages.append(alert_messages(fired, self.topics["alerts"]))
@@ -170,12 +164,14 @@ class LakeBatch:
                     held.append(warned)
                     outputs["gold/overheat_warnings"] = warned if warned.count() else None
         outputs[KAFKA] = reduce(DataFrame.unionByName, messages) if messages else None
-        dedup_ids = RecentIds.chunk(silver_rows) if "silver" in layers and silver_rows is not None else None
+        dedup_ids = None  # (a small batch's first copies are on the driver already: first_ids)
+        if "silver" in layers and silver_rows is not None and first_ids is None:
+            dedup_ids = RecentIds.chunk(silver_rows)
         clock.mark("plan")
         written = self.writer.write(batch_id, outputs)
         clock.mark(f"write {'+'.join(written)}")
         if "silver" in layers:
-            self.recent_ids.add(batch_id, dedup_ids, event_range[1] if event_range else 0)
+            self.recent_ids.add(batch_id, dedup_ids, event_range[1] if event_range else 0, first_ids)
         if event_range is not None:
             self.newest_ms = max(self.newest_ms or event_range[1], event_range[1])
         if gold_now:
@@ -186,6 +182,7 @@ class LakeBatch:
         for frame in held:
             frame.unpersist()
         clock.log()
+        self.clock_ended = clock.ended
 
     # --- silver ------------------------------------------------------------------------------
     def _silver_seen(self, lo_ms: int, hi_ms: int | None, batch_id: int) -> DataFrame:

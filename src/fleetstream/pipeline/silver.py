@@ -200,6 +200,8 @@ class SilverBatch:
     #: the valid events' event_time range (ms), None when there is no valid row
     event_range: tuple[int, int] | None
     rows: int = 0  # bronze rows in the batch
+    #: the first copies' event_id and event_time on the driver, when the batch was deduplicated there
+    first_ids: pa.Table | None = None
 
     @property
     def empty(self) -> bool:
@@ -209,10 +211,20 @@ class SilverBatch:
 #: (lowest, highest event_time in ms of a batch's valid rows) -> the event_ids silver already holds
 #: near them, or None when it holds none
 Seen = Callable[[int, int], DataFrame | None]
+#: the same for a small batch, on the driver: (lowest, highest event_time, the batch's valid event_ids)
+#: -> those of them silver holds near those times, or None when the driver cannot tell (then ``Seen``)
+Known = Callable[[int, int, "pa.Array"], "pa.Array | None"]
 
 
 def silver_batch(
-    parsed: DataFrame, reference: Reference, seen: Seen, batch_id: int, bronze: bool = False, small: int = 0
+    parsed: DataFrame,
+    reference: Reference,
+    seen: Seen,
+    batch_id: int,
+    bronze: bool = False,
+    small: int = 0,
+    mark: Callable[[str], None] = lambda step: None,
+    known: Known | None = None,
 ) -> SilverBatch:
     """Enrich and deduplicate one batch of parsed bronze rows (:func:`parse_bronze`); with ``bronze``,
     also return the batch's bronze rows.
@@ -223,15 +235,20 @@ def silver_batch(
 
     ``small``: a batch of at most this many rows is deduplicated on the driver (its ids, offsets
     and event times fetched in one job: :func:`later_copies_local`); a larger one, or any with 0,
-    by Spark's joins (:func:`later_copies`). The two give the same frames.
+    by Spark's joins (:func:`later_copies`). The two give the same frames. A small batch asks
+    ``known`` first, when given, which ids silver holds (no Spark job), then ``seen``.
+
+    ``mark`` is called with each step's name when it ends (the batch's step log).
     """
     checked = enrich(parsed, reference)
     checked = checked.withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))
     checked = (checked if bronze else checked.drop("value")).localCheckpoint(eager=True)
+    mark("silver: checked")
     bronze_rows = checked.select(*BRONZE_COLUMNS) if bronze else None
     # Valid rows keep silver's columns only: every later step reads them, some several times.
     valid = checked.where(F.col("reason").isNull()).select(*[c for c in SILVER_COLUMNS if c != "silver_batch"])
     keys = _keys_if_small(checked, small)
+    mark("silver: keys")
     if keys is not None:
         import pyarrow.compute as pc
 
@@ -252,17 +269,24 @@ def silver_batch(
     if lo is None or hi is None:
         return SilverBatch(bronze_rows, None, quarantine, None, None, rows)
     lo, hi = int(lo), int(hi)
+    first_ids = None
     if keys is not None:
-        copies = later_copies_local(keys.filter(keys["ok"]), _known(valid, seen(lo, hi)))
+        ok = keys.filter(keys["ok"])
+        held = known(lo, hi, ok["event_id"].combine_chunks()) if known is not None else None
+        held = held if held is not None else _known(valid, seen(lo, hi))
+        mark("silver: known ids")
+        copies = later_copies_local(ok, held)
         # (a local frame of the few copies: split_copies broadcasts it)
         copies_at = copies_frame(checked, copies) if copies.num_rows else None
+        firsts = ok.join(copies, list(COPY_KEYS), join_type="left anti") if copies.num_rows else ok
+        first_ids = firsts.select(["event_id", "event_time"])
     else:  # only the copies' coordinates are materialised; the rows are read from ``checked`` again
         copies_at = later_copies(valid, seen(lo, hi)).localCheckpoint(eager=True)
         copies_at = copies_at if copies_at.count() else None
     first, later = split_copies(valid, copies_at) if copies_at is not None else (valid, None)
     first = with_values(first, silver_batch=batch_id).select(*SILVER_COLUMNS)
     duplicates = duplicate_rows(later) if later is not None else None
-    return SilverBatch(bronze_rows, first, quarantine, duplicates, (lo, hi), rows)
+    return SilverBatch(bronze_rows, first, quarantine, duplicates, (lo, hi), rows, first_ids)
 
 
 def _keys_if_small(checked: DataFrame, small: int) -> pa.Table | None:

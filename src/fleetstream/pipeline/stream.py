@@ -302,6 +302,7 @@ class Streams:
             Writer(self.spark, self.lake, name, self.kafka),
             self.settings.kafka.topics.alerts if self.plan.publish else None,
             progress_every_s=0.0 if self.plan.available_now else self.triggers.progress_s,
+            name=query.name,
         )
         earlier = self.episode_batches.get(query.name)
         if earlier is not None:  # a restart: the progress the stopped query held back goes on waiting
