@@ -90,18 +90,23 @@ def test_an_empty_batch_keeps_the_ids(spark: SparkSession) -> None:
     assert len(silver.scans) == 1
 
 
-def _known(
+def _small(
     silver: Silver, recent: RecentIds, batch_id: int, events: list[tuple[str, int]], ids: list[str]
-) -> set[str] | None:
-    """One small batch deduplicated on the driver: look up ``ids`` there, append, add its ids there."""
+) -> tuple[set[str], bool]:
+    """One small batch as silver_batch runs it: look up ``ids`` on the driver, or in Spark when the
+    driver cannot tell; append; add the batch's ids on the driver. Returns the answer (checked against
+    what a scan of silver gives) and whether the driver gave it."""
     lo, hi = min(t for _, t in events), max(t for _, t in events)
     got = recent.known(batch_id, lo, hi, pa.array(ids))
     if got is not None:
-        assert set(got.to_pylist()) == silver.expected(batch_id, lo, hi) & set(ids), f"batch {batch_id}"
-        assert len(got) == len(set(got.to_pylist())), "distinct"
+        answer = set(got.to_pylist())
+        assert len(got) == len(answer), "distinct"
+    else:
+        answer = _ids(recent.seen(batch_id, lo, hi)) & set(ids)
+    assert answer == silver.expected(batch_id, lo, hi) & set(ids), f"batch {batch_id}"
     silver.rows += [(e, t, batch_id) for e, t in events]
     recent.add(batch_id, None, hi, pa.table({"event_id": [e for e, _ in events], "event_time": [t for _, t in events]}))
-    return None if got is None else set(got.to_pylist())
+    return answer, got is not None
 
 
 def test_small_batches_look_up_on_the_driver_and_the_ids_move_to_where_the_batch_needs_them(
@@ -112,55 +117,77 @@ def test_small_batches_look_up_on_the_driver_and_the_ids_move_to_where_the_batch
     recent = RecentIds(silver.scan, W, merge_every=2, spark=spark)
     step = 3 * 60_000
     # the first batch reads the files once, onto the driver
-    assert _known(silver, recent, 0, [("a", W + step)], ["a", "early", "early"]) == {"early"}
+    assert _small(silver, recent, 0, [("a", W + step)], ["a", "early", "early"]) == ({"early"}, True)
     assert len(silver.scans) == 1
     assert recent.local is not None
     assert not recent.chunks
-    assert _known(silver, recent, 1, [("b", W + 2 * step)], ["b", "a"]) == {"a"}
+    assert _small(silver, recent, 1, [("b", W + 2 * step)], ["b", "a"]) == ({"a"}, True)
     # a large batch: the ids go to the executors, and it adds a chunk there
     _write(silver, recent, 2, [("c", W + 3 * step), ("a", W + 3 * step)])
     assert recent.local is None
     assert recent.chunks
     # a small one again: they come back to the driver (one job), with no scan of the files
-    assert _known(silver, recent, 3, [("d", W + 4 * step)], ["d", "c", "b"]) == {"c", "b"}
+    assert _small(silver, recent, 3, [("d", W + 4 * step)], ["d", "c", "b"]) == ({"c", "b"}, True)
     assert not recent.chunks
     assert len(silver.scans) == 1
-    for batch in range(4, 12):  # the ids more than two windows older than the newest are let go
-        _known(silver, recent, batch, [(f"e{batch}", W + (batch + 1) * step)], [f"e{batch}"])
+    names = {3: "d"}
+    for batch in range(4, 16):  # the ids more than two windows older than the newest are let go
+        names[batch] = f"e{batch}"
+        # the ids 3 minutes (inside the window) to 12 minutes (outside) before this batch's
+        asked = [names[batch], *(names[b] for b in range(batch - 4, batch) if b in names), "early"]
+        answer, on_driver = _small(silver, recent, batch, [(names[batch], W + (batch + 1) * step)], asked)
+        assert on_driver, f"batch {batch}"
+        assert names[batch - 1] in answer
     assert recent.local is not None
     assert "early" not in recent.local["event_id"].to_pylist()
-    assert "e11" in recent.local["event_id"].to_pylist()
-    # a batch reaching further back than the ids kept: the driver cannot tell, the files can
-    assert _known(silver, recent, 12, [("late", W), ("now", W + 13 * step)], ["early", "now"]) is None
-    lo, hi = W, W + 13 * step
-    assert "early" in _ids(recent.seen(12, lo, hi)), "the scan answers"
+    assert "e15" in recent.local["event_id"].to_pylist()
+    # a late event 9 minutes back: its window reaches 19 minutes back, inside the ids kept (20): the
+    # driver answers, with the id 18 minutes back
+    newest = W + 16 * step
+    answer, on_driver = _small(silver, recent, 16, [("late9", newest - 3 * step)], ["e9", "e8"])
+    assert on_driver
+    assert answer == {"e9"}, "e9 is 18 minutes back, e8 21"
+    # an event from long ago reaches further back than the ids kept: the driver cannot tell, the files can
+    answer, on_driver = _small(silver, recent, 17, [("late", W), ("now", newest)], ["early", "now"])
+    assert answer == {"early"}
+    assert not on_driver
     assert len(silver.scans) == 2
 
 
-def test_ids_too_many_for_the_driver_stay_in_the_executors(spark: SparkSession) -> None:
+def test_ids_too_many_for_the_driver_stay_in_the_executors_until_they_fit(spark: SparkSession) -> None:
     silver = Silver(spark)
-    silver.rows += [(f"old{i}", W, -1) for i in range(5)]
-    recent = RecentIds(silver.scan, W, merge_every=2, local_max=3, spark=spark)
-
-    def small(batch_id: int, event: tuple[str, int], ids: list[str]) -> set[str]:
-        """A small batch as silver_batch runs it: the driver first, then Spark when it cannot tell."""
-        got = recent.known(batch_id, event[1], event[1], pa.array(ids))
-        answer = set(got.to_pylist()) if got is not None else _ids(recent.seen(batch_id, event[1], event[1])) & set(ids)
-        assert answer == silver.expected(batch_id, event[1], event[1]) & set(ids), f"batch {batch_id}"
-        silver.rows.append((*event, batch_id))
-        recent.add(batch_id, None, event[1], pa.table({"event_id": [event[0]], "event_time": [event[1]]}))
-        return answer
-
-    assert recent.known(0, W, W, pa.array(["a"])) is None, "six ids do not fit in three"
-    assert recent.local is None
-    assert recent.chunks
-    assert small(0, ("a", W), ["a", "old1"]) == {"old1"}
-    assert small(1, ("b", W), ["b", "a"]) == {"a"}, "the chunks and the driver's ids both count"
-    assert recent.local_blocked, "tried once, then not until a merge"
-    assert small(2, ("c", W), ["c", "b", "old2"]) == {"b", "old2"}
+    silver.rows += [(f"old{i}", W, -1) for i in range(10)]
+    recent = RecentIds(silver.scan, W, merge_every=2, local_max=6, spark=spark)
+    # eleven ids in silver's window do not fit in six: the executors answer, and it is not tried again
+    assert _small(silver, recent, 0, [("a", W)], ["a", "old1"]) == ({"old1"}, False)
+    assert recent.local_blocked
+    assert _small(silver, recent, 1, [("b", W)], ["b", "a", "old2"]) == ({"a", "old2"}, False)
+    assert len(silver.scans) == 1
+    # time moves on: at a merge the old ids fall below the floor, what is left fits, and the next
+    # small batch takes the ids to the driver
+    step, on_driver = 8 * 60_000, []
+    for batch in range(2, 12):
+        events = [(f"e{batch}", W + batch * step)]
+        answer, driver = _small(silver, recent, batch, events, [f"e{batch}", f"e{batch - 1}"])
+        on_driver.append(driver)
+        if batch > 2:
+            assert answer == {f"e{batch - 1}"}
+    assert on_driver[0] is False
+    assert on_driver[-1] is True
     assert len(silver.scans) == 1
     # a batch run again after a crash starts from the files, whichever side it asks
-    again = RecentIds(silver.scan, W, spark=spark)
-    found = again.known(1, W, W, pa.array(["a", "b", "zzz"]))
-    assert found is not None
-    assert set(found.to_pylist()) == {"a"}, "not b, which batch 1 itself wrote"
+    again = RecentIds(silver.scan, W, local_max=6, spark=spark)
+    assert again.known(1, W, W, pa.array(["a", "b", "zzz"])) is None, "too many for the driver again"
+    assert _ids(again.seen(1, W, W)) & {"a", "b", "zzz"} == {"a"}, "not b, which batch 1 itself wrote"
+
+
+def test_more_ids_than_the_driver_keeps_go_to_the_executors(spark: SparkSession) -> None:
+    silver = Silver(spark)
+    recent = RecentIds(silver.scan, W, merge_every=100, local_max=4, spark=spark)
+    assert _small(silver, recent, 0, [("a", W), ("b", W)], ["a"]) == (set(), True)
+    assert _small(silver, recent, 1, [("c", W), ("d", W)], ["c", "a"]) == ({"a"}, True)
+    assert recent.chunks, "five ids (with silver's old one): more than four, moved to the executors"
+    assert recent.local is None
+    assert recent.local_blocked
+    assert _small(silver, recent, 2, [("e", W)], ["e", "b", "d"]) == ({"b", "d"}, False)
+    assert len(silver.scans) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 
 import pytest
@@ -36,10 +37,10 @@ def test_step_clock_logs_each_step_with_its_cpu_and_the_time_between_batches(cap
     second.mark("write bronze/telemetry")
     second.log()
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[0].startswith("lake batch 0: silver 0.")
+    assert re.match(r"lake batch 0: silver \d+\.\d\d s \(JVM CPU \d+\.\d\d s\)$", lines[0]), lines[0]
     cpu = float(lines[0].split("JVM CPU ")[1].split(" s")[0])
     assert cpu >= 0.1
-    assert lines[1].startswith("lake batch 1: since the last batch 0.")
+    assert re.match(r"lake batch 1: since the last batch \d+\.\d\d s \(JVM CPU \d+\.\d\d s\), write ", lines[1])
     assert "write bronze/telemetry" in lines[1]
 
 

@@ -16,9 +16,11 @@ A quiet fleet's batches are small and deduplicated on the driver (:func:`~fleets
 later_copies_local`); for them the ids are kept on the driver too, as an Arrow table, and looked up
 there (:meth:`RecentIds.known`): no Spark job, where the executors' chunks cost one to look up (a
 union, a broadcast join, a shuffle: about 0.8 s of CPU per batch on a quiet fleet,
-docs/benchmarks.md) and one to keep. The ids move to wherever the batch at hand needs them: to the
-driver when a small batch comes and they fit (``local_max`` rows), to the executors when a large
-batch comes.
+docs/benchmarks.md "Session 54") and one to keep. The ids move to wherever the batch at hand
+needs them: to the driver when a small batch comes and they fit (``local_max`` rows), to the
+executors when a large batch comes or they outgrow the driver (a fleet of more than about 800
+events/s in small batches); from there they come back only once a merge has cut them to a size
+that fits.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class RecentIds:
         self.spark = spark
         self.chunks: list[DataFrame] = []  # ids kept in the executors' memory
         self.local: pa.Table | None = None  # ids kept on the driver (event_id, event_time)
-        self.local_blocked = False  # the chunks did not fit on the driver: not tried again until merged
+        self.local_blocked = False  # the ids did not fit on the driver: not tried again until they do
+        self.local_adds = 0  # batches added to the driver's ids since they were last cut to the floor
         self.floor_ms = 0  # the ids kept reach back to this event time
         self.newest_ms = 0  # the newest event_time of the batches added
         self.next_batch: int | None = None  # the batch the ids kept are ready for
@@ -74,10 +77,8 @@ class RecentIds:
             self._restart([first.localCheckpoint(eager=True)], lo, hi_ms, batch_id)
         elif lo < self.floor_ms:  # further back than the ids kept: read the files
             return self.scan(lo, hi, batch_id).select("event_id")
-        elif self.local is not None:  # to the executors (one chunk)
-            spark = self.spark or SparkSession.active()
-            self.chunks.append(spark.createDataFrame(self.local).localCheckpoint(eager=True))
-            self.local = None
+        elif self.local is not None:
+            self._to_executors()
         return _between(reduce(DataFrame.unionByName, self.chunks), lo, hi).select("event_id")
 
     def known(self, batch_id: int, lo_ms: int, hi_ms: int, ids: pa.Array) -> pa.Array | None:
@@ -94,6 +95,7 @@ class RecentIds:
             table = first.limit(self.local_max + 1).toArrow()
             if table.num_rows > self.local_max:
                 self._restart([first.localCheckpoint(eager=True)], lo, hi_ms, batch_id)
+                self.local_blocked = True
                 return None
             self._restart([], lo, hi_ms, batch_id)
             self.local = _ids_table(table)
@@ -112,12 +114,19 @@ class RecentIds:
             return pa.array([], pa.string())
         times = self.local["event_time"]
         near = self.local["event_id"].filter(pc.and_(pc.greater_equal(times, lo), pc.less_equal(times, hi)))
-        ids = pc.unique(ids.cast(pa.string()))
-        return ids.filter(pc.is_in(ids, value_set=near.combine_chunks()))
+        # (the batch's few ids hashed, the ids kept probed: not a hash of up to a million per batch)
+        return pc.unique(near.filter(pc.is_in(near, value_set=pc.unique(ids.cast(pa.string())))).combine_chunks())
 
     def _restart(self, chunks: list[DataFrame], floor_ms: int, newest_ms: int, batch_id: int) -> None:
-        self.chunks, self.local, self.local_blocked = chunks, None, False
+        self.chunks, self.local, self.local_blocked, self.local_adds = chunks, None, False, 0
         self.floor_ms, self.newest_ms, self.next_batch = floor_ms, newest_ms, batch_id
+
+    def _to_executors(self) -> None:
+        """The ids kept on the driver moved to the executors' memory (one chunk)."""
+        if self.local is not None and self.local.num_rows:
+            spark = self.spark or SparkSession.active()
+            self.chunks.append(spark.createDataFrame(self.local).localCheckpoint(eager=True))
+        self.local, self.local_adds = None, 0
 
     @staticmethod
     def chunk(first: DataFrame) -> DataFrame:
@@ -140,22 +149,29 @@ class RecentIds:
         if chunk is not None:
             self.chunks.append(chunk)
         if len(self.chunks) > self.merge_every:
-            merged = _between(reduce(DataFrame.unionByName, self.chunks), floor, None)
-            self.chunks, self.floor_ms, self.local_blocked = [merged.localCheckpoint(eager=True)], floor, False
+            merged = _between(reduce(DataFrame.unionByName, self.chunks), floor, None).localCheckpoint(eager=True)
+            self.chunks, self.floor_ms = [merged], floor
+            if self.local_blocked:  # (counting the merged chunk is a small job; fetching it is not)
+                on_driver = self.local.num_rows if self.local is not None else 0
+                self.local_blocked = merged.count() + on_driver > self.local_max
 
     def _add_local(self, ids: pa.Table, floor: int) -> None:
-        """A small batch's ids kept on the driver (beside the chunks when there are any), the ids
-        more than two windows older than the newest event let go (and the floor raised to them)."""
+        """A small batch's ids kept on the driver (beside the chunks when there are any). Every
+        ``merge_every`` batches the ids more than two windows older than the newest event are let go
+        (and the floor raised to them); more than ``local_max`` ids go to the executors."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         held = pa.concat_tables([self.local, ids]) if self.local is not None else ids
-        if held.num_rows and pc.min(held["event_time"]).as_py() < floor:
+        self.local, self.local_adds = held, self.local_adds + 1
+        if self.local_adds >= self.merge_every:
             # (the chunks, when there are any, are cut at their merge; until then they hold older ids
             # than the floor says, which no look-up asks for)
-            held = held.filter(pc.greater_equal(held["event_time"], floor)).combine_chunks()
-            self.floor_ms = floor
-        self.local = held
+            self.local = held.filter(pc.greater_equal(held["event_time"], floor)).combine_chunks()
+            self.floor_ms, self.local_adds = max(self.floor_ms, floor), 0
+        if self.local.num_rows > self.local_max:  # a fleet too busy for the driver: to the executors
+            self._to_executors()
+            self.local_blocked = True
 
 
 def _ids_table(table: pa.Table) -> pa.Table:
