@@ -108,10 +108,8 @@ class LakeBatch:
         self.clock_ended: tuple[float, float | None] | None = None  # the last batch's step clock's end
 
     def __call__(self, rows: DataFrame, batch_id: int) -> None:
-        layers, clock = (
-            self.query.layers,
-            StepClock(f"{self.query.name} batch {batch_id}", self.jvm_pid, self.clock_ended),
-        )
+        layers = self.query.layers
+        clock = StepClock(f"{self.query.name} batch {batch_id}", self.jvm_pid, self.clock_ended)
         outputs: dict[str, DataFrame | None] = {}
         messages: list[DataFrame] = []
         held: list[DataFrame] = []  # persisted for the batch, released at its end
