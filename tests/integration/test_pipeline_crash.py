@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import psutil
 import pytest
 from delta.tables import DeltaTable
@@ -75,15 +76,17 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
         silver_log = lake / "silver" / "telemetry" / "_delta_log"
         episode_commits = lake / "_checkpoints" / STATE_LAYOUTS[-1] / "commits"
         car_state_log = lake / "gold" / "car_state" / "_delta_log"
+        waiting = lake / "silver" / "pending_upserts"
 
         def under_way() -> bool:
             """The empty table's creation, then two micro-batches committed, two episode batches (with
-            episodes open), and three gold updates (the later ones from several batches' rows): kill
-            in the middle of the run."""
+            episodes open, the second's rows waiting for the next upsert), and three gold updates (the
+            later ones from several batches' rows): kill in the middle of the run."""
             return (
                 len(list(silver_log.glob("*.json"))) >= 3
                 and len(list(episode_commits.glob("[0-9]*"))) >= 2
                 and len(list(car_state_log.glob("*.json"))) >= 3
+                and any(waiting.glob("query=*/*.parquet"))
             )
 
         deadline = time.monotonic() + 300
@@ -104,6 +107,8 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
         # gone and stop (with its JVM): no orphan, and no second writer once the stream restarts.
         _, alive = psutil.wait_procs(tree, timeout=120)
         assert not alive, [_cmdline(p)[:6] for p in alive]
+        # rows the killed run held back for its next upsert (at most every 60 s), for the restart to upsert
+        assert pl.read_delta(str(waiting)).height > 0
 
     # The restart drains the rest at the default batch size: its first batch still reads back from
     # silver the rows gold had not taken in (a batch of 2,000 records each would take minutes).
@@ -160,7 +165,9 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
     expected = simulation.ground_truth.expected_alerts()
     assert {(r["event_id"], r["rule"]) for r in fired.select("event_id", "rule").collect()} == expected
     assert fired.where(F.col("rule").isNull()).count() == 0
-    # episodes: the same as the ground truth's, each once, its lifecycle messages under one id
+    # episodes: the same as the ground truth's, each once, its lifecycle messages under one id; what
+    # the killed run left waiting to be upserted was upserted at the restart
+    assert spark.read.format("delta").load(str(waiting)).count() == 0
     episodes = spark.read.format("delta").load(str(lake / "silver" / "alert_episodes"))
     rules = {r.name: r.lifecycle.for_s for r in load_rules()}
     times = {r["event_id"]: r["event_time"] for r in silver.select("event_id", "event_time").collect()}

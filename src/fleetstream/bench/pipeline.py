@@ -63,7 +63,7 @@ from fleetstream.pipeline.plan import LAYERS
 
 MARK_BEGIN = "<!-- bench:pipeline:begin -->"
 MARK_END = "<!-- bench:pipeline:end -->"
-MEASURES = ("quiet", "publisher", "ceiling", "small", "steady", "burst", "episodes", "cluster")
+MEASURES = ("quiet", "publisher", "ceiling", "small", "steady", "burst", "episodes", "upsert", "cluster")
 MODES = ("realtime", "microbatch")
 HERE = "fleetstream.bench.pipeline"
 
@@ -93,6 +93,7 @@ class Options:
     steady_rate: int = 10_000
     steady_seconds: int = 300
     warmup_seconds: int = 60
+    upsert_rounds: int = 10
     burst_events: int = 200_000
     burst_rate: int = 1000
     burst_seconds: int = 180
@@ -725,6 +726,90 @@ def episodes_worker(cars: int, seconds: int, batch_s: int) -> dict[str, Any]:
     return asdict(Result("episodes", f"{cars:,} cars, {batch_s} s of reports per batch", values))
 
 
+#: the writes :func:`upsert_worker` compares, in its order
+UPSERT_WAYS = (
+    "upsert (MERGE) into silver/alert_episodes",
+    "append to the query's partition of silver/pending_upserts",
+    "the partition emptied (an overwrite with replaceWhere)",
+    "plain append to a Delta table",
+)
+
+
+def upsert_worker(rounds: int, rows: int = 20, table_rows: int = 3000) -> dict[str, Any]:
+    """The driver JVM's CPU and the wall time of one write of ``rows`` episode steps, four ways, in
+    one Spark driver, alternated ``rounds`` times: an upsert into silver/alert_episodes (a Delta
+    MERGE, by the pipeline's writer, into a table of ``table_rows`` episodes), an append to a
+    query's partition of silver/pending_upserts (what an episodes batch writes between upserts),
+    the partition emptied (what an upsert does after its MERGEs), and a plain append
+    (gold/episodes_per_minute's kind of write)."""
+    from pyspark.sql import functions as F
+
+    from fleetstream.pipeline.clock import jvm_pid, process_cpu_s
+    from fleetstream.pipeline.episodes import (
+        EPISODE_COLUMNS,
+        EPISODE_SCHEMA,
+        PENDING_SCHEMA,
+        PENDING_TABLE,
+        TRIP_SCHEMA,
+    )
+    from fleetstream.pipeline.session import spark_session
+    from fleetstream.pipeline.writer import Lake, Writer
+
+    root = tempfile.mkdtemp(prefix="fleetstream-bench-upsert-")
+    spark = spark_session(Settings(), "fleetstream-bench-upsert")
+    spark.sparkContext.setLogLevel("ERROR")
+    pid = jvm_pid(spark)
+    lake = Lake(root)
+    writer = Writer(spark, lake, "episodes", {})
+
+    def steps(first: int, n: int, as_of: int) -> list[tuple[Any, ...]]:
+        row = dict.fromkeys(EPISODE_COLUMNS)
+        row.update(car_id="c1", rule="overspeed", severity="high", lifecycle="updated", status="open", started_at=0,
+                   opened_at=0, last_seen_at=as_of, events=as_of, peak_speed=130.0, as_of=as_of)  # fmt: skip
+        return [tuple({**row, "episode_id": f"e{i}"}.values()) for i in range(first, first + n)]
+
+    episodes = "silver/alert_episodes"
+    writer.write(0, {episodes: spark.createDataFrame(steps(0, table_rows, 1), EPISODE_SCHEMA)})  # created
+    appended = f"{root}/appended"
+    spark.createDataFrame(steps(0, table_rows, 1), EPISODE_SCHEMA).write.format("delta").save(appended)
+
+    def waiting(k: int, frame: Any) -> None:  # as an episodes batch writes its rows between upserts
+        steps = F.struct(*EPISODE_COLUMNS).alias("episode")
+        trip = F.lit(None).cast(f"STRUCT<{TRIP_SCHEMA}>").alias("trip")
+        writer.write(k, {PENDING_TABLE: frame.select(F.lit("episodes").alias("query"), F.lit("episode").alias("kind"),
+                                                     steps, trip)})  # fmt: skip
+
+    def emptied(k: int, frame: Any) -> None:  # as an upsert leaves it
+        writer.empty(PENDING_TABLE, PENDING_SCHEMA)
+
+    ways: dict[str, Callable[[int, Any], object]] = dict(zip(UPSERT_WAYS, (
+        lambda k, frame: writer.upsert(episodes, frame),
+        waiting,
+        emptied,
+        lambda k, frame: frame.write.format("delta").mode("append").save(appended),
+    ), strict=True))  # fmt: skip
+    took: dict[str, list[tuple[float, float]]] = {way: [] for way in ways}
+    for k in range(1, rounds + 3):
+        for way, write in ways.items() if k % 2 else reversed(ways.items()):
+            # from the second round on, half the rows are in the upserted table (newer steps of them)
+            frame = spark.createDataFrame(steps(table_rows + (k - 1) * rows // 2, rows, 1 + k), EPISODE_SCHEMA)
+            frame = frame.persist()
+            frame.count()
+            time.sleep(0.5)
+            cpu, began = process_cpu_s(pid), time.monotonic()
+            write(k, frame)
+            after = process_cpu_s(pid)
+            if k > 2 and cpu is not None and after is not None:  # two rounds to warm up
+                took[way].append((after - cpu, time.monotonic() - began))
+            frame.unpersist()
+    spark.stop()
+    values = {}
+    for i, runs in enumerate(took.values()):
+        values[f"cpu_s[{i}]"] = float(np.median([c for c, _ in runs]))
+        values[f"wall_s[{i}]"] = float(np.median([w for _, w in runs]))
+    return asdict(Result("upsert", f"{rows} episode steps, {table_rows:,} episodes in the table", values))
+
+
 # --- running and reporting -------------------------------------------------------------------------
 
 
@@ -754,6 +839,8 @@ def run(settings: Settings, measures: tuple[str, ...], options: Options, say: Ca
                         collect(in_subprocess(HERE, "publisher_worker", kafka, mode=mode, rate=rate))
             elif measure == "episodes":
                 collect(in_subprocess(HERE, "episodes_worker", cars=options.episodes_cars, seconds=60, batch_s=10))
+            elif measure == "upsert":
+                collect(in_subprocess(HERE, "upsert_worker", rounds=options.upsert_rounds))
             elif measure == "small":
                 collect(in_subprocess(HERE, "small_worker", kafka))
             elif measure == "steady":
@@ -925,6 +1012,20 @@ def report(results: list[Result], machine: str, options: Options) -> str:
             f"runs: {_runs(rows, 'batch_s', 1)}); state at the end: {_fmt(_median(rows, 'state_rows'))} rows, "
             f"{_fmt(_median(rows, 'state_mib'), 1)} MiB in memory.",
         ]
+    for label, rows in _by_label(results, "upsert").items():
+        lines += [
+            "",
+            f"### One write of the stateful queries' rows ({label})",
+            "",
+            "The driver JVM's CPU time and the wall time of one write in one Spark driver, the four alternated "
+            f"({options.upsert_rounds} rounds after two to warm up; medians, then the medians of "
+            f"{len(rows)} runs).",
+            "",
+            "| write | CPU, s | wall, s |",
+            "| --- | ---: | ---: |",
+            *(f"| {way} | {_fmt(_median(rows, f'cpu_s[{i}]'), 2)} | {_fmt(_median(rows, f'wall_s[{i}]'), 2)} |"
+              for i, way in enumerate(UPSERT_WAYS)),
+        ]  # fmt: skip
     steady = _by_label(results, "steady")
     if steady:
         lines += [

@@ -77,10 +77,12 @@ def bench_pipeline(
     measures: Annotated[
         str,
         typer.Option(
-            help="Comma-separated measures: quiet, publisher, ceiling, small, steady, burst, episodes, cluster (the "
-            "ceiling's backlog in local mode and on a local Spark standalone cluster it starts)."
+            help="Comma-separated measures: quiet, publisher, ceiling, small, steady, burst, episodes, upsert (one "
+            "write of the stateful queries' rows: a MERGE against an append to silver/pending_upserts, emptying "
+            "it, and a plain append), cluster (the ceiling's backlog in local mode and on a local Spark "
+            "standalone cluster it starts)."
         ),
-    ] = "quiet,publisher,ceiling,small,steady,burst,episodes",
+    ] = "quiet,publisher,ceiling,small,steady,burst,episodes,upsert",
     repeat: Annotated[int, typer.Option(min=1, help="Runs of each measure; the median is reported.")] = 3,
     quiet_seconds: Annotated[int, typer.Option(min=10, help="Quiet fleet: seconds of CPU measured.")] = 300,
     quiet_settle_seconds: Annotated[
@@ -129,7 +131,8 @@ def bench_pipeline(
     run` (time to the dashboard's data, the whole stack's CPU, event-to-silver latency); the alert
     publisher alone in real-time and micro-batch mode; the drain rate against a minimal one-query Spark
     medallion on the same backlog; --available-now on a small topic; a steady 10,000 events/s; a burst.
-    Needs the stack for everything but the quiet fleet (which starts its own): `fleetstream up --detach`.
+    Needs the stack for everything but the quiet fleet (which starts its own), episodes and upsert (Spark
+    alone): `fleetstream up --detach`.
     The whole run takes about two hours on two cores; --measures and --repeat make it shorter."""
     from fleetstream.bench import pipeline as bench
     from fleetstream.bench.sim import machine
@@ -159,7 +162,7 @@ def bench_pipeline(
     )  # fmt: skip
     with failing(RuntimeError):
         settings = _settings()
-        if set(chosen) - {"quiet"}:
+        if set(chosen) - {"quiet", "episodes", "upsert"}:  # (the ones that start no stream of the stack)
             require_kafka(settings.kafka)
         results = bench.run(settings, chosen, options, say=lambda line: console.print(line, highlight=False))
     _write_section(bench.report(results, machine(), options), write)

@@ -123,8 +123,9 @@ def stream(
         typer.Option(
             min=0,
             envvar="FLEETSTREAM_STREAM_EPISODES_PROGRESS_SECONDS",
-            help="Write open episodes' and trips' progress alone (no step opened, resolved or repeated, no trip "
-            "ended) to their tables at most this often (0: every episodes batch).",
+            help="Upsert silver/alert_episodes and gold/trips at most this often (0: every episodes batch); in "
+            "between, their rows wait in silver/pending_upserts, which the dashboard reads with them. "
+            "Notifications on alert-data go out in their own batch.",
         ),
     ] = EPISODES_PROGRESS_S,
     offline_after_seconds: Annotated[

@@ -296,7 +296,7 @@ def maintain(
                     spark.sql(
                         f"OPTIMIZE {target} WHERE {table.partition} = '{day}' ZORDER BY ({', '.join(table.zorder)})"
                     ).collect()
-        if table.mode != "overwrite" and before.compactable:
+        if table.mode in ("append", "merge") and before.compactable:  # (a pending table's writer empties it)
             outcome.compacted = True
             if not dry_run:
                 spark.sql(f"OPTIMIZE {target}").collect()

@@ -88,17 +88,53 @@ def recent_alerts(settings: Settings, since: dt.datetime) -> pl.DataFrame | None
     return _collect(_where(scan(settings, "silver/alerts"), pl.col("event_time") >= since_ms))
 
 
+def _waiting(settings: Settings, kind: str, wanted: pl.Expr) -> pl.DataFrame | None:
+    """The ``kind`` rows (episode, trip) in silver/pending_upserts that match ``wanted``: the newest
+    steps the stateful queries have not upserted into their table yet."""
+    frame = scan(settings, "silver/pending_upserts")
+    if frame is None:
+        return None
+    rows = frame.filter(pl.col("kind") == kind).select(pl.col(kind)).unnest(kind).filter(wanted).collect()
+    return rows if rows.height else None
+
+
+def _newest(frame: pl.DataFrame, waiting: pl.DataFrame, key: str, done: str) -> pl.DataFrame:
+    """The newest row per ``key`` of a table's rows and the rows waiting for it (at the same
+    ``as_of``, the ended one), in the table's columns."""
+    rows = pl.concat([frame, waiting.select(frame.columns)], how="vertical_relaxed")
+    order = ["as_of", "_done"]  # (a stable sort: of equal rows, the waiting one, concatenated last)
+    rows = rows.with_columns((pl.col("status") == done).fill_null(False).alias("_done"))
+    rows = rows.sort(order, maintain_order=True)
+    return rows.group_by(key, maintain_order=True).last().drop("_done").select(frame.columns)
+
+
 def episodes(settings: Settings, since: dt.datetime) -> pl.DataFrame | None:
-    """silver/alert_episodes: the episodes open now and those resolved since ``since``."""
+    """silver/alert_episodes, with the steps waiting for it in silver/pending_upserts: the episodes
+    open now and those resolved since ``since``."""
     since_ms = int(since.timestamp() * 1000)
     wanted = (pl.col("status") == "open") | (pl.col("resolved_at") >= since_ms)
-    return _collect(_where(scan(settings, "silver/alert_episodes"), wanted))
+    # the waiting rows first: upserted between the two reads, a row is then read twice, not missed
+    waiting = _waiting(settings, "episode", pl.lit(True))
+    table = scan(settings, "silver/alert_episodes")
+    if waiting is None:
+        return _collect(_where(table, wanted))
+    if table is None:
+        return waiting.filter(wanted)
+    # the table's rows of the waiting episodes too: a waiting row may be older than the table's
+    # (upserted since), and the newest decides whether the episode is wanted
+    keys = waiting["episode_id"].unique().to_list()
+    rows = table.filter(wanted | pl.col("episode_id").is_in(keys)).collect()
+    return _newest(rows, waiting, "episode_id", "resolved").filter(wanted)
 
 
 def car_trips(settings: Settings, car_id: str, limit: int = 10) -> pl.DataFrame | None:
-    """One car's trips in gold/trips, newest first (its current one, if it is driving, on top)."""
-    frame = _where(scan(settings, "gold/trips"), pl.col("car_id") == car_id)
-    return _collect(None if frame is None else frame.sort("started_at", descending=True).head(limit))
+    """One car's trips in gold/trips, with those waiting for it in silver/pending_upserts, newest
+    first (its current one, if it is driving, on top)."""
+    waiting = _waiting(settings, "trip", pl.col("car_id") == car_id)  # first, as for episodes
+    frame = _collect(_where(scan(settings, "gold/trips"), pl.col("car_id") == car_id))
+    if waiting is not None:
+        frame = waiting if frame is None else _newest(frame, waiting, "trip_id", "closed")
+    return None if frame is None else frame.sort("started_at", descending=True).head(limit)
 
 
 def driver_styles(settings: Settings, since: dt.datetime) -> pl.DataFrame | None:

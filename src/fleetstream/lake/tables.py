@@ -24,11 +24,15 @@ class Table:
     partition: str | None = None
     stats: tuple[str, ...] = ()
     #: append: every batch adds rows; overwrite: every batch replaces the table (small tables);
-    #: merge: rows upserted by ``key`` (a row per entity that changes: episodes, trips)
-    mode: Literal["append", "overwrite", "merge"] = "append"
+    #: merge: rows upserted by ``key`` (a row per entity that changes: episodes, trips); pending:
+    #: batches add rows to their writer's partition (``partition`` holds the writer's name), which
+    #: is emptied once they are upserted (never compacted: the writer empties it)
+    mode: Literal["append", "overwrite", "merge", "pending"] = "append"
     key: str | None = None
     #: columns readers filter on together: `fleetstream lake maintain` Z-orders each closed day by them
     zorder: tuple[str, ...] = ()
+    #: merge: the ``status`` that ends a row (an ended row is not replaced by one as new that is not)
+    done: str | None = None
 
     def properties(self, checkpoint_interval: int) -> dict[str, str]:
         """Delta table properties set when the table is created."""
@@ -50,10 +54,14 @@ TABLES = {
         Table("silver/duplicates", "later copies of events silver already holds", None, ("ingest_time", "car_id")),
         Table("silver/alerts", "one row per (event, rule that fired)", None, ("event_time", "car_id", "rule")),
         Table("silver/alert_episodes", "one row per alert episode (car, rule): opened, resolved, peaks; "
-              "upserted by episode_id", None, ("car_id", "rule", "started_at", "status"), "merge", "episode_id"),
+              "upserted by episode_id", None, ("car_id", "rule", "started_at", "status"), "merge", "episode_id",
+              done="resolved"),
         Table("gold/trips", "one row per trip (engine on to engine off): start and end, distance, speeds, "
               "fuel, harsh events, episodes; upserted by trip_id", None, ("car_id", "started_at", "status"),
-              "merge", "trip_id"),
+              "merge", "trip_id", done="closed"),
+        Table("silver/pending_upserts", "the episode steps and trip updates each stateful query has not "
+              "upserted into silver/alert_episodes and gold/trips yet (the newest per episode and trip): "
+              "read with them, upserted at the next start", "query", (), "pending"),
         Table("gold/car_minutes", "per car and event-time minute: partial aggregates, one row per batch "
               "(sum them; gold/* windows roll up from here)", None, ("minute", "car_id")),
         Table("gold/car_state", "each car's latest report", None, ("car_id", "event_time"), "overwrite"),

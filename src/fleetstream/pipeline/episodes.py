@@ -15,7 +15,7 @@ this is a second consumer, seconds behind silver.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -28,7 +28,6 @@ from pyspark.sql.streaming.stateful_processor import (
     TimerValues,
 )
 
-from fleetstream.lake.tables import TABLES
 from fleetstream.pipeline import DEFAULT_MAX_LATENESS_S, gold
 from fleetstream.pipeline.clock import StepClock, jvm_pid
 from fleetstream.pipeline.trips import TRIP_GAP_S, TRIP_STATE_SCHEMA, OpenTrip, Trips
@@ -339,22 +338,27 @@ def episodes_session(spark: SparkSession, partitions: int) -> SparkSession:
 
 TRIPS_TABLE = "gold/trips"
 EPISODE_MINUTES_TABLE = "gold/episodes_per_minute"
+#: the rows a stateful query has not upserted yet, in a partition per query (its writer's name)
+PENDING_TABLE = "silver/pending_upserts"
+PENDING_SCHEMA = f"query STRING, {OUTPUT_SCHEMA}"
+#: the key and the status that ends each upserted table's rows
+_KEYS = {"silver/alert_episodes": ("episode_id", "resolved"), TRIPS_TABLE: ("trip_id", "closed")}
 
 
 class EpisodesBatch:
-    """The episodes query's ``foreachBatch``: the steps' newest rows upserted into
-    silver/alert_episodes, the opened and resolved ones counted into gold/episodes_per_minute, the
-    trips upserted into gold/trips and the notifications published to alert-data, at once.
+    """The episodes (or offline) query's ``foreachBatch``: the steps' newest rows upserted into
+    silver/alert_episodes and the trips' into gold/trips, the opened and resolved episodes counted
+    into gold/episodes_per_minute, the notifications published to alert-data, at once.
 
-    Progress alone (an open episode's ``updated`` step, an open trip's new distance) is upserted at
-    most every ``progress_every_s`` (0: every batch): on ``make run``'s fleet gold/trips is then
-    upserted in about half of the batches, not all (each upsert takes 1 to 2 s of wall time; some
-    episode opens or resolves in most batches, docs/benchmarks.md). Rows not yet written wait in
-    the driver, newest per episode or trip, and go with the table's next upsert: at
-    once when a batch brings a lifecycle step (opened, repeated, escalated, resolved) or a closed
-    trip, else once the interval has passed. The first batch of a run writes at once. Progress held
-    back when the stream stops comes again with the car's next report (its trip's and episodes'
-    figures are kept whole in the query's state)."""
+    An upsert (a Delta MERGE) costs about 1.2 s of CPU whatever its size, five times an append
+    (docs/benchmarks.md), so the two tables are upserted at most every ``progress_every_s`` (0:
+    every batch) and in the run's first batch. In between, the rows wait in the driver (the newest
+    per episode and trip) and, so that a stop or a crash loses none of them, each batch's newest
+    rows are appended to this query's partition of silver/pending_upserts, which each upsert
+    empties after its MERGEs. The dashboard reads that table with the two (``lake.read``); the
+    notifications and gold/episodes_per_minute are written in the batch itself. What a stopped run
+    left waiting is upserted at the next start (:func:`upsert_waiting`).
+    """
 
     TABLE = "silver/alert_episodes"
 
@@ -363,8 +367,9 @@ class EpisodesBatch:
     ) -> None:
         self.writer, self.alerts_topic = writer, alerts_topic
         self.progress_every_s = progress_every_s
-        self.written_at: dict[str, float] = {}  # table -> when this run last upserted it (monotonic)
+        self.upserted_at: float | None = None  # when this run last upserted the tables (monotonic)
         self.pending: dict[str, dict[str, tuple[Any, ...]]] = {self.TABLE: {}, TRIPS_TABLE: {}}  # table -> key -> row
+        self.waiting_written = False  # this query's partition of silver/pending_upserts written since the upsert
         self.__name__ = name  # what Spark and stoppable() call it
         self.jvm_pid: int | None = None  # the driver JVM's, for the step log (taken at the first batch)
         self.clock_ended: tuple[float, float | None] | None = None  # the last batch's step clock's end
@@ -383,61 +388,105 @@ class EpisodesBatch:
             statuses = {r["trip"] for r in found if r["kind"] == "trip"}
             outputs: dict[str, DataFrame | None] = {}
             steps = output.where(F.col("kind") == "episode").select("episode.*")
-            stepped = bool(lifecycles - {"updated"})  # a lifecycle step: written at once
-            if stepped:
+            if lifecycles - {"updated"}:  # a lifecycle step: notified, and counted if it opens or resolves
                 if self.alerts_topic is not None:
                     outputs[KAFKA] = episode_messages(steps, self.alerts_topic)
                 if {"opened", "resolved"} & lifecycles:
                     outputs[EPISODE_MINUTES_TABLE] = gold.episodes_per_minute(steps)
-            session = output.sparkSession
-            outputs[self.TABLE] = self._progress(
-                session, self.TABLE, steps if lifecycles else None, stepped, EPISODE_SCHEMA, episode_rows
-            )
             trips = output.where(F.col("kind") == "trip").select("trip.*")
-            outputs[TRIPS_TABLE] = self._progress(
-                session, TRIPS_TABLE, trips if statuses else None, "closed" in statuses, TRIP_SCHEMA, trip_rows
-            )
+            fresh = {self.TABLE: steps if lifecycles else None, TRIPS_TABLE: trips if statuses else None}
+            last = self.upserted_at
+            due = self.progress_every_s <= 0 or last is None or time.monotonic() - last >= self.progress_every_s
+            if due:
+                session = output.sparkSession
+                for table, rows in fresh.items():
+                    outputs[table] = self._upserted(session, table, rows)
+            elif held := self._hold(fresh):
+                outputs[PENDING_TABLE] = self._waiting(output.sparkSession, held)
+                self.waiting_written = True
             if any(frame is not None for frame in outputs.values()):
                 written = self.writer.write(batch_id, outputs)
                 clock.mark(f"write {'+'.join(written)}")
-            now = time.monotonic()
-            for table in (self.TABLE, TRIPS_TABLE):
-                if outputs.get(table) is not None:
-                    self.written_at[table] = now
-                    self.pending[table].clear()
+            if due:
+                self.upserted_at = time.monotonic()
+                for kept in self.pending.values():
+                    kept.clear()
+                if self.waiting_written:  # emptied once upserted (after: a crash between loses nothing)
+                    self.writer.empty(PENDING_TABLE, PENDING_SCHEMA)
+                    self.waiting_written = False
+                    clock.mark("write emptied")
         finally:
             output.unpersist()
         clock.log()
         self.clock_ended = clock.ended
 
-    def _progress(
-        self,
-        session: SparkSession,
-        table: str,
-        rows: DataFrame | None,
-        urgent: bool,
-        schema: str,
-        newest_rows: Callable[[DataFrame], DataFrame],
-    ) -> DataFrame | None:
-        """What to upsert into ``table`` in this batch (None: nothing): this batch's ``rows`` and the
-        rows held back before, newest per key; or, when the rows are progress alone and the table
-        was upserted less than ``progress_every_s`` ago, nothing, the rows held back in the driver."""
+    def _upserted(self, session: SparkSession, table: str, rows: DataFrame | None) -> DataFrame | None:
+        """What to upsert into ``table`` (None: nothing): this batch's ``rows`` and the rows held
+        back before, newest per key."""
         pending = self.pending[table]
         if rows is None and not pending:
             return None
-        last = self.written_at.get(table)
-        due = urgent or self.progress_every_s <= 0 or last is None or time.monotonic() - last >= self.progress_every_s
-        if not due:
-            if rows is not None:  # all open (progress alone), so ``as_of`` alone orders them
-                key = TABLES[table].key
-                assert key is not None
-                for row in newest_rows(rows).collect():
-                    kept = pending.get(row[key])
-                    if kept is None or row["as_of"] >= kept[-1]:  # (as_of is the last column)
-                        pending[row[key]] = tuple(row)
-            return None
+        newest_rows = episode_rows if table == self.TABLE else trip_rows
         if pending:  # (in the columns' order: ``newest_rows`` selects them so)
+            schema = EPISODE_SCHEMA if table == self.TABLE else TRIP_SCHEMA
             waiting = session.createDataFrame(list(pending.values()), schema).withColumn(FRESH, F.lit(False))
             rows = waiting if rows is None else rows.withColumn(FRESH, F.lit(True)).unionByName(waiting)
         assert rows is not None
         return newest_rows(rows)
+
+    def _hold(self, fresh: dict[str, DataFrame | None]) -> dict[str, list[tuple[Any, ...]]]:
+        """Keep this batch's newest rows of each table in the driver, with those held back before
+        (the newer of the two per key; at the same ``as_of``, the ended one, else this batch's);
+        returns this batch's newest rows by table (empty when there were none)."""
+        held: dict[str, list[tuple[Any, ...]]] = {}
+        for table, rows in fresh.items():
+            if rows is None:
+                continue
+            key, done = _KEYS[table]
+            pending = self.pending[table]
+            newest_rows = episode_rows if table == self.TABLE else trip_rows
+            for row in newest_rows(rows).collect():
+                held.setdefault(table, []).append(tuple(row))
+                kept = pending.get(row[key])
+                if kept is None or (row["as_of"], row["status"] == done) >= (kept[-1], kept[_STATUS[table]] == done):
+                    pending[row[key]] = tuple(row)  # (as_of is the last column)
+        return held
+
+    def _waiting(self, session: SparkSession, held: dict[str, list[tuple[Any, ...]]]) -> DataFrame:
+        """Rows of this query's partition of silver/pending_upserts: this batch's newest ones."""
+        query = self.writer.writer
+        rows: list[tuple[str, str, tuple[Any, ...] | None, tuple[Any, ...] | None]]
+        rows = [(query, "episode", row, None) for row in held.get(self.TABLE, [])]
+        rows += [(query, "trip", None, row) for row in held.get(TRIPS_TABLE, [])]
+        return session.createDataFrame(rows, PENDING_SCHEMA).coalesce(1)  # (one file)
+
+
+#: where each upserted table's status is in its rows (as held in the driver)
+_STATUS = {EpisodesBatch.TABLE: EPISODE_COLUMNS.index("status"), TRIPS_TABLE: TRIP_COLUMNS.index("status")}
+
+
+def upsert_waiting(spark: SparkSession, writer: Writer) -> int:
+    """Upsert the rows a stopped run of ``writer``'s query left in its partition of
+    silver/pending_upserts into their tables, then empty the partition (before the query starts);
+    returns how many rows there were."""
+    from fleetstream.pipeline.writer import delta_exists
+
+    path = writer.lake.table(PENDING_TABLE)
+    if not delta_exists(spark, path):
+        return 0
+    mine = F.col("query") == writer.writer
+    waiting = spark.read.format("delta").load(path).where(mine).persist()
+    try:
+        count = waiting.count()
+        if count:
+            for table, kind, newest_rows in (
+                (EpisodesBatch.TABLE, "episode", episode_rows),
+                (TRIPS_TABLE, "trip", trip_rows),
+            ):
+                rows = waiting.where(F.col("kind") == kind).select(f"{kind}.*")
+                if not rows.isEmpty():
+                    writer.upsert(table, newest_rows(rows))
+            writer.empty(PENDING_TABLE, PENDING_SCHEMA)
+    finally:
+        waiting.unpersist()
+    return count

@@ -50,11 +50,14 @@ from fleetstream.pipeline.enrich import Reference
 from fleetstream.pipeline.episodes import (
     EPISODE_MINUTES_TABLE,
     EPISODE_SCHEMA,
+    PENDING_SCHEMA,
+    PENDING_TABLE,
     STATE_LAYOUTS,
     TRIP_SCHEMA,
     EpisodesBatch,
     episodes,
     episodes_session,
+    upsert_waiting,
 )
 from fleetstream.pipeline.medallion import LakeBatch
 from fleetstream.pipeline.offline import offline
@@ -84,7 +87,7 @@ class Triggers:
     rollup_min: int = LAKE_ROLLUP_MIN  # gold's windows are closed once this many minutes of them are due
     features_min: int = FEATURES_EVERY_MIN  # the driving-feature windows: closed and scored this often
     episodes_s: float = EPISODES_TRIGGER_S  # the episodes query looks for new silver rows this often
-    progress_s: float = EPISODES_PROGRESS_S  # open episodes' and trips' progress alone is upserted this often
+    progress_s: float = EPISODES_PROGRESS_S  # the stateful queries' tables are upserted at most this often
     offline_s: float = OFFLINE_AFTER_S  # a car silent this long is offline
 
 
@@ -161,6 +164,7 @@ class Streams:
         self.kafka = kafka_options(settings)
         self.batches: dict[str, LakeBatch] = {}
         self.episode_batches: dict[str, EpisodesBatch] = {}  # by query: their progress held back
+        self.waiting_upserted: set[str] = set()  # the stateful queries whose rows left waiting were upserted
 
     def reference(self) -> Reference:
         """The reference data (cars and speed zones); a clear error when there is none."""
@@ -221,6 +225,7 @@ class Streams:
                 "silver/alert_episodes": steps,
                 "gold/trips": self.spark.createDataFrame([], TRIP_SCHEMA),
                 EPISODE_MINUTES_TABLE: gold.episodes_per_minute(steps),
+                PENDING_TABLE: self.spark.createDataFrame([], PENDING_SCHEMA),
             }
             frames |= {n: f for n, f in episode_tables.items() if not delta_exists(self.spark, self.lake.table(n))}
 
@@ -298,15 +303,21 @@ class Streams:
                 )  # fmt: skip
                 reader = reader.option("startingVersion", "latest")
         silver = reader.load(self.lake.table(query.source))
+        out = Writer(self.spark, self.lake, name, self.kafka)
+        if name not in self.waiting_upserted:  # once per process (a restarted query's rows are in its batch)
+            waited = upsert_waiting(self.spark, out)
+            if waited:
+                log.info("%s: %d rows an earlier run left in silver/pending_upserts upserted", query.name, waited)
+            self.waiting_upserted.add(name)
         batch = EpisodesBatch(
-            Writer(self.spark, self.lake, name, self.kafka),
+            out,
             self.settings.kafka.topics.alerts if self.plan.publish else None,
             progress_every_s=0.0 if self.plan.available_now else self.triggers.progress_s,
             name=query.name,
         )
         earlier = self.episode_batches.get(query.name)
-        if earlier is not None:  # a restart: the progress the stopped query held back goes on waiting
-            batch.pending = earlier.pending
+        if earlier is not None:  # a restart: the rows the stopped query held back go with its first upsert
+            batch.pending, batch.waiting_written = earlier.pending, earlier.waiting_written
         self.episode_batches[query.name] = batch
         steps = episodes(silver, self.rules) if query.name == "episodes" else offline(silver, self.triggers.offline_s)
         writer = (

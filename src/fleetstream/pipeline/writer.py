@@ -308,14 +308,11 @@ class Writer:
             log.info("%s: batch %d is already in %s (written before a restart)", self.writer, batch_id, name)
             return False
         path = self.lake.table(name)
-        writer = (
-            frame.write.format("delta")
-            .mode("append" if table.mode == "merge" else table.mode)
-            .option("userMetadata", mark)
-        )
+        mode = "append" if table.mode in ("merge", "pending") else table.mode
+        writer = frame.write.format("delta").mode(mode).option("userMetadata", mark)
         if name not in self._exists:  # created by this write: with the table's properties
             writer = writer.options(**table.properties(CHECKPOINT_INTERVAL))
-        if table.mode == "append":  # a table an earlier version wrote gains the columns added since
+        if mode == "append":  # a table an earlier version wrote gains the columns added since
             writer = writer.option("mergeSchema", "true")
         elif table.mode == "overwrite":  # a table rewritten whole takes the columns of this version
             writer = writer.option("overwriteSchema", "true")
@@ -328,25 +325,44 @@ class Writer:
         return True
 
     def _merge(self, name: str, frame: DataFrame) -> bool:
-        """Upsert ``frame`` by the table's key, a row replacing the table's only when it is as new
-        (``as_of``): a batch run again changes nothing, so no commit marker is needed."""
-        from delta.tables import DeltaTable
-
-        key = TABLES[name].key
-        path = self.lake.table(name)
-        with upsert_lock(path):
-            self._merge_retried(name, key, DeltaTable.forPath(self.spark, path), frame)
-        with self._lock:
-            self._exists.add(name)
+        self.upsert(name, frame)
         return True
 
-    def _merge_retried(self, name: str, key: str | None, target: Any, frame: DataFrame) -> None:
+    def empty(self, name: str, schema: str) -> None:
+        """Empty this writer's partition of a ``pending`` table (no commit marker: emptying it
+        again changes nothing). An overwrite costs about four appends (docs/benchmarks.md)."""
+        table = TABLES[name]
+        assert table.mode == "pending"
+        assert table.partition is not None
+        frame = self.spark.createDataFrame([], schema).write.format("delta").mode("overwrite")
+        frame.option("replaceWhere", f"{table.partition} = '{self.writer}'").save(self.lake.table(name))
+
+    def upsert(self, name: str, frame: DataFrame) -> None:
+        """Upsert ``frame`` by the table's key, a row replacing the table's only when it is as new
+        (``as_of``; at the same ``as_of``, not when the table's has ended and it has not): a batch
+        run again changes nothing, so no commit marker is needed."""
+        from delta.tables import DeltaTable
+
+        table = TABLES[name]
+        newer = "s.as_of >= t.as_of"
+        if table.done is not None:
+            ended = f"s.status = '{table.done}' OR t.status <> '{table.done}'"
+            newer = f"s.as_of > t.as_of OR (s.as_of = t.as_of AND ({ended}))"
+        path = self.lake.table(name)
+        with upsert_lock(path):
+            self._merge_retried(name, table.key, DeltaTable.forPath(self.spark, path), frame, newer)
+        with self._lock:
+            self._exists.add(name)
+
+    def _merge_retried(
+        self, name: str, key: str | None, target: Any, frame: DataFrame, newer: str = "s.as_of >= t.as_of"
+    ) -> None:
         for attempt in range(MERGE_ATTEMPTS):  # another process's commit on the table: tried again
             try:
                 (
                     target.alias("t")
                     .merge(frame.alias("s"), f"t.{key} = s.{key}")
-                    .whenMatchedUpdateAll(condition="s.as_of >= t.as_of")
+                    .whenMatchedUpdateAll(condition=newer)
                     .whenNotMatchedInsertAll()
                     .execute()
                 )
