@@ -26,6 +26,7 @@ from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
 from fleetstream.pipeline import gold
 from fleetstream.pipeline.episodes import STATE_LAYOUTS
+from fleetstream.pipeline.offline import RULE as OFFLINE_RULE
 from fleetstream.pipeline.session import spark_session
 from fleetstream.reference.catalog import generate_cars
 from fleetstream.reference.publish import publish
@@ -171,8 +172,19 @@ def test_kill_dash_nine_then_restart_loses_and_doubles_nothing(stack_settings: S
     episodes = spark.read.format("delta").load(str(lake / "silver" / "alert_episodes"))
     rules = {r.name: r.lifecycle.for_s for r in load_rules()}
     times = {r["event_id"]: r["event_time"] for r in silver.select("event_id", "event_time").collect()}
-    got = [(r["car_id"], r["rule"], r["started_at"]) for r in episodes.collect()]
-    assert len(got) == len(set(got)) == episodes.select("episode_id").distinct().count()
+    everything = [(r["car_id"], r["rule"], r["started_at"]) for r in episodes.collect()]
+    assert len(everything) == len(set(everything)) == episodes.select("episode_id").distinct().count()
+    # the lost connections' offline episodes, each once, resolved at the car's first report after
+    reports: dict[str, list[int]] = {}
+    for r in silver.select("car_id", "event_time").collect():
+        reports.setdefault(r["car_id"], []).append(r["event_time"])
+    offline, unfinished = simulation.ground_truth.expected_offline(reports)
+    resolved = {(r["car_id"], r["started_at"]): r["resolved_at"]
+                for r in episodes.where(F.col("rule") == OFFLINE_RULE).collect()}  # fmt: skip
+    assert offline
+    assert set(offline) <= set(resolved) <= set(offline) | unfinished
+    assert {key: resolved[key] for key in offline} == offline
+    got = [key for key in everything if key[1] != OFFLINE_RULE]
     expected = sorted(simulation.ground_truth.expected_episodes(times, rules))
     # live, an event held back by the simulator (out of order) may reach the episodes query a batch
     # after the ones it preceded: it then counts, but the episode starts at the next one

@@ -191,15 +191,7 @@ def test_every_lost_connection_is_one_offline_episode(run) -> None:  # type: ign
         (r["car_id"], r["started_at"]): r
         for r in table(spark, settings, "silver/alert_episodes").where(F.col("rule") == OFFLINE_RULE).collect()
     }
-    expected, unfinished = {}, set()
-    for fault in (e for e in simulation.ground_truth.episodes if e.fault == "offline"):
-        times = reports[fault.car_id]
-        key = (fault.car_id, max(t for t in times if t < fault.first_event_time))
-        after = [t for t in times if t > fault.last_event_time]
-        if after:
-            expected[key] = min(after)
-        else:  # silent until the end of the run: open, or not yet seen as offline
-            unfinished.add(key)
+    expected, unfinished = simulation.ground_truth.expected_offline(reports)
     assert len(expected) >= 10
     assert set(expected) <= set(got) <= set(expected) | unfinished
     for key, back in expected.items():

@@ -151,7 +151,8 @@ def test_rows_left_waiting_are_read_with_the_tables_and_upserted_at_the_next_sta
     """With the real writer: rows held back are in the query's partition of silver/pending_upserts,
     the dashboard's readers see them (the newest per episode and trip, beside the tables' rows);
     after a stop, :func:`upsert_waiting` upserts the query's rows and empties its partition, not
-    another query's; a batch run again after a crash writes its partition once."""
+    another query's (but an earlier version's of the query, named); a batch run again after a crash
+    writes its partition once."""
     lake = Lake(str(tmp_path / "lake"))
     settings = Settings(lake=LakeSettings(root=lake.root))
     writer = Writer(spark, lake, "episodes", {})
@@ -163,7 +164,7 @@ def test_rows_left_waiting_are_read_with_the_tables_and_upserted_at_the_next_sta
     run(0, [step("e1", "opened", 1000), step("e2", "opened", 1000), trip("t1", "open", 1000)])
     assert table(spark, lake, EPISODES) == {"e1": (1000, "open"), "e2": (1000, "open")}
     run(1, [step("e1", "resolved", 2000), trip("t1", "closed", 2000), trip("t2", "open", 2000)])
-    offline = Writer(spark, lake, "offline", {})
+    offline = Writer(spark, lake, "offline", {})  # the offline query of an earlier version
     offline_row = ("offline", *step("e3", "opened", 1500).values())
     offline.write(0, {PENDING_TABLE: spark.createDataFrame([offline_row], f"query STRING, {OUTPUT_SCHEMA}")})
     run(2, [step("e2", "updated", 2500)])
@@ -184,13 +185,14 @@ def test_rows_left_waiting_are_read_with_the_tables_and_upserted_at_the_next_sta
     assert trips is not None
     assert sorted(trips.select("trip_id", "status").rows()) == [("t1", "closed"), ("t2", "open")]
 
-    # the next start: the query's rows are upserted and its partition emptied; the other query's stay
+    # the next start: the query's rows are upserted and its partition emptied; another query's stay,
+    # unless named as the query's own under an earlier version
     assert upsert_waiting(spark, Writer(spark, lake, "episodes", {})) == 4
     assert table(spark, lake, EPISODES) == {"e1": (2000, "resolved"), "e2": (2500, "open")}
     assert table(spark, lake, TRIPS_TABLE) == {"t1": (2000, "closed"), "t2": (2000, "open")}
     assert waiting(spark, lake) == {"offline": 1}
     assert upsert_waiting(spark, Writer(spark, lake, "episodes", {})) == 0
-    assert upsert_waiting(spark, offline) == 1
+    assert upsert_waiting(spark, Writer(spark, lake, "episodes", {}), retired=("offline",)) == 1
     assert table(spark, lake, EPISODES)["e3"] == (1500, "open")
     assert waiting(spark, lake) == {}
 

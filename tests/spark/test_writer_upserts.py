@@ -1,7 +1,7 @@
-"""Two queries of one application upserting the same table (the episodes and offline queries both
-upsert silver/alert_episodes): their MERGEs take turns, so neither fails on the other's commit and
-runs again, and every row lands. Each MERGE is held a moment longer than it takes, so that without
-the turns two would surely overlap."""
+"""Two writers of one application upserting the same table (the episodes query's batch and a
+restarted run's upsert of the rows left waiting, both into silver/alert_episodes): their MERGEs
+take turns, so neither fails on the other's commit and runs again, and every row lands. Each MERGE
+is held a moment longer than it takes, so that without the turns two would surely overlap."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_two_writers_upserting_one_table_take_turns(
 
     monkeypatch.setattr(Writer, "_merge_retried", held)
     lake = Lake(str(tmp_path / "lake"))
-    episodes, offline = Writer(spark, lake, "episodes", {}), Writer(spark, lake, "offline", {})
+    episodes, other = Writer(spark, lake, "episodes", {}), Writer(spark, lake, "other", {})
     episodes.write(0, {TABLE: _episodes(spark, "e", 5, 1)})  # the table's creation: an append
     failures: list[BaseException] = []
 
@@ -62,7 +62,7 @@ def test_two_writers_upserting_one_table_take_turns(
             failures.append(exc)
 
     caplog.set_level(logging.INFO, logger="fleetstream.pipeline.writer")
-    threads = [threading.Thread(target=upsert, args=(w, p)) for w, p in ((episodes, "e"), (offline, "o"))]
+    threads = [threading.Thread(target=upsert, args=(w, p)) for w, p in ((episodes, "e"), (other, "o"))]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -10,8 +10,8 @@ from pyspark.sql import Row
 from pyspark.sql.streaming.tws_tester import TwsTester
 
 from fleetstream.errors import FleetstreamError
-from fleetstream.pipeline.episodes import TIME_MODE, EpisodeProcessor
-from fleetstream.pipeline.offline import OfflineProcessor
+from fleetstream.pipeline.episodes import TIME_MODE, WATERMARK_S, EpisodeProcessor
+from fleetstream.pipeline.offline import Car
 from fleetstream.pipeline.trips import Trips
 from fleetstream.rules.engine import Escalation, Lifecycle, Rule, load_rules
 from fleetstream.rules.lifecycle import Event, Machine, episode_id
@@ -67,10 +67,13 @@ def test_out_of_order_events_count_but_move_no_phase() -> None:
     assert (state.events, state.peak_speed) == (2, 150.0)
 
 
-def episode_tester(**options: float) -> TwsTester:
+def episode_tester(**options: float | None) -> TwsTester:
     """The processor under TwsTester, event time from ``event_time`` (shifted by 1 ms: the tester
-    drops events at or before its watermark, which starts at 0, and these rows start at 0)."""
-    return TwsTester(EpisodeProcessor(load_rules(), **options), timeMode=TIME_MODE,
+    drops events at or before its watermark, which starts at 0, and these rows start at 0). No car
+    is called offline unless ``offline_after_s`` is given (these rows' times are before the first
+    watermark less the offline time: every car would be offline at once)."""
+    options.setdefault("offline_after_s", None)
+    return TwsTester(EpisodeProcessor(load_rules(), **options), timeMode=TIME_MODE,  # type: ignore[arg-type]
                      eventTimeExtractor=lambda r: r.event_time + 1)  # fmt: skip
 
 
@@ -128,7 +131,7 @@ def test_a_frozen_reading_is_a_sensor_fault_episode_across_batches() -> None:
     assert first == []  # pending: 6 repeats, 5 s
     trip = tester.peekValueState("trip", "c1")  # the last reading is kept with the open trip
     assert trip is not None
-    assert (trip[-4], list(trip[-3]), trip[-2]) == (10_000, [97.3], 1)  # and the one episode pending
+    assert (trip[-3], list(trip[-2]), trip[-1]) == (10_000, [97.3], 1)  # and the one episode pending
     second = [
         r.episode for r in tester.test("c1", rows("." * 12, start_ms=11_000, oil=[97.3] * 10 + [97.5, 97.4]))
         if r.kind == "episode"
@@ -192,47 +195,102 @@ def test_trips_end_with_the_engine_or_a_gap_and_count_harsh_events() -> None:
     assert [(t.status, t.reports) for t in later] == [("open", 2)]
 
 
+#: the offline tests' first event time (2026-01-01): the watermark the offline timers are set
+#: against is far behind the fleet's clock, so the times must be far from 0
+EPOCH_MS = 1_767_225_600_000
+
+
+def offline_tester(**options: float) -> TwsTester:
+    return episode_tester(offline_after_s=30, **options)
+
+
+def at(t: float) -> int:
+    """Event time ``t`` seconds after EPOCH_MS."""
+    return EPOCH_MS + round(t * 1000)
+
+
+def clock(t: float) -> int:
+    """The watermark when the newest event time the query has seen is ``at(t)``."""
+    return at(t) - WATERMARK_S * 1000
+
+
+def offline_steps(output: list[Row]) -> list[Row]:
+    return [r.episode for r in output if r.kind == "episode" and r.episode.rule == "vehicle_offline"]
+
+
+def report(t: int, car: str = "c1") -> list[Row]:
+    """One report of ``car`` at ``at(t)``, as the processor reads it."""
+    return [r.asDict() | {"car_id": car} for r in rows(".", start_ms=at(t))]  # type: ignore[misc]
+
+
 def test_a_car_silent_while_the_fleet_goes_on_opens_an_offline_episode_and_its_next_report_resolves_it() -> None:
-    tester = TwsTester(
-        OfflineProcessor(offline_after_s=30), timeMode="EventTime", eventTimeExtractor=lambda r: r.event_time
-    )
+    """The episodes processor keeps each car's last report; when the fleet's clock is the offline
+    time (30 s) and 10 s of slack past it, the car is offline (an event-time timer, set against a
+    watermark that stays WATERMARK_S behind the clock)."""
+    tester = offline_tester()
 
-    def report(t: int) -> Row:
-        return Row(car_id="c1", event_id=f"e{t}", event_time=t * 1000, model="M", color="red")
+    def batch(*times: int) -> list[Row]:
+        return offline_steps(tester.test("c1", [Row(**r) for t in times for r in report(t)]))
 
-    assert tester.test("c1", [report(9), report(8)]) == []  # reporting: its timer is at 39 s (event time)
-    assert tester.test("c1", [report(19)]) == []  # a report moves the timer to 49 s
-    assert tester.setWatermark(45_000) == []  # the fleet's clock is not there yet
-    [opened] = [r.episode for r in tester.setWatermark(50_000)]
+    assert batch(9, 8) == []  # reporting: offline once the fleet's clock is at 49 s
+    assert batch(19) == []  # a report moves that to 59 s
+    assert offline_steps(tester.setWatermark(clock(58))) == []  # the fleet's clock is not there yet
+    [opened] = offline_steps(tester.setWatermark(clock(59)))
     assert (opened.rule, opened.lifecycle, opened.last_seen_at, opened.opened_at) == (
         "vehicle_offline",
         "opened",
-        19_000,
-        49_000,
+        at(19),
+        at(49),
     )
-    assert tester.setWatermark(90_000) == []  # once per silence
-    [resolved] = [r.episode for r in tester.test("c1", [report(95)])]
-    assert (resolved.lifecycle, resolved.status, resolved.resolved_at) == ("resolved", "resolved", 95_000)
+    assert opened.episode_id == episode_id("c1", "vehicle_offline", f"e{at(19)}")
+    assert offline_steps(tester.setWatermark(clock(90))) == []  # once per silence
+    [resolved] = batch(95)
+    assert (resolved.lifecycle, resolved.status, resolved.resolved_at) == ("resolved", "resolved", at(95))
     assert resolved.episode_id == opened.episode_id
-    assert tester.test("c1", [report(99)]) == []  # online again, nothing open
+    assert batch(99) == []  # online again, nothing open
 
 
 def test_a_silence_a_batch_holds_whole_is_an_offline_episode_opened_and_resolved_at_once() -> None:
     """A backlog or a catch-up run: the silence is between two reports of one batch (no timer fired)."""
-    tester = TwsTester(
-        OfflineProcessor(offline_after_s=30), timeMode="EventTime", eventTimeExtractor=lambda r: r.event_time
-    )
+    tester = offline_tester()
 
-    def report(t: int) -> Row:
-        return Row(car_id="c1", event_id=f"e{t}", event_time=t * 1000, model="M", color="red")
+    def batch(*times: int) -> list[Row]:
+        return offline_steps(tester.test("c1", [Row(**r) for t in times for r in report(t)]))
 
-    assert tester.test("c1", [report(t) for t in (0, 1, 2, 31)]) == []  # 29 s: not offline
-    steps = [r.episode for r in tester.test("c1", [report(t) for t in (75, 32, 33, 76)])]  # 33 -> 75: 42 s
+    assert batch(0, 1, 2, 31) == []  # 29 s: not offline
+    steps = batch(75, 32, 33, 76)  # 33 -> 75: 42 s
     assert [(s.lifecycle, s.started_at, s.opened_at, s.resolved_at) for s in steps] == [
-        ("opened", 33_000, 63_000, None),
-        ("resolved", 33_000, 63_000, 75_000),
+        ("opened", at(33), at(63), None),
+        ("resolved", at(33), at(63), at(75)),
     ]
-    assert steps[0].episode_id == steps[1].episode_id == episode_id("c1", "vehicle_offline", "e33")
+    assert steps[0].episode_id == steps[1].episode_id == episode_id("c1", "vehicle_offline", f"e{at(33)}")
+
+
+def test_a_report_later_than_the_offline_time_finds_its_car_offline_at_once() -> None:
+    """A car whose newest report is already the offline time behind the fleet's clock (its reports
+    came late) is offline in that batch: a timer there would be behind the watermark."""
+    tester = offline_tester()
+    tester.setWatermark(clock(100))
+    [opened] = offline_steps(tester.test("c2", [Row(**r) for r in report(20, "c2")]))
+    assert (opened.car_id, opened.lifecycle, opened.opened_at) == ("c2", "opened", at(50))
+    [resolved] = offline_steps(tester.test("c2", [Row(**r) for r in report(101, "c2")]))
+    assert (resolved.lifecycle, resolved.episode_id) == ("resolved", opened.episode_id)
+
+
+def test_an_offline_car_keeps_its_last_report_past_the_state_ttl_and_its_return_resolves() -> None:
+    """A day (here an hour) after its last report, a car's trip and episodes leave the state; a car
+    offline keeps its last report, so that its next report resolves the episode."""
+    tester = offline_tester(ttl_s=3600)
+    tester.test("c1", [Row(**r) for r in report(0)])
+    [opened] = offline_steps(tester.setWatermark(clock(50)))
+    assert tester.peekValueState("trip", "c1") is not None
+    tester.setWatermark(clock(3 * 3600))
+    assert tester.peekValueState("trip", "c1") is None
+    car = tester.peekValueState("car", "c1")
+    assert car is not None
+    assert Car(*car).episode_id == opened.episode_id
+    [resolved] = offline_steps(tester.test("c1", [Row(**r) for r in report(3 * 3600 + 5)]))
+    assert (resolved.lifecycle, resolved.resolved_at) == ("resolved", at(3 * 3600 + 5))
 
 
 def test_a_car_with_nothing_pending_is_not_looked_up_until_a_rule_fires() -> None:
@@ -242,13 +300,13 @@ def test_a_car_with_nothing_pending_is_not_looked_up_until_a_rule_fires() -> Non
     assert [r for r in tester.test("c1", rows("....")) if r.kind == "episode"] == []
     trip = tester.peekValueState("trip", "c1")
     assert trip is not None
-    assert trip[-2] == 0  # nothing pending or open
+    assert trip[-1] == 0  # nothing pending or open
     assert [r for r in tester.test("c1", rows("....", start_ms=4_000)) if r.kind == "episode"] == []
     opened = [r.episode for r in tester.test("c1", rows("..o", start_ms=8_000)) if r.kind == "episode"]
     assert [(r.lifecycle, r.rule, r.started_at) for r in opened] == [("opened", "overspeed", 10_000)]
     after = tester.peekValueState("trip", "c1")
     assert after is not None
-    assert after[-2] == 1
+    assert after[-1] == 1
     # a reading that repeats across the batch boundary is a firing rule too
     frozen = [99.0] * 12
     tester.test("c1", rows("." * 12, start_ms=30_000, oil=frozen))
@@ -261,14 +319,15 @@ def test_the_state_of_a_car_not_seen_for_a_day_is_dropped() -> None:
     tester = episode_tester(ttl_s=3600)
     tester.test("c1", rows("...ooo"))  # an open trip and an open overspeed episode
     tester.test("c2", rows("...", start_ms=1_000_000))
-    trip = tester.peekValueState("trip", "c1")
-    assert trip is not None
-    assert trip[-1] == 2 * 3_600_000  # 5 s + 1 h, rounded up to the hour
+    car = tester.peekValueState("car", "c1")
+    assert car is not None
+    assert Car(*car).expires_at == 2 * 3_600_000  # 5 s + 1 h, rounded up to the hour
     assert tester.setWatermark(3_600_000) == []
     assert tester.peekValueState("trip", "c1") is not None
     tester.test("c2", rows("...", start_ms=3_700_000))  # c2 reports again: its timer moves on
     assert tester.setWatermark(2 * 3_600_000) == []  # nothing is emitted: the tables keep what they had
     assert tester.peekValueState("trip", "c1") is None
+    assert tester.peekValueState("car", "c1") is None
     assert tester.peekMapState("episodes", "c1") == {}
     assert tester.peekValueState("trip", "c2") is not None  # seen at 3,702 s: expires at 3 h
     tester.setWatermark(3 * 3_600_000)

@@ -74,16 +74,16 @@ def test_run_waits_for_the_lakes_first_batch_then_goes_on(tmp_path: Path) -> Non
 
     settings = Settings(state_dir=tmp_path)
     alive = Service("stream", os.getpid(), psutil.Process().create_time(), "", "")
-    lake, offline = (
+    lake, episodes = (
         summarize({**DELTA_PROGRESS, "name": "lake", "batchId": -1}),
-        summarize({**DELTA_PROGRESS, "name": "offline", "batchId": 0}),
+        summarize({**DELTA_PROGRESS, "name": "episodes", "batchId": 0}),
     )
-    write_status(tmp_path / STATUS_FILE, [lake, offline], 0.0, phase="running")
+    write_status(tmp_path / STATUS_FILE, [lake, episodes], 0.0, phase="running")
 
     def first_batch() -> None:
         time.sleep(1.0)
         done = summarize({**DELTA_PROGRESS, "name": "lake", "batchId": 0})
-        write_status(tmp_path / STATUS_FILE, [done, offline], 1.0, phase="running")
+        write_status(tmp_path / STATUS_FILE, [done, episodes], 1.0, phase="running")
 
     writer = threading.Thread(target=first_batch)
     began = time.monotonic()
@@ -92,7 +92,7 @@ def test_run_waits_for_the_lakes_first_batch_then_goes_on(tmp_path: Path) -> Non
     writer.join()
     assert 0.9 <= time.monotonic() - began < 10
     # the status still says "no batch": the limit ends the wait, and so does a stream gone
-    write_status(tmp_path / STATUS_FILE, [lake, offline], 2.0, phase="running")
+    write_status(tmp_path / STATUS_FILE, [lake, episodes], 2.0, phase="running")
     began = time.monotonic()
     assert _await_lake(settings, alive, timeout_s=1.0) is True  # (the rest starts anyway)
     assert 1.0 <= time.monotonic() - began < 5

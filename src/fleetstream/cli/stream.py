@@ -39,11 +39,11 @@ def stream(
             envvar="FLEETSTREAM_STREAM_ONLY",
             help="Comma-separated layers: bronze,silver,alerts,gold (one query reads Kafka and computes every "
             "layer chosen; a layer without its input layer reads that layer's table); episodes (alert "
-            "episodes and trips) and offline (cars that stopped reporting), stateful queries over silver's "
-            "table; alert-data is the alert-data publisher alone "
-            "(part of alerts otherwise).",
+            "episodes, cars that stopped reporting, and trips), a stateful query over silver's table "
+            "(offline, its part a query of its own before, is a name for it); alert-data is the alert-data "
+            "publisher alone (part of alerts otherwise).",
         ),
-    ] = "bronze,silver,alerts,gold,episodes,offline",
+    ] = "bronze,silver,alerts,gold,episodes",
     available_now: Annotated[
         bool,
         typer.Option(

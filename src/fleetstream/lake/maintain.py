@@ -126,14 +126,26 @@ def safe_hours(needed: dict[str, int], commit_times_ms: dict[str, dict[int, int]
 def reservoir_versions(lines: Iterable[tuple[str, int, str]]) -> dict[str, int]:
     """The oldest Delta version each streaming query still reads, per table id, from the lines of
     its checkpoints' offset files: (checkpoint, batch, line). A query resumes from its last batch's
-    start or end, so the older of its two newest batches counts.
+    start or end, so the older of its two newest batches counts. The checkpoints an earlier version's
+    stateful queries left (``RETIRED``) count only until the episodes query's own has been written:
+    nothing resumes from them after that.
 
     >>> line = lambda v: json.dumps({"sourceVersion": 1, "reservoirId": "t", "reservoirVersion": v, "index": -1})
     >>> reservoir_versions([("q", 1, line(3)), ("q", 2, line(5)), ("q", 3, line(9)), ("r", 0, "{}")])
     {'t': 5}
+    >>> reservoir_versions([("offline", 0, line(2)), ("q", 3, line(9))])
+    {'t': 2}
+    >>> reservoir_versions([("offline", 0, line(2)), ("q", 3, line(9)), ("episodes-v3", 0, line(8))])
+    {'t': 8}
     """
+    from fleetstream.pipeline.episodes import RETIRED, STATE_LAYOUTS
+
+    lines = list(lines)
+    retired = set(RETIRED) if any(c == STATE_LAYOUTS[-1] for c, _, _ in lines) else set()
     batches: dict[str, list[tuple[int, str, int]]] = {}
     for checkpoint, batch, text in lines:
+        if checkpoint in retired:
+            continue
         try:
             entry = json.loads(text)
         except ValueError:

@@ -90,7 +90,7 @@ def recent_alerts(settings: Settings, since: dt.datetime) -> pl.DataFrame | None
 
 def _waiting(settings: Settings, kind: str, wanted: pl.Expr) -> pl.DataFrame | None:
     """The ``kind`` rows (episode, trip) in silver/pending_upserts that match ``wanted``: the newest
-    steps the stateful queries have not upserted into their table yet."""
+    steps the episodes query has not upserted into their table yet."""
     frame = scan(settings, "silver/pending_upserts")
     if frame is None:
         return None

@@ -38,13 +38,13 @@ REALTIME_BATCH_S = 300.0
 #: the lake application's CPU priority beside a publisher of its own: the lowest, so that the cores
 #: go to the publisher whenever it has work (docs/benchmarks.md compares 10 and 19)
 LAKE_NICE = 19
-#: how often the stateful queries (episodes, offline) look for new silver rows, in seconds: each
+#: how often the stateful query (episodes) looks for new silver rows, in seconds: each
 #: batch has a fixed cost (Python workers, state commits, upserts), measured in docs/benchmarks.md
 EPISODES_TRIGGER_S = 15.0
 #: silver/alert_episodes and gold/trips are upserted at most this often, in seconds (each upsert is a
 #: Delta MERGE, about 1.2 s of CPU); in between, their rows wait in silver/pending_upserts
 EPISODES_PROGRESS_S = 60.0
-#: the stateful queries' state partitions (fixed in a checkpoint at its first start)
+#: the stateful query's state partitions (fixed in its checkpoint at its first start)
 EPISODE_PARTITIONS = 1
 #: a car that stopped reporting this long opens a vehicle_offline episode, in seconds
 OFFLINE_AFTER_S = 30.0

@@ -4,9 +4,11 @@ A micro-batch query of its own reads ``silver/telemetry`` as a stream (validated
 copies only), computes per event whether each rule's condition and clear condition hold (Spark
 built-ins), and hands each car's events to :class:`EpisodeProcessor`, which keeps each rule's
 pending or open episode in RocksDB state and runs :class:`~fleetstream.rules.lifecycle.Machine`
-over them. Its output, one row per lifecycle step, goes to Kafka ``alert-data`` (``opened``,
-``repeated``, ``escalated``, ``resolved``; ``kind: episode``) and to Delta
-``silver/alert_episodes``, one row per episode, upserted (docs/rules.md).
+over them; the same processor keeps each car's last report and opens a ``vehicle_offline`` episode
+when the car goes silent (:mod:`fleetstream.pipeline.offline`), and sessionises its reports into
+trips (:mod:`fleetstream.pipeline.trips`). Its output, one row per lifecycle step, goes to Kafka
+``alert-data`` (``opened``, ``repeated``, ``escalated``, ``resolved``; ``kind: episode``) and to
+Delta ``silver/alert_episodes``, one row per episode, upserted (docs/rules.md).
 
 Real-time mode allows no state (Spark 4.2): the per-event alerts stay on their real-time path, and
 this is a second consumer, seconds behind silver.
@@ -28,8 +30,9 @@ from pyspark.sql.streaming.stateful_processor import (
     TimerValues,
 )
 
-from fleetstream.pipeline import DEFAULT_MAX_LATENESS_S, gold
+from fleetstream.pipeline import DEFAULT_MAX_LATENESS_S, OFFLINE_AFTER_S, gold
 from fleetstream.pipeline.clock import StepClock, jvm_pid
+from fleetstream.pipeline.offline import CAR_SCHEMA, Car, Offline
 from fleetstream.pipeline.trips import TRIP_GAP_S, TRIP_STATE_SCHEMA, OpenTrip, Trips
 from fleetstream.pipeline.writer import KAFKA, Writer
 from fleetstream.rules.engine import Rule
@@ -47,10 +50,14 @@ __all__ = [
 
 #: the episodes query's checkpoint (and writer) name, by the layout of its state; an earlier one
 #: (``STATE_LAYOUTS[:-1]``) cannot be read by this processor (Spark refuses a changed state schema)
-STATE_LAYOUTS = ("episodes", "episodes-v2")
-#: the processor's time mode: event time, for the timer that drops the state of a car not seen for
-#: ``STATE_TTL_S``. Not ProcessingTime (the mode of Spark's own state TTL): in that mode Spark 4.2
-#: runs a batch at every trigger with or without new rows, and an available-now run never ends.
+STATE_LAYOUTS = ("episodes", "episodes-v2", "episodes-v3")
+#: the checkpoint (and writer) names of earlier versions' stateful queries: the earlier layouts, and
+#: the offline query (part of this one since episodes-v3)
+RETIRED = ("offline", *STATE_LAYOUTS[:-1])
+#: the processor's time mode: event time, for the timers that call a silent car offline and drop
+#: the state of a car not seen for ``STATE_TTL_S``. Not ProcessingTime (the mode of Spark's own
+#: state TTL): in that mode Spark 4.2 runs a batch at every trigger with or without new rows, and
+#: an available-now run never ends.
 TIME_MODE = "EventTime"
 #: a car's state (open trip, pending and open episodes) is dropped once the fleet's clock (the
 #: watermark) is this far past its last report
@@ -114,11 +121,20 @@ def episode_input(silver: DataFrame, rules: list[Rule]) -> DataFrame:
 
 class EpisodeProcessor(StatefulProcessor):
     """Per car: each rule's pending or open episode in a map state (rule -> episode; a rule with none
-    has no entry), and the car's open trip in a value state (:class:`~fleetstream.pipeline.trips.Trips`),
-    which also keeps the last reading each frozen-sensor rule watches."""
+    has no entry), the car's open trip in a value state (:class:`~fleetstream.pipeline.trips.Trips`),
+    which also keeps the last reading each frozen-sensor rule watches, and its last report in
+    another (:class:`~fleetstream.pipeline.offline.Car`: its timers, its offline episode). A car
+    silent for ``offline_after_s`` (None: never) while the fleet goes on is offline."""
 
-    def __init__(self, rules: list[Rule], trip_gap_s: float = TRIP_GAP_S, ttl_s: float = STATE_TTL_S) -> None:
+    def __init__(
+        self,
+        rules: list[Rule],
+        trip_gap_s: float = TRIP_GAP_S,
+        ttl_s: float = STATE_TTL_S,
+        offline_after_s: float | None = OFFLINE_AFTER_S,
+    ) -> None:
         self.ttl_ms = round(ttl_s * 1000)
+        self.offline = Offline(offline_after_s, WATERMARK_S)
         self.rules = list(rules)
         self.machines = [Machine(r.name, r.severity, r.lifecycle) for r in self.rules]
         self.watched = [i for i, r in enumerate(self.rules) if r.unchanged is not None]
@@ -131,12 +147,17 @@ class EpisodeProcessor(StatefulProcessor):
         self.handle = handle
         self.state = handle.getMapState("episodes", "rule STRING", STATE_SCHEMA)
         self.trip = handle.getValueState("trip", TRIP_STATE_SCHEMA)
+        self.car = handle.getValueState("car", CAR_SCHEMA)
 
     def handleInputRows(self, key: Any, rows: Iterator[Row], timerValues: TimerValues) -> Iterator[Row]:  # noqa: N802, N803 (Spark's names)
         car_id = key[0]
         events = sorted(rows, key=lambda r: (r["event_time"], r["event_id"]))
         if not events:
             return
+        known = self.car.get()
+        car_before = None if known is None else Car(*known)
+        offline, car = self.offline.reports(car_id, events, car_before, timerValues.getCurrentWatermarkInMs())
+        yield from offline
         held = self.trip.get()  # None when the car has no open trip
         before = None if held is None else OpenTrip(*held)
         unchanged, readings = self._unchanged(events, before)
@@ -152,25 +173,36 @@ class EpisodeProcessor(StatefulProcessor):
         trips = Trips(car_id, self.trip_gap_ms, before)
         for trip in trips.feed(events, sorted(opened)):
             yield Row(kind="trip", episode=None, trip=trip)
-        expires = self._expiry(events[-1]["event_time"])
         if trips.open is None:
             if before is not None:
                 self.trip.clear()
-            if self.held_after:  # episodes without a trip (rare): no place to remember the timer
-                self.handle.registerTimer(expires)
-            return
-        if trips.open.expires_at != expires:  # an older timer finds the car seen since, and passes
+        else:
+            if self.watched and (trips.open.reading_at, trips.open.readings) != readings:
+                trips.open = replace(trips.open, reading_at=readings[0], readings=readings[1])
+                trips.changed = True
+            if trips.open.held != self.held_after:
+                trips.open = replace(trips.open, held=self.held_after)
+                trips.changed = True
+            if trips.changed:  # a state write only when the batch moved the trip
+                self.trip.update(trips.open.as_tuple())
+        self._keep(car, car_before)
+
+    def _keep(self, car: Car, before: Car | None) -> None:
+        """Write the car's last report, moving its timers: the state-expiry one when the hour it
+        falls on moves (an older one finds the car seen since, and passes), the offline one when
+        the last report moves."""
+        expires = self._expiry(car.last_event_at)
+        if car.expires_at != expires:
             self.handle.registerTimer(expires)
-            trips.open = replace(trips.open, expires_at=expires)
-            trips.changed = True
-        if self.watched and (trips.open.reading_at, trips.open.readings) != readings:
-            trips.open = replace(trips.open, reading_at=readings[0], readings=readings[1])
-            trips.changed = True
-        if trips.open.held != self.held_after:
-            trips.open = replace(trips.open, held=self.held_after)
-            trips.changed = True
-        if trips.changed:  # a state write only when the batch moved the trip
-            self.trip.update(trips.open.as_tuple())
+            car = replace(car, expires_at=expires)
+        was = None if before is None else before.timer_at
+        if was != car.timer_at:
+            if was is not None:
+                self.handle.deleteTimer(was)
+            if car.timer_at is not None:
+                self.handle.registerTimer(car.timer_at)
+        if car != before:
+            self.car.update(car.as_tuple())
 
     def _expiry(self, last_at: int) -> int:
         """The whole hour at or after ``last_at`` plus the TTL."""
@@ -182,17 +214,25 @@ class EpisodeProcessor(StatefulProcessor):
         timerValues: TimerValues,  # noqa: N803
         expiredTimerInfo: ExpiredTimerInfo,  # noqa: N803
     ) -> Iterator[Row]:
-        """The fleet's clock is a TTL past a car's last report: its state goes (its trip and episodes
-        stay in the tables as last written), unless it reported since (a later timer stands)."""
-        trip = self.trip.get()
-        held = [Episode(*v) for _, v in self.state.iterator()]
-        seen = [t for t in [None if trip is None else OpenTrip(*trip).last_at, *(e.last_event_at for e in held)]
-                if t is not None]  # fmt: skip
-        if seen and self._expiry(max(seen)) > expiredTimerInfo.getExpiryTimeInMs():
-            return iter([])
+        """The car's offline timer: it is offline (:mod:`fleetstream.pipeline.offline`). Or the
+        fleet's clock is a TTL past its last report: its state goes (its trip and episodes stay in
+        the tables as last written; its last report stays while it is offline, for its return to
+        resolve), unless it reported since (a later timer stands)."""
+        known = self.car.get()
+        car = None if known is None else Car(*known)
+        expiry = expiredTimerInfo.getExpiryTimeInMs()
+        steps: list[Row] = []
+        if car is not None and car.timer_at == expiry and car.episode_id is None:
+            car, opened = self.offline.expired(key[0], car)
+            self.car.update(car.as_tuple())
+            steps.append(opened)
+        if car is not None and self._expiry(car.last_event_at) > expiry:
+            return iter(steps)
         self.trip.clear()
         self.state.clear()
-        return iter([])
+        if car is not None and car.episode_id is None:
+            self.car.clear()
+        return iter(steps)
 
     def _unchanged(
         self, events: list[Row], trip: OpenTrip | None
@@ -279,13 +319,15 @@ def _row(update: Update, car_id: str, rule: Rule, last: Row, as_of: int) -> Row:
     )  # fmt: skip
 
 
-def episodes(silver: DataFrame, rules: list[Rule]) -> DataFrame:
-    """The lifecycle steps of every car's episodes, and its trips, from a stream of silver rows."""
+def episodes(silver: DataFrame, rules: list[Rule], offline_after_s: float | None = OFFLINE_AFTER_S) -> DataFrame:
+    """The lifecycle steps of every car's episodes (its rules' and its offline ones), and its trips,
+    from a stream of silver rows."""
+    processor = EpisodeProcessor(rules, offline_after_s=offline_after_s)
     return (
         episode_input(silver, rules)
         .withWatermark("event_ts", f"{WATERMARK_S} seconds")
         .groupBy("car_id")
-        .transformWithState(EpisodeProcessor(rules), OUTPUT_SCHEMA, "Append", TIME_MODE)
+        .transformWithState(processor, OUTPUT_SCHEMA, "Append", TIME_MODE)
     )
 
 
@@ -465,16 +507,17 @@ class EpisodesBatch:
 _STATUS = {EpisodesBatch.TABLE: EPISODE_COLUMNS.index("status"), TRIPS_TABLE: TRIP_COLUMNS.index("status")}
 
 
-def upsert_waiting(spark: SparkSession, writer: Writer) -> int:
+def upsert_waiting(spark: SparkSession, writer: Writer, retired: tuple[str, ...] = ()) -> int:
     """Upsert the rows a stopped run of ``writer``'s query left in its partition of
     silver/pending_upserts into their tables, then empty the partition (before the query starts);
-    returns how many rows there were."""
+    with the partitions of the ``retired`` names of the query (an earlier version's); returns how
+    many rows there were."""
     from fleetstream.pipeline.writer import delta_exists
 
     path = writer.lake.table(PENDING_TABLE)
     if not delta_exists(spark, path):
         return 0
-    mine = F.col("query") == writer.writer
+    mine = F.col("query").isin(writer.writer, *retired)
     waiting = spark.read.format("delta").load(path).where(mine).persist()
     try:
         count = waiting.count()
@@ -486,7 +529,9 @@ def upsert_waiting(spark: SparkSession, writer: Writer) -> int:
                 rows = waiting.where(F.col("kind") == kind).select(f"{kind}.*")
                 if not rows.isEmpty():
                     writer.upsert(table, newest_rows(rows))
-            writer.empty(PENDING_TABLE, PENDING_SCHEMA)
+            names = {r["query"] for r in waiting.select("query").distinct().collect()}
+            for name in sorted(names):
+                writer.empty(PENDING_TABLE, PENDING_SCHEMA, partition=name)
     finally:
         waiting.unpersist()
     return count

@@ -9,7 +9,7 @@ Incremental, without streaming state:
   the newest event time is ``LATENESS_MS`` past its end (validation rejects events later than that),
   from ``car_minutes`` (a car's minute is one row, not one per event) and ``silver/alerts``.
 - ``gold/episodes_per_minute``: alert episodes opened and resolved per 1-minute window, rule,
-  color and model, appended by the stateful queries (partial counts per batch; readers sum them).
+  color and model, appended by the episodes query (partial counts per batch; readers sum them).
 - ``gold/car_state``: each car's latest report, kept in memory and written whole every batch (one
   row per car; no read, join or MERGE of the table).
 - ``gold/driving_features`` (5-minute windows ending every minute) are rolled up from the partial

@@ -183,7 +183,7 @@ def read_status(path: Path) -> Status | None:
 
 #: the status file's queries that are not lake queries: the stateful ones, the alert publisher's (its
 #: real-time and micro-batch query) and the row a separate publisher application is reported by
-NOT_LAKE = frozenset({"episodes", "offline", "alerts_realtime", "alerts", "alert-data"})
+NOT_LAKE = frozenset({"episodes", "alerts_realtime", "alerts", "alert-data"})
 
 
 def lake_has_written(status: Status) -> bool:
@@ -192,7 +192,7 @@ def lake_has_written(status: Status) -> bool:
 
     >>> def q(name, batch):
     ...     return QueryHealth(name, batch, "", 0, 0.0, 0.0, 0, None, "", None)
-    >>> lake_has_written(Status(0.0, [q("lake", -1), q("offline", 0), q("alerts_realtime", -1)]))
+    >>> lake_has_written(Status(0.0, [q("lake", -1), q("episodes", 0), q("alerts_realtime", -1)]))
     False
     >>> lake_has_written(Status(0.0, [q("lake", 0), q("episodes", -1)]))
     True

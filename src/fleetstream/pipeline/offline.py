@@ -1,14 +1,20 @@
 """Vehicles offline: a car that was reporting and stops for ``offline_after_s`` seconds while the
 rest of the fleet goes on opens a ``vehicle_offline`` episode; its next report resolves it.
 
-A stateful query of its own (``offline``) over silver's table, on event-time timers
-(``transformWithState`` in ``EventTime`` mode): each report moves the car's timer to its event time
-plus ``offline_after_s``; the timer fires once the watermark (the newest event time silver has
-seen, less ``WATERMARK_S``) passes it, which opens the episode. A silence that a batch holds whole
-(two of the car's reports further apart than the offline time: a backlog, a catch-up run) is an
-episode opened and resolved at once, with the same times and id the timer would have given it.
-Its steps have the episodes query's shape (:mod:`fleetstream.pipeline.episodes`) and go to the
-same places: ``silver/alert_episodes`` and ``alert-data``.
+Part of the episodes query (``EpisodeProcessor``, :mod:`fleetstream.pipeline.episodes`), which
+keeps each car's last report in a value state (:class:`Car`) anyway: one stateful query over
+silver, not two (each query costs its own state commit, Python worker and Delta reads per batch;
+docs/benchmarks.md, session 56). The logic here is pure: the processor does the state's I/O.
+
+On event-time timers: each report moves the car's timer to the time at which the fleet's clock
+(the newest event time the query has seen) is ``offline_after_s + SLACK_S`` past the report; the
+timer fires once the query's watermark passes it, which opens the episode. The watermark stays
+``WATERMARK_S`` (episodes) behind the fleet's clock so that late reports still count for the other
+rules, so the timer is set that much earlier (:meth:`Offline.timer`). A silence that a batch holds
+whole (two of the car's reports further apart than the offline time: a backlog, a catch-up run) is
+an episode opened and resolved at once, with the same times and id the timer would have given it.
+Its steps have the episodes' shape and go to the same places: ``silver/alert_episodes`` and
+``alert-data``.
 
 Why event time and not the wall clock: processing-time timers (``ProcessingTime`` mode) measure
 silence from when the query saw a report, so a lake batch that takes longer than the offline time
@@ -21,106 +27,108 @@ the fleet comes back after more than the offline time, each car's silence is one
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dataclasses import astuple, dataclass, replace
 from typing import Any
 
-from pyspark.sql import DataFrame, Row
-from pyspark.sql.streaming.stateful_processor import (
-    ExpiredTimerInfo,
-    StatefulProcessor,
-    StatefulProcessorHandle,
-    TimerValues,
-)
+from pyspark.sql import Row
 
-from fleetstream.pipeline import OFFLINE_AFTER_S
-from fleetstream.pipeline.episodes import OUTPUT_SCHEMA
 from fleetstream.rules.lifecycle import episode_id
 
 RULE = "vehicle_offline"
 SEVERITY = "medium"
-#: how far behind the newest event time silver has seen the watermark stays (out-of-order reports)
-WATERMARK_S = 10
-STATE_SCHEMA = (
-    "last_event_id STRING, last_event_at BIGINT, timer_at BIGINT, episode_id STRING, opened_at BIGINT, "
-    "model STRING, color STRING"
+#: how far past a car's offline time the fleet's clock must be before the car is called offline,
+#: in seconds: a report up to this late (out of order) does not make it offline
+SLACK_S = 10
+#: a car's last report, its state-expiry timer, and its offline timer or open offline episode
+CAR_SCHEMA = (
+    "last_event_id STRING, last_event_at BIGINT, model STRING, color STRING, expires_at BIGINT, "
+    "timer_at BIGINT, episode_id STRING, opened_at BIGINT"
 )
 
 
-class OfflineProcessor(StatefulProcessor):
-    """Per car: its last report and its timer; the open offline episode, if any."""
+@dataclass(frozen=True)
+class Car:
+    """A car's last report (the newest by event time), as the episodes processor keeps it."""
 
-    def __init__(self, offline_after_s: float = OFFLINE_AFTER_S) -> None:
-        self.after_ms = round(offline_after_s * 1000)
+    last_event_id: str
+    last_event_at: int
+    model: str | None
+    color: str | None
+    #: the event time of its state-expiry timer (a day after its last report, on the hour)
+    expires_at: int | None = None
+    #: the event time of its offline timer (None: none set, or offline now)
+    timer_at: int | None = None
+    #: its open offline episode (None: online)
+    episode_id: str | None = None
+    opened_at: int | None = None
 
-    def init(self, handle: StatefulProcessorHandle) -> None:
-        self.handle = handle
-        self.car = handle.getValueState("car", STATE_SCHEMA)
+    def as_tuple(self) -> tuple[Any, ...]:
+        return astuple(self)
 
-    def handleInputRows(self, key: Any, rows: Iterator[Row], timerValues: TimerValues) -> Iterator[Row]:  # noqa: N802, N803 (Spark's names)
-        car_id = key[0]
-        reports = sorted(rows, key=lambda r: (r["event_time"], r["event_id"]))
-        if not reports:
-            return
-        held = self.car.get() if self.car.exists() else None
-        if held is not None and held[2] is not None:
-            self.handle.deleteTimer(held[2])
-        newest = reports[-1]
-        last = None if held is None else (held[0], held[1])
-        for report in reports:
-            if last is not None and report["event_time"] <= last[1]:
+
+class Offline:
+    """The offline rule: ``after_s`` of silence (None: no car is ever called offline, the last
+    report is still kept); ``watermark_s``: how far the query's watermark is behind the fleet's
+    clock."""
+
+    def __init__(self, after_s: float | None, watermark_s: float) -> None:
+        self.after_ms = None if after_s is None else round(after_s * 1000)
+        self.lead_ms = round((watermark_s - SLACK_S) * 1000)
+
+    def timer(self, last_at: int) -> int | None:
+        """The watermark at which a car last seen at ``last_at`` is offline: the fleet's clock is
+        then the offline time and ``SLACK_S`` past its report."""
+        return None if self.after_ms is None else last_at + self.after_ms - self.lead_ms
+
+    def reports(self, car_id: str, events: list[Row], car: Car | None, watermark_ms: int) -> tuple[list[Row], Car]:
+        """The offline steps of a batch of the car's reports (sorted by event time) and the car as it
+        stands after them; ``watermark_ms``: the batch's watermark (a timer at or before it would
+        not fire: the car is offline at once)."""
+        steps: list[Row] = []
+        last = None if car is None else (car.last_event_id, car.last_event_at)
+        open_episode = car if car is not None and car.episode_id is not None else None
+        newest = events[-1]
+        for report in events:
+            at = report["event_time"]
+            if last is not None and at <= last[1]:
                 continue  # out of order: older than the last report seen
-            if held is not None and held[3] is not None:  # it was offline (its timer fired): back online
-                yield _step(car_id, held, "resolved", held[1], resolved_at=report["event_time"],
-                            as_of=report["event_time"])  # fmt: skip
-                held = None
-            elif last is not None and report["event_time"] - last[1] > self.after_ms:
+            if open_episode is not None:  # it was offline (its timer fired): back online
+                steps.append(_step(car_id, open_episode, "resolved", resolved_at=at, as_of=at))
+                open_episode = None
+            elif last is not None and self.after_ms is not None and at - last[1] > self.after_ms:
                 # silent longer than the offline time between two reports of one batch (a backlog,
                 # or a batch that came after the silence): opened and resolved at once
-                gap = (last[0], last[1], None, episode_id(car_id, RULE, last[0]), last[1] + self.after_ms,
-                       newest["model"], newest["color"])  # fmt: skip
-                yield _step(car_id, gap, "opened", last[1], as_of=last[1])
-                yield _step(car_id, gap, "resolved", last[1], resolved_at=report["event_time"],
-                            as_of=report["event_time"])  # fmt: skip
-            last = (report["event_id"], report["event_time"])
-        assert last is not None
-        timer = last[1] + self.after_ms
-        self.handle.registerTimer(timer)
-        self.car.update((*last, timer, None, None, newest["model"], newest["color"]))
+                gap = Car(last[0], last[1], newest["model"], newest["color"],
+                          episode_id=episode_id(car_id, RULE, last[0]), opened_at=last[1] + self.after_ms)  # fmt: skip
+                steps.append(_step(car_id, gap, "opened", as_of=last[1]))
+                steps.append(_step(car_id, gap, "resolved", resolved_at=at, as_of=at))
+            last = (report["event_id"], at)
+        assert last is not None  # (a car seen before, or a first report)
+        if car is not None and last == (car.last_event_id, car.last_event_at):
+            return steps, car  # only reports older than its last: nothing moves
+        after = Car(last[0], last[1], newest["model"], newest["color"], None if car is None else car.expires_at,
+                    self.timer(last[1]))  # fmt: skip
+        if after.timer_at is not None and after.timer_at <= watermark_ms:
+            # the fleet's clock is past its offline time already (a report that came very late)
+            after, opened = self.expired(car_id, after)
+            steps.append(opened)
+        return steps, after
 
-    def handleExpiredTimer(  # noqa: N802 (Spark's name)
-        self,
-        key: Any,
-        timerValues: TimerValues,  # noqa: N803
-        expiredTimerInfo: ExpiredTimerInfo,  # noqa: N803
-    ) -> Iterator[Row]:
-        held = self.car.get() if self.car.exists() else None
-        if held is None or held[3] is not None:
-            return
-        opened = (held[0], held[1], None, episode_id(key[0], RULE, held[0]), expiredTimerInfo.getExpiryTimeInMs(),
-                  held[5], held[6])  # fmt: skip
-        self.car.update(opened)
-        yield _step(key[0], opened, "opened", held[1], as_of=held[1])
-
-    def close(self) -> None:
-        pass
+    def expired(self, car_id: str, car: Car) -> tuple[Car, Row]:
+        """The car with its offline timer fired: offline since its offline time; and the step."""
+        assert self.after_ms is not None
+        offline = replace(car, timer_at=None, episode_id=episode_id(car_id, RULE, car.last_event_id),
+                          opened_at=car.last_event_at + self.after_ms)  # fmt: skip
+        return offline, _step(car_id, offline, "opened", as_of=car.last_event_at)
 
 
-def _step(car_id: str, held: tuple[Any, ...], lifecycle: str, last_seen: int, as_of: int,
-          resolved_at: int | None = None) -> Row:  # fmt: skip
+def _step(car_id: str, car: Car, lifecycle: str, as_of: int, resolved_at: int | None = None) -> Row:
+    """An offline episode's step, in the episodes' shape: ``car`` as last seen, with the episode."""
     episode = Row(
-        episode_id=held[3], car_id=car_id, rule=RULE, severity=SEVERITY,
-        message="the car stopped reporting", model=held[5], color=held[6], lifecycle=lifecycle,
-        status="resolved" if lifecycle == "resolved" else "open", started_at=last_seen, opened_at=held[4],
-        last_seen_at=last_seen, cleared_at=resolved_at, resolved_at=resolved_at, events=0, peak_speed=None,
-        peak_rpm=None, peak_coolant=None, as_of=as_of,
+        episode_id=car.episode_id, car_id=car_id, rule=RULE, severity=SEVERITY,
+        message="the car stopped reporting", model=car.model, color=car.color, lifecycle=lifecycle,
+        status="resolved" if lifecycle == "resolved" else "open", started_at=car.last_event_at,
+        opened_at=car.opened_at, last_seen_at=car.last_event_at, cleared_at=resolved_at, resolved_at=resolved_at,
+        events=0, peak_speed=None, peak_rpm=None, peak_coolant=None, as_of=as_of,
     )  # fmt: skip
     return Row(kind="episode", episode=episode, trip=None)
-
-
-def offline(silver: DataFrame, offline_after_s: float) -> DataFrame:
-    """Offline episodes' steps from a stream of silver rows."""
-    rows = silver.select("car_id", "event_id", "event_time", "event_ts", "model", "color")
-    rows = rows.withWatermark("event_ts", f"{WATERMARK_S} seconds")
-    return rows.groupBy("car_id").transformWithState(
-        OfflineProcessor(offline_after_s), OUTPUT_SCHEMA, "Append", "EventTime"
-    )

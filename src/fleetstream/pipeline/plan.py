@@ -13,13 +13,14 @@ of its own.
 >>> [(q.name, q.source) for q in plan(["bronze", "alerts"], "microbatch", separate=False).lake]
 [('bronze', 'kafka'), ('alerts', 'silver/telemetry')]
 
-Alert episodes (``episodes``) are stateful: they run as a query of their own over silver's table,
-whichever other layers run beside them.
+Alert episodes (``episodes``: the rules' episodes, offline cars, trips) are stateful: they run as
+a query of their own over silver's table, whichever other layers run beside them. ``offline``, a
+query of its own before, is a name for it still.
 
 >>> [(q.name, q.source) for q in plan([*LAYERS, *STATEFUL], "realtime", separate=True).lake]
-[('lake', 'kafka'), ('episodes', 'silver/telemetry'), ('offline', 'silver/telemetry')]
->>> [q.name for q in plan([*LAYERS, *STATEFUL], "realtime", separate=True, available_now=True).lake]
-['lake', 'episodes', 'offline']
+[('lake', 'kafka'), ('episodes', 'silver/telemetry')]
+>>> [q.name for q in plan(["bronze", "silver", "offline"], "realtime", separate=True, available_now=True).lake]
+['bronze+silver', 'episodes']
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from fleetstream.errors import FleetstreamError
 
 LAYERS = ("bronze", "silver", "alerts", "gold")
 #: layers on Spark's state: each a query of its own (a foreachBatch cannot hold streaming state)
-STATEFUL = ("episodes", "offline")
+STATEFUL = ("episodes",)
+#: earlier queries' names, and the query that does their work now
+ALIASES = {"offline": "episodes"}
 PUBLISHER = "alert-data"  # the alert-data publisher alone, in `--only`
 ALERT_MODES = ("microbatch", "realtime")
 #: each layer's input: Kafka for bronze, else the layer it is derived from
-PARENT = {"bronze": None, "silver": "bronze", "alerts": "silver", "gold": "silver", "episodes": "silver",
-          "offline": "silver"}  # fmt: skip
+PARENT = {"bronze": None, "silver": "bronze", "alerts": "silver", "gold": "silver", "episodes": "silver"}
 #: the Delta table a layer writes that its children read when they run in another query
 LAYER_TABLE = {"bronze": "bronze/telemetry", "silver": "silver/telemetry"}
 
@@ -132,7 +134,7 @@ def plan(
     >>> plan(["bronze", "silver", "alerts"], "realtime", separate=True, available_now=True).alerts_in_batch
     True
     """
-    chosen = set(only)
+    chosen = {ALIASES.get(name, name) for name in only}
     names = [*LAYERS, *STATEFUL, PUBLISHER]
     unknown = sorted(chosen - set(names))
     if unknown:

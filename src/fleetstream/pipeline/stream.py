@@ -52,6 +52,7 @@ from fleetstream.pipeline.episodes import (
     EPISODE_SCHEMA,
     PENDING_SCHEMA,
     PENDING_TABLE,
+    RETIRED,
     STATE_LAYOUTS,
     TRIP_SCHEMA,
     EpisodesBatch,
@@ -60,7 +61,6 @@ from fleetstream.pipeline.episodes import (
     upsert_waiting,
 )
 from fleetstream.pipeline.medallion import LakeBatch
-from fleetstream.pipeline.offline import offline
 from fleetstream.pipeline.plan import LakeQuery, RunPlan
 from fleetstream.pipeline.silver import SILVER_COLUMNS, check_telemetry, parse_bronze
 from fleetstream.pipeline.writer import CHECKPOINT_INTERVAL, Lake, Writer, at_once, delta_exists
@@ -283,29 +283,28 @@ class Streams:
         return batch
 
     def _start_episodes(self, query: LakeQuery) -> StreamingQuery:
-        """The alert episodes (and trips), or the offline cars: a stateful query over silver's table
-        (its own session: RocksDB state)."""
+        """The alert episodes, offline cars and trips: a stateful query over silver's table (its own
+        session: RocksDB state)."""
         session = episodes_session(self.spark, EPISODE_PARTITIONS)
         reader = session.readStream.format("delta")
-        name = query.name
-        if name == "episodes":
-            name = STATE_LAYOUTS[-1]
-            old = [n for n in STATE_LAYOUTS[:-1] if self._exists(self.lake.checkpoint(n))]
-            if old and not self._exists(self.lake.checkpoint(name)):
-                # Its state cannot be carried over: start from silver's newest rows, not its history
-                # (the history's episodes are in the tables already; counted again they would double
-                # gold/episodes_per_minute)
-                log.warning(
-                    "episodes: the state at %s was written by an earlier version of fleetstream, whose layout "
-                    "this one cannot read; starting afresh at silver's newest rows (%s). Episodes and trips "
-                    "open at the upgrade stay as last written; a condition still holding opens a new episode.",
-                    self.lake.checkpoint(old[-1]), self.lake.checkpoint(name),
-                )  # fmt: skip
-                reader = reader.option("startingVersion", "latest")
+        name = STATE_LAYOUTS[-1]
+        old = [n for n in RETIRED if self._exists(self.lake.checkpoint(n))]
+        if old and not self._exists(self.lake.checkpoint(name)):
+            # Its state cannot be carried over: start from silver's newest rows, not its history
+            # (the history's episodes are in the tables already; counted again they would double
+            # gold/episodes_per_minute)
+            log.warning(
+                "episodes: the state at %s was written by an earlier version of fleetstream, whose layout "
+                "this one cannot read; starting afresh at silver's newest rows (%s). Episodes (offline ones "
+                "too) and trips open at the upgrade stay as last written; a condition still holding opens a "
+                "new episode.",
+                self.lake.checkpoint(old[-1]), self.lake.checkpoint(name),
+            )  # fmt: skip
+            reader = reader.option("startingVersion", "latest")
         silver = reader.load(self.lake.table(query.source))
         out = Writer(self.spark, self.lake, name, self.kafka)
         if name not in self.waiting_upserted:  # once per process (a restarted query's rows are in its batch)
-            waited = upsert_waiting(self.spark, out)
+            waited = upsert_waiting(self.spark, out, retired=RETIRED)
             if waited:
                 log.info("%s: %d rows an earlier run left in silver/pending_upserts upserted", query.name, waited)
             self.waiting_upserted.add(name)
@@ -319,7 +318,7 @@ class Streams:
         if earlier is not None:  # a restart: the rows the stopped query held back go with its first upsert
             batch.pending, batch.waiting_written = earlier.pending, earlier.waiting_written
         self.episode_batches[query.name] = batch
-        steps = episodes(silver, self.rules) if query.name == "episodes" else offline(silver, self.triggers.offline_s)
+        steps = episodes(silver, self.rules, self.triggers.offline_s)
         writer = (
             steps.writeStream.queryName(query.name)
             .option("checkpointLocation", self.lake.checkpoint(name))

@@ -39,8 +39,7 @@ TRIP_STATE_SCHEMA = (
     "trip_id STRING, started_at BIGINT, start_km DOUBLE, start_lat DOUBLE, start_lon DOUBLE, "
     "start_fuel DOUBLE, last_at BIGINT, last_km DOUBLE, last_lat DOUBLE, last_lon DOUBLE, last_fuel DOUBLE, "
     "last_speed DOUBLE, reports BIGINT, speed_sum DOUBLE, max_speed DOUBLE, harsh_accelerations BIGINT, "
-    "harsh_brakings BIGINT, episodes BIGINT, reading_at BIGINT, readings ARRAY<DOUBLE>, held BIGINT, "
-    "expires_at BIGINT"
+    "harsh_brakings BIGINT, episodes BIGINT, reading_at BIGINT, readings ARRAY<DOUBLE>, held BIGINT"
 )
 
 
@@ -76,8 +75,6 @@ class OpenTrip:
     #: how many of the car's episodes were pending or open after the last batch (None: not known):
     #: with none, a batch where no rule fires needs no look at the episodes' state
     held: int | None = None
-    #: the event time of the car's state-expiry timer (EpisodeProcessor: a day after its last report)
-    expires_at: int | None = None
 
     def as_tuple(self) -> tuple[Any, ...]:
         return astuple(self)

@@ -36,9 +36,9 @@ KAFKA = "kafka"  # the output name of a batch's Kafka records (topic, key, value
 CHECKPOINT_INTERVAL = 50
 #: an upsert that meets another writer's commit on the same table is tried this many times
 MERGE_ATTEMPTS = 5
-#: one lock per table path for the upserts of this process: the episodes and offline queries both
-#: upsert silver/alert_episodes, and two MERGEs at once make one fail on the other's commit and run
-#: again whole (a second or two of CPU each time); in turn, neither is wasted. Writers in other
+#: one lock per table path for the upserts of this process: two MERGEs at once (two stateful
+#: queries did, before the offline one joined the episodes query) make one fail on the other's
+#: commit and run again whole (a second or two of CPU each time); in turn, neither is wasted. Writers in other
 #: processes (the maintenance's OPTIMIZE) are still met by the retries. (A table's creation, an
 #: append, is not under it: the stream creates the episode tables before their queries start.)
 _UPSERT_LOCKS: dict[str, threading.Lock] = {}
@@ -328,14 +328,16 @@ class Writer:
         self.upsert(name, frame)
         return True
 
-    def empty(self, name: str, schema: str) -> None:
-        """Empty this writer's partition of a ``pending`` table (no commit marker: emptying it
-        again changes nothing). An overwrite costs about four appends (docs/benchmarks.md)."""
+    def empty(self, name: str, schema: str, partition: str | None = None) -> None:
+        """Empty this writer's partition of a ``pending`` table (or ``partition``: an earlier
+        version's name of the writer) (no commit marker: emptying it again changes nothing). An
+        overwrite costs about four appends (docs/benchmarks.md)."""
         table = TABLES[name]
         assert table.mode == "pending"
         assert table.partition is not None
         frame = self.spark.createDataFrame([], schema).write.format("delta").mode("overwrite")
-        frame.option("replaceWhere", f"{table.partition} = '{self.writer}'").save(self.lake.table(name))
+        where = f"{table.partition} = '{partition or self.writer}'"
+        frame.option("replaceWhere", where).save(self.lake.table(name))
 
     def upsert(self, name: str, frame: DataFrame) -> None:
         """Upsert ``frame`` by the table's key, a row replacing the table's only when it is as new

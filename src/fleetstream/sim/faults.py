@@ -178,6 +178,27 @@ class GroundTruth:
             expected[(e.car_id, rule, times[0])] = times[-1]
         return expected
 
+    def expected_offline(
+        self, reports: Mapping[str, Collection[int]]
+    ) -> tuple[dict[tuple[str, int], int], set[tuple[str, int]]]:
+        """The vehicle_offline episodes the lost connections must open, over the reports that reached
+        silver (``reports``: car_id -> event times): (car_id, its last report before the silence) ->
+        its first report after; and the keys of the silences that last to the end (open, or not yet
+        seen as offline)."""
+        expected: dict[tuple[str, int], int] = {}
+        unfinished: set[tuple[str, int]] = set()
+        for fault in (e for e in self.episodes if e.fault == "offline"):
+            assert fault.first_event_time is not None
+            assert fault.last_event_time is not None
+            times = reports[fault.car_id]
+            key = (fault.car_id, max(t for t in times if t < fault.first_event_time))
+            after = [t for t in times if t > fault.last_event_time]
+            if after:
+                expected[key] = min(after)
+            else:
+                unfinished.add(key)
+        return expected, unfinished
+
     def write(self, handle: IO[str]) -> None:
         for e in self.episodes:
             handle.write(json.dumps({"kind": "fault", **asdict(e)}, separators=(",", ":")) + "\n")
