@@ -266,15 +266,37 @@ def test_a_silence_a_batch_holds_whole_is_an_offline_episode_opened_and_resolved
     assert steps[0].episode_id == steps[1].episode_id == episode_id("c1", "vehicle_offline", f"e{at(33)}")
 
 
-def test_a_report_later_than_the_offline_time_finds_its_car_offline_at_once() -> None:
-    """A car whose newest report is already the offline time behind the fleet's clock (its reports
-    came late) is offline in that batch: a timer there would be behind the watermark."""
+def test_a_report_more_than_the_slack_behind_the_fleets_clock_is_not_the_offline_rules() -> None:
+    """The episodes query takes reports up to WATERMARK_S late; the offline rule, those at most
+    SLACK_S (10 s) behind the fleet's clock (as a query of its own, its watermark dropped the rest):
+    a late report neither resolves an episode nor calls its car offline, nor starts a silence."""
     tester = offline_tester()
-    tester.setWatermark(clock(100))
-    [opened] = offline_steps(tester.test("c2", [Row(**r) for r in report(20, "c2")]))
-    assert (opened.car_id, opened.lifecycle, opened.opened_at) == ("c2", "opened", at(50))
-    [resolved] = offline_steps(tester.test("c2", [Row(**r) for r in report(101, "c2")]))
-    assert (resolved.lifecycle, resolved.episode_id) == ("resolved", opened.episode_id)
+
+    def batch(car: str, *times: int) -> list[Row]:
+        return offline_steps(tester.test(car, [Row(**r) for t in times for r in report(t, car)]))
+
+    assert batch("c1", 0) == []
+    [opened] = offline_steps(tester.setWatermark(clock(50)))
+    assert batch("c1", 5) == []  # 45 s behind the clock: not a return
+    assert batch("c2", 20) == []  # a car first seen 30 s behind the clock: not offline at once
+    car = tester.peekValueState("car", "c2")
+    assert car is not None
+    assert Car(*car).timer_at is None  # kept (for its state's expiry), not watched
+    assert batch("c2", 55) == []  # watched from its first report on time, no silence before it
+    [resolved] = batch("c1", 60)
+    assert (resolved.episode_id, resolved.resolved_at) == (opened.episode_id, at(60))
+    [gone] = offline_steps(tester.setWatermark(clock(96)))  # c2: 55 + 30 + 10 s
+    assert (gone.car_id, gone.opened_at) == ("c2", at(85))
+
+
+def test_an_offline_time_longer_than_the_state_ttl_still_calls_the_car_offline() -> None:
+    tester = episode_tester(offline_after_s=2 * 3600, ttl_s=3600)
+    tester.test("c1", [Row(**r) for r in report(0)])
+    assert offline_steps(tester.setWatermark(clock(5000))) == []  # the TTL: trip and episodes go
+    assert tester.peekValueState("trip", "c1") is None
+    assert tester.peekValueState("car", "c1") is not None  # its offline timer is still to fire
+    [opened] = offline_steps(tester.setWatermark(clock(7300)))
+    assert opened.opened_at == at(7200)
 
 
 def test_an_offline_car_keeps_its_last_report_past_the_state_ttl_and_its_return_resolves() -> None:

@@ -12,7 +12,7 @@ The stream commits every table every few seconds, so the tables fill with small 
    then leaves it alone); the open day is only compacted.
 3. **VACUUM**: deletes the files compaction and overwrites removed, once older than the retention.
    The retention is refused when it is shorter than safe (:func:`safe_hours`): a streaming query
-   that reads a table (the episodes and offline queries read silver) must still find every file of
+   that reads a table (the episodes query reads silver) must still find every file of
    the versions it has not read, and a batch reads a pinned version for minutes at most.
 
 Delta's own housekeeping goes on as configured per table: a checkpoint every 50 commits (the

@@ -17,7 +17,7 @@ this is a second consumer, seconds behind silver.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -217,7 +217,8 @@ class EpisodeProcessor(StatefulProcessor):
         """The car's offline timer: it is offline (:mod:`fleetstream.pipeline.offline`). Or the
         fleet's clock is a TTL past its last report: its state goes (its trip and episodes stay in
         the tables as last written; its last report stays while it is offline, for its return to
-        resolve), unless it reported since (a later timer stands)."""
+        resolve, or while its offline timer is yet to fire), unless it reported since (a later
+        timer stands)."""
         known = self.car.get()
         car = None if known is None else Car(*known)
         expiry = expiredTimerInfo.getExpiryTimeInMs()
@@ -230,8 +231,8 @@ class EpisodeProcessor(StatefulProcessor):
             return iter(steps)
         self.trip.clear()
         self.state.clear()
-        if car is not None and car.episode_id is None:
-            self.car.clear()
+        if car is not None and car.episode_id is None and car.timer_at is None:
+            self.car.clear()  # (an offline time longer than the TTL: the car waits for its offline timer)
         return iter(steps)
 
     def _unchanged(
@@ -331,18 +332,11 @@ def episodes(silver: DataFrame, rules: list[Rule], offline_after_s: float | None
     )
 
 
-#: a column :func:`newest` orders by after ``as_of`` and the status, when the rows have it: true on
-#: a batch's own rows, false on rows held back from earlier batches (:class:`EpisodesBatch`)
-FRESH = "_fresh"
-
-
 def newest(rows: DataFrame, key: str, columns: tuple[str, ...], done: str) -> DataFrame:
     """The newest row per ``key`` by ``as_of``; of rows with the same ``as_of``, one whose status is
-    ``done``, then one of this batch over one held back (:data:`FRESH`): a report at the same event
-    time as the car's last one, arriving in a later batch, still counts."""
+    ``done`` (rows read back from silver/pending_upserts; a batch's own are folded in the driver,
+    :func:`_newest`)."""
     order = [F.col("as_of"), (F.col("status") == done).alias("done")]
-    if FRESH in rows.columns:
-        order.append(F.col(FRESH))
     return rows.groupBy(key).agg(F.max_by(F.struct(*columns), F.struct(*order)).alias("r")).select("r.*")
 
 
@@ -388,7 +382,7 @@ _KEYS = {"silver/alert_episodes": ("episode_id", "resolved"), TRIPS_TABLE: ("tri
 
 
 class EpisodesBatch:
-    """The episodes (or offline) query's ``foreachBatch``: the steps' newest rows upserted into
+    """The episodes query's ``foreachBatch``: the steps' newest rows upserted into
     silver/alert_episodes and the trips' into gold/trips, the opened and resolved episodes counted
     into gold/episodes_per_minute, the notifications published to alert-data, at once.
 
@@ -420,91 +414,88 @@ class EpisodesBatch:
         if self.jvm_pid is None:
             self.jvm_pid = jvm_pid(output.sparkSession)
         clock = StepClock(f"{self.__name__} batch {batch_id}", self.jvm_pid, self.clock_ended)
-        output = output.persist()
-        try:
-            found = output.select(
-                "kind", F.col("episode.lifecycle").alias("lifecycle"), F.col("trip.status").alias("trip")
-            ).distinct().collect()  # fmt: skip
-            clock.mark("state")
-            lifecycles = {r["lifecycle"] for r in found if r["kind"] == "episode"}
-            statuses = {r["trip"] for r in found if r["kind"] == "trip"}
-            outputs: dict[str, DataFrame | None] = {}
-            steps = output.where(F.col("kind") == "episode").select("episode.*")
-            if lifecycles - {"updated"}:  # a lifecycle step: notified, and counted if it opens or resolves
-                if self.alerts_topic is not None:
-                    outputs[KAFKA] = episode_messages(steps, self.alerts_topic)
-                if {"opened", "resolved"} & lifecycles:
-                    outputs[EPISODE_MINUTES_TABLE] = gold.episodes_per_minute(steps)
-            trips = output.where(F.col("kind") == "trip").select("trip.*")
-            fresh = {self.TABLE: steps if lifecycles else None, TRIPS_TABLE: trips if statuses else None}
-            last = self.upserted_at
-            due = self.progress_every_s <= 0 or last is None or time.monotonic() - last >= self.progress_every_s
-            if due:
-                session = output.sparkSession
-                for table, rows in fresh.items():
-                    outputs[table] = self._upserted(session, table, rows)
-            elif held := self._hold(fresh):
-                outputs[PENDING_TABLE] = self._waiting(output.sparkSession, held)
-                self.waiting_written = True
-            if any(frame is not None for frame in outputs.values()):
-                written = self.writer.write(batch_id, outputs)
-                clock.mark(f"write {'+'.join(written)}")
-            if due:
-                self.upserted_at = time.monotonic()
-                for kept in self.pending.values():
-                    kept.clear()
-                if self.waiting_written:  # emptied once upserted (after: a crash between loses nothing)
-                    self.writer.empty(PENDING_TABLE, PENDING_SCHEMA)
-                    self.waiting_written = False
-                    clock.mark("write emptied")
-        finally:
-            output.unpersist()
+        # The batch's output (a step per episode that moved, a row per trip that moved: small) is
+        # collected once, running the stateful step; the rest is done here and written from local
+        # rows (each Spark job over the state's output would run it again, or cache it).
+        rows = output.collect()
+        clock.mark("state")
+        session = output.sparkSession
+        steps = [tuple(r["episode"]) for r in rows if r["kind"] == "episode"]
+        fresh = {self.TABLE: steps, TRIPS_TABLE: [tuple(r["trip"]) for r in rows if r["kind"] == "trip"]}
+        outputs: dict[str, DataFrame | None] = {}
+        lifecycle = EPISODE_COLUMNS.index("lifecycle")
+        notified = [s for s in steps if s[lifecycle] != "updated"]
+        if notified:  # a lifecycle step: notified, and counted if it opens or resolves
+            frame = session.createDataFrame(notified, EPISODE_SCHEMA)
+            if self.alerts_topic is not None:
+                outputs[KAFKA] = episode_messages(frame, self.alerts_topic)
+            if any(s[lifecycle] in ("opened", "resolved") for s in notified):
+                outputs[EPISODE_MINUTES_TABLE] = gold.episodes_per_minute(frame)
+        own = {table: _newest(table, {}, got) for table, got in fresh.items()}  # this batch's newest
+        for table, got in own.items():
+            _newest(table, self.pending[table], got.values())
+        last = self.upserted_at
+        due = self.progress_every_s <= 0 or last is None or time.monotonic() - last >= self.progress_every_s
+        if due:
+            for table, held in self.pending.items():
+                if held:
+                    outputs[table] = session.createDataFrame(list(held.values()), _SCHEMAS[table])
+        elif any(own.values()):
+            outputs[PENDING_TABLE] = self._waiting(session, own)
+            self.waiting_written = True
+        if any(frame is not None for frame in outputs.values()):
+            written = self.writer.write(batch_id, outputs)
+            clock.mark(f"write {'+'.join(written)}")
+        if due:
+            self.upserted_at = time.monotonic()
+            for kept in self.pending.values():
+                kept.clear()
+            if self.waiting_written:  # emptied once upserted (after: a crash between loses nothing)
+                self.writer.empty(PENDING_TABLE, PENDING_SCHEMA)
+                self.waiting_written = False
+                clock.mark("write emptied")
         clock.log()
         self.clock_ended = clock.ended
 
-    def _upserted(self, session: SparkSession, table: str, rows: DataFrame | None) -> DataFrame | None:
-        """What to upsert into ``table`` (None: nothing): this batch's ``rows`` and the rows held
-        back before, newest per key."""
-        pending = self.pending[table]
-        if rows is None and not pending:
-            return None
-        newest_rows = episode_rows if table == self.TABLE else trip_rows
-        if pending:  # (in the columns' order: ``newest_rows`` selects them so)
-            schema = EPISODE_SCHEMA if table == self.TABLE else TRIP_SCHEMA
-            waiting = session.createDataFrame(list(pending.values()), schema).withColumn(FRESH, F.lit(False))
-            rows = waiting if rows is None else rows.withColumn(FRESH, F.lit(True)).unionByName(waiting)
-        assert rows is not None
-        return newest_rows(rows)
-
-    def _hold(self, fresh: dict[str, DataFrame | None]) -> dict[str, list[tuple[Any, ...]]]:
-        """Keep this batch's newest rows of each table in the driver, with those held back before
-        (the newer of the two per key; at the same ``as_of``, the ended one, else this batch's);
-        returns this batch's newest rows by table (empty when there were none)."""
-        held: dict[str, list[tuple[Any, ...]]] = {}
-        for table, rows in fresh.items():
-            if rows is None:
-                continue
-            key, done = _KEYS[table]
-            pending = self.pending[table]
-            newest_rows = episode_rows if table == self.TABLE else trip_rows
-            for row in newest_rows(rows).collect():
-                held.setdefault(table, []).append(tuple(row))
-                kept = pending.get(row[key])
-                if kept is None or (row["as_of"], row["status"] == done) >= (kept[-1], kept[_STATUS[table]] == done):
-                    pending[row[key]] = tuple(row)  # (as_of is the last column)
-        return held
-
-    def _waiting(self, session: SparkSession, held: dict[str, list[tuple[Any, ...]]]) -> DataFrame:
+    def _waiting(self, session: SparkSession, own: dict[str, dict[str, tuple[Any, ...]]]) -> DataFrame:
         """Rows of this query's partition of silver/pending_upserts: this batch's newest ones."""
         query = self.writer.writer
         rows: list[tuple[str, str, tuple[Any, ...] | None, tuple[Any, ...] | None]]
-        rows = [(query, "episode", row, None) for row in held.get(self.TABLE, [])]
-        rows += [(query, "trip", None, row) for row in held.get(TRIPS_TABLE, [])]
+        rows = [(query, "episode", row, None) for row in own[self.TABLE].values()]
+        rows += [(query, "trip", None, row) for row in own[TRIPS_TABLE].values()]
         return session.createDataFrame(rows, PENDING_SCHEMA).coalesce(1)  # (one file)
 
 
-#: where each upserted table's status is in its rows (as held in the driver)
-_STATUS = {EpisodesBatch.TABLE: EPISODE_COLUMNS.index("status"), TRIPS_TABLE: TRIP_COLUMNS.index("status")}
+def _newest(
+    table: str, kept: dict[str, tuple[Any, ...]], rows: Iterable[tuple[Any, ...]]
+) -> dict[str, tuple[Any, ...]]:
+    """Fold ``rows`` (in the order they came) into ``kept`` (key -> row), the newest per key by
+    ``as_of`` (the last column); of two with the same ``as_of``, the ended one, else the one that
+    came later (a report at the same event time as the car's last one, arriving in a later batch,
+    still counts); returns ``kept``.
+
+    >>> kept = _newest(TRIPS_TABLE, {}, [("t1",) + (None,) * 19 + (5,)])
+    >>> closed = ("t1", None, None, None, "closed") + (None,) * 15 + (5,)
+    >>> _newest(TRIPS_TABLE, kept, [closed])["t1"][4]
+    'closed'
+    >>> _newest(TRIPS_TABLE, kept, [("t1", None, None, None, "open") + (None,) * 15 + (5,)])["t1"][4]
+    'closed'
+    """
+    done = _KEYS[table][1]
+    key, status = _INDEX[table]
+    for row in rows:
+        was = kept.get(row[key])
+        if was is None or (row[-1], row[status] == done) >= (was[-1], was[status] == done):
+            kept[row[key]] = row
+    return kept
+
+
+#: where each upserted table's key and status are in its rows (as held in the driver), its schema
+_INDEX = {
+    EpisodesBatch.TABLE: (EPISODE_COLUMNS.index("episode_id"), EPISODE_COLUMNS.index("status")),
+    TRIPS_TABLE: (TRIP_COLUMNS.index("trip_id"), TRIP_COLUMNS.index("status")),
+}
+_SCHEMAS = {EpisodesBatch.TABLE: EPISODE_SCHEMA, TRIPS_TABLE: TRIP_SCHEMA}
 
 
 def upsert_waiting(spark: SparkSession, writer: Writer, retired: tuple[str, ...] = ()) -> int:

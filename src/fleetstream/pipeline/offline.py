@@ -3,14 +3,15 @@ rest of the fleet goes on opens a ``vehicle_offline`` episode; its next report r
 
 Part of the episodes query (``EpisodeProcessor``, :mod:`fleetstream.pipeline.episodes`), which
 keeps each car's last report in a value state (:class:`Car`) anyway: one stateful query over
-silver, not two (each query costs its own state commit, Python worker and Delta reads per batch;
-docs/benchmarks.md, session 56). The logic here is pure: the processor does the state's I/O.
+silver, not two (each query costs its own state commit, Python worker and Delta reads per batch).
+The logic here is pure: the processor does the state's I/O.
 
-On event-time timers: each report moves the car's timer to the time at which the fleet's clock
-(the newest event time the query has seen) is ``offline_after_s + SLACK_S`` past the report; the
-timer fires once the query's watermark passes it, which opens the episode. The watermark stays
+On event-time timers: each report moves the car's timer to the time at which the fleet's clock (the
+newest event time the query has seen) is ``offline_after_s + SLACK_S`` past the report; the timer
+fires once the query's watermark passes it, which opens the episode. The watermark stays
 ``WATERMARK_S`` (episodes) behind the fleet's clock so that late reports still count for the other
-rules, so the timer is set that much earlier (:meth:`Offline.timer`). A silence that a batch holds
+rules, so the timer is set that much earlier (:meth:`Offline.timer`); a report more than ``SLACK_S``
+behind the fleet's clock is not this rule's (:meth:`Offline.reports`). A silence that a batch holds
 whole (two of the car's reports further apart than the offline time: a backlog, a catch-up run) is
 an episode opened and resolved at once, with the same times and id the timer would have given it.
 Its steps have the episodes' shape and go to the same places: ``silver/alert_episodes`` and
@@ -82,37 +83,45 @@ class Offline:
 
     def reports(self, car_id: str, events: list[Row], car: Car | None, watermark_ms: int) -> tuple[list[Row], Car]:
         """The offline steps of a batch of the car's reports (sorted by event time) and the car as it
-        stands after them; ``watermark_ms``: the batch's watermark (a timer at or before it would
-        not fire: the car is offline at once)."""
+        stands after them; ``watermark_ms``: the batch's watermark.
+
+        The rule reads the reports that are at most ``SLACK_S`` behind the fleet's clock as of the
+        batch before (``watermark_ms + lead_ms``); later ones are not its (the other rules read them:
+        the query's watermark is far behind). A late report would otherwise resolve an episode
+        before it opened, and set a timer that has passed: the car would be offline again at once.
+        A car seen only in late reports is kept unwatched (no timer: its state-expiry timer only)."""
         steps: list[Row] = []
+        cutoff = None if self.after_ms is None else watermark_ms + self.lead_ms
+        timely = [e for e in events if cutoff is None or e["event_time"] >= cutoff]
+        if not timely:
+            if car is not None:
+                return steps, car
+            first = events[-1]
+            return steps, Car(first["event_id"], first["event_time"], first["model"], first["color"])
+        watched = car is not None and (car.timer_at is not None or car.episode_id is not None)
         last = None if car is None else (car.last_event_id, car.last_event_at)
         open_episode = car if car is not None and car.episode_id is not None else None
-        newest = events[-1]
-        for report in events:
+        newest = timely[-1]
+        for report in timely:
             at = report["event_time"]
             if last is not None and at <= last[1]:
                 continue  # out of order: older than the last report seen
             if open_episode is not None:  # it was offline (its timer fired): back online
                 steps.append(_step(car_id, open_episode, "resolved", resolved_at=at, as_of=at))
                 open_episode = None
-            elif last is not None and self.after_ms is not None and at - last[1] > self.after_ms:
+            elif watched and last is not None and self.after_ms is not None and at - last[1] > self.after_ms:
                 # silent longer than the offline time between two reports of one batch (a backlog,
                 # or a batch that came after the silence): opened and resolved at once
                 gap = Car(last[0], last[1], newest["model"], newest["color"],
                           episode_id=episode_id(car_id, RULE, last[0]), opened_at=last[1] + self.after_ms)  # fmt: skip
                 steps.append(_step(car_id, gap, "opened", as_of=last[1]))
                 steps.append(_step(car_id, gap, "resolved", resolved_at=at, as_of=at))
-            last = (report["event_id"], at)
+            last, watched = (report["event_id"], at), True
         assert last is not None  # (a car seen before, or a first report)
         if car is not None and last == (car.last_event_id, car.last_event_at):
             return steps, car  # only reports older than its last: nothing moves
-        after = Car(last[0], last[1], newest["model"], newest["color"], None if car is None else car.expires_at,
-                    self.timer(last[1]))  # fmt: skip
-        if after.timer_at is not None and after.timer_at <= watermark_ms:
-            # the fleet's clock is past its offline time already (a report that came very late)
-            after, opened = self.expired(car_id, after)
-            steps.append(opened)
-        return steps, after
+        expires = None if car is None else car.expires_at
+        return steps, Car(last[0], last[1], newest["model"], newest["color"], expires, self.timer(last[1]))
 
     def expired(self, car_id: str, car: Car) -> tuple[Car, Row]:
         """The car with its offline timer fired: offline since its offline time; and the step."""
