@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -107,3 +108,40 @@ def test_supervise_stops_when_the_other_application_fails_and_shows_its_rows(tmp
     status.unlink()
     assert supervise([], status, console, interval_s=0.05, others=lambda: [_row("alerts")], stop_when=written) == 0
     assert seen == ["alerts"]
+
+
+class _Query:
+    """What the supervisor asks of a query, for one that is running and has done no batch."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.isActive, self.lastProgress, self.stopped = name, True, None, False
+
+    def exception(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_queries_started_later_join_the_status_and_are_stopped_with_the_rest(tmp_path: Path) -> None:
+    """A live start holds the stateful queries back until the lake's first batch
+    (``Streams.start_deferred``): the supervisor asks at every turn, and what starts joins the others."""
+    status = tmp_path / "stream-status.json"
+    lake, episodes = _Query("lake"), _Query("episodes")
+    asked: list[int] = []
+
+    def later() -> list[Any]:
+        asked.append(1)
+        return [episodes] if len(asked) == 3 else []
+
+    def both_written() -> bool:
+        got = read_status(status)
+        return got is not None and [q.name for q in got.queries] == ["lake", "episodes"]
+
+    queries: list[Any] = [lake]
+    assert supervise(queries, status, Console(file=io.StringIO()), interval_s=0.05, stop_when=both_written,
+                     later=later) == 0  # fmt: skip
+    assert len(asked) >= 3
+    assert queries == [lake, episodes]
+    assert lake.stopped
+    assert episodes.stopped

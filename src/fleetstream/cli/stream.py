@@ -303,7 +303,7 @@ def stream(
     try:
         code = supervise(
             queries, status_path, console, snapshot=snapshot, others=others, stop_when=separate.parent_gone,
-            started_at=began, restart=streams.restart,
+            started_at=began, restart=streams.restart, later=streams.start_deferred,
         )  # fmt: skip
     finally:
         if publisher is not None:

@@ -133,6 +133,7 @@ def supervise(
     stop_when: Callable[[], bool] | None = None,
     started_at: float | None = None,
     restart: Callable[[StreamingQuery], StreamingQuery] | None = None,
+    later: Callable[[], list[StreamingQuery]] | None = None,
 ) -> int:
     """Until Ctrl-C/SIGTERM, ``stop_when()`` or a query fails: refresh the display and the status
     file. Then stop every query and return the exit code (0 on a requested stop, 1 when a query
@@ -140,7 +141,8 @@ def supervise(
     alert-data publisher): shown and written with these, and their failure stops these too.
     ``started_at``: when this process started (written to the status file with its pid).
     ``restart``: starts a query again (from its checkpoint); given, a query that failed because a
-    service was out of reach is restarted (:class:`Restarts`) instead of stopping the others."""
+    service was out of reach is restarted (:class:`Restarts`) instead of stopping the others.
+    ``later``: called at every turn, the queries it starts (held back at the start) join these."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     live = Live(console=console, refresh_per_second=1, transient=True) if console.is_terminal else None
@@ -154,6 +156,8 @@ def supervise(
             if stop_when is not None and stop_when():
                 log.info("stopping: the application that started this one is gone")
                 break
+            if later is not None:
+                queries.extend(later())
             if restarts is not None:
                 restarts.tend(queries, time.monotonic())
             rows = [restarts.health(q) if restarts else health(q) for q in queries] + (others() if others else [])
