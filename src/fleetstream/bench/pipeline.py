@@ -670,6 +670,7 @@ def episodes_worker(cars: int, seconds: int, batch_s: int) -> dict[str, Any]:
     """The episodes query (alert episodes, offline cars and trips, on RocksDB state) over ``cars`` cars' silver rows,
     ``batch_s`` simulated seconds per micro-batch: each batch's time, and the state it keeps."""
     import polars as pl
+    from pyspark.sql import functions as F
 
     from fleetstream.pipeline import EPISODE_PARTITIONS
     from fleetstream.pipeline.episodes import STATE_LAYOUTS, EpisodesBatch, episodes, episodes_session
@@ -705,8 +706,10 @@ def episodes_worker(cars: int, seconds: int, batch_s: int) -> dict[str, Any]:
                 "zone_id": pl.Series(zone_ids[zone].tolist(), dtype=pl.String),
                 "zone_limit": pl.Series(fleet.zone_limit[zone]).replace(np.inf, None),
             }))  # fmt: skip
-        batch = spark.createDataFrame(pl.concat(frames).to_pandas()).coalesce(1)
-        batch.write.format("delta").mode("append").save(silver)
+        batch = spark.createDataFrame(pl.concat(frames).to_pandas()).withColumns(
+            {"zone_id": F.col("zone_id").cast("string"), "event_ts": F.timestamp_millis("event_time")}
+        )  # (silver's types: a chunk's zones may all be empty; the watermark reads event_ts)
+        batch.coalesce(1).write.format("delta").mode("append").save(silver)
     session = episodes_session(spark, EPISODE_PARTITIONS)
     rows = session.readStream.format("delta").option("maxFilesPerTrigger", 1).load(silver)
     lake = Lake(root)
