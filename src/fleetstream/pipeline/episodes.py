@@ -490,12 +490,11 @@ def _newest(
     return kept
 
 
-#: where each upserted table's key and status are in its rows (as held in the driver), its schema
-_INDEX = {
-    EpisodesBatch.TABLE: (EPISODE_COLUMNS.index("episode_id"), EPISODE_COLUMNS.index("status")),
-    TRIPS_TABLE: (TRIP_COLUMNS.index("trip_id"), TRIP_COLUMNS.index("status")),
-}
+#: each upserted table's schema, and where its key and status are in its rows (as held in the driver)
 _SCHEMAS = {EpisodesBatch.TABLE: EPISODE_SCHEMA, TRIPS_TABLE: TRIP_SCHEMA}
+_INDEX = {
+    table: (_names(schema).index(_KEYS[table][0]), _names(schema).index("status")) for table, schema in _SCHEMAS.items()
+}
 
 
 def upsert_waiting(spark: SparkSession, writer: Writer, retired: tuple[str, ...] = ()) -> int:
