@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
-from fleetstream.pipeline.episodes import EPISODE_SCHEMA, EpisodesBatch
-from fleetstream.pipeline.writer import Lake, Writer
+from fleetstream.pipeline.episodes import EPISODE_SCHEMA, PENDING_SCHEMA, TRIP_SCHEMA, EpisodesBatch
+from fleetstream.pipeline.writer import Lake, Writer, local_frame
 
 TABLE = EpisodesBatch.TABLE
 ROUNDS = 3
@@ -77,3 +77,25 @@ def test_two_writers_upserting_one_table_take_turns(
     expected = {f"e-{i}": 12 for i in range(7)} | {f"o-{i}": 12 for i in range(7)}
     assert got == expected
     assert len(rows) == len(got)  # one row per episode
+
+
+def _lineage(frame: Any) -> str:
+    return str(frame._jdf.queryExecution().toRdd().toDebugString())
+
+
+def test_a_local_frame_holds_the_rows_and_runs_no_python_task(spark: SparkSession) -> None:
+    """The episodes batch's frames of driver rows (nested structs, NULLs) reach the JVM as Arrow:
+    the same rows and schema as ``createDataFrame`` of the list, without its Python worker tasks."""
+    episode = ("e1", "c1", "overspeed", "high", "", "m", "red", "opened", "open", 0, 5, 7, None, None, 3, 131.5,
+               3100, None, 7)  # fmt: skip
+    trip = ("t1", "c1", "m", "red", "open", 0, None, 1.0, 2.0, 1.5, 2.5, 0.4, 30.0, 90.0, 60.0, 0.1, 1, 0, 1, 31, 7)
+    rows = [("episodes", "episode", episode, None), ("episodes", "trip", None, trip)]
+    frame = local_frame(spark, rows, PENDING_SCHEMA)
+    listed = spark.createDataFrame(rows, PENDING_SCHEMA)
+    assert frame.schema == listed.schema
+    assert frame.collect() == listed.collect()
+    assert "PythonRDD" in _lineage(listed)  # (what the helper avoids)
+    assert "PythonRDD" not in _lineage(frame)
+    empty = local_frame(spark, [], TRIP_SCHEMA)
+    assert empty.count() == 0
+    assert empty.schema == spark.createDataFrame([], TRIP_SCHEMA).schema

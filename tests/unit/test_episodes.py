@@ -3,6 +3,7 @@ pyspark's TwsTester (state in memory, the same calls Spark makes)."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -354,3 +355,26 @@ def test_the_state_of_a_car_not_seen_for_a_day_is_dropped() -> None:
     assert tester.peekValueState("trip", "c2") is not None  # seen at 3,702 s: expires at 3 h
     tester.setWatermark(3 * 3_600_000)
     assert tester.peekValueState("trip", "c2") is None
+
+
+def test_a_python_worker_freezes_its_heap_at_its_first_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyspark's daemon collects garbage after every task: in a worker the processor's first
+    ``init`` freezes what the worker holds (``gc.freeze``), once; outside a worker it does not."""
+    import pyspark
+
+    gc.unfreeze()
+    episode_tester()  # TwsTester runs init with no task context: nothing frozen
+    assert gc.get_freeze_count() == 0
+    monkeypatch.setattr(pyspark.TaskContext, "get", staticmethod(lambda: object()))
+    try:
+        episode_tester()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        garbage = [[]]
+        garbage[0].append(garbage)  # a cycle made after the freeze
+        del garbage
+        episode_tester()  # a later task: nothing frozen again
+        assert gc.get_freeze_count() == frozen
+        assert gc.collect() > 0  # (what came after the freeze is collected as before)
+    finally:
+        gc.unfreeze()

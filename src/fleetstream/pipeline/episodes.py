@@ -16,6 +16,7 @@ this is a second consumer, seconds behind silver.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -34,7 +35,7 @@ from fleetstream.pipeline import DEFAULT_MAX_LATENESS_S, OFFLINE_AFTER_S, gold
 from fleetstream.pipeline.clock import StepClock, jvm_pid
 from fleetstream.pipeline.offline import CAR_SCHEMA, Car, Offline
 from fleetstream.pipeline.trips import TRIP_GAP_S, TRIP_STATE_SCHEMA, OpenTrip, Trips
-from fleetstream.pipeline.writer import KAFKA, Writer
+from fleetstream.pipeline.writer import KAFKA, Writer, local_frame
 from fleetstream.rules.engine import Rule
 from fleetstream.rules.lifecycle import Episode, Event, Machine, Update
 
@@ -144,6 +145,7 @@ class EpisodeProcessor(StatefulProcessor):
         self.trip_gap_ms = round(trip_gap_s * 1000)
 
     def init(self, handle: StatefulProcessorHandle) -> None:
+        _freeze_worker_heap()
         self.handle = handle
         self.state = handle.getMapState("episodes", "rule STRING", STATE_SCHEMA)
         self.trip = handle.getValueState("trip", TRIP_STATE_SCHEMA)
@@ -303,6 +305,19 @@ class EpisodeProcessor(StatefulProcessor):
         pass
 
 
+def _freeze_worker_heap() -> None:
+    """In a Spark Python worker, at its first task: what it holds then (pyspark, pandas, pyarrow and
+    this package, imported) moved out of the cyclic garbage collector's reach (``gc.freeze``).
+    pyspark's daemon runs a full ``gc.collect()`` after every task of a reused worker, which
+    otherwise walks all of that each time (docs/benchmarks.md, Session 57). Objects made later are
+    collected as before. Not outside a worker (a test's ``TwsTester``)."""
+    from pyspark import TaskContext
+
+    if gc.get_freeze_count() == 0 and TaskContext.get() is not None:
+        gc.collect()
+        gc.freeze()
+
+
 def _state_tuple(e: Episode) -> tuple[Any, ...]:
     return (e.episode_id, e.phase, e.severity, e.started_at, e.last_seen_at, e.last_event_at, e.events,
             e.peak_speed, e.peak_rpm, e.peak_coolant, e.opened_at, e.clear_since, e.notified_at)  # fmt: skip
@@ -426,7 +441,7 @@ class EpisodesBatch:
         lifecycle = EPISODE_COLUMNS.index("lifecycle")
         notified = [s for s in steps if s[lifecycle] != "updated"]
         if notified:  # a lifecycle step: notified, and counted if it opens or resolves
-            frame = session.createDataFrame(notified, EPISODE_SCHEMA)
+            frame = local_frame(session, notified, EPISODE_SCHEMA)
             if self.alerts_topic is not None:
                 outputs[KAFKA] = episode_messages(frame, self.alerts_topic)
             if any(s[lifecycle] in ("opened", "resolved") for s in notified):
@@ -439,7 +454,7 @@ class EpisodesBatch:
         if due:
             for table, held in self.pending.items():
                 if held:
-                    outputs[table] = session.createDataFrame(list(held.values()), _SCHEMAS[table])
+                    outputs[table] = local_frame(session, list(held.values()), _SCHEMAS[table])
         elif any(own.values()):
             outputs[PENDING_TABLE] = self._waiting(session, own)
             self.waiting_written = True
@@ -463,7 +478,7 @@ class EpisodesBatch:
         rows: list[tuple[str, str, tuple[Any, ...] | None, tuple[Any, ...] | None]]
         rows = [(query, "episode", row, None) for row in own[self.TABLE].values()]
         rows += [(query, "trip", None, row) for row in own[TRIPS_TABLE].values()]
-        return session.createDataFrame(rows, PENDING_SCHEMA).coalesce(1)  # (one file)
+        return local_frame(session, rows, PENDING_SCHEMA).coalesce(1)  # (one file)
 
 
 def _newest(

@@ -17,6 +17,7 @@ Kafka writes are at least once: a batch run again writes its records again, with
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -25,7 +26,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from fleetstream.lake.tables import TABLES
 
@@ -45,6 +48,33 @@ _UPSERT_LOCKS: dict[str, threading.Lock] = {}
 _UPSERT_LOCKS_GUARD = threading.Lock()
 _HISTORY = ("version", "operation", "operationParameters", "userMetadata")
 _MARKER = re.compile(r"fleetstream (?P<writer>\S+) batch (?P<batch>\d+)(?:\n(?P<offsets>.*))?", re.S)
+
+
+def local_frame(spark: SparkSession, rows: Sequence[Sequence[Any]], schema: str) -> DataFrame:
+    """A frame of ``rows`` held in the driver (tuples in the order of ``schema``, a DDL string; a
+    struct as a tuple or None), handed to the JVM as one Arrow table.
+
+    ``spark.createDataFrame`` of a list parallelizes the pickled rows, and every job over the frame
+    runs them through Python worker tasks (an identity map that re-serializes them). Each task ends
+    with the worker's full ``gc.collect()`` (pyspark's daemon), over all a worker that imported
+    pandas and pyarrow holds: in the quiet fleet's episodes batches, 82 to 97 % of its Python
+    workers' samples (docs/benchmarks.md, Session 57). An Arrow table starts no Python task.
+    """
+    struct, arrow = _arrow_schema(schema)
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in arrow]
+    table = pa.Table.from_arrays(
+        [pa.array(column, type=field.type) for column, field in zip(columns, arrow, strict=True)], schema=arrow
+    )
+    return spark.createDataFrame(table, struct)
+
+
+@functools.lru_cache(maxsize=16)
+def _arrow_schema(ddl: str) -> tuple[StructType, pa.Schema]:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    struct = StructType.fromDDL(ddl)
+    assert isinstance(struct, StructType), ddl
+    return struct, to_arrow_schema(struct, timezone="UTC")
 
 
 def marker(writer: str, batch_id: int, offsets: str | None = None) -> str:
@@ -335,7 +365,7 @@ class Writer:
         table = TABLES[name]
         assert table.mode == "pending"
         assert table.partition is not None
-        frame = self.spark.createDataFrame([], schema).write.format("delta").mode("overwrite")
+        frame = local_frame(self.spark, [], schema).write.format("delta").mode("overwrite")
         where = f"{table.partition} = '{partition or self.writer}'"
         frame.option("replaceWhere", where).save(self.lake.table(name))
 
