@@ -365,7 +365,7 @@ def test_a_python_worker_freezes_its_heap_at_its_first_task(monkeypatch: pytest.
     gc.unfreeze()
     episode_tester()  # TwsTester runs init with no task context: nothing frozen
     assert gc.get_freeze_count() == 0
-    monkeypatch.setattr(pyspark.TaskContext, "get", staticmethod(lambda: object()))
+    monkeypatch.setattr(pyspark.TaskContext, "get", staticmethod(object))
     try:
         episode_tester()
         frozen = gc.get_freeze_count()
