@@ -373,8 +373,8 @@ def test_a_python_worker_freezes_its_heap_at_its_first_task(monkeypatch: pytest.
         garbage = [[]]
         garbage[0].append(garbage)  # a cycle made after the freeze
         del garbage
-        episode_tester()  # a later task: nothing frozen again
-        assert gc.get_freeze_count() == frozen
+        episode_tester()  # a later task: nothing frozen again (frozen objects freed since leave the count)
+        assert gc.get_freeze_count() <= frozen
         assert gc.collect() > 0  # (what came after the freeze is collected as before)
     finally:
         gc.unfreeze()
