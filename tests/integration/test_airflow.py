@@ -5,7 +5,7 @@ fleetstream's DAGs, notifications to a loopback fake of Telegram's Bot API:
 - the real scheduler runs alert_summary on its schedule: one message, with gold/alerts_per_minute's
   counts for the closed minute;
 - ``dag.test()`` (``airflow dags test``) of fleet_reference, data_quality and stream_watchdog
-  against the stack (lake_maintenance: tests/integration/test_pipeline_crash.py; data_quality's
+  against the stack (lake_maintenance: tests/chaos/test_stream_faults.py; data_quality's
   failing run: tests/e2e; ml_retrain and replay: tests/integration/test_pipeline_e2e.py, each on a
   lake that has what it needs);
 - the ops bot's /dags, /run, /runs and /kill through Airflow's REST API, and its refusals.

@@ -1,7 +1,7 @@
 """`fleetstream stream --separate-alert-app` on the real broker, Spark and Delta: the alert-data
 publisher runs as an application of its own, the lake's at a lower CPU priority; alert-data and the
 Delta alerts table both equal the ground truth; Ctrl-C stops both applications. (A publisher whose
-parent is killed -9 stops by itself: tests/integration/test_pipeline_crash.py kills the stream with
+parent is killed -9 stops by itself: tests/chaos/test_stream_faults.py kills the stream with
 its publisher running.)"""
 
 from __future__ import annotations
