@@ -66,6 +66,24 @@ def test_later_copies_against_ids_already_seen(spark: SparkSession) -> None:
     assert later == [("b", 2), ("b", 3)], "no row is lost or doubled by the joins"
 
 
+def test_the_copies_found_in_the_driver_reach_spark_as_arrow(spark: SparkSession) -> None:
+    """The driver's copies (:func:`later_copies_local`) become a frame of silver's key types with
+    no Python worker task (a frame of a Python list would run some in each job over it)."""
+    import pyarrow as pa
+
+    rows = [("a", 1, 9), ("a", 0, 50), ("a", 0, 7), ("b", 2, 1), ("c", 0, 3)]
+    frame = valid_rows(spark, rows)
+    keys = pa.table({"event_id": [r[0] for r in rows], "kafka_partition": [r[1] for r in rows],
+                     "kafka_offset": [r[2] for r in rows]})  # fmt: skip
+    copies = S.copies_frame(frame, S.later_copies_local(keys, pa.array(["c"])))
+    assert copies.schema == frame.select(*S.COPY_KEYS).schema
+    assert sorted(map(tuple, copies.collect())) == [(0, 3), (0, 50), (1, 9)]
+    assert "PythonRDD" not in str(copies._jdf.queryExecution().toRdd().toDebugString())
+    first, later = S.split_copies(frame, copies)
+    assert sorted(r["kafka_offset"] for r in first.collect()) == [1, 7]
+    assert sorted(r["kafka_offset"] for r in later.collect()) == [3, 9, 50]
+
+
 def test_quarantine_and_dlq_message_carry_reason_and_raw(spark: SparkSession) -> None:
     rejected = spark.createDataFrame(
         [("bad_type", "speed", '{"speed":"fast"}', "e1", "car-1", "t", 0, 5, at(T0), at(T0 + 1000))],

@@ -312,6 +312,11 @@ def _known(valid: DataFrame, seen: DataFrame | None) -> pa.Array:
 
 
 def copies_frame(checked: DataFrame, copies: pa.Table) -> DataFrame:
-    """Copies' coordinates (:func:`later_copies_local`) as a Spark frame of ``checked``'s types."""
+    """Copies' coordinates (:func:`later_copies_local`) as a Spark frame of ``checked``'s types,
+    handed to the JVM as Arrow: a frame of a Python list would run Python worker tasks in every job
+    over it (see :func:`fleetstream.pipeline.writer.local_frame`)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
     schema = checked.select(*COPY_KEYS).schema
-    return checked.sparkSession.createDataFrame([tuple(row.values()) for row in copies.to_pylist()], schema)
+    arrow = copies.select(list(COPY_KEYS)).cast(to_arrow_schema(schema, timezone="UTC"))
+    return checked.sparkSession.createDataFrame(arrow, schema)
