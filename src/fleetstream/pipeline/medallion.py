@@ -31,7 +31,7 @@ from fleetstream.pipeline.dedup import RecentIds
 from fleetstream.pipeline.dims import DimsCache
 from fleetstream.pipeline.plan import LakeQuery
 from fleetstream.pipeline.silver import dlq_messages, enriched_messages, silver_batch
-from fleetstream.pipeline.writer import KAFKA, Lake, Writer, delta_exists
+from fleetstream.pipeline.writer import KAFKA, Lake, Writer, delta_exists, delta_version
 from fleetstream.quality.hold import HoldGate
 from fleetstream.rules.engine import Rule
 from fleetstream.rules.limits import LIMITS
@@ -193,15 +193,13 @@ class LakeBatch:
         Delta's file statistics on event_ts skip the files outside the window.
         """
         path = self.lake.table("silver/telemetry")
-        if not delta_exists(self.spark, path):
+        version = delta_version(self.spark, path)
+        if version < 0:  # no table yet
             return self.spark.createDataFrame([], "event_id string, event_time long")
-        from delta.tables import DeltaTable
-
-        version = DeltaTable.forPath(self.spark, path).history(1).select("version").first()
         lo = F.timestamp_millis(F.lit(lo_ms))
         rows = (
             self.spark.read.format("delta")
-            .option("versionAsOf", int(version[0]) if version else 0)
+            .option("versionAsOf", version)
             .load(path)
             .where((F.col("event_date") >= F.to_date(lo)) & (F.col("event_ts") >= lo))
             .where(F.col("silver_batch") != F.lit(batch_id))

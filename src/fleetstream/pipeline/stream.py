@@ -64,7 +64,7 @@ from fleetstream.pipeline.episodes import (
 from fleetstream.pipeline.medallion import LakeBatch
 from fleetstream.pipeline.plan import LakeQuery, RunPlan
 from fleetstream.pipeline.silver import SILVER_COLUMNS, check_telemetry, parse_bronze
-from fleetstream.pipeline.writer import CHECKPOINT_INTERVAL, Lake, Writer, at_once, delta_exists
+from fleetstream.pipeline.writer import CHECKPOINT_INTERVAL, Lake, Writer, at_once, delta_exists, delta_version
 from fleetstream.quality.hold import HoldGate
 from fleetstream.rules.engine import Rule, check_rules, load_rules
 
@@ -172,6 +172,9 @@ class Streams:
         self.deferred: list[LakeQuery] = []
         self._deferred_since = 0.0
         self._lake_queries: list[StreamingQuery] = []
+        # silver's newest version before this run's lake queries wrote, on a lake whose stateful state
+        # is of a retired layout (-1: no silver yet); see _note_silver_before
+        self.silver_before: int | None = None
 
     def reference(self) -> Reference:
         """The reference data (cars and speed zones); a clear error when there is none."""
@@ -203,6 +206,19 @@ class Streams:
                 "FLEETSTREAM_LAKE__ROOT at a new folder; `fleetstream replay` rebuilds silver and gold there "
                 "from the old bronze."
             )
+
+    def _note_silver_before(self) -> None:
+        """Where silver stands before this run's lake queries write, when the stateful queries must
+        start afresh (their state's layout is retired: :data:`RETIRED`). They then read silver from the
+        next version on: neither its history (whose episodes are in the tables already; counted again,
+        they would double gold/episodes_per_minute) nor, as ``startingVersion latest`` would once the
+        lake had written, this run's first rows. Only then is silver's version read (a Spark job)."""
+        stateful = [q for q in self.plan.lake if q.stateful]
+        if not stateful or self._exists(self.lake.checkpoint(STATE_LAYOUTS[-1])):
+            return
+        if not any(self._exists(self.lake.checkpoint(n)) for n in RETIRED):
+            return
+        self.silver_before = delta_version(self.spark, self.lake.table(stateful[0].source))
 
     def _exists(self, location: str) -> bool:
         """Whether a file or folder exists (a local path or an s3a:// key), through Hadoop's FileSystem."""
@@ -297,17 +313,18 @@ class Streams:
         name = STATE_LAYOUTS[-1]
         old = [n for n in RETIRED if self._exists(self.lake.checkpoint(n))]
         if old and not self._exists(self.lake.checkpoint(name)):
-            # Its state cannot be carried over: start from silver's newest rows, not its history
-            # (the history's episodes are in the tables already; counted again they would double
-            # gold/episodes_per_minute)
+            # Its state cannot be carried over: start after silver's history (_note_silver_before)
+            start = self.silver_before + 1 if self.silver_before is not None else None
             log.warning(
                 "episodes: the state at %s was written by an earlier version of fleetstream, whose layout "
-                "this one cannot read; starting afresh at silver's newest rows (%s). Episodes (offline ones "
-                "too) and trips open at the upgrade stay as last written; a condition still holding opens a "
-                "new episode.",
-                self.lake.checkpoint(old[-1]), self.lake.checkpoint(name),
+                "this one cannot read; starting afresh (%s) at silver's rows from version %s, this run's. "
+                "Episodes (offline ones too) and trips open at the upgrade stay as last written; a condition "
+                "still holding opens a new episode.",
+                self.lake.checkpoint(old[-1]), self.lake.checkpoint(name), "the next" if start is None else start,
             )  # fmt: skip
-            reader = reader.option("startingVersion", "latest")
+            # (a version number must exist; "latest" is the one after the newest)
+            written = start is not None and delta_version(self.spark, self.lake.table(query.source)) >= start
+            reader = reader.option("startingVersion", str(start) if written else "latest")
         silver = reader.load(self.lake.table(query.source))
         out = Writer(self.spark, self.lake, name, self.kafka)
         if name not in self.waiting_upserted:  # once per process (a restarted query's rows are in its batch)
@@ -369,6 +386,7 @@ class Streams:
             self.reference()
             self._check_rules()
             self._check_layout()
+            self._note_silver_before()
             self._create_source_tables()
         lake = [query for query in self.plan.lake if not query.stateful]
         self.deferred = [query for query in self.plan.lake if query.stateful] if lake else []
@@ -416,6 +434,7 @@ class Streams:
         self.reference()
         self._check_rules()
         self._check_layout()
+        self._note_silver_before()
         # The lake's queries one after the other, then the stateful ones together (they read silver;
         # their upserts of the same table are retried on a conflict). Each group's source tables just
         # before it starts: an empty one only where the queries before wrote none.

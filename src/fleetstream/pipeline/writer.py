@@ -212,6 +212,16 @@ def delta_exists(spark: SparkSession, path: str) -> bool:
     return bool(DeltaTable.isDeltaTable(spark, path))
 
 
+def delta_version(spark: SparkSession, path: str) -> int:
+    """A Delta table's newest version; -1 when there is no table at ``path``."""
+    from delta.tables import DeltaTable
+
+    if not delta_exists(spark, path):
+        return -1
+    newest = DeltaTable.forPath(spark, path).history(1).select("version").first()
+    return int(newest["version"]) if newest is not None else -1
+
+
 def at_once(steps: Mapping[str, Callable[[], object]]) -> dict[str, object]:
     """Run independent steps of one micro-batch (writes to different places) at the same time, and
     return each step's result by its name.
