@@ -48,10 +48,12 @@ up: setup ## start the local stack in the background
 down: ## stop everything `make run` / `make up` started
 	@if [ -x $(BIN)/fleetstream ]; then $(BIN)/fleetstream down; else echo "nothing to stop (no .venv)"; fi
 
+# mypy's incremental cache beside uv's: a fresh clone's check reuses what an earlier one learnt of
+# the unchanged modules (it compares their contents), about 35 s less than a cold check
 lint: python-deps ## ruff (format + lint) and mypy
 	$(BIN)/ruff format --check src tests
 	$(BIN)/ruff check src tests
-	$(BIN)/mypy
+	MYPY_CACHE_DIR=$(CACHE)/mypy $(BIN)/mypy
 
 fmt: python-deps ## format and fix what ruff can
 	$(BIN)/ruff format src tests
