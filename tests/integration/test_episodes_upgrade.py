@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 from fleetstream.config import Settings
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.ingest.sinks import KafkaSink
-from fleetstream.pipeline.episodes import RETIRED
+from fleetstream.pipeline.episodes import RETIRED, STATE_LAYOUTS
 from fleetstream.pipeline.offline import RULE as OFFLINE_RULE
 from fleetstream.pipeline.plan import LAYERS, STATEFUL, plan
 from fleetstream.pipeline.stream import Streams
@@ -72,3 +72,15 @@ def test_an_upgrade_starts_the_episodes_afresh_after_silver_history_with_this_ru
     assert got == set(expected)
     assert streams.silver_before is not None  # the history skipped: silver's versions of the first run
     assert streams.silver_before >= 0
+    # the start is kept beside the new checkpoint until its state has begun (a run killed before that
+    # leaves the next one the same start); the next run finds it begun and removes the note
+    noted = tmp_path / "lake" / "_checkpoints" / f"{STATE_LAYOUTS[-1]}.start"
+    assert noted.read_text() == f"{streams.silver_before}\n"
+    again = Streams(spark, settings, upgraded)
+    again.run_available_now()
+    assert again.silver_before is None
+    assert not noted.exists()
+    after = spark.read.format("delta").load(f"{settings.lake.root}/silver/alert_episodes")
+    assert {
+        (r["car_id"], r["rule"], r["started_at"]) for r in after.where(f"rule != '{OFFLINE_RULE}'").collect()
+    } == got

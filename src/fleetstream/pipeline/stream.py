@@ -64,7 +64,16 @@ from fleetstream.pipeline.episodes import (
 from fleetstream.pipeline.medallion import LakeBatch
 from fleetstream.pipeline.plan import LakeQuery, RunPlan
 from fleetstream.pipeline.silver import SILVER_COLUMNS, check_telemetry, parse_bronze
-from fleetstream.pipeline.writer import CHECKPOINT_INTERVAL, Lake, Writer, at_once, delta_exists, delta_version
+from fleetstream.pipeline.writer import (
+    CHECKPOINT_INTERVAL,
+    Lake,
+    Writer,
+    at_once,
+    delta_exists,
+    delta_version,
+    read_text,
+    write_text,
+)
 from fleetstream.quality.hold import HoldGate
 from fleetstream.rules.engine import Rule, check_rules, load_rules
 
@@ -175,6 +184,7 @@ class Streams:
         # silver's newest version before this run's lake queries wrote, on a lake whose stateful state
         # is of a retired layout (-1: no silver yet); see _note_silver_before
         self.silver_before: int | None = None
+        self._retired, self._upgrade_source = "", ""
 
     def reference(self) -> Reference:
         """The reference data (cars and speed zones); a clear error when there is none."""
@@ -212,13 +222,37 @@ class Streams:
         start afresh (their state's layout is retired: :data:`RETIRED`). They then read silver from the
         next version on: neither its history (whose episodes are in the tables already; counted again,
         they would double gold/episodes_per_minute) nor, as ``startingVersion latest`` would once the
-        lake had written, this run's first rows. Only then is silver's version read (a Spark job)."""
+        lake had written, this run's first rows. Only then is silver's version read (a Spark job).
+
+        The version is kept beside the new checkpoint (``<checkpoint>.start``) until the new state's
+        first batch is planned (its ``offsets/0``, which records where it starts): a run stopped before
+        that, even by ``kill -9``, leaves the next one the same start, so the killed run's rows count."""
         stateful = [q for q in self.plan.lake if q.stateful]
-        if not stateful or self._exists(self.lake.checkpoint(STATE_LAYOUTS[-1])):
+        if not stateful:
             return
-        if not any(self._exists(self.lake.checkpoint(n)) for n in RETIRED):
+        checkpoint = self.lake.checkpoint(STATE_LAYOUTS[-1])
+        noted = f"{checkpoint}.start"
+        if self._exists(f"{checkpoint}/offsets/0"):  # begun: its checkpoint holds where it started
+            if self._exists(noted):
+                write_text(self.spark, noted, None)
             return
-        self.silver_before = delta_version(self.spark, self.lake.table(stateful[0].source))
+        retired = [n for n in RETIRED if self._exists(self.lake.checkpoint(n))]
+        if not retired:
+            return
+        self._retired, self._upgrade_source = retired[-1], stateful[0].source
+        saved = read_text(self.spark, noted)
+        if saved is not None:
+            self.silver_before = int(saved)
+        else:
+            self.silver_before = delta_version(self.spark, self.lake.table(self._upgrade_source))
+            write_text(self.spark, noted, f"{self.silver_before}\n")
+
+    def _upgrade_written(self) -> bool:
+        """Whether silver has the first version an upgrade's stateful queries start at (Delta refuses
+        a ``startingVersion`` that is not there)."""
+        assert self.silver_before is not None
+        log_dir = f"{self.lake.table(self._upgrade_source)}/_delta_log"
+        return self._exists(f"{log_dir}/{self.silver_before + 1:020d}.json")
 
     def _exists(self, location: str) -> bool:
         """Whether a file or folder exists (a local path or an s3a:// key), through Hadoop's FileSystem."""
@@ -311,20 +345,20 @@ class Streams:
         session = episodes_session(self.spark, EPISODE_PARTITIONS)
         reader = session.readStream.format("delta")
         name = STATE_LAYOUTS[-1]
-        old = [n for n in RETIRED if self._exists(self.lake.checkpoint(n))]
-        if old and not self._exists(self.lake.checkpoint(name)):
+        if self.silver_before is not None:
             # Its state cannot be carried over: start after silver's history (_note_silver_before)
-            start = self.silver_before + 1 if self.silver_before is not None else None
+            start = self.silver_before + 1
             log.warning(
                 "episodes: the state at %s was written by an earlier version of fleetstream, whose layout "
-                "this one cannot read; starting afresh (%s) at silver's rows from version %s, this run's. "
+                "this one cannot read; starting afresh (%s) at silver's rows from version %d, this run's. "
                 "Episodes (offline ones too) and trips open at the upgrade stay as last written; a condition "
                 "still holding opens a new episode.",
-                self.lake.checkpoint(old[-1]), self.lake.checkpoint(name), "the next" if start is None else start,
+                self.lake.checkpoint(self._retired), self.lake.checkpoint(name), start,
             )  # fmt: skip
-            # (a version number must exist; "latest" is the one after the newest)
-            written = start is not None and delta_version(self.spark, self.lake.table(query.source)) >= start
-            reader = reader.option("startingVersion", str(start) if written else "latest")
+            # A version number must be there: a live start waits for it (start_deferred); an available-now
+            # run whose lake wrote nothing has no writer beside it, and "latest" is the one after the newest.
+            # (Spark reads the option only while the checkpoint has no offsets.)
+            reader = reader.option("startingVersion", str(start) if self._upgrade_written() else "latest")
         silver = reader.load(self.lake.table(query.source))
         out = Writer(self.spark, self.lake, name, self.kafka)
         if name not in self.waiting_upserted:  # once per process (a restarted query's rows are in its batch)
@@ -389,15 +423,20 @@ class Streams:
             self._note_silver_before()
             self._create_source_tables()
         lake = [query for query in self.plan.lake if not query.stateful]
-        self.deferred = [query for query in self.plan.lake if query.stateful] if lake else []
+        upgrade = self.silver_before is not None  # (the stateful queries wait for their first version)
+        self.deferred = [query for query in self.plan.lake if query.stateful] if lake or upgrade else []
         self._lake_queries = [self._start_lake(query) for query in lake]
         queries = list(self._lake_queries)
         if self.deferred:
             self._deferred_since = time.monotonic()
-            log.info(
-                "%s: starts once the lake has written its first batch (at most %.0f s from now): both start "
-                "cold, and together they would share the cores", "+".join(q.name for q in self.deferred), DEFER_MAX_S,
-            )  # fmt: skip
+            names = "+".join(q.name for q in self.deferred)
+            if upgrade:
+                log.info("%s: starts once silver has the first version this run writes (after an upgrade)", names)
+            else:
+                log.info(
+                    "%s: starts once the lake has written its first batch (at most %.0f s from now): both start "
+                    "cold, and together they would share the cores", names, DEFER_MAX_S,
+                )  # fmt: skip
         else:
             queries += [self._start_lake(query) for query in self.plan.lake if query.stateful]
         if self.plan.publisher == "here":
@@ -414,9 +453,13 @@ class Streams:
         supervisor calls it at every turn)."""
         if not self.deferred:
             return []
-        wrote = any(q.lastProgress is not None for q in self._lake_queries)
-        if not wrote and time.monotonic() - self._deferred_since < DEFER_MAX_S:
-            return []
+        if self.silver_before is not None:  # an upgrade: from silver's first version this run writes
+            if not self._upgrade_written():
+                return []
+        else:
+            wrote = any(q.lastProgress is not None for q in self._lake_queries)
+            if not wrote and time.monotonic() - self._deferred_since < DEFER_MAX_S:
+                return []
         started = [self._start_lake(query) for query in self.deferred]
         self.deferred = []
         return started

@@ -118,6 +118,22 @@ def read_text(spark: SparkSession, location: str) -> str | None:
         stream.close()
 
 
+def write_text(spark: SparkSession, location: str, text: str | None) -> None:
+    """Write a small file through Hadoop's FileSystem (replacing it), or remove it (``text`` None)."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    path = jvm.org.apache.hadoop.fs.Path(location)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if text is None:
+        fs.delete(path, False)
+        return
+    out = fs.create(path, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+
+
 def in_effect(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The commits of a table's history (newest first: ``version``, ``operation``,
     ``operationParameters``, ``userMetadata``) whose changes the table still holds.

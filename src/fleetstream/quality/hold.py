@@ -52,38 +52,26 @@ def updated_hold(current: dict[str, Any] | None, run: Run, checked: Iterable[str
     return {"tables": tables} if tables else None
 
 
-def _path(spark: SparkSession, settings: Settings) -> Any:
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    path = jvm.org.apache.hadoop.fs.Path(f"{settings.lake.root.rstrip('/')}/{HOLD_FILE}")
-    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+def _location(settings: Settings) -> str:
+    return f"{settings.lake.root.rstrip('/')}/{HOLD_FILE}"
 
 
 def read_hold(spark: SparkSession, settings: Settings) -> dict[str, Any] | None:
     """The marker, or None when gold is not held."""
-    path, fs = _path(spark, settings)
-    if not fs.exists(path):
+    from fleetstream.pipeline.writer import read_text  # (the dashboard imports this module: no Spark)
+
+    text = read_text(spark, _location(settings))
+    if text is None:
         return None
-    stream = fs.open(path)
-    try:
-        data = bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))  # type: ignore[union-attr]
-    finally:
-        stream.close()
-    loaded: dict[str, Any] = json.loads(data.decode("utf-8"))
+    loaded: dict[str, Any] = json.loads(text)
     return loaded
 
 
 def write_hold(spark: SparkSession, settings: Settings, marker: dict[str, Any] | None) -> None:
     """Write the marker, or remove it (``marker`` None)."""
-    path, fs = _path(spark, settings)
-    if marker is None:
-        fs.delete(path, False)
-        return
-    out = fs.create(path, True)
-    try:
-        out.write(bytearray(json.dumps(marker, indent=1).encode("utf-8")))
-    finally:
-        out.close()
+    from fleetstream.pipeline.writer import write_text
+
+    write_text(spark, _location(settings), None if marker is None else json.dumps(marker, indent=1))
 
 
 class HoldGate:
