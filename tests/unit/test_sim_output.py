@@ -163,3 +163,21 @@ def test_ground_truth_agrees_with_the_events(dirty: tuple[Path, Simulation]) -> 
             fired["wrong_gear"].add(event_id)
     for rule, ids in fired.items():
         assert ids == labelled[rule], rule
+
+
+def test_a_live_run_stopped_mid_tick_sends_the_whole_tick(tmp_path: Path) -> None:
+    """Stopped while it paces a tick's messages over their event times, the simulator sends the
+    tick's other messages at once: every report its ground truth holds was sent (before, the rest
+    of the tick was dropped, and a stopped run's truth expected faults no consumer could see)."""
+    import threading
+
+    cars, rate = 40, 2.0  # a tick's 40 messages paced over half a second
+    sim = Simulation(SimOptions(cars=cars, rate=rate, seed=3), JsonlSink(tmp_path / "events.jsonl"))
+    stopped = threading.Event()
+    stop = threading.Timer(1.3, stopped.set)  # mid-tick: ticks start every 0.5 s
+    stop.start()
+    stats = sim.run(stopped)
+    stop.cancel()
+    sent = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert stats.ticks >= 2
+    assert len(sent) == stats.events == stats.ticks * cars
