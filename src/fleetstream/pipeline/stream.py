@@ -71,6 +71,7 @@ from fleetstream.pipeline.writer import (
     at_once,
     delta_exists,
     delta_version,
+    hadoop_path,
     read_text,
     write_text,
 )
@@ -256,10 +257,8 @@ class Streams:
 
     def _exists(self, location: str) -> bool:
         """Whether a file or folder exists (a local path or an s3a:// key), through Hadoop's FileSystem."""
-        jvm = self.spark.sparkContext._jvm
-        assert jvm is not None
-        path = jvm.org.apache.hadoop.fs.Path(location)
-        return bool(path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).exists(path))
+        path, fs = hadoop_path(self.spark, location)
+        return bool(fs.exists(path))
 
     def _create_source_tables(self, queries: tuple[LakeQuery, ...] | None = None) -> None:
         """A query reading a table another application writes can start before that table has rows

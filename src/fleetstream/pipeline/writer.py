@@ -102,28 +102,30 @@ def read_marker(text: str | None) -> tuple[str, int, str | None] | None:
     return (found["writer"], int(found["batch"]), found["offsets"]) if found else None
 
 
-def read_text(spark: SparkSession, location: str) -> str | None:
-    """A small file's text through Hadoop's FileSystem (a local path or ``s3a://`` alike); None when
-    it is not there."""
+def hadoop_path(spark: SparkSession, location: str) -> tuple[Any, Any]:
+    """A location's Hadoop ``Path`` and its ``FileSystem`` (a local path or an ``s3a://`` key alike)."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     path = jvm.org.apache.hadoop.fs.Path(location)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def read_text(spark: SparkSession, location: str) -> str | None:
+    """A small file's text through Hadoop's FileSystem (a local path or ``s3a://`` alike); None when
+    it is not there."""
+    path, fs = hadoop_path(spark, location)
     if not fs.exists(path):
         return None
     stream = fs.open(path)
     try:
-        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        return str(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))  # type: ignore[union-attr]
     finally:
         stream.close()
 
 
 def write_text(spark: SparkSession, location: str, text: str | None) -> None:
     """Write a small file through Hadoop's FileSystem (replacing it), or remove it (``text`` None)."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    path = jvm.org.apache.hadoop.fs.Path(location)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    path, fs = hadoop_path(spark, location)
     if text is None:
         fs.delete(path, False)
         return
