@@ -17,7 +17,8 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -187,6 +188,60 @@ def spark_jars(cache_dir: Path) -> list[Path]:
 def broker_classpath(cache_dir: Path) -> str:
     """The class path of the local Kafka broker."""
     return ":".join(str(p) for p in ensure_jars(cache_dir, "broker"))
+
+
+def javac(java_home: Path | None, purpose: str) -> str:
+    """The JDK's ``javac`` (``java_home``'s, else the one on PATH); ``purpose`` (what it compiles)
+    goes into the error when there is none."""
+    found = str(java_home / "bin" / "javac") if java_home else shutil.which("javac")
+    if found is None or not Path(found).exists():
+        raise JarFetchError(
+            f"{purpose} needs a JDK's javac (Debian: `apt-get install openjdk-17-jdk-headless`), or "
+            "FLEETSTREAM_JAVA_HOME set to a JDK."
+        )
+    return found
+
+
+def compiled_jar_path(cache_dir: Path, name: str, sources: Sequence[Path]) -> Path:
+    """Where :func:`compiled_jar` keeps the jar of ``sources``: named by a digest of their text and
+    of the pyspark they are compiled against, so a change of either makes another jar."""
+    import pyspark
+
+    digest = hashlib.sha256(pyspark.__version__.encode())
+    for source in sources:
+        digest.update(source.read_bytes())
+    return cache_dir / "jars" / name / f"fleetstream-{name}-{digest.hexdigest()[:16]}.jar"
+
+
+def compiled_jar(cache_dir: Path, name: str, sources: Sequence[Path], java_home: Path | None, purpose: str) -> Path:
+    """The jar of some of fleetstream's own Java ``sources``, compiled with the JDK's ``javac``
+    against pyspark's jars on first use (about a second) and kept in the cache; ``purpose``: what
+    they are, for the error when they cannot be compiled."""
+    import pyspark
+
+    jar = compiled_jar_path(cache_dir, name, sources)
+    if jar.exists():
+        return jar
+    classpath = str(Path(pyspark.__file__).parent / "jars" / "*")
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [javac(java_home, purpose), "--release", "17", "-nowarn", "-d", tmp, "-cp", classpath]
+        build = subprocess.run([*command, *map(str, sources)], capture_output=True, text=True, check=False)
+        if build.returncode != 0:
+            raise JarFetchError(f"compiling {purpose} failed:\n{build.stderr.strip()}")
+        jar.parent.mkdir(parents=True, exist_ok=True)
+        # written beside its name, then renamed: two processes compiling at once each rename a whole jar
+        with (
+            tempfile.NamedTemporaryFile(dir=jar.parent, suffix=".partial", delete=False) as partial,
+            zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out,
+        ):
+            for path in sorted(Path(tmp).rglob("*.class")):
+                out.write(path, path.relative_to(tmp).as_posix())
+        Path(partial.name).chmod(0o644)  # (a temporary file is its owner's alone)
+        Path(partial.name).replace(jar)
+    for stale in jar.parent.glob(f"fleetstream-{name}-*.jar"):  # (those of older sources)
+        if stale != jar:
+            stale.unlink(missing_ok=True)
+    return jar
 
 
 def _pyspark_artifacts() -> set[str]:

@@ -124,13 +124,20 @@ class AlertClock(threading.Thread):
 
 
 class TreeMeter(threading.Thread):
-    """CPU seconds and peak resident memory of some processes and all their descendants."""
+    """CPU seconds and peak resident memory of some processes and all their descendants.
+
+    A process's CPU includes what its children that it has reaped used, less what the meter saw
+    them use itself: short-lived processes (Hadoop's ``chmod`` per local file, before session 59)
+    end between two samples, and their CPU shows only in their parent's reaped children's time.
+    """
 
     def __init__(self, pids: list[int], interval: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.roots = [psutil.Process(pid) for pid in pids]
         self.interval = interval
-        self.cpu: dict[int, float] = {}  # pid -> last seen user + system seconds
+        self.cpu: dict[int, float] = {}  # pid -> its CPU seconds counted at its last sample
+        self.parents: dict[int, int] = {}  # pid -> its parent's, for the processes of the last sample
+        self.credited: dict[int, float] = {}  # pid -> CPU of its ended children already counted as theirs
         self.marked: dict[int, float] = {}
         self.peak_mib = 0.0
         self.lock = threading.Lock()
@@ -147,15 +154,21 @@ class TreeMeter(threading.Thread):
 
     def sample(self) -> None:
         rss = 0
+        now: dict[int, tuple[float, float, int]] = {}  # pid -> (own CPU, reaped children's CPU, parent)
         for proc in self._tree():
             try:
                 times = proc.cpu_times()
+                now[proc.pid] = (times.user + times.system, times.children_user + times.children_system, proc.ppid())
                 rss += proc.memory_info().rss
             except psutil.Error:
                 continue
-            with self.lock:
-                self.cpu[proc.pid] = times.user + times.system
         with self.lock:
+            for pid in self.parents.keys() - now.keys():  # ended (and reaped: what it used is its parent's now)
+                parent = self.parents.pop(pid)
+                self.credited[parent] = self.credited.get(parent, 0.0) + self.cpu.get(pid, 0.0)
+            for pid, (own, reaped, parent) in now.items():
+                self.cpu[pid] = own + reaped - self.credited.get(pid, 0.0)
+                self.parents[pid] = parent
             self.peak_mib = max(self.peak_mib, rss / 2**20)
 
     def mark(self) -> None:

@@ -156,6 +156,11 @@ def lake_lag(settings: Settings) -> int:
 # --- quiet: `fleetstream run` ------------------------------------------------------------------------
 
 
+#: Hadoop's own local file system, which every run used before session 59 (a ``chmod`` process per file)
+HADOOP_LOCAL_FS = {
+    "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.LocalFileSystem",
+    "spark.hadoop.fs.AbstractFileSystem.file.impl": "org.apache.hadoop.fs.local.LocalFs",
+}
 #: the stream's variants the quiet and steady measures run side by side (`--quiet-variants`,
 #: `--steady-variants`): what each is called in the report, and the stream's settings that make it
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
@@ -171,6 +176,7 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
         "the driving features closed and scored every 5 minutes",
         {"FLEETSTREAM_STREAM_FEATURES_EVERY_MINUTES": "5"},
     ),
+    "hadoop-local-fs": ("Hadoop's own local file system", {"FLEETSTREAM_SPARK__CONF": json.dumps(HADOOP_LOCAL_FS)}),
 }
 
 

@@ -76,6 +76,9 @@ def archive_path(cache_dir: Path, spark_conf: Mapping[str, str] | None = None) -
     for name in _CLASS_PATH_VARIABLES:
         digest.update(f"{name}={os.environ.get(name, '')}\n".encode())
     digest.update(f"{(spark_conf or {}).get('spark.driver.extraClassPath', '')}\n".encode())
+    from fleetstream.pipeline.session import local_fs_path
+
+    digest.update(f"{local_fs_path(cache_dir)}\n".encode())  # (first on the class path: session.with_class_path)
     digest.update("\n".join(e.render() for e in read_lock() if e.jar_set == "spark").encode())
     return cache_dir / "class-archive" / f"spark-{pyspark.__version__}-{digest.hexdigest()[:16]}.jsa"
 

@@ -11,12 +11,14 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleetstream.clients import spark_s3, spark_s3_keys
 from fleetstream.config import Settings
-from fleetstream.jvm import spark_jars
+from fleetstream.errors import FleetstreamError
+from fleetstream.jvm import compiled_jar, compiled_jar_path, spark_jars
 from fleetstream.local import spark_cluster
 from fleetstream.pipeline import class_archive
 
@@ -103,6 +105,50 @@ def _spark_default(folder: Path, key: str) -> str:
     return ""
 
 
+log = logging.getLogger(__name__)
+
+#: Hadoop's local file system without the processes it starts for every file it creates (a ``chmod``)
+#: and every rename through a FileContext (two ``readlink``) when its native library, which Spark does
+#: not ship, is absent: ``java/NoFork*.java``. A quiet fleet's lake started about 480 such processes a
+#: minute, 0.04 core of CPU outside the JVM (docs/benchmarks.md, session 59).
+LOCAL_FS_CONF = {
+    "spark.hadoop.fs.file.impl": "io.fleetstream.hadoop.NoForkLocalFileSystem",
+    "spark.hadoop.fs.AbstractFileSystem.file.impl": "io.fleetstream.hadoop.NoForkLocalFs",
+}
+_LOCAL_FS_PURPOSE = "Hadoop's local file system without a process per file (pipeline/java)"
+
+
+def _local_fs_sources() -> list[Path]:
+    return sorted(Path(str(resources.files("fleetstream.pipeline"))).joinpath("java").glob("*.java"))
+
+
+def local_fs_path(cache_dir: Path) -> Path:
+    """Where the jar of ``LOCAL_FS_CONF``'s classes is (whether or not it is built yet)."""
+    return compiled_jar_path(cache_dir, "localfs", _local_fs_sources())
+
+
+def local_fs_jar(settings: Settings) -> Path | None:
+    """The jar of ``LOCAL_FS_CONF``'s classes, compiled on first use; None when it cannot be (no
+    JDK's javac): sessions then use Hadoop's own local file system, as before, and say so once."""
+    try:
+        return compiled_jar(settings.cache_dir, "localfs", _local_fs_sources(), settings.java_home, _LOCAL_FS_PURPOSE)
+    except FleetstreamError as exc:
+        if not getattr(local_fs_jar, "warned", False):
+            local_fs_jar.warned = True  # type: ignore[attr-defined]
+            log.warning("%s; Spark uses Hadoop's own, which starts a process per local file", exc)
+        return None
+
+
+def with_class_path(conf: dict[str, str], jar: Path) -> None:
+    """Put ``jar`` first on the driver's and the executors' class paths in ``conf`` (before any
+    there): Hadoop loads a file system's class with whatever class loader its thread has, so the
+    classes must be on the JVM's own class path, not only in ``spark.jars``."""
+    for key in ("spark.driver.extraClassPath", "spark.executor.extraClassPath"):
+        there = [p for p in conf.get(key, "").split(os.pathsep) if p]
+        if str(jar) not in there:
+            conf[key] = os.pathsep.join([str(jar), *there])
+
+
 LOCAL_CHECKPOINT_FILE_MANAGER = (
     "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
 )
@@ -154,6 +200,11 @@ def session_conf(
         "spark.driver.host": "127.0.0.1",
         **spark_s3(settings),
     }
+    # (on this machine only: a cluster elsewhere has neither the jar nor, for its lake, local files)
+    on_this_machine = settings.spark.master.startswith("local") or settings.spark.on_local_cluster
+    local_fs = local_fs_jar(settings) if on_this_machine else None
+    if local_fs is not None:
+        conf.update(LOCAL_FS_CONF)
     java_options = [BATCH_JVM_OPTIONS] if batch_jvm else []
     if settings.spark.class_archive:  # the classes Spark loads at start-up, mapped (class_archive.py)
         java_options.append(class_archive.java_options(settings.cache_dir, settings.spark.conf))
@@ -171,6 +222,8 @@ def session_conf(
     conf.update(spark_cluster.session_conf(settings))
     conf.update(extra or {})
     conf.update(settings.spark.conf)
+    if local_fs is not None and any(conf.get(key) == value for key, value in LOCAL_FS_CONF.items()):
+        with_class_path(conf, local_fs)  # (after a job's or a user's own class path, which it joins)
     if with_s3:
         conf.update(spark_s3_keys(settings))
     return conf
