@@ -94,6 +94,9 @@ def admin_password(settings: Settings) -> tuple[str, bool]:
     return stored[settings.airflow.user], generated
 
 
+DAG_REPARSE_S = "300"
+
+
 def environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     """The environment of every Airflow process: every setting of the stack (its tasks run
     `fleetstream` commands), and Airflow's own configuration (nothing from an airflow.cfg elsewhere)."""
@@ -121,6 +124,11 @@ def environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
     }
+    # An unchanged DAG file is parsed again every 5 minutes, not Airflow's 30 s: each parse is a new
+    # process importing the DAG's modules, and at 30 s the DAG processor used 0.05 core of an idle
+    # stack (docs/benchmarks.md, session 59). A new or edited file is still parsed at the next
+    # listing (REFRESH_INTERVAL; Airflow re-parses a file whose time changed). Yours wins if set.
+    env.setdefault("AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL", DAG_REPARSE_S)
     return env
 
 
