@@ -238,9 +238,8 @@ def compiled_jar(cache_dir: Path, name: str, sources: Sequence[Path], java_home:
                 out.write(path, path.relative_to(tmp).as_posix())
         Path(partial.name).chmod(0o644)  # (a temporary file is its owner's alone)
         Path(partial.name).replace(jar)
-    for stale in jar.parent.glob(f"fleetstream-{name}-*.jar"):  # (those of older sources)
-        if stale != jar:
-            stale.unlink(missing_ok=True)
+    # (those of other sources stay: a few KB each, and another checkout sharing the cache, or a JVM
+    # already started, may have one on its class path)
     return jar
 
 

@@ -8,6 +8,7 @@ children of the Spark JVM, so the CPU they used shows in its reaped children's C
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -15,7 +16,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from fleetstream.pipeline.session import LOCAL_FS_CONF
+from fleetstream.config import Settings
+from fleetstream.pipeline import session
+from fleetstream.pipeline.session import LOCAL_FS_CONF, local_fs_jar, local_fs_path
 
 
 def _jvm(spark: SparkSession):  # type: ignore[no-untyped-def]
@@ -122,3 +125,18 @@ def test_no_process_is_started_per_file(spark: SparkSession, tmp_path: Path) -> 
     # 180 processes of the control take tens of ticks; a stray child of the JVM meanwhile takes a few
     assert min(used["stock"], used["stock again"]) >= 10, used
     assert used["ours"] <= 3, used
+
+
+def test_without_a_javac_sessions_keep_hadoops_own(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    jre = tmp_path / "jre"
+    (jre / "bin").mkdir(parents=True)
+    settings = Settings(cache_dir=tmp_path / "cache", java_home=jre)
+    session._warn_once.cache_clear()  # (said once per process: an earlier test may have said it)
+    with caplog.at_level(logging.WARNING, logger="fleetstream.pipeline.session"):
+        assert local_fs_jar(settings) is None
+    assert "javac" in caplog.text
+    assert "Hadoop's own" in caplog.text
+    # with one, the classes are compiled into the cache
+    built = local_fs_jar(settings.model_copy(update={"java_home": None}))
+    assert built == local_fs_path(settings.cache_dir)
+    assert built.is_file()

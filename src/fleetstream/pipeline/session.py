@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -24,6 +25,8 @@ from fleetstream.pipeline import class_archive
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 
 #: The driver JVM's options (in local mode the executors run in it too). The parallel collector
@@ -105,8 +108,6 @@ def _spark_default(folder: Path, key: str) -> str:
     return ""
 
 
-log = logging.getLogger(__name__)
-
 #: Hadoop's local file system without the processes it starts for every file it creates (a ``chmod``)
 #: and every rename through a FileContext (two ``readlink``) when its native library, which Spark does
 #: not ship, is absent: ``java/NoFork*.java``. A quiet fleet's lake started about 480 such processes a
@@ -133,10 +134,13 @@ def local_fs_jar(settings: Settings) -> Path | None:
     try:
         return compiled_jar(settings.cache_dir, "localfs", _local_fs_sources(), settings.java_home, _LOCAL_FS_PURPOSE)
     except FleetstreamError as exc:
-        if not getattr(local_fs_jar, "warned", False):
-            local_fs_jar.warned = True  # type: ignore[attr-defined]
-            log.warning("%s; Spark uses Hadoop's own, which starts a process per local file", exc)
+        _warn_once(f"{exc}; Spark uses Hadoop's own, which starts a process per local file")
         return None
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
 
 
 def with_class_path(conf: dict[str, str], jar: Path) -> None:
