@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
 
 from fleetstream import schema
-from fleetstream.pipeline import silver
+from fleetstream.pipeline import gold, silver
 from fleetstream.pipeline.bronze import to_bronze
 from fleetstream.pipeline.enrich import Reference, car_dimension, read_dims
 from fleetstream.pipeline.silver import parse_bronze, silver_batch
@@ -124,6 +124,16 @@ def test_every_record_lands_once_with_a_reason_when_rejected(
             else []
         )
         assert pairs == silver_ids
+        # ...with the columns of gold's car state, as silver holds them
+        state = made.first_state
+        assert state is not None or not silver_ids
+        if state is not None:
+            columns = ["car_id", *gold.STATE_COLUMNS]
+            assert state.column_names == columns
+            want = (
+                sorted((tuple(r) for r in result.silver.select(*columns).collect()), key=repr) if result.silver else []
+            )
+            assert sorted((tuple(r.values()) for r in state.to_pylist()), key=repr) == want
     landed: list[int] = []
     for frame in (result.silver, result.quarantine, result.duplicates):
         if frame is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -208,24 +209,32 @@ def test_latest_per_car_takes_the_newest_report_and_flags_alerting(spark: SparkS
     got = {r["car_id"]: r for r in gold.latest_per_car(frame, alerting).collect()}
     assert (got["c1"]["event_id"], got["c1"]["speed"], got["c1"]["alerting"]) == ("new", 20.0, True)
     assert (got["c2"]["event_id"], got["c2"]["alerting"]) == ("only", False)
+    # the same on the driver (a small batch's rows, fetched with its keys): the same rows and columns
+    local = gold.latest_local(frame.select("car_id", *gold.STATE_COLUMNS).toArrow(), pa.array(["new"]))
+    assert local.column_names == list(gold.CAR_STATE_COLUMNS)
+    assert {r["car_id"]: r.asDict() for r in got.values()} == {r["car_id"]: r for r in local.to_pylist()}
 
 
-def test_newest_per_car_keeps_the_newer_report_and_the_batch_on_a_tie(spark: SparkSession) -> None:
-    columns = "car_id string, event_id string, event_time long, alerting boolean"
-    current = spark.createDataFrame(
-        [("c1", "kept", T0 + 5_000, True), ("c2", "replaced", T0, False), ("c3", "tie-old", T0, False)], columns
-    )
-    batch = spark.createDataFrame(
-        [
-            ("c1", "older", T0, False),
-            ("c2", "newer", T0 + 1, True),
-            ("c3", "tie-new", T0, True),
-            ("c4", "new", T0, False),
-        ],
-        columns,
-    )
-    got = {r["car_id"]: (r["event_id"], r["alerting"]) for r in gold.newest_per_car(current, batch).collect()}
+def test_newest_local_keeps_the_newer_report_and_the_batch_on_a_tie() -> None:
+    columns = ("car_id", "event_id", "event_time", "alerting")
+
+    def state(*rows: tuple[str, str, int, bool]) -> pa.Table:
+        return pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
+
+    current = state(("c1", "kept", T0 + 5_000, True), ("c2", "replaced", T0, False), ("c3", "tie-old", T0, False))
+    batch = state(("c1", "older", T0, False), ("c2", "newer", T0 + 1, True), ("c3", "tie-new", T0, True),
+                  ("c4", "new", T0, False))  # fmt: skip
+    newest = gold.newest_local([current, batch])
+    assert newest is not None
+    got = {r["car_id"]: (r["event_id"], r["alerting"]) for r in newest.to_pylist()}
     assert got == {"c1": ("kept", True), "c2": ("newer", True), "c3": ("tie-new", True), "c4": ("new", False)}
+    # a table an earlier version wrote, without a column: null there; the batches' later state wins
+    older = current.drop_columns(["alerting"])
+    again = gold.newest_local([older, state(("c2", "newest", T0 + 2, True))])
+    assert again is not None
+    assert sorted((r["car_id"], r["event_id"], r["alerting"]) for r in again.to_pylist()) == [
+        ("c1", "kept", None), ("c2", "newest", True), ("c3", "tie-old", None)]  # fmt: skip
+    assert gold.newest_local([None, None]) is None
 
 
 def test_car_minutes_are_partial_aggregates_per_car_and_minute(spark: SparkSession) -> None:

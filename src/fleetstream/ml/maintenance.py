@@ -161,6 +161,16 @@ def _fuel_by_style(minutes: DataFrame, styles: DataFrame | None) -> DataFrame:
     )
 
 
+def may_warn(hottest_c: float | None) -> bool:
+    """Whether :func:`overheat_warnings` can warn on rows whose hottest coolant with the engine on is
+    ``hottest_c`` (None: no such row): only a report at ``WARN_FROM_C`` or more is warned on.
+
+    >>> may_warn(None), may_warn(WARN_FROM_C - 0.1), may_warn(WARN_FROM_C)
+    (False, False, True)
+    """
+    return hottest_c is not None and hottest_c >= WARN_FROM_C
+
+
 def overheat_warnings(silver: DataFrame, limit_c: float) -> DataFrame:
     """The reports on which a car is warned of overheating: the coolant is between ``WARN_FROM_C``
     and ``limit_c``, and the least-squares line through the car's readings of the last ``TREND_MS``

@@ -10,8 +10,10 @@ Incremental, without streaming state:
   from ``car_minutes`` (a car's minute is one row, not one per event) and ``silver/alerts``.
 - ``gold/episodes_per_minute``: alert episodes opened and resolved per 1-minute window, rule,
   color and model, appended by the episodes query (partial counts per batch; readers sum them).
-- ``gold/car_state``: each car's latest report, kept in memory and written whole every batch (one
-  row per car; no read, join or MERGE of the table).
+- ``gold/car_state``: each car's latest report, kept on the driver (one row per car, Arrow) and
+  written whole at every gold update (no read, join or MERGE of the table). A small batch's rows
+  come to the driver with its keys, so the update runs no Spark job for it (:func:`latest_local`);
+  a large one's latest reports come back from one job (:func:`latest_per_car`).
 - ``gold/driving_features`` (5-minute windows ending every minute) are rolled up from the partial
   sums ``car_minutes`` also holds (:mod:`fleetstream.ml.features`), and ``gold/driver_style`` scores
   them (:mod:`fleetstream.ml.score`).
@@ -19,23 +21,33 @@ Incremental, without streaming state:
   computed from ``car_minutes`` too, and ``gold/overheat_warnings`` (the reports a car was warned on)
   from each batch's rows (:mod:`fleetstream.ml.maintenance`).
 
-The pure functions below take and return DataFrames; :class:`Windows` decides which windows close.
+The pure functions below take and return DataFrames (the car state's, Arrow tables on the driver);
+:class:`Windows` decides which windows close.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import BooleanType, StructField, StructType
 
 from fleetstream.ml import features, maintenance
 from fleetstream.pipeline import DEFAULT_MAX_LATENESS_S
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 MINUTE_MS = 60_000
 FLEET_WINDOW_MIN = 15  # the sliding windows' length in minutes (they slide every minute)
 LATENESS_MS = DEFAULT_MAX_LATENESS_S * 1000
+#: what gold/car_state keeps of each car's latest report, after ``car_id`` and before ``alerting``
+STATE_COLUMNS = ("event_time", "event_id", "lat", "lon", "heading", "speed", "rpm", "gear", "expected_gear",
+                 "coolant_temp", "fuel_level", "engine_on", "model", "color")  # fmt: skip
+CAR_STATE_COLUMNS = ("car_id", *STATE_COLUMNS, "alerting")
 
 
 def car_minutes(silver: DataFrame, fired: DataFrame | None = None, previous: DataFrame | None = None) -> DataFrame:
@@ -151,8 +163,7 @@ def episodes_per_minute(steps: DataFrame) -> DataFrame:
 def latest_per_car(silver: DataFrame, fired: DataFrame | None = None) -> DataFrame:
     """Each car's latest report (position, speed, rpm, gear) in a batch of silver rows, flagged
     ``alerting`` when a rule fired on that report."""
-    state = F.struct("event_time", "event_id", "lat", "lon", "heading", "speed", "rpm", "gear", "expected_gear",
-                     "coolant_temp", "fuel_level", "engine_on", "model", "color")  # fmt: skip
+    state = F.struct(*STATE_COLUMNS)
     latest = silver.groupBy("car_id").agg(F.max_by(state, F.col("event_time")).alias("s")).select("car_id", "s.*")
     if fired is None:
         return latest.withColumn("alerting", F.lit(False))
@@ -160,12 +171,70 @@ def latest_per_car(silver: DataFrame, fired: DataFrame | None = None) -> DataFra
     return latest.join(flagged, "event_id", "left").withColumn("alerting", F.coalesce("alerting", F.lit(False)))
 
 
-def newest_per_car(current: DataFrame, batch: DataFrame) -> DataFrame:
-    """The cars' state after a batch: one row per car, from the ``current`` state and a batch's
-    ``latest_per_car`` rows, the newest event_time winning and the batch's row winning a tie."""
-    order = Window.partitionBy("car_id").orderBy(F.desc("event_time"), F.desc("_newer"))
-    both = current.withColumn("_newer", F.lit(0)).unionByName(batch.withColumn("_newer", F.lit(1)))
-    return both.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") == 1).drop("_newer", "_rank")
+def state_schema(silver: StructType) -> StructType:
+    """gold/car_state's schema (``CAR_STATE_COLUMNS``) for silver rows of schema ``silver``."""
+    return StructType(
+        [StructField(c, silver[c].dataType) for c in ("car_id", *STATE_COLUMNS)]
+        + [StructField("alerting", BooleanType())]
+    )
+
+
+def latest_local(rows: pa.Table, alerting_ids: pa.Array) -> pa.Table:
+    """:func:`latest_per_car` on the driver, for a small batch's silver rows already there (``car_id``
+    and ``STATE_COLUMNS``): each car's latest report (on a tie, the later row), flagged ``alerting``
+    when its event_id is among ``alerting_ids``. No Spark job.
+
+    >>> import pyarrow as pa
+    >>> rows = pa.table({"car_id": ["c1", "c1", "c2"], "event_id": ["old", "new", "only"], "event_time": [1, 2, 1]})
+    >>> rows = rows.append_column("model", pa.array(["A"] * 3))
+    >>> latest_local(rows, pa.array(["new"])).select(["car_id", "event_id", "alerting"]).to_pylist()
+    [{'car_id': 'c1', 'event_id': 'new', 'alerting': True}, {'car_id': 'c2', 'event_id': 'only', 'alerting': False}]
+    """
+    import pyarrow.compute as pc
+
+    latest = _last_per_car(rows.select([c for c in ("car_id", *STATE_COLUMNS) if c in rows.column_names]))
+    ids = latest["event_id"].combine_chunks()
+    flag = pc.fill_null(pc.is_in(ids, value_set=alerting_ids.cast(ids.type)), False)
+    return latest.append_column("alerting", flag)
+
+
+def newest_local(states: Sequence[pa.Table | None]) -> pa.Table | None:
+    """The cars' state after batches, on the driver: over any number of car states, oldest first (the
+    table's, then each batch's :func:`latest_per_car` or :func:`latest_local`), one row per car, the
+    newest event_time winning and the later state winning a tie. A column one of them lacks (a table
+    an earlier version wrote) is null there. None when every state is None.
+
+    >>> import pyarrow as pa
+    >>> def state(*rows):
+    ...     return pa.table({k: [r[i] for r in rows] for i, k in enumerate(("car_id", "event_id", "event_time"))})
+    >>> current = state(("c1", "kept", 5), ("c2", "replaced", 0), ("c3", "tie-old", 0))
+    >>> batch = state(("c1", "older", 0), ("c2", "newer", 1), ("c3", "tie-new", 0), ("c4", "new", 0))
+    >>> newest_local([current, None, batch])["event_id"].to_pylist()
+    ['kept', 'newer', 'tie-new', 'new']
+    """
+    import pyarrow as pa
+
+    parts = [s.select([c for c in CAR_STATE_COLUMNS if c in s.column_names]) for s in states if s is not None]
+    if not parts:
+        return None
+    return _last_per_car(pa.concat_tables(parts, promote_options="permissive"))
+
+
+def _last_per_car(rows: pa.Table) -> pa.Table:
+    """Each car's last row by event_time, then by position (the later row wins a tie), by car_id."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = rows.num_rows
+    at = rows.append_column("_at", pa.array(np.arange(n, dtype=np.int64)))
+    ordered = at.take(pc.sort_indices(at, [("car_id", "ascending"), ("event_time", "ascending"), ("_at", "ascending")]))
+    if n < 2:
+        return ordered.drop_columns(["_at"])
+    ids = ordered["car_id"].combine_chunks()
+    changes = pc.fill_null(pc.not_equal(ids.slice(0, n - 1), ids.slice(1)), True)
+    last = pa.concat_arrays([changes, pa.array([True])])
+    return ordered.filter(last).drop_columns(["_at"])
 
 
 def ripe(due: Mapping[str, tuple[int, int]], every_min: int) -> bool:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import reduce
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from fleetstream.config import MaintenanceSettings
 from fleetstream.ml import features, maintenance
@@ -36,6 +39,9 @@ from fleetstream.quality.hold import HoldGate
 from fleetstream.rules.engine import Rule
 from fleetstream.rules.limits import LIMITS
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger(__name__)
 DEDUP_WINDOW_MS = 10 * 60 * 1000  # a copy of an event up to this far apart in event time is a duplicate
 #: Spark's limit on the size of a generated method for batches after one of at most this many rows,
@@ -51,6 +57,37 @@ ML_ROLLUPS = ("gold/driving_features",)  # (gold/maintenance follows them)
 
 def _ms(column: str) -> Column:
     return F.unix_millis(F.col(column))
+
+
+@dataclass(frozen=True)
+class OnDriver:
+    """What the driver holds of silver rows gold takes in (small batches' rows, fetched with their
+    keys: ``SilverBatch.first_state``): each car's latest report among them (:func:`gold.latest_local`)
+    and their hottest coolant with the engine on (None: no such row). With it, a gold update makes
+    the cars' state, and decides that no overheat warning is possible, without a Spark job."""
+
+    latest: pa.Table
+    hottest_c: float | None
+
+    @staticmethod
+    def of(first_state: pa.Table, alerting_ids: pa.Array) -> OnDriver:
+        """A batch's, from its first copies' state columns and the event_ids its alerts fired on."""
+        import pyarrow.compute as pc
+
+        running = pc.fill_null(first_state["engine_on"], False)
+        hottest = pc.max(pc.filter(first_state["coolant_temp"], running)).as_py()
+        return OnDriver(gold.latest_local(first_state, alerting_ids), hottest)
+
+    @staticmethod
+    def joined(batches: Sequence[OnDriver | None]) -> OnDriver | None:
+        """Several batches' in order, as one; None when one of them is not on the driver (or none is given)."""
+        if not batches or any(b is None for b in batches):
+            return None
+        known = [b for b in batches if b is not None]
+        hot = [b.hottest_c for b in known if b.hottest_c is not None]
+        latest = gold.newest_local([b.latest for b in known])
+        assert latest is not None
+        return OnDriver(latest, max(hot) if hot else None)
 
 
 class LakeBatch:
@@ -96,10 +133,14 @@ class LakeBatch:
         #: the silver rows of the batches since ``pending_since`` that gold has not taken in yet
         #: (materialised in each batch: holding the frames keeps their blocks)
         self.gold_pending: list[DataFrame] = []
+        self.driver_pending: list[OnDriver | None] = []  # the same batches' rows on the driver, when there
         self.pending_since: int | None = None
         self.__name__ = query.name  # what Spark and stoppable() call it
         self.recent_ids = RecentIds(self._silver_seen, DEDUP_WINDOW_MS, spark=spark)
-        self.car_state: DataFrame | None = None  # the cars' latest state after the last batch
+        #: the cars' latest state after the last batch gold took in (``gold.CAR_STATE_COLUMNS``,
+        #: on the driver: one row per car), and its Spark schema
+        self.car_state: pa.Table | None = None
+        self.state_struct: StructType | None = None
         self.windows: dict[str, gold.Windows] = {}
         self.newest_ms: int | None = None  # the newest event time seen
         self.last_rows = 0  # rows in the last batch: small batches and large ones are planned apart
@@ -113,7 +154,7 @@ class LakeBatch:
         outputs: dict[str, DataFrame | None] = {}
         messages: list[DataFrame] = []
         held: list[DataFrame] = []  # persisted for the batch, released at its end
-        silver_rows, event_range, first_ids = None, None, None
+        silver_rows, event_range, first_ids, first_state = None, None, None, None
         if layers == ("bronze",):
             outputs["bronze/telemetry"] = rows
         if "silver" in layers:
@@ -135,15 +176,20 @@ class LakeBatch:
                 if made.quarantine is not None:
                     messages.append(dlq_messages(made.quarantine, self.topics["dlq"]))
             silver_rows, event_range, self.last_rows = made.silver, made.event_range, made.rows
-            first_ids = made.first_ids
+            first_ids, first_state = made.first_ids, made.first_state
         elif self.query.source == "silver/telemetry":
             silver_rows = rows
         fired = None  # this batch's alerts (None: none fired, or the query has no alerts layer)
+        on_driver = None
         if silver_rows is not None and "alerts" in layers:
             fired = alerts(silver_rows, self.rules).persist()
             held.append(fired)
-            if fired.count() == 0:  # (computes and keeps every partition, which isEmpty would not)
+            # (computes and keeps every partition, which isEmpty would not; the ids flag gold's car state)
+            fired_ids = fired.select("event_id").toArrow()["event_id"].combine_chunks()
+            if len(fired_ids) == 0:
                 fired = None
+            if first_state is not None:
+                on_driver = OnDriver.of(first_state, fired_ids)
             clock.mark("alerts")
             outputs["silver/alerts"] = fired
             if fired is not None and self.alerts_in_batch and self.topics is not None:
@@ -152,15 +198,24 @@ class LakeBatch:
         if "gold" in layers:
             if event_range is None and silver_rows is not None:  # the silver rows came from the silver table
                 event_range = self._event_range(silver_rows)
-            gold_rows, gold_fired, gold_now = self._gold_input(batch_id, silver_rows, fired)
+            gold_rows, gold_fired, on_driver, gold_now = self._gold_input(batch_id, silver_rows, fired, on_driver)
             if gold_rows is not None:
                 before = self._current_state()  # each car's last report before these rows
-                outputs["gold/car_minutes"] = gold.car_minutes(gold_rows, gold_fired, before)
-                outputs["gold/car_state"] = self._car_state(gold_rows, gold_fired, before)
-                if self.ml:
+                outputs["gold/car_minutes"] = gold.car_minutes(
+                    gold_rows, gold_fired, self._state_frame(before, gold_rows)
+                )
+                if on_driver is not None:
+                    latest = on_driver.latest
+                else:  # (one job: a row per car comes back)
+                    latest = gold.latest_per_car(gold_rows, gold_fired).toArrow()
+                self.car_state = gold.newest_local([before, latest])
+                outputs["gold/car_state"] = self._state_frame(self.car_state, gold_rows)
+                clock.mark("gold: car state")
+                if self.ml and (on_driver is None or maintenance.may_warn(on_driver.hottest_c)):
                     warned = maintenance.overheat_warnings(gold_rows, LIMITS.overheat_c).persist()
                     held.append(warned)
                     outputs["gold/overheat_warnings"] = warned if warned.count() else None
+                    clock.mark("gold: overheat warnings")
         outputs[KAFKA] = reduce(DataFrame.unionByName, messages) if messages else None
         dedup_ids = None  # (a small batch's first copies are on the driver already: first_ids)
         if "silver" in layers and silver_rows is not None and first_ids is None:
@@ -211,9 +266,11 @@ class LakeBatch:
 
     # --- gold --------------------------------------------------------------------------------
     def _gold_input(
-        self, batch_id: int, silver_rows: DataFrame | None, fired: DataFrame | None
-    ) -> tuple[DataFrame | None, DataFrame | None, bool]:
-        """The silver rows (and their alerts) gold takes in this batch, and whether gold is updated.
+        self, batch_id: int, silver_rows: DataFrame | None, fired: DataFrame | None, on_driver: OnDriver | None
+    ) -> tuple[DataFrame | None, DataFrame | None, OnDriver | None, bool]:
+        """The silver rows (and their alerts) gold takes in this batch, the same on the driver when
+        every batch among them had its rows there (``on_driver``: this batch's), and whether gold is
+        updated.
 
         A query that reads silver updates gold every batch. One that computes silver updates it at
         most every ``gold_every_s`` while its batches are small (a quiet fleet: each update costs a
@@ -227,37 +284,40 @@ class LakeBatch:
         if silver_rows is not None and "alerts" not in self.query.layers:
             fired = alerts(silver_rows, self.rules)
         if "silver" not in self.query.layers:
-            return silver_rows, fired, silver_rows is not None
+            return silver_rows, fired, None, silver_rows is not None
         if self.hold is not None and self.hold.held():
             # nothing kept in memory: the first update after the hold reads every batch since the last
             # one gold holds from silver's table (``since`` None below)
-            self.gold_pending, self.pending_since = [], None
-            return None, None, False
+            self.gold_pending, self.driver_pending, self.pending_since = [], [], None
+            return None, None, None, False
         large = self.last_rows > SMALL_BATCH
         if not (self.gold_every_s <= 0 or large or time.monotonic() - self.gold_at >= self.gold_every_s):
             if self.pending_since is None:
                 self.pending_since = batch_id
             if silver_rows is not None:
                 self.gold_pending.append(silver_rows)
-            return None, None, False
-        pending, since = self.gold_pending, self.pending_since
-        self.gold_pending, self.pending_since = [], None
+                self.driver_pending.append(on_driver)
+            return None, None, None, False
+        pending, since, on_driver_pending = self.gold_pending, self.pending_since, self.driver_pending
+        self.gold_pending, self.driver_pending, self.pending_since = [], [], None
         if self.gold_covered is None:
             # (the tables of one update commit in parallel: a kill may land between their commits, and
             # the one behind must get every row since its last batch; one ahead skips the batch)
             self.gold_covered = min(self.writer.committed(t) for t in ("gold/car_state", "gold/car_minutes"))
         if self.gold_covered >= batch_id - 1:  # nothing waiting from earlier batches
-            return silver_rows, fired, True
+            return silver_rows, fired, on_driver, True
         if since is not None and since <= self.gold_covered + 1:  # every batch waiting is in memory
             # (a filter on silver_batch would write the batch ids into generated code: code compiled
             # anew at every update)
-            kept = [*pending, *([silver_rows] if silver_rows is not None else [])]
+            now = [silver_rows] if silver_rows is not None else []
+            kept = [*pending, *now]
             if not kept:
-                return None, None, True
+                return None, None, None, True
+            kept_on_driver = OnDriver.joined([*on_driver_pending, *([on_driver] if now else [])])
             if len(kept) == 1 and silver_rows is not None:
-                return silver_rows, fired, True
+                return silver_rows, fired, kept_on_driver, True
             rows = reduce(DataFrame.unionByName, kept)
-            return rows, alerts(rows, self.rules), True
+            return rows, alerts(rows, self.rules), kept_on_driver, True
         path = self.lake.table("silver/telemetry")
         waiting = (
             self.spark.read.format("delta")
@@ -265,12 +325,11 @@ class LakeBatch:
             .where((F.col("silver_batch") > self.gold_covered) & (F.col("silver_batch") < batch_id))
         )
         rows = waiting if silver_rows is None else waiting.unionByName(silver_rows)
-        return rows, alerts(rows, self.rules), True
+        return rows, alerts(rows, self.rules), None, True
 
-    def _current_state(self) -> DataFrame | None:
-        """The cars' state after the last batch gold took in (read from the table at the first
-        batch of a run, materialised: the batch overwrites the table while frames built on it are
-        still to be evaluated; None before there is one)."""
+    def _current_state(self) -> pa.Table | None:
+        """The cars' state after the last batch gold took in (read from the table to the driver at
+        the first batch of a run; None before there is one)."""
         if self.car_state is None:
             path = self.lake.table("gold/car_state")
             if delta_exists(self.spark, path):
@@ -283,16 +342,26 @@ class LakeBatch:
                     if version is None:
                         return None
                     reader = reader.option("versionAsOf", version)
-                self.car_state = reader.load(path).localCheckpoint(eager=True)
+                self.car_state = reader.load(path).toArrow()
         return self.car_state
 
-    def _car_state(self, silver_rows: DataFrame, fired: DataFrame | None, current: DataFrame | None) -> DataFrame:
-        """The cars' state after this batch, materialised: ``current`` with this batch's latest
-        report of each car."""
-        latest = gold.latest_per_car(silver_rows, fired)
-        state = latest if current is None else gold.newest_per_car(current, latest)
-        self.car_state = state.localCheckpoint(eager=True)
-        return self.car_state
+    def _state_frame(self, state: pa.Table | None, silver_rows: DataFrame) -> DataFrame | None:
+        """A car state held on the driver as a Spark frame of gold/car_state's schema (handed over as
+        Arrow: no job), for the write and for gold/car_minutes; None for None. A column the state
+        lacks (read from a table an earlier version wrote) is null."""
+        if state is None:
+            return None
+        import pyarrow as pa
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        if self.state_struct is None:
+            self.state_struct = gold.state_schema(silver_rows.schema)
+        arrow = to_arrow_schema(self.state_struct, timezone="UTC")
+        columns = [
+            state[f.name].cast(f.type) if f.name in state.column_names else pa.nulls(state.num_rows, f.type)
+            for f in arrow
+        ]
+        return self.spark.createDataFrame(pa.Table.from_arrays(columns, schema=arrow), self.state_struct)
 
     def _event_range(self, silver_rows: DataFrame) -> tuple[int, int] | None:
         row = silver_rows.agg(F.min("event_time"), F.max("event_time")).first()

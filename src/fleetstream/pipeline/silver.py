@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from fleetstream import schema
 from fleetstream.pipeline.bronze import BRONZE_COLUMNS
 from fleetstream.pipeline.enrich import Reference, enrich
+from fleetstream.pipeline.gold import STATE_COLUMNS
 from fleetstream.pipeline.runtime import with_values
 from fleetstream.pipeline.validate import parse_telemetry
 
@@ -202,6 +203,8 @@ class SilverBatch:
     rows: int = 0  # bronze rows in the batch
     #: the first copies' event_id and event_time on the driver, when the batch was deduplicated there
     first_ids: pa.Table | None = None
+    #: the same rows' ``car_id`` and ``gold.STATE_COLUMNS`` (what gold's car state takes from them)
+    first_state: pa.Table | None = None
 
     @property
     def empty(self) -> bool:
@@ -236,7 +239,9 @@ def silver_batch(
     ``small``: a batch of at most this many rows is deduplicated on the driver (its ids, offsets
     and event times fetched in one job: :func:`later_copies_local`); a larger one, or any with 0,
     by Spark's joins (:func:`later_copies`). The two give the same frames. A small batch asks
-    ``known`` first, when given, which ids silver holds (no Spark job), then ``seen``.
+    ``known`` first, when given, which ids silver holds (no Spark job), then ``seen``. The same job
+    fetches the columns of gold's car state: a small batch's first copies come back with them
+    (``first_state``), and gold updates the cars' state on the driver.
 
     ``mark`` is called with each step's name when it ends (the batch's step log).
     """
@@ -269,7 +274,7 @@ def silver_batch(
     if lo is None or hi is None:
         return SilverBatch(bronze_rows, None, quarantine, None, None, rows)
     lo, hi = int(lo), int(hi)
-    first_ids = None
+    first_ids, first_state = None, None
     if keys is not None:
         ok = keys.filter(keys["ok"])
         held = known(lo, hi, ok["event_id"].combine_chunks()) if known is not None else None
@@ -280,22 +285,25 @@ def silver_batch(
         copies_at = copies_frame(checked, copies) if copies.num_rows else None
         firsts = ok.join(copies, list(COPY_KEYS), join_type="left anti") if copies.num_rows else ok
         first_ids = firsts.select(["event_id", "event_time"])
+        first_state = firsts.select(["car_id", *STATE_COLUMNS])
     else:  # only the copies' coordinates are materialised; the rows are read from ``checked`` again
         copies_at = later_copies(valid, seen(lo, hi)).localCheckpoint(eager=True)
         copies_at = copies_at if copies_at.count() else None
     first, later = split_copies(valid, copies_at) if copies_at is not None else (valid, None)
     first = with_values(first, silver_batch=batch_id).select(*SILVER_COLUMNS)
     duplicates = duplicate_rows(later) if later is not None else None
-    return SilverBatch(bronze_rows, first, quarantine, duplicates, (lo, hi), rows, first_ids)
+    return SilverBatch(bronze_rows, first, quarantine, duplicates, (lo, hi), rows, first_ids, first_state)
 
 
 def _keys_if_small(checked: DataFrame, small: int) -> pa.Table | None:
-    """A batch's ids, Kafka coordinates, event times and validity (``ok``) on the driver, when it
-    has at most ``small`` rows (one job, at most ``small + 1`` rows fetched); else None."""
+    """A batch's ids, Kafka coordinates, event times, validity (``ok``) and the columns of gold's car
+    state on the driver, when it has at most ``small`` rows (one job, at most ``small + 1`` rows
+    fetched); else None."""
     if small <= 0:
         return None
+    state = [c for c in ("car_id", *STATE_COLUMNS) if c not in ("event_id", "event_time")]
     keys = (
-        checked.select("event_id", *COPY_KEYS, "event_time", F.col("reason").isNull().alias("ok"))
+        checked.select("event_id", *COPY_KEYS, "event_time", F.col("reason").isNull().alias("ok"), *state)
         .limit(small + 1)
         .toArrow()
     )
