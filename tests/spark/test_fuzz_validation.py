@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
 
@@ -24,9 +24,11 @@ from fleetstream.pipeline.silver import parse_bronze, silver_batch
 from fleetstream.pipeline.validate import REASONS
 from fleetstream.reference.catalog import generate_cars, tables, to_json_lines
 from fleetstream.reference.zones import generate_zones
+from fleetstream.rules.engine import alerts, fires, load_rules
 
 SENT = schema.EXAMPLE["event_time"]
 CARS = generate_cars(5, seed=3)
+RULES = load_rules()
 
 #: any JSON value a field may be replaced with (numbers at and beyond every bound; NaN and infinities
 #: are written as Python's json writes them, which is not JSON)
@@ -89,8 +91,13 @@ def reference(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> 
 SLOW_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
+#: a batch in which a rule fires (overspeed) on one event and on its copy
+FAST = _encode({**schema.EXAMPLE, "car_id": CARS[0].car_id, "event_id": "fast", "event_time": SENT, "speed": 150.0})
+
+
 @settings(max_examples=6, deadline=None, suppress_health_check=SLOW_OK)
 @given(batch=st.lists(payloads, min_size=40, max_size=120))
+@example(batch=[_encode({**schema.EXAMPLE, "car_id": CARS[1].car_id, "event_time": SENT}), FAST, FAST])
 def test_every_record_lands_once_with_a_reason_when_rejected(
     spark: SparkSession, reference: Reference, batch: list[bytes]
 ) -> None:
@@ -105,7 +112,7 @@ def test_every_record_lands_once_with_a_reason_when_rejected(
     # a small batch deduplicated on the driver lands every record where Spark's joins put it
     with pytest.MonkeyPatch.context() as patch:  # (Spark's joins must not be what answers here)
         patch.setattr(silver, "later_copies", _not_called)
-        local = silver_batch(parsed, reference, lambda lo, hi: seen, batch_id=1, small=len(batch))
+        local = silver_batch(parsed, reference, lambda lo, hi: seen, batch_id=1, small=len(batch), fires=fires(RULES))
         # ...and so does one that asks the driver which ids silver holds (RecentIds.known)
         on_driver = silver_batch(parsed, reference, _not_called, batch_id=1, small=len(batch),
                                  known=lambda lo, hi, ids: pc.filter(ids, pc.equal(ids, "e2")))  # fmt: skip
@@ -134,6 +141,11 @@ def test_every_record_lands_once_with_a_reason_when_rejected(
                 sorted((tuple(r) for r in result.silver.select(*columns).collect()), key=repr) if result.silver else []
             )
             assert sorted((tuple(r.values()) for r in state.to_pylist()), key=repr) == want
+    # ...and the ids a rule fires on, as the alerts of silver's rows have them
+    fired = sorted({r["event_id"] for r in alerts(result.silver, RULES).collect()}) if result.silver else []
+    assert local.fired_ids is not None
+    assert sorted(local.fired_ids.to_pylist()) == fired
+    assert on_driver.fired_ids is None  # (not asked for)
     landed: list[int] = []
     for frame in (result.silver, result.quarantine, result.duplicates):
         if frame is not None:

@@ -36,7 +36,7 @@ from fleetstream.pipeline.plan import LakeQuery
 from fleetstream.pipeline.silver import dlq_messages, enriched_messages, silver_batch
 from fleetstream.pipeline.writer import KAFKA, Lake, Writer, delta_exists, delta_version
 from fleetstream.quality.hold import HoldGate
-from fleetstream.rules.engine import Rule
+from fleetstream.rules.engine import Rule, fires
 from fleetstream.rules.limits import LIMITS
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class LakeBatch:
         outputs: dict[str, DataFrame | None] = {}
         messages: list[DataFrame] = []
         held: list[DataFrame] = []  # persisted for the batch, released at its end
-        silver_rows, event_range, first_ids, first_state = None, None, None, None
+        silver_rows, event_range, first_ids, first_state, fired_ids = None, None, None, None, None
         if layers == ("bronze",):
             outputs["bronze/telemetry"] = rows
         if "silver" in layers:
@@ -166,7 +166,8 @@ class LakeBatch:
             seen = functools.partial(self.recent_ids.seen, batch_id)
             known = functools.partial(self.recent_ids.known, batch_id)
             made = silver_batch(rows, self.dims.get(), seen, batch_id, bronze="bronze" in layers,
-                                small=SMALL_BATCH if size == "small" else 0, mark=clock.mark, known=known)  # fmt: skip
+                                small=SMALL_BATCH if size == "small" else 0, mark=clock.mark, known=known,
+                                fires=fires(self.rules) if "alerts" in layers else None)  # fmt: skip
             clock.mark("silver")
             outputs |= {"bronze/telemetry": made.bronze, "silver/telemetry": made.silver,
                         "quarantine/telemetry": made.quarantine, "silver/duplicates": made.duplicates}  # fmt: skip
@@ -176,19 +177,21 @@ class LakeBatch:
                 if made.quarantine is not None:
                     messages.append(dlq_messages(made.quarantine, self.topics["dlq"]))
             silver_rows, event_range, self.last_rows = made.silver, made.event_range, made.rows
-            first_ids, first_state = made.first_ids, made.first_state
+            first_ids, first_state, fired_ids = made.first_ids, made.first_state, made.fired_ids
         elif self.query.source == "silver/telemetry":
             silver_rows = rows
         fired = None  # this batch's alerts (None: none fired, or the query has no alerts layer)
         on_driver = None
         if silver_rows is not None and "alerts" in layers:
-            fired = alerts(silver_rows, self.rules).persist()
-            held.append(fired)
-            # (computes and keeps every partition, which isEmpty would not; the ids flag gold's car state)
-            fired_ids = fired.select("event_id").toArrow()["event_id"].combine_chunks()
-            if len(fired_ids) == 0:
-                fired = None
-            if first_state is not None:
+            if fired_ids is None or len(fired_ids):  # (none fires on a small batch's rows: no job, no alerts)
+                fired = alerts(silver_rows, self.rules).persist()
+                held.append(fired)
+            if fired is not None and fired_ids is None:
+                # (computes and keeps every partition, which isEmpty would not; the ids flag gold's car state)
+                fired_ids = fired.select("event_id").toArrow()["event_id"].combine_chunks()
+                if len(fired_ids) == 0:
+                    fired = None
+            if first_state is not None and fired_ids is not None:
                 on_driver = OnDriver.of(first_state, fired_ids)
             clock.mark("alerts")
             outputs["silver/alerts"] = fired

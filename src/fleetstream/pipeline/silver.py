@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from fleetstream import schema
@@ -205,6 +205,8 @@ class SilverBatch:
     first_ids: pa.Table | None = None
     #: the same rows' ``car_id`` and ``gold.STATE_COLUMNS`` (what gold's car state takes from them)
     first_state: pa.Table | None = None
+    #: the event_ids of the same rows on which a rule fires (``fires``), when asked for
+    fired_ids: pa.Array | None = None
 
     @property
     def empty(self) -> bool:
@@ -228,6 +230,7 @@ def silver_batch(
     small: int = 0,
     mark: Callable[[str], None] = lambda step: None,
     known: Known | None = None,
+    fires: Column | None = None,
 ) -> SilverBatch:
     """Enrich and deduplicate one batch of parsed bronze rows (:func:`parse_bronze`); with ``bronze``,
     also return the batch's bronze rows.
@@ -241,7 +244,9 @@ def silver_batch(
     by Spark's joins (:func:`later_copies`). The two give the same frames. A small batch asks
     ``known`` first, when given, which ids silver holds (no Spark job), then ``seen``. The same job
     fetches the columns of gold's car state: a small batch's first copies come back with them
-    (``first_state``), and gold updates the cars' state on the driver.
+    (``first_state``), and gold updates the cars' state on the driver. With ``fires`` (a boolean
+    column over silver rows: :func:`fleetstream.rules.engine.fires`), it also fetches whether a rule
+    fires on each valid row (``fired_ids``): a batch on which none fires needs no alerts job.
 
     ``mark`` is called with each step's name when it ends (the batch's step log).
     """
@@ -252,7 +257,7 @@ def silver_batch(
     bronze_rows = checked.select(*BRONZE_COLUMNS) if bronze else None
     # Valid rows keep silver's columns only: every later step reads them, some several times.
     valid = checked.where(F.col("reason").isNull()).select(*[c for c in SILVER_COLUMNS if c != "silver_batch"])
-    keys = _keys_if_small(checked, small)
+    keys = _keys_if_small(checked, small, fires)
     mark("silver: keys")
     if keys is not None:
         import pyarrow.compute as pc
@@ -274,7 +279,7 @@ def silver_batch(
     if lo is None or hi is None:
         return SilverBatch(bronze_rows, None, quarantine, None, None, rows)
     lo, hi = int(lo), int(hi)
-    first_ids, first_state = None, None
+    first_ids, first_state, fired_ids = None, None, None
     if keys is not None:
         ok = keys.filter(keys["ok"])
         held = known(lo, hi, ok["event_id"].combine_chunks()) if known is not None else None
@@ -286,26 +291,30 @@ def silver_batch(
         firsts = ok.join(copies, list(COPY_KEYS), join_type="left anti") if copies.num_rows else ok
         first_ids = firsts.select(["event_id", "event_time"])
         first_state = firsts.select(["car_id", *STATE_COLUMNS])
+        if fires is not None:
+            fired_ids = firsts.filter(firsts["fires"])["event_id"].combine_chunks()
     else:  # only the copies' coordinates are materialised; the rows are read from ``checked`` again
         copies_at = later_copies(valid, seen(lo, hi)).localCheckpoint(eager=True)
         copies_at = copies_at if copies_at.count() else None
     first, later = split_copies(valid, copies_at) if copies_at is not None else (valid, None)
     first = with_values(first, silver_batch=batch_id).select(*SILVER_COLUMNS)
     duplicates = duplicate_rows(later) if later is not None else None
-    return SilverBatch(bronze_rows, first, quarantine, duplicates, (lo, hi), rows, first_ids, first_state)
+    return SilverBatch(bronze_rows, first, quarantine, duplicates, (lo, hi), rows, first_ids, first_state, fired_ids)
 
 
-def _keys_if_small(checked: DataFrame, small: int) -> pa.Table | None:
-    """A batch's ids, Kafka coordinates, event times, validity (``ok``) and the columns of gold's car
-    state on the driver, when it has at most ``small`` rows (one job, at most ``small + 1`` rows
-    fetched); else None."""
+def _keys_if_small(checked: DataFrame, small: int, fires: Column | None = None) -> pa.Table | None:
+    """A batch's ids, Kafka coordinates, event times, validity (``ok``), the columns of gold's car
+    state and, with ``fires``, whether a rule fires on a valid row (``fires``) on the driver, when it
+    has at most ``small`` rows (one job, at most ``small + 1`` rows fetched); else None."""
     if small <= 0:
         return None
     state = [c for c in ("car_id", *STATE_COLUMNS) if c not in ("event_id", "event_time")]
+    ok = F.col("reason").isNull()
+    fired = (
+        [] if fires is None else [F.when(ok, fires).otherwise(F.lit(False)).alias("fires")]
+    )  # (rules: valid rows only)
     keys = (
-        checked.select("event_id", *COPY_KEYS, "event_time", F.col("reason").isNull().alias("ok"), *state)
-        .limit(small + 1)
-        .toArrow()
+        checked.select("event_id", *COPY_KEYS, "event_time", ok.alias("ok"), *state, *fired).limit(small + 1).toArrow()
     )
     return keys if keys.num_rows <= small else None
 

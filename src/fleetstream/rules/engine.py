@@ -30,7 +30,7 @@ from fleetstream.rules.gear import STOP_KMH
 from fleetstream.rules.limits import LIMITS
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -224,17 +224,12 @@ def check_rules(spark: SparkSession, rules: list[Rule], columns: StructType, whe
                 raise FleetstreamError(f"{where}: rule {rule.name!r}, key {key!r} does not compile: {first}") from None
 
 
-def alerts(silver: DataFrame, rules: list[Rule]) -> DataFrame:
-    """One row per (event, rule that fires), in a single pass over ``silver`` (the rules whose every
-    event is an alert: ``per_event``).
-
-    ``detected_at`` is the time each row is computed (:func:`~fleetstream.pipeline.runtime.wall_clock`).
-    """
+def _fired(rules: list[Rule]) -> Column:
+    """For a silver row: an array of (rule, severity, message) of each per-event rule that fires on
+    it (null where one does not)."""
     from pyspark.sql import functions as F
 
-    from fleetstream.pipeline.runtime import wall_clock
-
-    fired = F.array(
+    return F.array(
         *[
             F.when(
                 F.coalesce(F.expr(rule.condition), F.lit(False)),
@@ -248,6 +243,27 @@ def alerts(silver: DataFrame, rules: list[Rule]) -> DataFrame:
             if rule.per_event
         ]
     )
+
+
+def fires(rules: list[Rule]) -> Column:
+    """For a silver row: whether :func:`alerts` makes an alert of it (a boolean column: a small
+    batch's driver learns it with the batch's keys, and skips the alerts' job when none fires)."""
+    from pyspark.sql import functions as F
+
+    return F.exists(_fired(rules), lambda x: x.isNotNull())
+
+
+def alerts(silver: DataFrame, rules: list[Rule]) -> DataFrame:
+    """One row per (event, rule that fires), in a single pass over ``silver`` (the rules whose every
+    event is an alert: ``per_event``).
+
+    ``detected_at`` is the time each row is computed (:func:`~fleetstream.pipeline.runtime.wall_clock`).
+    """
+    from pyspark.sql import functions as F
+
+    from fleetstream.pipeline.runtime import wall_clock
+
+    fired = _fired(rules)
     exploded = silver.withColumn("_fired", F.explode(F.filter(fired, lambda x: x.isNotNull())))
     return exploded.select(
         F.substring(F.sha2(F.concat_ws(":", F.col("event_id"), F.col("_fired.rule")), 256), 1, 32).alias("alert_id"),
