@@ -186,10 +186,8 @@ class LakeBatch:
             if fired_ids is None or len(fired_ids):  # (none fires on a small batch's rows: no job, no alerts)
                 fired = alerts(silver_rows, self.rules).persist()
                 held.append(fired)
-            if fired is not None and fired_ids is None:
-                # (computes and keeps every partition, which isEmpty would not; the ids flag gold's car state)
-                fired_ids = fired.select("event_id").toArrow()["event_id"].combine_chunks()
-                if len(fired_ids) == 0:
+                # a large batch's: counted (computes and keeps every partition, which isEmpty would not)
+                if fired_ids is None and fired.count() == 0:
                     fired = None
             if first_state is not None and fired_ids is not None:
                 on_driver = OnDriver.of(first_state, fired_ids)
