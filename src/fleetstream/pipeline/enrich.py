@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fleetstream.pipeline.writer import hadoop_path
 from fleetstream.reference.catalog import PROFILES
 from fleetstream.reference.zones import ZONES_FILE, Zone, read_zones
 from fleetstream.rules import STOP_KMH
@@ -100,13 +101,9 @@ def dims_fingerprint(spark: SparkSession, location: str) -> str:
     """The dimension files' paths, sizes and modification times, read from the file system (a
     directory listing, or S3 HEAD and LIST requests): no Spark job, no file read. A file that is
     missing raises, as reading it would (the zones file is optional)."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
     base, parts = location.rstrip("/"), []
     for name in (*DIM_FILES.values(), ZONES_FILE):
-        path = jvm.org.apache.hadoop.fs.Path(f"{base}/{name}")
-        fs = path.getFileSystem(conf)
+        path, fs = hadoop_path(spark, f"{base}/{name}")
         if name == ZONES_FILE and not fs.exists(path):
             parts.append(f"{base}/{name} absent")
             continue
@@ -119,11 +116,9 @@ def read_zones_at(spark: SparkSession, location: str) -> tuple[Zone, ...]:
     """The speed zones published under the dims location (``speed_zones.geojson``); none when the
     file is absent (reference data published before zones existed). A file that is not valid
     GeoJSON zones raises :class:`~fleetstream.errors.FleetstreamError` naming the zone."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
     where = f"{location.rstrip('/')}/{ZONES_FILE}"
-    path = jvm.org.apache.hadoop.fs.Path(where)
-    if not path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path):
+    path, fs = hadoop_path(spark, where)
+    if not fs.exists(path):
         log.info("no speed zones at %s: zone_id and zone_limit stay empty", where)
         return ()
     text = "".join(row[0] for row in spark.read.text(where, wholetext=True).collect())

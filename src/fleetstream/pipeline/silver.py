@@ -20,6 +20,7 @@ from fleetstream.pipeline.enrich import Reference, enrich
 from fleetstream.pipeline.gold import STATE_COLUMNS
 from fleetstream.pipeline.runtime import with_values
 from fleetstream.pipeline.validate import parse_telemetry
+from fleetstream.pipeline.writer import arrow_frame
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -332,8 +333,4 @@ def copies_frame(checked: DataFrame, copies: pa.Table) -> DataFrame:
     """Copies' coordinates (:func:`later_copies_local`) as a Spark frame of ``checked``'s types,
     handed to the JVM as Arrow: a frame of a Python list would run Python worker tasks in every job
     over it (see :func:`fleetstream.pipeline.writer.local_frame`)."""
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    schema = checked.select(*COPY_KEYS).schema
-    arrow = copies.select(list(COPY_KEYS)).cast(to_arrow_schema(schema, timezone="UTC"))
-    return checked.sparkSession.createDataFrame(arrow, schema)
+    return arrow_frame(checked.sparkSession, copies, checked.select(*COPY_KEYS).schema)

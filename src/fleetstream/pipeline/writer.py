@@ -68,6 +68,19 @@ def local_frame(spark: SparkSession, rows: Sequence[Sequence[Any]], schema: str)
     return spark.createDataFrame(table, struct)
 
 
+def arrow_frame(spark: SparkSession, table: pa.Table, struct: StructType) -> DataFrame:
+    """An Arrow table held in the driver as a Spark frame of ``struct`` (no job, no Python task: see
+    :func:`local_frame`): its columns of those names cast to the struct's types, and a column it
+    lacks (a table an earlier version wrote) null."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    arrow = to_arrow_schema(struct, timezone="UTC")
+    columns = [
+        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in arrow
+    ]
+    return spark.createDataFrame(pa.Table.from_arrays(columns, schema=arrow), struct)
+
+
 @functools.lru_cache(maxsize=16)
 def _arrow_schema(ddl: str) -> tuple[StructType, pa.Schema]:
     from pyspark.sql.pandas.types import to_arrow_schema
