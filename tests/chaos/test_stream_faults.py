@@ -4,8 +4,7 @@ own (the stream's child, in a process group of its own). One run, in its richest
 
 - ``kill -9`` of the stream at random points, several times (``FLEETSTREAM_CHAOS_KILLS``, 2 here;
   10 in the long run, docs/reliability.md), each followed by a restart. The first kill comes with
-  episodes open, rows waiting for their upsert and gold's state in memory, gold/car_state
-  written after gold/car_minutes' last update (whose rows wait in memory). Each time the publisher
+  episodes open, rows waiting for their upsert and gold's state in memory. Each time the publisher
   sees its parent gone and stops (with its JVM): no orphan, no second writer after the restart;
 - the reference data deleted while the stream runs (it keeps the copy it has), and missing at a
   restart (refused with the command that publishes it);
@@ -76,13 +75,6 @@ def _commits(checkpoint: Path) -> int:
     return max((int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")), default=-1)
 
 
-def _last_batch(table: Path) -> int:
-    """The lake batch of a table's newest commit (-1: none yet), from its user metadata."""
-    logs = sorted((table / "_delta_log").glob("[0-9]*.json"))
-    found = re.search(r"fleetstream lake batch (\d+)", logs[-1].read_text()) if logs else None
-    return int(found[1]) if found else -1
-
-
 def _cmdline(process: psutil.Process) -> list[str]:
     """A process's command line, empty once it has exited (Spark's Python workers come and go)."""
     try:
@@ -117,8 +109,6 @@ def test_stream_killed_again_and_again_reference_deleted_checkpoint_torn(
         "FLEETSTREAM_STREAM_TRIGGER_SECONDS": "1",
         "FLEETSTREAM_STREAM_EPISODES_TRIGGER_SECONDS": "1",
         "FLEETSTREAM_STREAM_GOLD_INTERVAL_SECONDS": "10",  # gold updated from rows kept in memory between
-        # car_state every 10 s, car_minutes with every third update: a kill finds car_state ahead
-        "FLEETSTREAM_STREAM_GOLD_MINUTES_INTERVAL_SECONDS": "25",
         "FLEETSTREAM_STREAM_MIN_OFFSETS_PER_TRIGGER": "1",
         "FLEETSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER": "300",  # small batches: a kill lands mid-work
         "FLEETSTREAM_LAKE__DIMS_REFRESH_S": "3",
@@ -156,12 +146,10 @@ def test_stream_killed_again_and_again_reference_deleted_checkpoint_torn(
 
     def in_the_middle() -> bool:
         """Two episode batches (with episodes open, rows waiting for the next upsert) and three gold
-        updates (the table's creation, then two from rows kept in memory), the newest of
-        gold/car_state alone (gold/car_minutes behind it, its rows waiting in memory)."""
+        updates (the table's creation, then two from rows kept in memory)."""
         return (
             len(list(episode_commits.glob("[0-9]*"))) >= 2
             and len(list(car_state_log.glob("*.json"))) >= 3
-            and _last_batch(lake / "gold" / "car_state") > _last_batch(lake / "gold" / "car_minutes")
             and _rows(waiting, ["kind"]).height > 0
         )
 

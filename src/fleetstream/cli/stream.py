@@ -24,7 +24,6 @@ from fleetstream.pipeline import (
     LAKE_MAX_DELAY_S,
     LAKE_MAX_RECORDS,
     LAKE_MIN_RECORDS,
-    LAKE_MINUTES_S,
     LAKE_NICE,
     LAKE_ROLLUP_MIN,
     LAKE_TRIGGER_S,
@@ -89,16 +88,6 @@ def stream(
             help="While the lake's batches are small, update gold at most this often (0: every batch).",
         ),
     ] = LAKE_GOLD_S,
-    gold_minutes_interval_seconds: Annotated[
-        float,
-        typer.Option(
-            min=0,
-            envvar="FLEETSTREAM_STREAM_GOLD_MINUTES_INTERVAL_SECONDS",
-            help="Of those gold updates, let one at most this often also add the rows to gold/car_minutes and the "
-            "overheat warnings (0: every update); the others write the cars' state (gold/car_state) alone. The "
-            "minutes' windows close 10 minutes after they end either way.",
-        ),
-    ] = LAKE_MINUTES_S,
     rollup_every_minutes: Annotated[
         int,
         typer.Option(
@@ -278,8 +267,7 @@ def stream(
                     lake_s=trigger_seconds, min_records=min_offsets_per_trigger,
                     max_delay_s=max_trigger_delay_seconds, max_records=max_offsets_per_trigger,
                     alerts_s=alerts_trigger_seconds, realtime_batch_s=realtime_checkpoint_seconds,
-                    gold_s=gold_interval_seconds, minutes_s=gold_minutes_interval_seconds,
-                    rollup_min=rollup_every_minutes, features_min=features_every_minutes,
+                    gold_s=gold_interval_seconds, rollup_min=rollup_every_minutes, features_min=features_every_minutes,
                     episodes_s=episodes_trigger_seconds,
                     progress_s=episodes_progress_seconds, offline_s=offline_after_seconds,
                 )  # fmt: skip

@@ -16,10 +16,6 @@ LAKE_MIN_RECORDS = 20_000
 LAKE_MAX_DELAY_S = 5.0
 #: while the lake's batches are small (a quiet fleet), gold is updated at most this often, in seconds
 LAKE_GOLD_S = 20.0
-#: ...and of those updates, one at most this often also takes the rows into gold/car_minutes and the
-#: overheat warnings (the others write gold/car_state alone, from rows already on the driver); the
-#: minutes' windows close 10 minutes after they end, so they are not later for it
-LAKE_MINUTES_S = 60.0
 #: a live lake closes gold's windows (the fleet's 15-minute windows, alerts per minute, the driving
 #: features) once this many minutes of them are due, in one roll-up: each roll-up reads
 #: gold/car_minutes and commits every roll-up table (a catch-up run closes all it can at once)

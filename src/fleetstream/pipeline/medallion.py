@@ -104,7 +104,6 @@ class LakeBatch:
         topics: Mapping[str, str] | None,
         alerts_in_batch: bool = False,
         gold_every_s: float = 0.0,
-        minutes_every_s: float = 0.0,
         rollup_every_min: int = 1,
         features_every_min: int = 1,
         scorer: Scorer | None = None,
@@ -115,9 +114,6 @@ class LakeBatch:
         """``topics`` (enriched, dlq, alerts by name) when the batch writes Kafka records, else None;
         ``alerts_in_batch``: it also publishes its alerts to alert-data (catch-up runs);
         ``gold_every_s``: how often small batches update gold (0: every batch; see :meth:`_gold_input`);
-        ``minutes_every_s``: how often, at most, such an update also takes the rows into
-        gold/car_minutes and the overheat warnings and closes windows (0: at every update; between
-        them it writes the cars' state alone, from the rows on the driver);
         ``rollup_every_min``: gold's windows are closed once this many minutes of them are due;
         ``features_every_min``: the driving-feature windows wait until this many minutes of them
         are due (counted on their own), then close with the roll-up;
@@ -128,29 +124,24 @@ class LakeBatch:
         self.spark, self.lake, self.query, self.rules, self.dims = spark, lake, query, rules, dims
         self.writer, self.topics, self.alerts_in_batch = writer, topics, alerts_in_batch
         self.gold_every_s, self.rollup_every_min, self.scorer = gold_every_s, rollup_every_min, scorer
-        self.minutes_every_s = minutes_every_s
+        self.features_every_min = features_every_min
         #: whether a rule fires on a row (fetched with a small batch's keys), built once
         self.fires = fires(rules) if "alerts" in query.layers else None
-        self.features_every_min = features_every_min
         self.upkeep, self.hold = upkeep or MaintenanceSettings(), hold
         self.ml, self.rollups = ml, ROLLUPS if ml else tuple(n for n in ROLLUPS if n not in ML_ROLLUPS)
         self.upkeep_ms: int | None = None  # the feature window end gold/maintenance was last computed at
-        self.gold_at = 0.0  # when gold/car_state was last updated (monotonic)
-        self.minutes_at = 0.0  # when gold/car_minutes was last updated (monotonic)
-        self.gold_covered: int | None = None  # the last batch whose silver rows gold/car_minutes holds
-        #: the silver rows of the batches since ``pending_since`` that gold/car_minutes has not taken
-        #: in yet (materialised in each batch: holding the frames keeps their blocks)
+        self.gold_at = 0.0  # when gold was last updated (monotonic)
+        self.gold_covered: int | None = None  # the last batch whose silver rows gold holds
+        #: the silver rows of the batches since ``pending_since`` that gold has not taken in yet
+        #: (materialised in each batch: holding the frames keeps their blocks)
         self.gold_pending: list[DataFrame] = []
         self.driver_pending: list[OnDriver | None] = []  # the same batches' rows on the driver, when there
-        self.state_taken = 0  # how many of ``driver_pending`` gold/car_state holds (updates of it alone)
         self.pending_since: int | None = None
         self.__name__ = query.name  # what Spark and stoppable() call it
         self.recent_ids = RecentIds(self._silver_seen, DEDUP_WINDOW_MS, spark=spark)
-        #: the cars' latest state after the last batch gold/car_state took in (``gold.CAR_STATE_COLUMNS``,
-        #: on the driver: one row per car), the same after the last batch gold/car_minutes took in
-        #: (its motion features start from it), and their Spark schema
+        #: the cars' latest state after the last batch gold took in (``gold.CAR_STATE_COLUMNS``,
+        #: on the driver: one row per car), and its Spark schema
         self.car_state: pa.Table | None = None
-        self.minutes_state: pa.Table | None = None
         self.state_struct: StructType | None = None
         self.windows: dict[str, gold.Windows] = {}
         self.newest_ms: int | None = None  # the newest event time seen
@@ -206,17 +197,11 @@ class LakeBatch:
             outputs["silver/alerts"] = fired
             if fired is not None and self.alerts_in_batch and self.topics is not None:
                 messages.append(alert_messages(fired, self.topics["alerts"]))
-        gold_now, how = False, ""
+        gold_now = False
         if "gold" in layers:
             if event_range is None and silver_rows is not None:  # the silver rows came from the silver table
                 event_range = self._event_range(silver_rows)
-            gold_rows, gold_fired, on_driver, how = self._gold_input(batch_id, silver_rows, fired, on_driver)
-            gold_now = how == "all"
-            if how == "state":  # the cars' state alone, from the batches' rows on the driver
-                if on_driver is not None:
-                    self.car_state = gold.newest_local([self.car_state, on_driver.latest])
-                outputs["gold/car_state"] = self._state_frame(self.car_state, silver_rows)
-                clock.mark("gold: car state")
+            gold_rows, gold_fired, on_driver, gold_now = self._gold_input(batch_id, silver_rows, fired, on_driver)
             if gold_rows is not None:
                 before = self._current_state()  # each car's last report before these rows
                 outputs["gold/car_minutes"] = gold.car_minutes(
@@ -226,7 +211,9 @@ class LakeBatch:
                     latest = on_driver.latest
                 else:  # (one job: a row per car comes back)
                     latest = gold.latest_per_car(gold_rows, gold_fired).toArrow()
-                self.car_state = self.minutes_state = gold.newest_local([before, latest])
+                # (the newest state, not ``before``: after a kill between the update's commits the
+                # table is ahead of these rows, and its version ``before`` is of may be gone)
+                self.car_state = gold.newest_local([self._newest_state(), latest])
                 outputs["gold/car_state"] = self._state_frame(self.car_state, gold_rows)
                 clock.mark("gold: car state")
                 if self.ml and (on_driver is None or maintenance.may_warn(on_driver.hottest_c)):
@@ -245,8 +232,8 @@ class LakeBatch:
             self.recent_ids.add(batch_id, dedup_ids, event_range[1] if event_range else 0, first_ids)
         if event_range is not None:
             self.newest_ms = max(self.newest_ms or event_range[1], event_range[1])
-        self._gold_done(how, batch_id)
         if gold_now:
+            self.gold_at, self.gold_covered = time.monotonic(), batch_id
             rolled = self._roll_up(batch_id)
             if rolled:
                 clock.mark(f"roll up {'+'.join(rolled)}")
@@ -285,82 +272,57 @@ class LakeBatch:
     # --- gold --------------------------------------------------------------------------------
     def _gold_input(
         self, batch_id: int, silver_rows: DataFrame | None, fired: DataFrame | None, on_driver: OnDriver | None
-    ) -> tuple[DataFrame | None, DataFrame | None, OnDriver | None, str]:
+    ) -> tuple[DataFrame | None, DataFrame | None, OnDriver | None, bool]:
         """The silver rows (and their alerts) gold takes in this batch, the same on the driver when
-        every batch among them had its rows there (``on_driver``: this batch's), and what is updated:
-        ``"all"`` (gold/car_minutes, the cars' state, the overheat warnings, then the roll-ups),
-        ``"state"`` (gold/car_state alone: no rows are returned, and ``on_driver`` holds the batches'
-        since its last update, None when they brought no row) or ``""`` (nothing).
+        every batch among them had its rows there (``on_driver``: this batch's), and whether gold is
+        updated.
 
         A query that reads silver updates gold every batch. One that computes silver updates it at
         most every ``gold_every_s`` while its batches are small (a quiet fleet: each update costs a
         second of CPU or two), then from every batch's rows since the last update, kept in memory
-        (each batch's silver rows are materialised in the batch). Of those updates, one at most every
-        ``minutes_every_s`` is whole; the others write the cars' state alone, from the rows on the
-        driver (no Spark job but the write), while the rows wait for the next whole update. Large
-        batches (a busy fleet, a backlog) and catch-up runs update all of gold every batch.
-
-        After a restart, the last batch gold holds is the last one committed to both gold/car_state
-        and gold/car_minutes (a kill can land between their commits, and the state is written more
-        often), the first update is whole, and the rows of the batches after that one that this run
-        did not see are read back from silver: nothing is skipped or counted twice.
+        (each batch's silver rows are materialised in the batch). Large batches (a busy fleet, a
+        backlog) and catch-up runs update it every batch. After a restart, the last batch gold holds
+        is the last one committed to both gold/car_state and gold/car_minutes (a kill can land
+        between their commits), and the rows of the batches after it that this run did not see are
+        read back from silver by ``silver_batch``: nothing is skipped or counted twice.
         """
         if silver_rows is not None and "alerts" not in self.query.layers:
             fired = alerts(silver_rows, self.rules)
         if "silver" not in self.query.layers:
-            return silver_rows, fired, None, "all" if silver_rows is not None else ""
+            return silver_rows, fired, None, silver_rows is not None
         if self.hold is not None and self.hold.held():
             # nothing kept in memory: the first update after the hold reads every batch since the last
             # one gold holds from silver's table (``since`` None below)
-            self.gold_pending, self.driver_pending, self.pending_since, self.state_taken = [], [], None, 0
-            return None, None, None, ""
+            self.gold_pending, self.driver_pending, self.pending_since = [], [], None
+            return None, None, None, False
         large = self.last_rows > SMALL_BATCH
-        clock = time.monotonic()
-        state_due = self.gold_every_s <= 0 or large or clock - self.gold_at >= self.gold_every_s
-        whole = state_due and (self.minutes_every_s <= 0 or large or clock - self.minutes_at >= self.minutes_every_s)
-        now_on_driver = [on_driver] if silver_rows is not None else []
-        fresh: list[OnDriver | None] = []  # the batches gold/car_state has not taken in, this one's too
-        if state_due and not whole:
-            # the state alone, when every batch since the last whole update is in memory and each
-            # batch gold/car_state has not taken in yet is on the driver (else a whole update)
-            first = self.pending_since if self.pending_since is not None else batch_id
-            fresh = [*self.driver_pending[self.state_taken :], *now_on_driver]
-            whole = (
-                self.gold_covered is None
-                or self.car_state is None
-                or first > self.gold_covered + 1
-                or any(b is None for b in fresh)
-            )
-        if not whole:
+        if not (self.gold_every_s <= 0 or large or time.monotonic() - self.gold_at >= self.gold_every_s):
             if self.pending_since is None:
                 self.pending_since = batch_id
             if silver_rows is not None:
                 self.gold_pending.append(silver_rows)
                 self.driver_pending.append(on_driver)
-            if not state_due or not fresh:  # (no row since the state's last update: nothing to write)
-                return None, None, None, ""
-            self.state_taken = len(self.driver_pending)
-            return None, None, OnDriver.joined(fresh), "state"
+            return None, None, None, False
         pending, since, on_driver_pending = self.gold_pending, self.pending_since, self.driver_pending
-        self.gold_pending, self.driver_pending, self.pending_since, self.state_taken = [], [], None, 0
+        self.gold_pending, self.driver_pending, self.pending_since = [], [], None
         if self.gold_covered is None:
             # (the tables of one update commit in parallel: a kill may land between their commits, and
             # the one behind must get every row since its last batch; one ahead skips the batch)
             self.gold_covered = min(self.writer.committed(t) for t in ("gold/car_state", "gold/car_minutes"))
         if self.gold_covered >= batch_id - 1:  # nothing waiting from earlier batches
-            return silver_rows, fired, on_driver, "all"
+            return silver_rows, fired, on_driver, True
         if since is not None and since <= self.gold_covered + 1:  # every batch waiting is in memory
             # (a filter on silver_batch would write the batch ids into generated code: code compiled
             # anew at every update)
             now = [silver_rows] if silver_rows is not None else []
             kept = [*pending, *now]
             if not kept:
-                return None, None, None, "all"
-            kept_on_driver = OnDriver.joined([*on_driver_pending, *now_on_driver])
+                return None, None, None, True
+            kept_on_driver = OnDriver.joined([*on_driver_pending, *([on_driver] if now else [])])
             if len(kept) == 1 and silver_rows is not None:
-                return silver_rows, fired, kept_on_driver, "all"
+                return silver_rows, fired, kept_on_driver, True
             rows = reduce(DataFrame.unionByName, kept)
-            return rows, alerts(rows, self.rules), kept_on_driver, "all"
+            return rows, alerts(rows, self.rules), kept_on_driver, True
         path = self.lake.table("silver/telemetry")
         waiting = (
             self.spark.read.format("delta")
@@ -368,41 +330,49 @@ class LakeBatch:
             .where((F.col("silver_batch") > self.gold_covered) & (F.col("silver_batch") < batch_id))
         )
         rows = waiting if silver_rows is None else waiting.unionByName(silver_rows)
-        return rows, alerts(rows, self.rules), None, "all"
-
-    def _gold_done(self, how: str, batch_id: int) -> None:
-        """Note an update :meth:`_gold_input` decided on, once written."""
-        if how in ("all", "state"):
-            self.gold_at = time.monotonic()
-        if how == "all":
-            self.minutes_at, self.gold_covered = self.gold_at, batch_id
+        return rows, alerts(rows, self.rules), None, True
 
     def _current_state(self) -> pa.Table | None:
-        """The cars' state after the last batch gold/car_minutes took in (read from the table to the
-        driver at the first batch of a run; None before there is one)."""
-        if self.minutes_state is None:
+        """The cars' state after the last batch gold took in, which gold/car_minutes' motion features
+        start from (read from the table to the driver at the first batch of a run; None before there
+        is one)."""
+        if self.car_state is not None:
+            return self.car_state
+        path = self.lake.table("gold/car_state")
+        if not delta_exists(self.spark, path):
+            return None
+        covered = self.gold_covered
+        if covered is None or self.writer.committed("gold/car_state") <= covered:
+            return self._newest_state()
+        # killed between the update's commits: car_state is ahead of the rows gold now takes in
+        # again; the state before them is the one written with batch `covered`
+        version = self.writer.version_of("gold/car_state", covered)
+        try:
+            if version is None:
+                raise LookupError(f"no version of gold/car_state holds batch {covered}")
+            return self.spark.read.format("delta").option("versionAsOf", version).load(path).toArrow()
+        except Exception as exc:  # (vacuumed, or its log entry expired: the features start again)
+            log.warning("%s: the cars' state at batch %s cannot be read (%s); gold/car_minutes' motion features "
+                        "start again from each car's next report", self.query.name, covered,
+                        (str(exc).splitlines() or [type(exc).__name__])[0][:300])  # fmt: skip
+            return None
+
+    def _newest_state(self) -> pa.Table | None:
+        """The cars' state gold/car_state holds now (read from the table at the first batch of a run;
+        None before there is one)."""
+        if self.car_state is None:
             path = self.lake.table("gold/car_state")
             if delta_exists(self.spark, path):
-                reader = self.spark.read.format("delta")
-                covered = self.gold_covered
-                if covered is not None and self.writer.committed("gold/car_state") > covered:
-                    # killed between the update's commits: car_state is ahead of the rows gold now
-                    # takes in again; the state before them is the one written with batch `covered`
-                    version = self.writer.version_of("gold/car_state", covered)
-                    if version is None:
-                        return None
-                    reader = reader.option("versionAsOf", version)
-                self.minutes_state = reader.load(path).toArrow()
-        return self.minutes_state
+                self.car_state = self.spark.read.format("delta").load(path).toArrow()
+        return self.car_state
 
-    def _state_frame(self, state: pa.Table | None, silver_rows: DataFrame | None) -> DataFrame | None:
+    def _state_frame(self, state: pa.Table | None, silver_rows: DataFrame) -> DataFrame | None:
         """A car state held on the driver as a Spark frame of gold/car_state's schema (handed over as
         Arrow: no job), for the write and for gold/car_minutes; None for None. A column the state
         lacks (read from a table an earlier version wrote) is null."""
         if state is None:
             return None
-        if self.state_struct is None:  # (set at the first whole update, before any update of the state alone)
-            assert silver_rows is not None, "the car state's schema comes from silver rows"
+        if self.state_struct is None:
             self.state_struct = gold.state_schema(silver_rows.schema)
         return arrow_frame(self.spark, state, self.state_struct)
 

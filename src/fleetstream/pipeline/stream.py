@@ -38,7 +38,6 @@ from fleetstream.pipeline import (
     LAKE_MAX_DELAY_S,
     LAKE_MAX_RECORDS,
     LAKE_MIN_RECORDS,
-    LAKE_MINUTES_S,
     LAKE_ROLLUP_MIN,
     LAKE_TRIGGER_S,
     OFFLINE_AFTER_S,
@@ -98,7 +97,6 @@ class Triggers:
     alerts_s: float = ALERTS_TRIGGER_S  # the micro-batch publisher's interval
     realtime_batch_s: float = REALTIME_BATCH_S  # a real-time publisher batch's length
     gold_s: float = LAKE_GOLD_S  # while batches are small, gold is updated this often
-    minutes_s: float = LAKE_MINUTES_S  # ...and gold/car_minutes at most this often (at an update)
     rollup_min: int = LAKE_ROLLUP_MIN  # gold's windows are closed once this many minutes of them are due
     features_min: int = FEATURES_EVERY_MIN  # the driving-feature windows: closed and scored this often
     episodes_s: float = EPISODES_TRIGGER_S  # the episodes query looks for new silver rows this often
@@ -330,7 +328,6 @@ class Streams:
             {"enriched": topics.enriched, "dlq": topics.dlq, "alerts": topics.alerts} if self.plan.publish else None,
             alerts_in_batch=self.plan.alerts_in_batch,
             gold_every_s=0.0 if self.plan.available_now else self.triggers.gold_s,
-            minutes_every_s=0.0 if self.plan.available_now else self.triggers.minutes_s,
             rollup_every_min=1 if self.plan.available_now else self.triggers.rollup_min,
             features_every_min=1 if self.plan.available_now else self.triggers.features_min,
             scorer=Scorer(Champion(self.settings.mlflow)) if "gold" in query.layers and self.plan.ml else None,

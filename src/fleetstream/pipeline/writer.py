@@ -334,8 +334,25 @@ class Writer:
                 self._exists.add(table)
         return found
 
+    def recent(self, table: str) -> dict[int, int]:
+        """The batches this writer committed to ``table`` among its newest commits in effect (its
+        whole history when those hold none of its), each with the version it was committed as."""
+        path = self.lake.table(table)
+        if not delta_exists(self.spark, path):
+            return {}
+        _, history = writer_history(self.spark, path, self.writer)
+        found: dict[int, int] = {}
+        for commit in history:  # (newest first)
+            mark = read_marker(commit["userMetadata"])
+            if mark is not None and mark[0] == self.writer:
+                found.setdefault(mark[1], int(commit["version"]))
+        return found
+
     def version_of(self, table: str, batch_id: int) -> int | None:
         """The version of ``table`` this writer committed ``batch_id`` as (None: not in its log)."""
+        recent = self.recent(table).get(batch_id)
+        if recent is not None:
+            return recent
         rows = in_effect(table_history(self.spark, self.lake.table(table)))
         want = (self.writer, batch_id)
         return next((int(r["version"]) for r in rows if (read_marker(r["userMetadata"]) or ())[:2] == want), None)
