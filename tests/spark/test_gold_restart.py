@@ -53,3 +53,33 @@ def test_the_state_before_the_rows_taken_in_again_and_the_newest(spark: SparkSes
     newest = batch._newest_state()
     assert newest is not None
     assert newest.num_rows == 3
+
+
+def test_the_cars_state_is_rewritten_from_the_driver_once_per_batch(spark: SparkSession, tmp_path: Path) -> None:
+    """gold/car_state handed to the writer as Arrow: created by Spark with the table's properties,
+    then rewritten by delta-rs (no Spark job) with the batch's marker, which a restarted writer
+    reads as Spark's; a batch written again is skipped, and a run's first rewrite takes the columns
+    of its version."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    lake = Lake(str(tmp_path / "lake"))
+    path = lake.table("gold/car_state")
+    before = pa.table({"car_id": ["c0", "c1"], "event_time": pa.array([0, 1], pa.int64())})
+    assert Writer(spark, lake, "lake", {}).write(0, {"gold/car_state": before}) == ["gold/car_state"]
+    configured = DeltaTable(path).metadata().configuration
+    assert configured["delta.dataSkippingStatsColumns"] == "car_id,event_time"
+
+    writer = Writer(spark, lake, "lake", {})  # (a restart)
+    after = pa.table({"car_id": ["c0", "c1", "c2"], "event_time": pa.array([5, 6, 7], pa.int64()),
+                      "alerting": pa.array([True, None, False])})  # fmt: skip
+    assert writer.write(1, {"gold/car_state": after}) == ["gold/car_state"]
+    assert writer.write(1, {"gold/car_state": before}) == []  # (batch 1 is in: not written again)
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").select("userMetadata", "engineInfo").collect()
+    assert history[0]["engineInfo"].startswith("delta-rs")
+    assert history[0]["userMetadata"].startswith("fleetstream lake batch 1")
+    assert Writer(spark, lake, "lake", {}).committed("gold/car_state") == 1
+    assert DeltaTable(path).metadata().configuration == configured
+    rows = spark.read.format("delta").load(path).orderBy("car_id").collect()
+    assert [(r["car_id"], r["event_time"], r["alerting"]) for r in rows] == [("c0", 5, True), ("c1", 6, None),
+                                                                              ("c2", 7, False)]  # fmt: skip

@@ -11,7 +11,8 @@ Incremental, without streaming state:
 - ``gold/episodes_per_minute``: alert episodes opened and resolved per 1-minute window, rule,
   color and model, appended by the episodes query (partial counts per batch; readers sum them).
 - ``gold/car_state``: each car's latest report, kept on the driver (one row per car, Arrow) and
-  written whole at every gold update (no read, join or MERGE of the table). A small batch's rows
+  written whole at every gold update (no read, join or MERGE of the table; on a local lake, by
+  delta-rs from the driver: :meth:`~fleetstream.pipeline.writer.Writer.write`). A small batch's rows
   come to the driver with its keys, so the update runs no Spark job for it (:func:`latest_local`);
   a large one's latest reports come back from one job (:func:`latest_per_car`).
 - ``gold/driving_features`` (5-minute windows ending every minute) are rolled up from the partial

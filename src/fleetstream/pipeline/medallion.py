@@ -34,7 +34,7 @@ from fleetstream.pipeline.dedup import RecentIds
 from fleetstream.pipeline.dims import DimsCache
 from fleetstream.pipeline.plan import LakeQuery
 from fleetstream.pipeline.silver import dlq_messages, enriched_messages, silver_batch
-from fleetstream.pipeline.writer import KAFKA, Lake, Writer, arrow_frame, delta_exists, delta_version
+from fleetstream.pipeline.writer import KAFKA, Lake, Writer, arrow_cast, arrow_frame, delta_exists, delta_version
 from fleetstream.quality.hold import HoldGate
 from fleetstream.rules.engine import Rule, fires
 from fleetstream.rules.limits import LIMITS
@@ -214,7 +214,7 @@ class LakeBatch:
                 # (the newest state, not ``before``: after a kill between the update's commits the
                 # table is ahead of these rows, and its version ``before`` is of may be gone)
                 self.car_state = gold.newest_local([self._newest_state(), latest])
-                outputs["gold/car_state"] = self._state_frame(self.car_state, gold_rows)
+                outputs["gold/car_state"] = self._state_arrow(self.car_state, gold_rows)  # (written from the driver)
                 clock.mark("gold: car state")
                 if self.ml and (on_driver is None or maintenance.may_warn(on_driver.hottest_c)):
                     warned = maintenance.overheat_warnings(gold_rows, LIMITS.overheat_c).persist()
@@ -365,6 +365,14 @@ class LakeBatch:
             if delta_exists(self.spark, path):
                 self.car_state = self.spark.read.format("delta").load(path).toArrow()
         return self.car_state
+
+    def _state_arrow(self, state: pa.Table | None, silver_rows: DataFrame) -> pa.Table | None:
+        """A car state held on the driver in gold/car_state's columns and types (:meth:`_state_frame`)."""
+        if state is None:
+            return None
+        if self.state_struct is None:
+            self.state_struct = gold.state_schema(silver_rows.schema)
+        return arrow_cast(state, self.state_struct)
 
     def _state_frame(self, state: pa.Table | None, silver_rows: DataFrame) -> DataFrame | None:
         """A car state held on the driver as a Spark frame of gold/car_state's schema (handed over as
