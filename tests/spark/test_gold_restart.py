@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from fleetstream.pipeline.medallion import LakeBatch
@@ -55,31 +56,65 @@ def test_the_state_before_the_rows_taken_in_again_and_the_newest(spark: SparkSes
     assert newest.num_rows == 3
 
 
-def test_the_cars_state_is_rewritten_from_the_driver_once_per_batch(spark: SparkSession, tmp_path: Path) -> None:
-    """gold/car_state handed to the writer as Arrow: created by Spark with the table's properties,
-    then rewritten by delta-rs (no Spark job) with the batch's marker, which a restarted writer
-    reads as Spark's; a batch written again is skipped, and a run's first rewrite takes the columns
-    of its version."""
+def test_the_cars_state_is_rewritten_from_the_driver_and_by_spark_when_delta_rs_cannot(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gold/car_state handed to the writer as Arrow (in the table's types: ``arrow_cast``): created
+    by Spark with the table's properties, then rewritten by delta-rs (no Spark job) with the batch's
+    marker, which a restarted writer reads as Spark's; a batch written again is skipped; a run's first
+    rewrite takes the columns of its version; Spark reads the table past delta-rs's checkpoint and
+    an older version of it; when delta-rs fails, Spark writes the table for the rest of the run."""
+    import deltalake
     import pyarrow as pa
     from deltalake import DeltaTable
+    from pyspark.sql.types import BooleanType, LongType, StringType, StructField, StructType
+
+    from fleetstream.pipeline.writer import arrow_cast
 
     lake = Lake(str(tmp_path / "lake"))
     path = lake.table("gold/car_state")
-    before = pa.table({"car_id": ["c0", "c1"], "event_time": pa.array([0, 1], pa.int64())})
-    assert Writer(spark, lake, "lake", {}).write(0, {"gold/car_state": before}) == ["gold/car_state"]
+    struct = StructType([StructField("car_id", StringType()), StructField("event_time", LongType())])
+    wider = StructType([*struct.fields, StructField("alerting", BooleanType())])
+
+    def state(at: int, schema: StructType) -> pa.Table:
+        rows = pa.table(
+            {"car_id": ["c0", "c1", "c2"], "event_time": [at, at + 1, at + 2], "alerting": [True, None, False]}
+        )
+        return arrow_cast(rows, schema)
+
+    def engine() -> str:
+        return str(spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["engineInfo"])  # type: ignore[index]
+
+    assert Writer(spark, lake, "lake", {}).write(0, {"gold/car_state": state(0, struct)}) == ["gold/car_state"]
+    assert not engine().startswith("delta-rs")  # (created by Spark)
     configured = DeltaTable(path).metadata().configuration
     assert configured["delta.dataSkippingStatsColumns"] == "car_id,event_time"
 
-    writer = Writer(spark, lake, "lake", {})  # (a restart)
-    after = pa.table({"car_id": ["c0", "c1", "c2"], "event_time": pa.array([5, 6, 7], pa.int64()),
-                      "alerting": pa.array([True, None, False])})  # fmt: skip
-    assert writer.write(1, {"gold/car_state": after}) == ["gold/car_state"]
-    assert writer.write(1, {"gold/car_state": before}) == []  # (batch 1 is in: not written again)
-    history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").select("userMetadata", "engineInfo").collect()
-    assert history[0]["engineInfo"].startswith("delta-rs")
-    assert history[0]["userMetadata"].startswith("fleetstream lake batch 1")
-    assert Writer(spark, lake, "lake", {}).committed("gold/car_state") == 1
+    writer = Writer(spark, lake, "lake", {})  # (a restart: this version's columns)
+    for batch_id in range(1, 56):  # (past delta-rs's checkpoint, every 50 commits)
+        assert writer.write(batch_id, {"gold/car_state": state(batch_id, wider)}) == ["gold/car_state"]
+    assert writer.write(55, {"gold/car_state": state(0, wider)}) == []  # (batch 55 is in: not written again)
+    assert engine().startswith("delta-rs")
+    assert any(p.name.endswith(".checkpoint.parquet") for p in Path(path, "_delta_log").iterdir())
+    newest = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()
+    assert newest is not None
+    assert newest["userMetadata"].startswith("fleetstream lake batch 55")
+    again = Writer(spark, lake, "lake", {})
+    assert again.committed("gold/car_state") == 55
     assert DeltaTable(path).metadata().configuration == configured
     rows = spark.read.format("delta").load(path).orderBy("car_id").collect()
-    assert [(r["car_id"], r["event_time"], r["alerting"]) for r in rows] == [("c0", 5, True), ("c1", 6, None),
-                                                                              ("c2", 7, False)]  # fmt: skip
+    assert [(r["car_id"], r["event_time"], r["alerting"]) for r in rows] == [("c0", 55, True), ("c1", 56, None),
+                                                                              ("c2", 57, False)]  # fmt: skip
+    version = again.version_of("gold/car_state", 30)
+    assert version is not None
+    older = spark.read.format("delta").option("versionAsOf", version).load(path)
+    assert sorted(r[0] for r in older.select("event_time").collect()) == [30, 31, 32]
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise deltalake.exceptions.DeltaProtocolError("a table feature this delta-rs cannot write")
+
+    monkeypatch.setattr(deltalake, "write_deltalake", refused)
+    for batch_id in (56, 57):
+        assert again.write(batch_id, {"gold/car_state": state(batch_id, wider)}) == ["gold/car_state"]
+        assert not engine().startswith("delta-rs")  # (Spark's, with the batch's marker)
+    assert Writer(spark, lake, "lake", {}).committed("gold/car_state") == 57

@@ -153,7 +153,7 @@ class LakeBatch:
     def __call__(self, rows: DataFrame, batch_id: int) -> None:
         layers = self.query.layers
         clock = StepClock(f"{self.query.name} batch {batch_id}", self.jvm_pid, self.clock_ended)
-        outputs: dict[str, DataFrame | None] = {}
+        outputs: dict[str, DataFrame | pa.Table | None] = {}
         messages: list[DataFrame] = []
         held: list[DataFrame] = []  # persisted for the batch, released at its end
         silver_rows, event_range, first_ids, first_state, fired_ids = None, None, None, None, None
@@ -439,7 +439,7 @@ class LakeBatch:
         def between(span: tuple[int, int]) -> Column:
             return F.col("window_end").between(F.timestamp_millis(F.lit(span[0])), F.timestamp_millis(F.lit(span[1])))
 
-        outputs: dict[str, DataFrame | None] = {}
+        outputs: dict[str, DataFrame | pa.Table | None] = {}
         fleet = [n for n in ("gold/speed_by_model", "gold/cars_by_color") if n in ranges]
         # the minutes each closing window covers: back from its first end by its length
         starts = [ranges[n][0] - gold.FLEET_WINDOW_MIN * gold.MINUTE_MS for n in fleet]

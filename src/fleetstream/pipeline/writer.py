@@ -319,6 +319,8 @@ class Writer:
         self._committed: dict[str, int] = {}  # table -> the last batch this writer committed there
         self._exists: set[str] = set()  # tables known to exist
         self._from_driver_done: set[str] = set()  # tables this writer has rewritten from the driver
+        self._by_spark: set[str] = set()  # tables delta-rs could not rewrite: Spark's for the run
+        self._local: dict[str, str | None] = {}  # a table's path on this machine's disk (None: elsewhere)
         self._offsets: tuple[int, str | None] = (-1, None)  # the last batch's id and its offsets file
         self._lock = threading.Lock()
 
@@ -406,12 +408,13 @@ class Writer:
             return False
         path = self.lake.table(name)
         if isinstance(frame, pa.Table):
-            if table.mode == "overwrite" and name in self._exists and "://" not in path:
-                self._from_driver(name, frame, mark)
+            local = self._local_path(path) if table.mode == "overwrite" and name in self._exists else None
+            if local is not None and name not in self._by_spark and self._from_driver(name, local, frame, mark):
                 with self._lock:
                     self._committed[name] = batch_id
                 return True
-            frame = self.spark.createDataFrame(frame)  # (the table's creation, or a lake on S3: by Spark)
+            # (the table's creation, a lake not on a local disk, or delta-rs failed: by Spark)
+            frame = self.spark.createDataFrame(frame)
         mode = "append" if table.mode in ("merge", "pending") else table.mode
         writer = frame.write.format("delta").mode(mode).option("userMetadata", mark)
         if name not in self._exists:  # created by this write: with the table's properties
@@ -428,25 +431,46 @@ class Writer:
             self._exists.add(name)
         return True
 
-    def _from_driver(self, name: str, table: pa.Table, mark: str) -> None:
+    def _local_path(self, path: str) -> str | None:
+        """The path on this machine's disk of a table at ``path``, as Spark resolves it (a path
+        without a scheme is on Hadoop's default file system, which may be a cluster's); None when it
+        is elsewhere (S3, HDFS)."""
+        if path not in self._local:
+            where, fs = hadoop_path(self.spark, path)
+            local = str(fs.getUri().getScheme()) == "file"
+            self._local[path] = str(fs.makeQualified(where).toUri().getPath()) if local else None
+        return self._local[path]
+
+    def _from_driver(self, name: str, local: str, table: pa.Table, mark: str) -> bool:
         """Rewrite a small table whole from an Arrow table on the driver, by delta-rs: a Delta
         overwrite by Spark runs five jobs that rebuild the table's state, 0.7 to 0.9 s of the JVM's
         CPU for one car per row, against 12 ms of the driver's here (docs/benchmarks.md, session 61).
         Its commit carries the batch's marker as Spark's do (``userMetadata``). A lake on a local
-        disk only: delta-rs's commits are atomic there (a new log file is created, never replaced);
-        on S3 it would need a locking provider, so an S3 lake's are written by Spark. The first
-        write of a run takes the columns of this version (a table an earlier version wrote)."""
-        from deltalake import CommitProperties, write_deltalake
+        disk only (``local``): delta-rs creates its commit's log file only if it is not there (on
+        S3 it would need a locking provider, so an S3 lake's are written by Spark; a commit of
+        Spark's in another process, `lake maintain`'s, can still replace one of either's in a
+        moment's race, as between two Spark processes). The first write of a run takes the columns
+        of this version (a table an earlier version wrote). False when delta-rs cannot write the
+        table (a table feature it lacks, a conflict it cannot resolve, a file system without
+        hard links): said once, and Spark writes it for the rest of the run."""
+        from deltalake import CommitProperties, DeltaTable, write_deltalake
 
         first = name not in self._from_driver_done
-        write_deltalake(
-            self.lake.table(name),
-            table,
-            mode="overwrite",
-            schema_mode="overwrite" if first else None,
-            commit_properties=CommitProperties(custom_metadata={"userMetadata": mark}),
-        )
+        try:
+            write_deltalake(
+                DeltaTable(local),  # (an existing table: a missing one is an error, not created here)
+                table,
+                mode="overwrite",
+                schema_mode="overwrite" if first else None,
+                commit_properties=CommitProperties(custom_metadata={"userMetadata": mark}),
+            )
+        except Exception as exc:
+            log.warning("%s: %s not rewritten from the driver by delta-rs (%s); Spark writes it from now on",
+                        self.writer, name, (str(exc).splitlines() or [type(exc).__name__])[0][:300])  # fmt: skip
+            self._by_spark.add(name)
+            return False
         self._from_driver_done.add(name)
+        return True
 
     def _merge(self, name: str, frame: DataFrame) -> bool:
         self.upsert(name, frame)
