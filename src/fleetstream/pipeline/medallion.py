@@ -34,7 +34,7 @@ from fleetstream.pipeline.dedup import RecentIds
 from fleetstream.pipeline.dims import DimsCache
 from fleetstream.pipeline.plan import LakeQuery
 from fleetstream.pipeline.silver import dlq_messages, enriched_messages, silver_batch
-from fleetstream.pipeline.writer import KAFKA, Lake, Writer, arrow_cast, arrow_frame, delta_exists, delta_version
+from fleetstream.pipeline.writer import KAFKA, Lake, Writer, arrow_cast, delta_exists, delta_version
 from fleetstream.quality.hold import HoldGate
 from fleetstream.rules.engine import Rule, fires
 from fleetstream.rules.limits import LIMITS
@@ -378,11 +378,8 @@ class LakeBatch:
         """A car state held on the driver as a Spark frame of gold/car_state's schema (handed over as
         Arrow: no job), for the write and for gold/car_minutes; None for None. A column the state
         lacks (read from a table an earlier version wrote) is null."""
-        if state is None:
-            return None
-        if self.state_struct is None:
-            self.state_struct = gold.state_schema(silver_rows.schema)
-        return arrow_frame(self.spark, state, self.state_struct)
+        arrow = self._state_arrow(state, silver_rows)
+        return None if arrow is None else self.spark.createDataFrame(arrow, self.state_struct)
 
     def _event_range(self, silver_rows: DataFrame) -> tuple[int, int] | None:
         row = silver_rows.agg(F.min("event_time"), F.max("event_time")).first()
@@ -439,7 +436,7 @@ class LakeBatch:
         def between(span: tuple[int, int]) -> Column:
             return F.col("window_end").between(F.timestamp_millis(F.lit(span[0])), F.timestamp_millis(F.lit(span[1])))
 
-        outputs: dict[str, DataFrame | pa.Table | None] = {}
+        outputs: dict[str, DataFrame | None] = {}
         fleet = [n for n in ("gold/speed_by_model", "gold/cars_by_color") if n in ranges]
         # the minutes each closing window covers: back from its first end by its length
         starts = [ranges[n][0] - gold.FLEET_WINDOW_MIN * gold.MINUTE_MS for n in fleet]
