@@ -45,10 +45,36 @@ def airflow_dag_test_command(
     from fleetstream.local import airflow_server
 
     chosen = {**airflow_server.environment(settings, os.environ), **(env or {})}
-    if not (airflow_server.airflow_dir(settings) / "airflow.db").exists():  # (a started Airflow migrated it)
-        airflow_server.migrate(chosen)
+    database = airflow_server.airflow_dir(settings) / "airflow.db"
+    if not database.exists():  # (a started Airflow migrated it)
+        _migrated_copy(database, chosen)
     argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-c", json.dumps(dict(conf or {}))]
     return argv, chosen
+
+
+#: a database ``airflow db migrate`` made in this process, copied for each state directory after it
+_MIGRATED: list[Path] = []
+
+
+def _migrated_copy(database: Path, env: Mapping[str, str]) -> None:
+    """A freshly migrated Airflow database at ``database``: migrated there the first time in this
+    process (seconds of CPU on two cores), copied from that one after (an empty migrated database
+    holds no path or DAG of its own: the same file for every state directory)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if _MIGRATED and _MIGRATED[0].exists():
+        database.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_MIGRATED[0], database)
+        return
+    from fleetstream.local import airflow_server
+
+    airflow_server.migrate(env)
+    kept = Path(tempfile.mkdtemp(prefix="fleetstream-airflow-db-")) / "airflow.db"
+    atexit.register(shutil.rmtree, kept.parent, True)
+    shutil.copyfile(database, kept)
+    _MIGRATED[:] = [kept]
 
 
 def airflow_dag_test(

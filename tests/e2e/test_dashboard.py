@@ -71,6 +71,9 @@ def live(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         "FLEETSTREAM_DASHBOARD__REFRESH_S": "1",
         "FLEETSTREAM_DASHBOARD__MAP_TILES": "",  # no network here; the map draws on its dark background
         "FLEETSTREAM_STREAM_OFFLINE_AFTER_SECONDS": str(OFFLINE_AFTER_S),
+        # the stateful query's batches every 5 s (the default is 15): an episode opens and resolves
+        # a trigger or two sooner, which the offline test waits for twice
+        "FLEETSTREAM_STREAM_EPISODES_TRIGGER_SECONDS": "5",
     }
 
     def env(user: str) -> dict[str, str]:
@@ -167,7 +170,7 @@ def _grid_text(page: Any) -> str:
 def _shoot(page: Any, name: str) -> None:
     """A screenshot of the whole page (Streamlit scrolls inside its own element: a tall viewport)."""
     page.set_viewport_size({"width": 1366, "height": 2200})
-    page.wait_for_timeout(2500)
+    page.wait_for_timeout(1200)  # (the charts redraw at the new size)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
     page.set_viewport_size({"width": 1366, "height": 768})
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 import pytest
@@ -548,48 +549,57 @@ def test_sql_endpoint_answers_what_delta_rs_reads(run, tmp_path, repo_root) -> N
         assert len(queries) >= 10
         script = tmp_path / "docs-sql.sql"
         script.write_text("\n".join(queries) + "\n", encoding="utf-8")
-        answer = ask("-f", str(script))
-        assert answer.returncode == 0, answer.stdout[-2000:] + answer.stderr[-3000:]
-        assert "color_name,cars" in answer.stdout
-        assert "model,max_speed_kmh" in answer.stdout
-
         colors = f"{settings.lake.root}/dims/car_colors"
         version = DeltaTable(colors).version()
-        refused = ask("-e", "INSERT INTO fleet.dims_car_colors SELECT * FROM fleet.dims_car_colors")
-        assert refused.returncode != 0
-        assert "read-only: AppendData is refused" in refused.stdout + refused.stderr
-        assert DeltaTable(colors).version() == version
-
-        missing = ask("-e", "SELECT count(*) FROM fleet.no_such_table")
-        assert missing.returncode != 0
-        assert "TABLE_OR_VIEW_NOT_FOUND" in missing.stdout + missing.stderr
-
         wrong = settings.model_copy(update={"sql": settings.sql.model_copy(update={"password": SecretStr("nope")})})
-        denied = ask("-e", "SELECT 1", as_settings=wrong)
-        assert denied.returncode != 0
-        assert "Error validating the login" in denied.stdout + denied.stderr
-
-        cli = subprocess.run(
-            [sys.executable, "-m", "fleetstream", "sql", "SELECT count(*) AS cars FROM fleet.gold_car_state"],
-            capture_output=True, text=True, timeout=180, env=env, check=False,
-        )  # fmt: skip
-        assert cli.returncode == 0, cli.stderr[-3000:]
-        assert str(read["gold/car_state"]) in cli.stdout
-
         # the ops bot's /count and /sql (through this endpoint) say what delta-rs reads
         from fleetstream.ops import bot
 
         cars = read["gold/car_state"]
-        assert bot.answer(settings, "/count fleet.gold_car_state") == f"fleet.gold_car_state: {cars:,} rows"
-        assert (
-            bot.answer(settings, "/count silver/telemetry")
-            == f"fleet.silver_telemetry: {read['silver/telemetry']:,} rows"
-        )
-        counted = bot.answer(settings, "/sql SELECT count(*) AS cars FROM fleet.gold_car_state")
+        # the clients below start a JVM each (beeline) and only read: three at a time, checked after
+        with ThreadPoolExecutor(3) as pool:
+            docs = pool.submit(ask, "-f", str(script))
+            refused = pool.submit(ask, "-e", "INSERT INTO fleet.dims_car_colors SELECT * FROM fleet.dims_car_colors")
+            missing = pool.submit(ask, "-e", "SELECT count(*) FROM fleet.no_such_table")
+            denied = pool.submit(ask, "-e", "SELECT 1", as_settings=wrong)
+            cli = pool.submit(
+                subprocess.run,
+                [sys.executable, "-m", "fleetstream", "sql", "SELECT count(*) AS cars FROM fleet.gold_car_state"],
+                capture_output=True, text=True, timeout=180, env=env, check=False,
+            )  # fmt: skip
+            bot_answers = {
+                question: pool.submit(bot.answer, settings, question)
+                for question in ("/count fleet.gold_car_state", "/count silver/telemetry",
+                                 "/sql SELECT count(*) AS cars FROM fleet.gold_car_state",
+                                 "/sql SELECT car_id FROM fleet.gold_car_state ORDER BY car_id",
+                                 "/sql SELECT * FROM fleet.nope")
+            }  # fmt: skip
+        answer = docs.result()
+        assert answer.returncode == 0, answer.stdout[-2000:] + answer.stderr[-3000:]
+        assert "color_name,cars" in answer.stdout
+        assert "model,max_speed_kmh" in answer.stdout
+
+        assert refused.result().returncode != 0
+        assert "read-only: AppendData is refused" in refused.result().stdout + refused.result().stderr
+        assert DeltaTable(colors).version() == version
+
+        assert missing.result().returncode != 0
+        assert "TABLE_OR_VIEW_NOT_FOUND" in missing.result().stdout + missing.result().stderr
+
+        assert denied.result().returncode != 0
+        assert "Error validating the login" in denied.result().stdout + denied.result().stderr
+
+        assert cli.result().returncode == 0, cli.result().stderr[-3000:]
+        assert str(read["gold/car_state"]) in cli.result().stdout
+
+        said = {question: future.result() for question, future in bot_answers.items()}
+        assert said["/count fleet.gold_car_state"] == f"fleet.gold_car_state: {cars:,} rows"
+        assert said["/count silver/telemetry"] == f"fleet.silver_telemetry: {read['silver/telemetry']:,} rows"
+        counted = said["/sql SELECT count(*) AS cars FROM fleet.gold_car_state"]
         assert counted == f"<pre>cars\n{cars}</pre>\n1 rows", counted
-        limited = bot.answer(settings, "/sql SELECT car_id FROM fleet.gold_car_state ORDER BY car_id")
+        limited = said["/sql SELECT car_id FROM fleet.gold_car_state ORDER BY car_id"]
         assert limited.endswith(f"\nthe first {settings.bot.sql_row_limit} rows") == (cars > settings.bot.sql_row_limit)
-        assert "TABLE_OR_VIEW_NOT_FOUND" in bot.answer(settings, "/sql SELECT * FROM fleet.nope")
+        assert "TABLE_OR_VIEW_NOT_FOUND" in said["/sql SELECT * FROM fleet.nope"]
     finally:
         stopped = fleetstream("down")
     assert stopped.returncode == 0, stopped.stderr[-3000:]

@@ -116,13 +116,19 @@ def test_every_record_lands_once_with_a_reason_when_rejected(
         # ...and so does one that asks the driver which ids silver holds (RecentIds.known)
         on_driver = silver_batch(parsed, reference, _not_called, batch_id=1, small=len(batch),
                                  known=lambda lo, hi, ids: pc.filter(ids, pc.equal(ids, "e2")))  # fmt: skip
+    # (each of the Spark-deduplicated batch's frames collected once; the checks below read these rows)
+    rows = {name: getattr(result, name).collect() if getattr(result, name) is not None else None
+            for name in ("silver", "quarantine", "duplicates")}  # fmt: skip
+    want_offsets = {name: sorted(r["kafka_offset"] for r in got) if got is not None else None
+                    for name, got in rows.items()}  # fmt: skip
     for made in (local, on_driver):
         for name in ("silver", "quarantine", "duplicates"):
-            assert _offsets(getattr(made, name)) == _offsets(getattr(result, name)), name
+            assert _offsets(getattr(made, name)) == want_offsets[name], name
         assert (made.event_range, made.rows) == (result.event_range, result.rows)
     # the first copies' ids, on the driver for RecentIds.add: silver's own
     assert result.first_ids is None
-    silver_ids = sorted((r["event_id"], r["event_time"]) for r in result.silver.collect()) if result.silver else []
+    silver_rows = rows["silver"] or []
+    silver_ids = sorted((r["event_id"], r["event_time"]) for r in silver_rows)
     for made in (local, on_driver):
         got = made.first_ids
         pairs = (
@@ -137,9 +143,7 @@ def test_every_record_lands_once_with_a_reason_when_rejected(
         if state is not None:
             columns = ["car_id", *gold.STATE_COLUMNS]
             assert state.column_names == columns
-            want = (
-                sorted((tuple(r) for r in result.silver.select(*columns).collect()), key=repr) if result.silver else []
-            )
+            want = sorted((tuple(r[c] for c in columns) for r in silver_rows), key=repr)
             assert sorted((tuple(r.values()) for r in state.to_pylist()), key=repr) == want
     # ...and the ids a rule fires on, as the alerts of silver's rows have them
     fired = sorted({r["event_id"] for r in alerts(result.silver, RULES).collect()}) if result.silver else []
@@ -149,18 +153,13 @@ def test_every_record_lands_once_with_a_reason_when_rejected(
         assert local.fired_ids is not None
         assert sorted(local.fired_ids.to_pylist()) == fired
     assert on_driver.fired_ids is None  # (not asked for)
-    landed: list[int] = []
-    for frame in (result.silver, result.quarantine, result.duplicates):
-        if frame is not None:
-            landed += [row["kafka_offset"] for row in frame.select("kafka_offset").collect()]
+    landed = [offset for offsets in want_offsets.values() for offset in offsets or []]
     assert sorted(landed) == list(range(len(batch)))  # each record once, none lost, none invented
-    if result.quarantine is not None:
-        for row in result.quarantine.collect():
-            assert row["reason"] in REASONS, row
-            assert row["reason_detail"], row
-    if result.silver is not None:
-        for row in result.silver.collect():  # what passed is what the contract promises
-            assert isinstance(row["car_id"], str)
-            assert isinstance(row["speed"], float)
-            assert not math.isnan(row["speed"])
-            assert 0 <= row["speed"] <= 400
+    for row in rows["quarantine"] or []:
+        assert row["reason"] in REASONS, row
+        assert row["reason_detail"], row
+    for row in silver_rows:  # what passed is what the contract promises
+        assert isinstance(row["car_id"], str)
+        assert isinstance(row["speed"], float)
+        assert not math.isnan(row["speed"])
+        assert 0 <= row["speed"] <= 400

@@ -81,10 +81,13 @@ def test_a_master_chosen_explicitly_wins_over_the_local_cluster() -> None:
     assert spark_cluster.session_conf(Settings(spark=spark)) == {}
 
 
-def test_the_kafka_nodes_stop_together_after_the_parts_started_after_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`down` stops newest first; a Kafka cluster's nodes stop at once (one after the other, the last
-    waits on a quorum gone), and only after every part started after the cluster: also when a node
-    restarted later (by `up`, after a kill) is the newest of all."""
+def test_the_jobs_stop_at_once_then_the_infrastructure_the_kafka_nodes_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`down` stops fleetstream's jobs first, all at the same time, then the infrastructure newest
+    first; a Kafka cluster's nodes stop at once (one after the other, the last waits on a quorum
+    gone), and only after everything started after the cluster: also when a node restarted later
+    (by `up`, after a kill) is the newest of all."""
     from fleetstream.local import stack
     from fleetstream.local.process import Service
 
@@ -98,11 +101,12 @@ def test_the_kafka_nodes_stop_together_after_the_parts_started_after_them(monkey
         groups[services[-1].name] = group
 
     monkeypatch.setattr(stack, "stop_together", stop_together)
-    started = [Service(name, pid, 0.0, "-", "-") for pid, name in
-               enumerate(["kafka", "kafka-3", "seaweedfs", "stream", "simulator", "kafka-2"])]  # fmt: skip
+    names = ["kafka", "kafka-3", "seaweedfs", "spark-master", "stream", "simulator", "kafka-2"]
+    started = [Service(name, pid, 0.0, "-", "-") for pid, name in enumerate(names)]
     stack.stop_in_order(list(reversed(started)))
-    assert stopped == [["simulator"], ["stream"], ["seaweedfs"], ["kafka-2", "kafka-3", "kafka"]]
+    assert sorted(stopped[:2]) == [["simulator"], ["stream"]]  # (each in a thread of its own)
+    assert stopped[2:] == [["spark-master"], ["seaweedfs"], ["kafka-2", "kafka-3", "kafka"]]
     # SeaweedFS's volume server may wait 30 s for connections to drain: it gets longer before a kill
     # ... and the stream's Python stops its queries and its JVM itself before it is killed
-    assert grace == {"simulator": 20.0, "stream": 60.0, "seaweedfs": 40.0, "kafka": 20.0}
-    assert groups == {"simulator": True, "stream": False, "seaweedfs": True, "kafka": True}  # SIGTERM to its Python
+    assert grace == {"simulator": 20.0, "stream": 60.0, "spark-master": 20.0, "seaweedfs": 40.0, "kafka": 20.0}
+    assert groups == {"simulator": True, "stream": False, "spark-master": True, "seaweedfs": True, "kafka": True}

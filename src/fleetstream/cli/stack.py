@@ -26,7 +26,6 @@ from fleetstream.cli.common import (
     out,
 )
 from fleetstream.config import Settings
-from fleetstream.errors import FleetstreamError
 from fleetstream.local import stack
 from fleetstream.local.process import Service
 from fleetstream.sim.faults import BAD_DATA_PRESETS, FAULT_PRESETS
@@ -308,23 +307,21 @@ def run_all(
             console.print(f"dashboard: [bold]{settings.dashboard.url}[/]")
         # the stream exited: the supervisor stops everything next, so MLflow and Airflow are not started
         more = not (with_stream and (with_mlflow or with_airflow)) or _await_lake(settings, started[0])
-        if with_mlflow and more:
-            try:
-                server = stack.start_mlflow(settings)
-            except FleetstreamError as exc:
-                console.print(f"[yellow]MLflow not started:[/] {exc}")
-            else:
-                if server is not None:
-                    started.append(server)
-                console.print(f"MLflow: [bold]{settings.mlflow.uri}[/]")
-        if with_airflow and more:
-            try:
-                with console.status("starting Airflow..."):
-                    started += stack.start_airflow(settings)
-            except FleetstreamError as exc:
-                console.print(f"[yellow]Airflow not started:[/] {exc}")
-            else:
-                _print_airflow_login(settings)
+        if more and (with_mlflow or with_airflow):  # (both at once: each mostly waits on its Python processes)
+            parts = " and ".join(p for p, wanted in (("MLflow", with_mlflow), ("Airflow", with_airflow)) if wanted)
+            with console.status(f"starting {parts}..."):
+                servers, failed = stack.start_servers(settings, mlflow=with_mlflow, airflow=with_airflow)
+            started += servers
+            if with_mlflow:
+                if stack.MLFLOW in failed:
+                    console.print(f"[yellow]MLflow not started:[/] {failed[stack.MLFLOW]}")
+                else:
+                    console.print(f"MLflow: [bold]{settings.mlflow.uri}[/]")
+            if with_airflow:
+                if "airflow" in failed:
+                    console.print(f"[yellow]Airflow not started:[/] {failed['airflow']}")
+                else:
+                    _print_airflow_login(settings)
         for name, argv in ops.apps(settings):  # when a channel or the bot is configured
             # notifications only read alerts; the bot acts for the operators (status, replay, Airflow)
             started.append(stack.start_app(settings, name, argv, user=None if name == "bot" else "ops"))

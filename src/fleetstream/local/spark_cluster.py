@@ -28,6 +28,15 @@ def worker_name(worker: int) -> str:
     return f"spark-worker-{worker}"
 
 
+def is_part_name(name: str) -> bool:
+    """Whether a service is the cluster's master or one of its workers.
+
+    >>> [is_part_name(n) for n in (MASTER, "spark-worker-2", "spark-workers", "stream")]
+    [True, True, False, False]
+    """
+    return name == MASTER or (name.startswith("spark-worker-") and name.rsplit("-", 1)[1].isdigit())
+
+
 def names(settings: Settings) -> list[str]:
     """The services of the configured cluster: the master, then each worker."""
     return [MASTER, *(worker_name(w) for w in range(1, settings.spark.workers + 1))]

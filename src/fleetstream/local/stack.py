@@ -322,29 +322,42 @@ def _start_seaweedfs(settings: Settings, state: StateFile, started: list[Service
 
 def _start_mlflow(settings: Settings, state: StateFile, started: list[Service]) -> Service | None:
     """The local MLflow server (None when settings point at an existing one, which must answer)."""
+    service, ready = _launch_mlflow(settings, state, started)
+    ready()
+    return service
+
+
+def _launch_mlflow(
+    settings: Settings, state: StateFile, started: list[Service]
+) -> tuple[Service | None, Callable[[], None]]:
+    """:func:`_start_mlflow` in two steps: the server spawned and recorded, and what waits until it
+    is healthy (stopping it, and raising, when it is not)."""
     if not settings.mlflow.managed:
         if not mlflow_server.healthy(settings.mlflow.uri, timeout=10):
             raise FleetstreamError(
                 f"The MLflow tracking server at {settings.mlflow.uri} (FLEETSTREAM_MLFLOW__TRACKING_URI) did not "
                 "answer its health check within 10 s. Check the address, or unset it to run a local server."
             )
-        return None
+        return None, lambda: None
     command, env = mlflow_server.prepare(settings)
     began = time.monotonic()
     home = mlflow_server.mlflow_dir(settings)
     service = spawn(MLFLOW, command, home / "mlflow.log", address=settings.mlflow.uri, env=env)
     state.write([*started, service])
-    try:
-        wait_until(
-            lambda: mlflow_server.healthy(settings.mlflow.uri), MLFLOW_START_TIMEOUT, "The MLflow server", service
-        )
-    except BaseException:
-        stop(service)
-        state.write(started)
-        raise
-    log.info("MLflow tracking server healthy on %s in %.1f s (pid %d)", service.address,
-             time.monotonic() - began, service.pid)  # fmt: skip
-    return service
+
+    def ready() -> None:
+        try:
+            wait_until(
+                lambda: mlflow_server.healthy(settings.mlflow.uri), MLFLOW_START_TIMEOUT, "The MLflow server", service
+            )
+        except BaseException:
+            stop(service)
+            state.write(started)
+            raise
+        log.info("MLflow tracking server healthy on %s in %.1f s (pid %d)", service.address,
+                 time.monotonic() - began, service.pid)  # fmt: skip
+
+    return service, ready
 
 
 def start_mlflow(settings: Settings) -> Service | None:
@@ -364,48 +377,68 @@ def start_mlflow(settings: Settings) -> Service | None:
 def _start_airflow(settings: Settings, state: StateFile, started: list[Service]) -> list[Service]:
     """The local Airflow's processes, healthy (none when settings point at an existing Airflow,
     which must answer)."""
+    ours, ready = _launch_airflow(settings, state, started)
+    ready()
+    return ours
+
+
+def _launch_airflow(
+    settings: Settings, state: StateFile, started: list[Service]
+) -> tuple[list[Service], Callable[[], None]]:
+    """:func:`_start_airflow` in two steps: the database migrated and the processes spawned and
+    recorded, and what waits until they are healthy (stopping them, and raising, when not)."""
     if not settings.airflow.managed:
         if airflow_server.health(settings.airflow.base_url, timeout=10) is None:
             raise FleetstreamError(
                 f"The Airflow API server at {settings.airflow.base_url} (FLEETSTREAM_AIRFLOW__URL) did not answer "
                 "its health check within 10 s. Check the address, or unset it to run a local Airflow."
             )
-        return []
+        return [], lambda: None
     began = time.monotonic()
     env = airflow_server.environment(settings, os.environ)
     airflow_server.migrate(env)
     home = airflow_server.airflow_dir(settings)
     ours: list[Service] = []
+
+    def stopped() -> None:
+        for service in reversed(ours):
+            stop(service)
+        state.write(started)
+
     try:
         for name, argv in airflow_server.commands().items():
             ours.append(spawn(name, argv, home / f"{name.removeprefix('airflow-')}.log",
                               address=settings.airflow.base_url, env=env))  # fmt: skip
             state.write([*started, *ours])
+    except BaseException:
+        stopped()
+        raise
 
-        def all_healthy() -> bool:
-            for service in ours:  # each must stay up while the others come
-                if not service.alive():
-                    raise FleetstreamError(
-                        f"{service.name} exited during start-up. Last lines of {service.log}:\n{tail(service.log)}"
-                    )
-            answer = airflow_server.health(settings.airflow.base_url)
-            return all(airflow_server.part_healthy(answer, name) for name in airflow_server.PROCESSES)
+    def all_healthy() -> bool:
+        for service in ours:  # each must stay up while the others come
+            if not service.alive():
+                raise FleetstreamError(
+                    f"{service.name} exited during start-up. Last lines of {service.log}:\n{tail(service.log)}"
+                )
+        answer = airflow_server.health(settings.airflow.base_url)
+        return all(airflow_server.part_healthy(answer, name) for name in airflow_server.PROCESSES)
 
+    def ready() -> None:
         try:
             wait_until(all_healthy, AIRFLOW_START_TIMEOUT, "Airflow")
         except FleetstreamError as exc:
+            stopped()
             if "did not become healthy" not in str(exc):
                 raise
             logs = "\n".join(f"--- {s.log}\n{tail(s.log, 8)}" for s in ours)
             raise FleetstreamError(f"{exc} Last lines of its logs:\n{logs}") from None
-    except BaseException:
-        for service in reversed(ours):
-            stop(service)
-        state.write(started)
-        raise
-    log.info("Airflow healthy on %s in %.1f s (pids %s)", settings.airflow.base_url, time.monotonic() - began,
-             ", ".join(str(s.pid) for s in ours))  # fmt: skip
-    return ours
+        except BaseException:
+            stopped()
+            raise
+        log.info("Airflow healthy on %s in %.1f s (pids %s)", settings.airflow.base_url, time.monotonic() - began,
+                 ", ".join(str(s.pid) for s in ours))  # fmt: skip
+
+    return ours, ready
 
 
 def start_airflow(settings: Settings) -> list[Service]:
@@ -419,6 +452,92 @@ def start_airflow(settings: Settings) -> list[Service]:
                 "FLEETSTREAM_AIRFLOW__PORT=<port>, or use an existing Airflow with FLEETSTREAM_AIRFLOW__URL."
             )
         return _start_airflow(settings, state, [s for s in state.read() if s.alive()])
+
+
+class _Together:
+    """The state file while parts start at the same time, each in a thread: each part records its
+    own services as the start functions do (what was running, then its own), and the file gets
+    all of them. Once ``closed`` (the start was interrupted and the stack is being stopped), a part
+    still running records nothing more."""
+
+    def __init__(self, state: StateFile, running: list[Service]) -> None:
+        self.state, self.running = state, running
+        self.parts: dict[str, list[Service]] = {}
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def record(self, part: str, services: Sequence[Service]) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.parts[part] = [s for s in services if s not in self.running]
+            self.state.write([*self.running, *(s for ours in self.parts.values() for s in ours)])
+
+
+class _PartState(StateFile):
+    """One part's view of :class:`_Together` (what its start function writes goes there)."""
+
+    def __init__(self, together: _Together, part: str) -> None:
+        super().__init__(together.state.state_dir)
+        self.together, self.part = together, part
+
+    def write(self, services: Sequence[Service]) -> None:
+        self.together.record(self.part, services)
+
+
+def start_servers(settings: Settings, mlflow: bool, airflow: bool) -> tuple[list[Service], dict[str, FleetstreamError]]:
+    """Start MLflow and Airflow beside a running stack (recorded with it, so `down` stops them),
+    their waits side by side: each takes tens of seconds on two cores, most of it waiting on its
+    Python processes. Both are spawned (and Airflow's database migrated) by this thread, which a
+    Ctrl-C interrupts with everything recorded; only the health checks run in threads. Returns
+    what started and, by part (``mlflow``, ``airflow``), why one did not; a part that failed is
+    stopped, the other kept."""
+    launchers: dict[str, Callable[[StateFile, list[Service]], tuple[list[Service], Callable[[], None]]]] = {}
+    if mlflow:
+        launchers[MLFLOW] = lambda state, running: _as_list(*_launch_mlflow(settings, state, running))
+    if airflow:
+        launchers["airflow"] = lambda state, running: _launch_airflow(settings, state, running)
+    ports = {MLFLOW: (settings.mlflow.managed, settings.mlflow.port, "MLflow tracking server", "MLFLOW"),
+             "airflow": (settings.airflow.managed, settings.airflow.port, "Airflow API server", "AIRFLOW")}  # fmt: skip
+    state = StateFile(settings.state_dir)
+    launched: dict[str, tuple[list[Service], Callable[[], None]]] = {}
+    failed: dict[str, FleetstreamError] = {}
+    with state.locked():
+        running = [s for s in state.read() if s.alive()]
+        together = _Together(state, running)
+        for part, launch in launchers.items():
+            managed, port, what, key = ports[part]
+            try:
+                if managed and not port_is_free(LOCAL_HOST, port):
+                    raise FleetstreamError(
+                        f"Port {port} on {LOCAL_HOST}, needed for the {what}, is already in use by "
+                        f"{port_owner(port)}. Stop that process, or move it with FLEETSTREAM_{key}__PORT=<port>."
+                    )
+                launched[part] = launch(_PartState(together, part), running)
+            except FleetstreamError as exc:
+                failed[part] = exc
+
+        def wait(part: str) -> None:
+            try:
+                launched[part][1]()
+            except FleetstreamError as exc:
+                failed[part] = exc
+
+        threads = [threading.Thread(target=wait, args=(part,), daemon=True) for part in launched]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        except BaseException:  # (Ctrl-C: the caller stops what is recorded; a wait that fails records no more)
+            with together.lock:
+                together.closed = True
+            raise
+    return [s for part, (ours, _) in launched.items() if part not in failed for s in ours], failed
+
+
+def _as_list(service: Service | None, ready: Callable[[], None]) -> tuple[list[Service], Callable[[], None]]:
+    return ([service] if service is not None else []), ready
 
 
 def sql_answers(settings: Settings) -> bool:
@@ -469,21 +588,43 @@ def start_app(
 
 
 def stop_in_order(services: Sequence[Service], say: bool = False) -> None:
-    """Stop services in the order given, the nodes of a Kafka cluster together, where the last of
-    them comes (``services`` is newest first: a node restarted after the apps waits for them); one
-    after the other, the last node would wait on a quorum gone until killed."""
-    kafka = [s for s in services if kafka_broker.is_node_name(s.name)]
-    for service in services:
+    """Stop services: fleetstream's own jobs and the servers beside them (the stream, the simulator,
+    the dashboard, MLflow, Airflow, the SQL endpoint, the ops apps) first and at the same time, none
+    waiting on another's stop; then the infrastructure they used (the Kafka broker, S3, the Spark
+    cluster) in the order given (newest first), the nodes of a Kafka cluster together, where the last
+    of them comes; one after the other, the last node would wait on a quorum gone until killed."""
+    apps = [s for s in services if not _infrastructure(s.name)]
+    if say and apps:
+        log.info("stopping %s", ", ".join(f"{s.name} (pid {s.pid})" for s in apps))
+    threads = [threading.Thread(target=_stop, args=(app,), daemon=True) for app in apps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    rest = [s for s in services if _infrastructure(s.name)]
+    kafka = [s for s in rest if kafka_broker.is_node_name(s.name)]
+    for service in rest:
         together = kafka if service in kafka else [service]
         if service is not together[-1]:
             continue
         if say:
             log.info("stopping %s", ", ".join(f"{s.name} (pid {s.pid})" for s in together))
-        stop_together(
-            together,
-            timeout=STOP_GRACE_S.get(service.name, process.STOP_GRACE_S),
-            group=service.name not in LEADER_STOPS,
-        )
+        _stop(*together)
+
+
+def _infrastructure(name: str) -> bool:
+    """Whether a service is one the others use: a Kafka node, the S3 server, the Spark cluster.
+
+    >>> [_infrastructure(n) for n in ("kafka-2", S3, spark_cluster.MASTER, "spark-worker-1", STREAM, MLFLOW)]
+    [True, True, True, True, False, False]
+    """
+    return kafka_broker.is_node_name(name) or name == S3 or spark_cluster.is_part_name(name)
+
+
+def _stop(*services: Service) -> None:
+    """SIGTERM to services together, then the wait (their grace: ``STOP_GRACE_S``), then SIGKILL."""
+    first = services[0].name
+    stop_together(services, timeout=STOP_GRACE_S.get(first, process.STOP_GRACE_S), group=first not in LEADER_STOPS)
 
 
 def down(settings: Settings) -> list[Service]:
