@@ -262,6 +262,11 @@ class LakeSettings(_Frozen):
         None, description="folder or s3a:// prefix of the reference data; default: <root>/dims"
     )
     dims_refresh_s: float = Field(60.0, gt=0, description="the stream rereads the reference data this often")
+    driver_writes: bool = Field(
+        True,
+        description="on a lake on this machine's disk, the stream writes a small batch's tables from its driver "
+        "with delta-rs (no Spark job or Delta commit of Spark's per table); false: Spark writes every table",
+    )
 
     @property
     def dims(self) -> str:

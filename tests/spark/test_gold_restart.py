@@ -118,3 +118,57 @@ def test_the_cars_state_is_rewritten_from_the_driver_and_by_spark_when_delta_rs_
         assert again.write(batch_id, {"gold/car_state": state(batch_id, wider)}) == ["gold/car_state"]
         assert not engine().startswith("delta-rs")  # (Spark's, with the batch's marker)
     assert Writer(spark, lake, "lake", {}).committed("gold/car_state") == 57
+
+
+def test_a_small_batchs_appends_go_from_the_driver_a_large_ones_and_a_spark_writers_by_spark(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Appends (silver/telemetry: partitioned, statistics on named columns): the table's creation by
+    Spark; a small batch's rows appended by delta-rs with the batch's marker and the table's
+    partitioning and statistics, a column this version adds merged in at the run's first append; a
+    batch written again skipped; a large batch, and every batch of a writer made with
+    ``from_driver`` False, appended by Spark; Spark reads every row once."""
+    import json
+
+    from deltalake import DeltaTable
+
+    lake = Lake(str(tmp_path / "lake"))
+    path = lake.table("silver/telemetry")
+
+    def rows(batch_id: int, wider: bool = False) -> DataFrame:
+        extra = ", 'x' AS added" if wider else ""
+        return spark.sql(
+            f"SELECT concat('e{batch_id}-', id) AS event_id, 'c' || (id % 3) AS car_id, {batch_id} * 1000 + id AS "
+            f"event_time, timestamp_millis({batch_id} * 1000 + id) AS event_ts, DATE'2026-12-07' + CAST(id % 2 AS INT) "
+            f"AS event_date, {batch_id} AS silver_batch, 1.5 AS speed{extra} FROM range(4)"
+        )
+
+    def engine() -> str:
+        return str(spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["engineInfo"])  # type: ignore[index]
+
+    assert Writer(spark, lake, "lake", {}).write(0, {"silver/telemetry": rows(0)}, small=True) == ["silver/telemetry"]
+    assert not engine().startswith("delta-rs")  # (created by Spark, with the table's properties)
+    writer = Writer(spark, lake, "lake", {})  # (a restart: the first append merges this version's columns)
+    for batch_id in (1, 2):
+        assert writer.write(batch_id, {"silver/telemetry": rows(batch_id, wider=True)}, small=True) == [
+            "silver/telemetry"
+        ]
+        assert engine().startswith("delta-rs")
+    assert writer.write(2, {"silver/telemetry": rows(2, wider=True)}, small=True) == []  # (in already)
+    newest = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()
+    assert newest is not None
+    assert newest["userMetadata"] == "fleetstream lake batch 2"
+    assert DeltaTable(path).metadata().partition_columns == ["event_date"]
+    log = sorted(Path(path, "_delta_log").glob("*.json"))[-1].read_text().splitlines()
+    added = [json.loads(line)["add"] for line in log if '"add"' in line]
+    assert {a["partitionValues"]["event_date"] for a in added} == {"2026-12-07", "2026-12-08"}
+    assert set(json.loads(added[0]["stats"])["minValues"]) == {"event_ts", "event_time", "car_id", "silver_batch"}
+    assert writer.write(3, {"silver/telemetry": rows(3, wider=True)}) == ["silver/telemetry"]  # a large batch
+    assert not engine().startswith("delta-rs")
+    by_spark = Writer(spark, lake, "lake", {}, from_driver=False)
+    assert by_spark.write(4, {"silver/telemetry": rows(4, wider=True)}, small=True) == ["silver/telemetry"]
+    assert not engine().startswith("delta-rs")
+    assert Writer(spark, lake, "lake", {}).committed("silver/telemetry") == 4
+    read = spark.read.format("delta").load(path)
+    assert sorted(r[0] for r in read.select("silver_batch").collect()) == sorted([0, 1, 2, 3, 4] * 4)
+    assert read.where("added IS NULL").count() == 4  # (batch 0's, before the column)

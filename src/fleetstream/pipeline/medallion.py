@@ -226,7 +226,7 @@ class LakeBatch:
         if "silver" in layers and silver_rows is not None and first_ids is None:
             dedup_ids = RecentIds.chunk(silver_rows)
         clock.mark("plan")
-        written = self.writer.write(batch_id, outputs)
+        written = self.writer.write(batch_id, outputs, small="silver" in layers and self.last_rows <= SMALL_BATCH)
         clock.mark(f"write {'+'.join(written)}")
         if "silver" in layers:
             self.recent_ids.add(batch_id, dedup_ids, event_range[1] if event_range else 0, first_ids)
@@ -479,7 +479,7 @@ class LakeBatch:
                 .where(F.col("event_time").between(span[0] - gold.MINUTE_MS, span[1] - 1))
             )
             outputs["gold/alerts_per_minute"] = gold.alerts_per_minute(fired).where(between(span))
-        written = self.writer.write(batch_id, outputs)
+        written = self.writer.write(batch_id, outputs, small=self.last_rows <= SMALL_BATCH)
         for name, span in ranges.items():
             self.windows[name].closed_ms = span[1]
         upkeep_span = ranges.get("gold/driving_features")

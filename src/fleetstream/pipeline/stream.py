@@ -324,7 +324,7 @@ class Streams:
             query,
             self.rules,
             self.dims,
-            Writer(self.spark, self.lake, query.name, self.kafka),
+            Writer(self.spark, self.lake, query.name, self.kafka, from_driver=self.settings.lake.driver_writes),
             {"enriched": topics.enriched, "dlq": topics.dlq, "alerts": topics.alerts} if self.plan.publish else None,
             alerts_in_batch=self.plan.alerts_in_batch,
             gold_every_s=0.0 if self.plan.available_now else self.triggers.gold_s,

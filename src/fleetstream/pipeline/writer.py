@@ -11,6 +11,10 @@ committed there, and skips a table that already holds the batch. Delta's own
 rebuilding the table's whole state at every commit, which more than tripled the CPU of a small
 append (docs/benchmarks.md).
 
+On a lake on this machine's disk, a small batch's Delta outputs are written from the driver by
+delta-rs (Arrow tables: the batch's rows fetched by one job each), the same markers in their commits;
+Spark writes the tables' creation, large batches, and every table of a lake elsewhere (S3, HDFS).
+
 Kafka writes are at least once: a batch run again writes its records again, with the same ids
 (``event_id``, ``alert_id``) so that consumers can drop repeats.
 """
@@ -84,6 +88,30 @@ def arrow_frame(spark: SparkSession, table: pa.Table, struct: StructType) -> Dat
     """An Arrow table held in the driver as a Spark frame of ``struct`` (:func:`arrow_cast`; no job,
     no Python task: see :func:`local_frame`)."""
     return spark.createDataFrame(arrow_cast(table, struct), struct)
+
+
+def nullable(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with every field nullable, nested ones too, as Spark's Delta writes a table's
+    schema: a column a later version adds (non-null in its rows, a literal say) must read as null in
+    the files written before it, which Spark refuses for a column the table says is never null.
+
+    >>> s = pa.schema([pa.field("a", pa.int64(), nullable=False),
+    ...                pa.field("b", pa.struct([pa.field("c", pa.string(), nullable=False)]), nullable=False)])
+    >>> [(f.name, f.nullable, f.type.field(0).nullable if pa.types.is_struct(f.type) else None) for f in nullable(s)]
+    [('a', True, None), ('b', True, True)]
+    """
+    return pa.schema([pa.field(f.name, _nullable_type(f.type), True, f.metadata) for f in schema], schema.metadata)
+
+
+def _nullable_type(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, _nullable_type(f.type), True, f.metadata) for f in kind])
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        item = pa.field(kind.value_field.name, _nullable_type(kind.value_type), True)
+        return pa.list_(item) if pa.types.is_list(kind) else pa.large_list(item)
+    if pa.types.is_map(kind):  # (its keys are never null)
+        return pa.map_(kind.key_type, pa.field(kind.item_field.name, _nullable_type(kind.item_type), True))
+    return kind
 
 
 @functools.lru_cache(maxsize=16)
@@ -313,8 +341,12 @@ def upsert_lock(path: str) -> threading.Lock:
 class Writer:
     """Writes one query's batches: ``write(batch_id, {table name or KAFKA: frame})``."""
 
-    def __init__(self, spark: SparkSession, lake: Lake, writer: str, kafka_options: Mapping[str, str]) -> None:
-        self.spark, self.lake, self.writer = spark, lake, writer
+    def __init__(
+        self, spark: SparkSession, lake: Lake, writer: str, kafka_options: Mapping[str, str], from_driver: bool = True
+    ) -> None:
+        """``from_driver``: tables on this machine's disk may be written from the driver by delta-rs
+        (:meth:`write`); False: Spark writes every table."""
+        self.spark, self.lake, self.writer, self.from_driver = spark, lake, writer, from_driver
         self.kafka_options = dict(kafka_options)
         self._committed: dict[str, int] = {}  # table -> the last batch this writer committed there
         self._exists: set[str] = set()  # tables known to exist
@@ -365,11 +397,15 @@ class Writer:
         want = (self.writer, batch_id)
         return next((int(r["version"]) for r in rows if (read_marker(r["userMetadata"]) or ())[:2] == want), None)
 
-    def write(self, batch_id: int, outputs: Mapping[str, DataFrame | pa.Table | None]) -> list[str]:
+    def write(
+        self, batch_id: int, outputs: Mapping[str, DataFrame | pa.Table | None], small: bool = False
+    ) -> list[str]:
         """Write every output that is not None, at once; returns the names written (a table that
         already holds this batch is not written again). An output may be an Arrow table the driver
         holds (of the table's columns, :func:`arrow_cast`): a table rewritten whole is then written
-        from the driver (:meth:`_from_driver`)."""
+        from the driver (:meth:`_from_driver`). ``small``: the batch's rows fit the driver, so the
+        tables it appends to are appended to from there too (each output fetched by one job), on a
+        lake on this machine's disk, unless the writer was made with ``from_driver`` False."""
         steps: dict[str, Callable[[], object]] = {}
         mark = self._marker(batch_id) if any(f is not None and n != KAFKA for n, f in outputs.items()) else ""
         for name, frame in outputs.items():
@@ -378,7 +414,7 @@ class Writer:
             if name == KAFKA:
                 steps[name] = lambda f=frame: self._kafka(f)  # type: ignore[misc]
             else:
-                steps[name] = lambda n=name, f=frame: self._delta(n, f, batch_id, mark)  # type: ignore[misc]
+                steps[name] = lambda n=name, f=frame: self._delta(n, f, batch_id, mark, small)  # type: ignore[misc]
         done = at_once(steps)
         return [name for name, wrote in done.items() if wrote is not False]
 
@@ -398,7 +434,7 @@ class Writer:
     def _kafka(self, frame: DataFrame) -> None:
         frame.write.format("kafka").options(**self.kafka_options).save()
 
-    def _delta(self, name: str, frame: DataFrame | pa.Table, batch_id: int, mark: str) -> bool:
+    def _delta(self, name: str, frame: DataFrame | pa.Table, batch_id: int, mark: str, small: bool = False) -> bool:
         table = TABLES[name]
         if table.mode == "merge" and (name in self._exists or delta_exists(self.spark, self.lake.table(name))):
             assert isinstance(frame, DataFrame)
@@ -407,9 +443,12 @@ class Writer:
             log.info("%s: batch %d is already in %s (written before a restart)", self.writer, batch_id, name)
             return False
         path = self.lake.table(name)
+        driver = self.from_driver and name in self._exists and name not in self._by_spark
+        local = self._local_path(path) if driver and table.mode in ("overwrite", "append") else None
+        if isinstance(frame, DataFrame) and small and local is not None and table.mode == "append":
+            frame = frame.toArrow()  # (one job: a small batch's rows)
         if isinstance(frame, pa.Table):
-            local = self._local_path(path) if table.mode == "overwrite" and name in self._exists else None
-            if local is not None and name not in self._by_spark and self._from_driver(name, local, frame, mark):
+            if local is not None and self._from_driver(name, local, frame, mark):
                 with self._lock:
                     self._committed[name] = batch_id
                 return True
@@ -442,26 +481,30 @@ class Writer:
         return self._local[path]
 
     def _from_driver(self, name: str, local: str, table: pa.Table, mark: str) -> bool:
-        """Rewrite a small table whole from an Arrow table on the driver, by delta-rs: a Delta
-        overwrite by Spark runs five jobs that rebuild the table's state, 0.7 to 0.9 s of the JVM's
-        CPU for one car per row, against 12 ms of the driver's here (docs/benchmarks.md, session 61).
-        Its commit carries the batch's marker as Spark's do (``userMetadata``). A lake on a local
-        disk only (``local``): delta-rs creates its commit's log file only if it is not there (on
-        S3 it would need a locking provider, so an S3 lake's are written by Spark; a commit of
-        Spark's in another process, `lake maintain`'s, can still replace one of either's in a
-        moment's race, as between two Spark processes). The first write of a run takes the columns
-        of this version (a table an earlier version wrote). False when delta-rs cannot write the
-        table (a table feature it lacks, a conflict it cannot resolve, a file system without
-        hard links): said once, and Spark writes it for the rest of the run."""
+        """Write an Arrow table on the driver into a table by delta-rs: rewrite it whole (an
+        ``overwrite`` table) or append to it. A Delta overwrite by Spark runs five jobs that rebuild
+        the table's state, 0.7 to 0.9 s of the JVM's CPU for one car per row, against 12 ms of the
+        driver's here (docs/benchmarks.md, session 61); an append by Spark, a job and a commit of
+        about 0.15 s each per table and batch, against a few tens of ms (session 62). Its commit
+        carries the batch's marker as Spark's do (``userMetadata``). A lake on a local disk only
+        (``local``): delta-rs creates its commit's log file only if it is not there (on S3 it would
+        need a locking provider, so an S3 lake's are written by Spark; a commit of Spark's in
+        another process, `lake maintain`'s, can still replace one of either's in a moment's race,
+        as between two Spark processes). The first write of a run takes the columns of this
+        version (a table an earlier version wrote: rewritten with them, or merged into it). False
+        when delta-rs cannot write the table (a table feature it lacks, a conflict it cannot
+        resolve, a file system without hard links): said once, and Spark writes it for the rest of
+        the run."""
         from deltalake import CommitProperties, DeltaTable, write_deltalake
 
         first = name not in self._from_driver_done
+        mode = TABLES[name].mode
         try:
             write_deltalake(
                 DeltaTable(local),  # (an existing table: a missing one is an error, not created here)
-                table,
-                mode="overwrite",
-                schema_mode="overwrite" if first else None,
+                table.cast(nullable(table.schema)),  # (as Spark's Delta writes: a column added later is null before)
+                mode="overwrite" if mode == "overwrite" else "append",
+                schema_mode=("overwrite" if mode == "overwrite" else "merge") if first else None,
                 commit_properties=CommitProperties(custom_metadata={"userMetadata": mark}),
             )
         except Exception as exc:
