@@ -264,8 +264,9 @@ class LakeSettings(_Frozen):
     dims_refresh_s: float = Field(60.0, gt=0, description="the stream rereads the reference data this often")
     driver_writes: bool = Field(
         True,
-        description="on a lake on this machine's disk, the stream writes a small batch's tables from its driver "
-        "with delta-rs (no Spark job or Delta commit of Spark's per table); false: Spark writes every table",
+        description="on a lake on this machine's disk, the stream appends a small batch's rows (fetched by one "
+        "Spark job per table) from its driver with delta-rs, not by a Spark write and commit; false: Spark writes "
+        "every table",
     )
 
     @property

@@ -160,7 +160,7 @@ def test_full_disks_under_the_lake_then_the_state_directory_recover_losing_nothi
         time.sleep(AFTER_S)
         assert simulator.poll() is None, logs[0].read_text()[-3000:]
         simulator.send_signal(signal.SIGINT)
-        assert simulator.wait(60) == 0, logs[0].read_text()[-3000:]
+        assert simulator.wait(120) == 0, logs[0].read_text()[-3000:]  # (its producer's flush: up to 60 s)
         said = re.search(r"([\d,]+) events from .* delivered ([\d,]+), failed ([\d,]+)", logs[0].read_text())
         assert said is not None, logs[0].read_text()[-3000:]
         produced, delivered, failed = (int(n.replace(",", "")) for n in said.groups())

@@ -121,13 +121,14 @@ def test_the_cars_state_is_rewritten_from_the_driver_and_by_spark_when_delta_rs_
 
 
 def test_a_small_batchs_appends_go_from_the_driver_a_large_ones_and_a_spark_writers_by_spark(
-    spark: SparkSession, tmp_path: Path
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Appends (silver/telemetry: partitioned, statistics on named columns): the table's creation by
     Spark; a small batch's rows appended by delta-rs with the batch's marker and the table's
     partitioning and statistics, a column this version adds merged in at the run's first append; a
-    batch written again skipped; a large batch, and every batch of a writer made with
-    ``from_driver`` False, appended by Spark; Spark reads every row once."""
+    batch written again skipped; a delta-rs write that fails after its commit (a checkpoint, the
+    log's cleanup) counted as written, not written again by Spark; a large batch, and every batch of
+    a writer made with ``from_driver`` False, appended by Spark; Spark reads every row once."""
     import json
 
     from deltalake import DeltaTable
@@ -163,12 +164,26 @@ def test_a_small_batchs_appends_go_from_the_driver_a_large_ones_and_a_spark_writ
     added = [json.loads(line)["add"] for line in log if '"add"' in line]
     assert {a["partitionValues"]["event_date"] for a in added} == {"2026-12-07", "2026-12-08"}
     assert set(json.loads(added[0]["stats"])["minValues"]) == {"event_ts", "event_time", "car_id", "silver_batch"}
-    assert writer.write(3, {"silver/telemetry": rows(3, wider=True)}) == ["silver/telemetry"]  # a large batch
+    # delta-rs failing after its commit (a checkpoint, the log's cleanup): the batch is in, not written again
+    import deltalake
+
+    committed_then_failed = deltalake.write_deltalake
+
+    def after_commit(*args: object, **kwargs: object) -> None:
+        committed_then_failed(*args, **kwargs)  # type: ignore[arg-type]
+        raise OSError("No space left on device (the checkpoint)")
+
+    monkeypatch.setattr(deltalake, "write_deltalake", after_commit)
+    assert writer.write(3, {"silver/telemetry": rows(3, wider=True)}, small=True) == ["silver/telemetry"]
+    monkeypatch.undo()
+    assert writer.write(4, {"silver/telemetry": rows(4, wider=True)}, small=True) == ["silver/telemetry"]
+    assert engine().startswith("delta-rs")  # (still by delta-rs: nothing failed before the commit)
+    assert writer.write(5, {"silver/telemetry": rows(5, wider=True)}) == ["silver/telemetry"]  # a large batch
     assert not engine().startswith("delta-rs")
     by_spark = Writer(spark, lake, "lake", {}, from_driver=False)
-    assert by_spark.write(4, {"silver/telemetry": rows(4, wider=True)}, small=True) == ["silver/telemetry"]
+    assert by_spark.write(6, {"silver/telemetry": rows(6, wider=True)}, small=True) == ["silver/telemetry"]
     assert not engine().startswith("delta-rs")
-    assert Writer(spark, lake, "lake", {}).committed("silver/telemetry") == 4
+    assert Writer(spark, lake, "lake", {}).committed("silver/telemetry") == 6
     read = spark.read.format("delta").load(path)
-    assert sorted(r[0] for r in read.select("silver_batch").collect()) == sorted([0, 1, 2, 3, 4] * 4)
+    assert sorted(r[0] for r in read.select("silver_batch").collect()) == sorted([0, 1, 2, 3, 4, 5, 6] * 4)
     assert read.where("added IS NULL").count() == 4  # (batch 0's, before the column)

@@ -267,7 +267,7 @@ def run_all(
         typer.Option(
             "--airflow/--no-airflow",
             envvar="FLEETSTREAM_RUN_AIRFLOW",
-            help="Also run Airflow with fleetstream's DAGs (about 1 GiB of memory; started after MLflow).",
+            help="Also run Airflow with fleetstream's DAGs (about 1 GiB of memory; started beside MLflow).",
         ),
     ] = True,
     secure: Annotated[bool, _SECURE_OPTION] = False,

@@ -522,6 +522,8 @@ def start_servers(settings: Settings, mlflow: bool, airflow: bool) -> tuple[list
                 launched[part][1]()
             except FleetstreamError as exc:
                 failed[part] = exc
+            except Exception as exc:  # (an OSError, a psutil error: the part was stopped by its wait)
+                failed[part] = FleetstreamError(f"{part}: {type(exc).__name__}: {exc}")
 
         threads = [threading.Thread(target=wait, args=(part,), daemon=True) for part in launched]
         try:
@@ -596,11 +598,21 @@ def stop_in_order(services: Sequence[Service], say: bool = False) -> None:
     apps = [s for s in services if not _infrastructure(s.name)]
     if say and apps:
         log.info("stopping %s", ", ".join(f"{s.name} (pid {s.pid})" for s in apps))
-    threads = [threading.Thread(target=_stop, args=(app,), daemon=True) for app in apps]
+    errors: list[BaseException] = []
+
+    def stop_one(app: Service) -> None:
+        try:
+            _stop(app)
+        except BaseException as exc:  # (raised below, after the others stopped)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=stop_one, args=(app,), daemon=True) for app in apps]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if errors:  # (`down` then keeps the record: nothing is forgotten that may still run)
+        raise errors[0]
     rest = [s for s in services if _infrastructure(s.name)]
     kafka = [s for s in rest if kafka_broker.is_node_name(s.name)]
     for service in rest:

@@ -479,7 +479,12 @@ class LakeBatch:
                 .where(F.col("event_time").between(span[0] - gold.MINUTE_MS, span[1] - 1))
             )
             outputs["gold/alerts_per_minute"] = gold.alerts_per_minute(fired).where(between(span))
-        written = self.writer.write(batch_id, outputs, small=self.last_rows <= SMALL_BATCH)
+        # (from the driver only when the rows are few: a quiet fleet's roll-up closes a minute or a few
+        # for each car; the first after a long stop, or a query without silver, may close hours)
+        ends = max((span[1] - span[0]) // gold.MINUTE_MS + 1 for span in ranges.values())
+        cars = self.car_state.num_rows if self.car_state is not None else SMALL_BATCH
+        small = "silver" in self.query.layers and self.last_rows <= SMALL_BATCH
+        written = self.writer.write(batch_id, outputs, small=small and ends * cars * 5 <= SMALL_BATCH)
         for name, span in ranges.items():
             self.windows[name].closed_ms = span[1]
         upkeep_span = ranges.get("gold/driving_features")

@@ -504,16 +504,34 @@ class Writer:
                 DeltaTable(local),  # (an existing table: a missing one is an error, not created here)
                 table.cast(nullable(table.schema)),  # (as Spark's Delta writes: a column added later is null before)
                 mode="overwrite" if mode == "overwrite" else "append",
-                schema_mode=("overwrite" if mode == "overwrite" else "merge") if first else None,
+                # (an append merges: a table may hold a column this version does not write, or one a
+                # large batch's Spark append added; merged, nothing is rewritten when nothing changed)
+                schema_mode="merge" if mode != "overwrite" else ("overwrite" if first else None),
                 commit_properties=CommitProperties(custom_metadata={"userMetadata": mark}),
             )
         except Exception as exc:
-            log.warning("%s: %s not rewritten from the driver by delta-rs (%s); Spark writes it from now on",
+            if self._marked(local, mark):  # (committed; what failed came after: a checkpoint, the log's cleanup)
+                log.warning("%s: %s's commit of this batch by delta-rs is in; what failed after it: %s",
+                            self.writer, name, (str(exc).splitlines() or [type(exc).__name__])[0][:300])  # fmt: skip
+                self._from_driver_done.add(name)
+                return True
+            log.warning("%s: %s not written from the driver by delta-rs (%s); Spark writes it from now on",
                         self.writer, name, (str(exc).splitlines() or [type(exc).__name__])[0][:300])  # fmt: skip
             self._by_spark.add(name)
             return False
         self._from_driver_done.add(name)
         return True
+
+    @staticmethod
+    def _marked(local: str, mark: str) -> bool:
+        """Whether one of the table's newest commits carries ``mark`` (a write that raised after its
+        commit, in delta-rs's post-commit steps, must not be written again by Spark)."""
+        from deltalake import DeltaTable
+
+        try:
+            return any(c.get("userMetadata") == mark for c in DeltaTable(local).history(10))
+        except Exception:  # (the table unreadable: not known to be written)
+            return False
 
     def _merge(self, name: str, frame: DataFrame) -> bool:
         self.upsert(name, frame)
