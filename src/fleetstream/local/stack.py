@@ -497,8 +497,6 @@ def start_servers(settings: Settings, mlflow: bool, airflow: bool) -> tuple[list
         launchers[MLFLOW] = lambda state, running: _as_list(*_launch_mlflow(settings, state, running))
     if airflow:
         launchers["airflow"] = lambda state, running: _launch_airflow(settings, state, running)
-    ports = {MLFLOW: (settings.mlflow.managed, settings.mlflow.port, "MLflow tracking server", "MLFLOW"),
-             "airflow": (settings.airflow.managed, settings.airflow.port, "Airflow API server", "AIRFLOW")}  # fmt: skip
     state = StateFile(settings.state_dir)
     launched: dict[str, tuple[list[Service], Callable[[], None]]] = {}
     failed: dict[str, FleetstreamError] = {}
@@ -506,13 +504,9 @@ def start_servers(settings: Settings, mlflow: bool, airflow: bool) -> tuple[list
         running = [s for s in state.read() if s.alive()]
         together = _Together(state, running)
         for part, launch in launchers.items():
-            managed, port, what, key = ports[part]
             try:
-                if managed and not port_is_free(LOCAL_HOST, port):
-                    raise FleetstreamError(
-                        f"Port {port} on {LOCAL_HOST}, needed for the {what}, is already in use by "
-                        f"{port_owner(port)}. Stop that process, or move it with FLEETSTREAM_{key}__PORT=<port>."
-                    )
+                check_ports(settings, [], False, part == MLFLOW and settings.mlflow.managed,
+                            part == "airflow" and settings.airflow.managed)  # fmt: skip
                 launched[part] = launch(_PartState(together, part), running)
             except FleetstreamError as exc:
                 failed[part] = exc

@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from fleetstream.config import MaintenanceSettings
+from fleetstream.errors import first_line
 from fleetstream.ml import features, maintenance
 from fleetstream.ml.score import Scorer
 from fleetstream.pipeline import gold
@@ -354,7 +355,7 @@ class LakeBatch:
         except Exception as exc:  # (vacuumed, or its log entry expired: the features start again)
             log.warning("%s: the cars' state at batch %s cannot be read (%s); gold/car_minutes' motion features "
                         "start again from each car's next report", self.query.name, covered,
-                        (str(exc).splitlines() or [type(exc).__name__])[0][:300])  # fmt: skip
+                        first_line(exc))  # fmt: skip
             return None
 
     def _newest_state(self) -> pa.Table | None:

@@ -34,6 +34,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
+from fleetstream.errors import first_line
 from fleetstream.lake.tables import TABLES
 
 log = logging.getLogger(__name__)
@@ -426,7 +427,7 @@ class Writer:
                 text = read_text(self.spark, f"{self.lake.checkpoint(self.writer)}/offsets/{batch_id}")
             except Exception as exc:  # the marker still makes the batch exactly once: go on without the range
                 log.warning("%s: batch %d's offsets file not read (%s); its commits record the batch alone",
-                            self.writer, batch_id, (str(exc).splitlines() or [type(exc).__name__])[0])  # fmt: skip
+                            self.writer, batch_id, first_line(exc))  # fmt: skip
                 text = None
             self._offsets = (batch_id, text.strip() if text else None)
         return marker(self.writer, batch_id, self._offsets[1])
@@ -512,11 +513,11 @@ class Writer:
         except Exception as exc:
             if self._marked(local, mark):  # (committed; what failed came after: a checkpoint, the log's cleanup)
                 log.warning("%s: %s's commit of this batch by delta-rs is in; what failed after it: %s",
-                            self.writer, name, (str(exc).splitlines() or [type(exc).__name__])[0][:300])  # fmt: skip
+                            self.writer, name, first_line(exc))  # fmt: skip
                 self._from_driver_done.add(name)
                 return True
             log.warning("%s: %s not written from the driver by delta-rs (%s); Spark writes it from now on",
-                        self.writer, name, (str(exc).splitlines() or [type(exc).__name__])[0][:300])  # fmt: skip
+                        self.writer, name, first_line(exc))  # fmt: skip
             self._by_spark.add(name)
             return False
         self._from_driver_done.add(name)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fleetstream.config import Settings
-from fleetstream.errors import FleetstreamError
+from fleetstream.errors import FleetstreamError, first_line
 
 
 def beeline() -> Path:
@@ -57,16 +57,7 @@ def query_local(settings: Settings, statement: str, limit: int) -> tuple[list[st
             frame = spark.sql(statement)
             rows = frame.limit(limit + 1).collect()
         except Exception as exc:  # the analyser's or the read-only check's message, without the JVM trace
-            raise FleetstreamError(_first_line(exc)) from None
+            raise FleetstreamError(first_line(exc, 10_000)) from None
         return frame.columns, [tuple(r) for r in rows[:limit]], len(rows) > limit
     finally:
         spark.stop()
-
-
-def _first_line(exc: Exception) -> str:
-    java = getattr(exc, "java_exception", None)  # py4j's error: the JVM exception's own message
-    text = str(java.getMessage() if java is not None else exc).strip()
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith(("at ", "JVM stacktrace")):
-            return line.strip()
-    return text or type(exc).__name__
