@@ -916,15 +916,15 @@ def _rate_rows(by_label: dict[str, list[Result]]) -> list[str]:
 
 
 def report(results: list[Result], machine: str, options: Options) -> str:
-    lines = [
-        MARK_BEGIN,
-        "## Pipeline (`fleetstream bench pipeline`)",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine}; the broker, the simulator and Spark (local mode) "
-        f"share the machine. Medians of {options.repeat} runs (each run's figure after it), alternating the "
-        "systems compared.",
-    ]
+    """The docs/benchmarks.md block of the measures run: one sub-block per measure, between markers of
+    its own (:func:`merge_report` keeps the other measures' sub-blocks of the block it replaces)."""
+    sections: dict[str, list[str]] = {}
+
+    def section(measure: str) -> list[str]:
+        return sections.setdefault(measure, [])
+
     quiet = _by_label(results, "quiet")
+    lines = section("quiet")
     for label, rows in quiet.items():
         kinds = sorted({k for r in rows for k in r.values if k.startswith("cores[")})
         lines += [
@@ -946,6 +946,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
               f"| {_runs(rows, f'silver_{p}_s', 1)} |" for p in ("p50", "p95", "p99")],
         ]  # fmt: skip
     publisher = _by_label(results, "publisher")
+    lines = section("publisher")
     if publisher:
         lines += [
             "",
@@ -964,6 +965,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
                 f"| {_runs(rows, 'cores', 3)} |"
             )
     ceiling_rows = _by_label(results, "ceiling")
+    lines = section("ceiling")
     if ceiling_rows:
         events = next(iter(ceiling_rows.values()))[0].values["events"]
         lines += [
@@ -985,6 +987,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
             share = _median(ceiling_rows["fleetstream"], "rate") / _median(ceiling_rows["minimal"], "rate")
             lines += ["", f"The pipeline drains at **{share:.0%}** of the minimal medallion's rate."]
     cluster_rows = _by_label(results, "cluster")
+    lines = section("cluster")
     if cluster_rows:
         events = next(iter(cluster_rows.values()))[0].values["events"]
         lines += [
@@ -1002,6 +1005,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
         ]
         lines += _rate_rows(cluster_rows)
     small = _by_label(results, "small")
+    lines = section("small")
     for label, rows in small.items():
         lines += [
             "",
@@ -1012,6 +1016,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
             f"Wall time, median: **{_fmt(_median(rows, 'wall_s'), 1)} s** (runs: {_runs(rows, 'wall_s', 1)}); "
             f"of which the lake query {_fmt(_median(rows, 'drain_s'), 1)} s.",
         ]
+    lines = section("episodes")
     for label, rows in _by_label(results, "episodes").items():
         lines += [
             "",
@@ -1026,6 +1031,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
             f"runs: {_runs(rows, 'batch_s', 1)}); state at the end: {_fmt(_median(rows, 'state_rows'))} rows, "
             f"{_fmt(_median(rows, 'state_mib'), 1)} MiB in memory.",
         ]
+    lines = section("upsert")
     for label, rows in _by_label(results, "upsert").items():
         lines += [
             "",
@@ -1041,6 +1047,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
               for i, way in enumerate(UPSERT_WAYS)),
         ]  # fmt: skip
     steady = _by_label(results, "steady")
+    lines = section("steady")
     if steady:
         lines += [
             "",
@@ -1061,6 +1068,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
                 f"| {_runs(rows, 'p99')}; {_runs(rows, 'lag_s', 1)} |"
             )
     burst = _by_label(results, "burst")
+    lines = section("burst")
     if burst:
         lines += [
             "",
@@ -1077,5 +1085,49 @@ def report(results: list[Result], machine: str, options: Options) -> str:
                 f"| {label}{_flag(rows)} | {_fmt(_median(rows, 'p50'))} | {_fmt(_median(rows, 'p99'))} "
                 f"| {_fmt(_median(rows, 'live_again_s'))} | {_runs(rows, 'p99')}; {_runs(rows, 'live_again_s')} |"
             )
+    lines = [
+        MARK_BEGIN,
+        "## Pipeline (`fleetstream bench pipeline`)",
+        "",
+        "The broker, the simulator and Spark (local mode) share the machine. Medians (each run's figure after "
+        "it), the systems compared alternated. Each measure says when and where it ran: a run of some measures "
+        "(`--measures`) replaces their tables and keeps the others'.",
+    ]
+    runs = f"{options.repeat} run{'' if options.repeat == 1 else 's'}"
+    when = f"*Measured {time.strftime('%Y-%m-%d')} on {machine}; {runs} of each figure.*"
+    for measure in MEASURES:
+        if sections.get(measure):
+            lines += ["", _sub(measure, True), *sections[measure][1:2], "", when, *sections[measure][2:], "",
+                      _sub(measure, False)]  # fmt: skip
     lines.append(MARK_END)
     return "\n".join(lines)
+
+
+def _sub(measure: str, begin: bool) -> str:
+    return f"<!-- bench:pipeline:{measure}:{'begin' if begin else 'end'} -->"
+
+
+def merge_report(block: str, text: str) -> str:
+    """The pipeline block to write over the one in ``text`` (a Markdown file's text): the measures in
+    ``block`` and, after them in :data:`MEASURES` order, every other measure's sub-block of the old one.
+
+    >>> cluster = Result("cluster", "local", {"events": 9, "rate": 3.0, "wall_s": 3.0})
+    >>> old = report([Result("small", "9 events", {"wall_s": 20.0, "drain_s": 5.0}), cluster], "m", Options())
+    >>> new = report([Result("small", "9 events", {"wall_s": 9.0, "drain_s": 2.0})], "m", Options())
+    >>> merged = merge_report(new, "# Benchmarks\\n\\n" + old + "\\n")
+    >>> "**9.0 s**" in merged and "**20.0 s**" not in merged and "| local | 3 | 3 | 3 |" in merged
+    True
+    >>> merged.index("bench:pipeline:small:begin") < merged.index("bench:pipeline:cluster:begin")
+    True
+    """
+    if MARK_BEGIN not in text or MARK_END not in text:
+        return block
+    old = text.split(MARK_BEGIN, 1)[1].split(MARK_END, 1)[0]
+    kept = {m: old.split(_sub(m, True), 1)[1].split(_sub(m, False), 1)[0] for m in MEASURES if _sub(m, True) in old}
+    new = {m: block.split(_sub(m, True), 1)[1].split(_sub(m, False), 1)[0] for m in MEASURES if _sub(m, True) in block}
+    head = block.split(_sub(next(iter(new)), True), 1)[0] if new else block.rsplit(MARK_END, 1)[0]
+    parts = [head.rstrip("\n")]
+    for measure in MEASURES:
+        if measure in new or measure in kept:
+            parts += ["", _sub(measure, True) + new.get(measure, kept.get(measure, "")) + _sub(measure, False)]
+    return "\n".join([*parts, MARK_END])

@@ -123,9 +123,10 @@ def bench_pipeline(
     warmup_seconds: Annotated[int, typer.Option(min=0, help="Steady: seconds at the rate before the measure.")] = 60,
     burst_events: Annotated[int, typer.Option(min=1000, help="Burst: events sent at once.")] = 200_000,
     burst_seconds: Annotated[int, typer.Option(min=10, help="Burst: seconds at 1,000 events/s after it.")] = 180,
-    write: Annotated[Path | None, typer.Option(help="Markdown file whose pipeline section is replaced.")] = Path(
-        "docs/benchmarks.md"
-    ),
+    write: Annotated[
+        Path | None,
+        typer.Option(help="Markdown file whose pipeline section gets the measures run (the others' tables kept)."),
+    ] = Path("docs/benchmarks.md"),
 ) -> None:
     """What the pipeline costs and how fast it is, against its targets: a quiet fleet through `fleetstream
     run` (time to the dashboard's data, the whole stack's CPU, event-to-silver latency); the alert
@@ -165,7 +166,10 @@ def bench_pipeline(
         if set(chosen) - {"quiet", "episodes", "upsert"}:  # (the ones that start no stream of the stack)
             require_kafka(settings.kafka)
         results = bench.run(settings, chosen, options, say=lambda line: console.print(line, highlight=False))
-    _write_section(bench.report(results, machine(), options), write)
+    block = bench.report(results, machine(), options)
+    if write is not None and write.exists():  # the measures not run this time keep their tables
+        block = bench.merge_report(block, write.read_text(encoding="utf-8"))
+    _write_section(block, write)
     wrong = [f"{r.measure}, {r.label}" for r in results if not r.correct]
     if wrong:
         console.print(f"[bold red]outputs differ from the ground truth:[/] {wrong}")
