@@ -15,7 +15,17 @@ from fleetstream.config import KafkaSettings, S3Settings, Settings, SparkSetting
 from fleetstream.ingest.kafka import ensure_topics
 from fleetstream.local import stack
 from fleetstream.pipeline.session import spark_session
-from fleetstream.testing import free_port_base
+from fleetstream.testing import free_port_base, reset_spark_gateway
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """After a test stopped by its timeout, the next tests get a Spark driver of their own: the timeout
+    may have cut a call into the JVM short, which leaves this process's gateway unusable."""
+    report: pytest.TestReport = yield
+    if call.excinfo is not None and "Timeout (>" in str(call.excinfo.value):
+        reset_spark_gateway()
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -15,6 +16,35 @@ from pathlib import Path
 
 from fleetstream.config import LOCAL_HOST, Settings
 from fleetstream.local.process import port_is_free
+
+#: the hang guard (pytest-timeout, s) of a test that runs a heavy scenario once in its richest form:
+#: several minutes on an ordinary day, up to 10 on a slow one, over the suite's 600 s
+HEAVY_TIMEOUT_S = 1500
+
+
+def reset_spark_gateway() -> None:
+    """Forget this process's Spark driver JVM and stop it, so that the next session starts a new one.
+
+    For a test run after a test was interrupted in the middle of a call into the JVM (pytest-timeout's
+    signal): py4j's connection then holds the call's late answer, and every later call in this thread
+    reads an earlier one's ("SparkConf does not exist in the JVM", ``KeyError: 'c'``).
+
+    >>> reset_spark_gateway()  # (nothing to reset when no JVM was started)
+    """
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    proc = getattr(gateway, "proc", None)
+    with contextlib.suppress(Exception):
+        gateway.shutdown()
+    if proc is not None:
+        proc.kill()
+        proc.wait(30)
+    SparkContext._gateway = SparkContext._jvm = SparkContext._active_spark_context = None
+    SparkSession._instantiatedSession = SparkSession._activeSession = None
 
 
 def free_port_base(count: int, grpc_offset: int | None = None, low: int = 20000, high: int = 30000) -> int:

@@ -25,7 +25,7 @@ import polars as pl
 import psutil
 import pytest
 
-from fleetstream.testing import free_port_base, interrupt_all
+from fleetstream.testing import HEAVY_TIMEOUT_S, free_port_base, interrupt_all
 
 pytestmark = [
     pytest.mark.integration,
@@ -100,6 +100,8 @@ def env(disks: dict[str, Path]) -> Iterator[dict[str, str]]:
     subprocess.run([FLEETSTREAM, "down"], env=env, capture_output=True, timeout=120, check=False)
 
 
+# a hang guard, not a speed target: this scenario takes 6 to 10 min on a slow day, over the suite's 600 s
+@pytest.mark.timeout(HEAVY_TIMEOUT_S)
 def test_full_disks_under_the_lake_then_the_state_directory_recover_losing_nothing(
     env: dict[str, str], disks: dict[str, Path], tmp_path: Path, figures: Callable[[str, str], None]
 ) -> None:

@@ -20,11 +20,13 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from fleetstream.bench.compare import QUICK
 from fleetstream.bench.contenders import SYSTEMS
 from fleetstream.config import Settings, process_env
 from fleetstream.ingest.kafka import make_admin
+from fleetstream.testing import HEAVY_TIMEOUT_S
 
 FLEETSTREAM = str(Path(sys.executable).parent / "fleetstream")
 COMPARED = [system for system in SYSTEMS if system != "fleetstream-microbatch"]
@@ -40,6 +42,8 @@ def _rows(report: str) -> dict[tuple[str, str], list[str]]:
     return rows
 
 
+# a hang guard, not a speed target: this scenario takes 6 to 10 min on a slow day, over the suite's 600 s
+@pytest.mark.timeout(HEAVY_TIMEOUT_S)
 def test_quick_compare_runs_every_system_correctly(stack_settings: Settings, tmp_path: Path) -> None:
     env = {
         **process_env(stack_settings, os.environ),  # its Kafka, with the credentials

@@ -300,8 +300,10 @@ def at_once(steps: Mapping[str, Callable[[], object]]) -> dict[str, object]:
     >>> at_once({"a": lambda: 1, "b": lambda: 2})
     {'a': 1, 'b': 2}
     """
-    from pyspark import InheritableThread
+    from pyspark import InheritableThread, SparkContext
 
+    # (InheritableThread needs a SparkContext; without one there are no properties to inherit)
+    thread_class = InheritableThread if SparkContext._active_spark_context is not None else threading.Thread
     results: dict[str, object] = {}
     failures: list[BaseException] = []
 
@@ -315,7 +317,7 @@ def at_once(steps: Mapping[str, Callable[[], object]]) -> dict[str, object]:
         return run
 
     named = list(steps.items())
-    threads = [InheritableThread(target=guarded(name, step), daemon=True) for name, step in named[1:]]
+    threads = [thread_class(target=guarded(name, step), daemon=True) for name, step in named[1:]]
     for thread in threads:
         thread.start()
     if named:
