@@ -25,7 +25,9 @@ from pathlib import Path
 
 from fleetstream.errors import FleetstreamError
 
-JAR_SETS = ("broker", "spark")
+JAR_SETS = ("broker", "spark", "profiler")
+#: the sets `fleetstream jars fetch` (and so `make setup`) fetches; the others on first use
+SETUP_SETS = ("broker", "spark")
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 _COORD_IN_MAVEN_OUTPUT = re.compile(r"artifact:?\s+([\w.\-]+:[\w.\-]+(?::[\w.\-]+){1,3})")
 _VERSION_SUFFIX = re.compile(r"-\d[\w.\-]*\.jar$")

@@ -69,3 +69,20 @@ def test_report_puts_the_cluster_beside_local_mode() -> None:
     assert "on a local Spark standalone cluster: a backlog of 600,000 events" in text
     assert "| local mode | 10,000 | 74 | 10,000 |" in text
     assert "| standalone cluster **(bronze)** | 6,500 | 106 | 6,000, 7,000 |" in text
+
+
+def test_report_shows_the_lake_jvms_profile_beside_the_processes() -> None:
+    values = {
+        "cores": 0.7,
+        "cores[stream JVM]": 0.5,
+        "profile:total": 0.49,
+        "profile:thread:HotSpot's compilers": 0.09,
+        "profile:activity:the Delta log (snapshots, commits)": 0.03,
+    }
+    text = report(
+        [Result("quiet", "50 cars at 1 Hz, as `make run` starts it", values)], "test machine", Options(repeat=1)
+    )
+    assert "| - stream JVM, cores | 0.500 | 0.500 |" in text
+    assert "| - the lake JVM's profile: total, cores | 0.490 | 0.490 |" in text
+    assert "| - the lake JVM's profile: thread, HotSpot's compilers, cores | 0.090 | 0.090 |" in text
+    assert "| - the lake JVM's profile: activity, the Delta log (snapshots, commits), cores | 0.030 | 0.030 |" in text

@@ -27,6 +27,7 @@ measure is repeated and its median reported, the runs compared side by side in o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from fleetstream.bench.common import (
     AlertClock,
@@ -57,6 +59,7 @@ from fleetstream.bench.common import (
     probe_until_alert,
     wait_until,
 )
+from fleetstream.bench.profile import Profiler, summarize
 from fleetstream.config import Settings, TopicNames, process_env
 from fleetstream.pipeline import LAKE_MAX_RECORDS, LAKE_TRIGGER_S
 from fleetstream.pipeline.plan import LAYERS
@@ -84,6 +87,7 @@ class Options:
     quiet_seconds: int = 300
     quiet_settle_seconds: int = 60
     quiet_variants: tuple[str, ...] = ("default", "no-stateful")
+    quiet_profile: bool = False  # the lake JVM sampled by async-profiler over the measure (fleetstream.bench.profile)
     steady_modes: tuple[str, ...] = MODES
     steady_variants: tuple[str, ...] = ("default",)
     publisher_rates: tuple[int, ...] = (50, 1000, 10_000)
@@ -191,9 +195,13 @@ def variant_settings(name: str) -> tuple[str, dict[str, str]]:
     return ", ".join(label for label, _ in parts), {k: v for _, env in parts for k, v in env.items()}
 
 
-def quiet_worker(cars: int, seconds: int, settle_s: int = 60, variant: str = "default") -> dict[str, Any]:
+def quiet_worker(
+    cars: int, seconds: int, settle_s: int = 60, variant: str = "default", profile: bool = False
+) -> dict[str, Any]:
     """`fleetstream run` with its own broker and dashboard in a fresh state directory (``variant``:
-    a key of :data:`VARIANTS`)."""
+    a key of :data:`VARIANTS`); ``profile``: the lake's JVM sampled over the measure
+    (:mod:`fleetstream.bench.profile`; its stacks kept in ``quiet-profile-<time>.collapsed`` in the
+    system's temporary folder)."""
     import urllib.request
 
     from fleetstream.testing import free_port_base
@@ -223,6 +231,7 @@ def quiet_worker(cars: int, seconds: int, settle_s: int = 60, variant: str = "de
         stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     seen: dict[str, float] = {}
+    sampled: dict[str, float] = {}
 
     def dashboard_up() -> bool:
         try:
@@ -250,12 +259,21 @@ def quiet_worker(cars: int, seconds: int, settle_s: int = 60, variant: str = "de
         first = max(seen.values())
         time.sleep(max(0.0, settle_s - (time.time() - began)))
         meter = TreeMeter([proc.pid])
+        profiler = _lake_profiler(proc.pid) if profile else None
         meter.mark()
         measured_from = time.time()
+        if profiler is not None:
+            profiler.start()
         time.sleep(seconds)
         cpu, peak = meter.since_mark()
         kinds = meter.by_name()
         took = time.time() - measured_from
+        if profiler is not None:
+            stacks = profiler.stop(
+                Path(tempfile.gettempdir()) / f"quiet-profile-{time.strftime('%Y%m%d-%H%M%S')}.collapsed"
+            )
+            with stacks.open() as lines:
+                sampled = {f"profile:{k}": v for k, v in summarize(lines, took).items() if v >= 0.005}
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -275,9 +293,21 @@ def quiet_worker(cars: int, seconds: int, settle_s: int = 60, variant: str = "de
     lat = percentiles(lags)
     values = {"first_data_s": first, **{f"{k}_s": v for k, v in seen.items()}, "cores": cpu / took,
               "peak_mib": peak, "silver_p50_s": lat["p50"], "silver_p95_s": lat["p95"], "silver_p99_s": lat["p99"],
-              **{f"cores[{k}]": v / took for k, v in kinds.items() if v / took >= 0.005}}  # fmt: skip
+              **{f"cores[{k}]": v / took for k, v in kinds.items() if v / took >= 0.005}, **sampled}  # fmt: skip
     label = f"{cars} cars at 1 Hz, {called}"
     return asdict(Result("quiet", label, values, stopped, "" if stopped else "did not stop cleanly"))
+
+
+def _lake_profiler(run_pid: int) -> Profiler:
+    """A profiler of the lake's JVM among ``fleetstream run``'s processes: the Spark driver whose parent
+    is `fleetstream stream` (not the alert publisher's, `stream --only alert-data`)."""
+    for child in psutil.Process(run_pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            parent = child.parent()
+            command = " ".join(parent.cmdline()) if parent is not None else ""
+            if "SparkSubmit" in " ".join(child.cmdline()) and " stream" in command and "alert-data" not in command:
+                return Profiler(child.pid, Settings().cache_dir, Settings().java_home)
+    raise RuntimeError("the lake's JVM is not among `fleetstream run`'s processes: nothing to profile")
 
 
 # --- the publisher alone ---------------------------------------------------------------------------
@@ -844,7 +874,7 @@ def run(settings: Settings, measures: tuple[str, ...], options: Options, say: Ca
                     try:  # (a quarter of an hour each: one that fails does not take the others with it)
                         collect(in_subprocess(HERE, "quiet_worker", cars=options.quiet_cars,
                                               seconds=options.quiet_seconds, settle_s=options.quiet_settle_seconds,
-                                              variant=variant))  # fmt: skip
+                                              variant=variant, profile=options.quiet_profile))  # fmt: skip
                     except RuntimeError as exc:
                         say(f"quiet, {variant}: this run failed, left out of the medians: {exc}")
             elif measure == "publisher":
@@ -876,7 +906,7 @@ def run(settings: Settings, measures: tuple[str, ...], options: Options, say: Ca
 
 
 def _brief(result: Result) -> str:
-    shown = ", ".join(f"{k} {v:,.3g}" for k, v in result.values.items() if not k.startswith("cores["))
+    shown = ", ".join(f"{k} {v:,.3g}" for k, v in result.values.items() if not k.startswith(("cores[", "profile:")))
     return shown + ("" if result.correct else f" WRONG: {result.note}")
 
 
@@ -927,6 +957,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
     lines = section("quiet")
     for label, rows in quiet.items():
         kinds = sorted({k for r in rows for k in r.values if k.startswith("cores[")})
+        profiled = list(dict.fromkeys(k for r in rows for k in r.values if k.startswith("profile:")))
         lines += [
             "",
             f"### Quiet fleet: `fleetstream run`, {label}",
@@ -941,6 +972,8 @@ def report(results: list[Result], machine: str, options: Options) -> str:
             f"| first gold/car_minutes rows, s | {_fmt(_median(rows, 'charts_s'), 1)} | {_runs(rows, 'charts_s', 1)} |",
             f"| whole stack, cores{_flag(rows)} | {_fmt(_median(rows, 'cores'), 3)} | {_runs(rows, 'cores', 3)} |",
             *[f"| - {k[6:-1]}, cores | {_fmt(_median(rows, k), 3)} | {_runs(rows, k, 3)} |" for k in kinds],
+            *[f"| - the lake JVM's profile: {k[8:].replace(':', ', ', 1)}, cores | {_fmt(_median(rows, k), 3)} "
+              f"| {_runs(rows, k, 3)} |" for k in profiled],
             f"| peak resident memory, MiB | {_fmt(_median(rows, 'peak_mib'))} | {_runs(rows, 'peak_mib')} |",
             *[f"| event to silver {p}, s | {_fmt(_median(rows, f'silver_{p}_s'), 1)} "
               f"| {_runs(rows, f'silver_{p}_s', 1)} |" for p in ("p50", "p95", "p99")],

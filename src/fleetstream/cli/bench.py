@@ -95,6 +95,14 @@ def bench_pipeline(
             "them too.",
         ),
     ] = 60,
+    quiet_profile: Annotated[
+        bool,
+        typer.Option(
+            help="Quiet fleet: also sample the lake's JVM over the measure with async-profiler (fetched on first "
+            "use; Linux on x86-64) and report its CPU by thread and by activity (query planning, the Delta log, "
+            "compilers, the collector...); the stacks are kept in the temporary folder."
+        ),
+    ] = False,
     quiet_variants: Annotated[
         str,
         typer.Option(
@@ -155,7 +163,7 @@ def bench_pipeline(
             raise _fail(FleetstreamError(f"{name} {given!r}: choose from {', '.join(allowed)}{joined}"))
     options = bench.Options(
         repeat=repeat, quiet_seconds=quiet_seconds, quiet_settle_seconds=quiet_settle_seconds,
-        quiet_variants=picked["--quiet-variants"], steady_modes=picked["--steady-modes"],
+        quiet_profile=quiet_profile, quiet_variants=picked["--quiet-variants"], steady_modes=picked["--steady-modes"],
         steady_variants=picked["--steady-variants"],
         ceiling_cars=ceiling_cars, ceiling_seconds=ceiling_seconds,
         max_records=max_offsets, steady_rate=steady_rate, steady_seconds=steady_seconds,

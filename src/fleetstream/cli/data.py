@@ -27,12 +27,13 @@ def jars_fetch(
         ),
     ] = True,
 ) -> None:
-    """Resolve every locked jar into the cache (~/.cache/fleetstream/jars) and verify its sha256."""
+    """Resolve the locked jars of the broker and Spark into the cache (~/.cache/fleetstream/jars) and verify
+    their sha256 (the profiler's are fetched when a profile is first asked for)."""
     from fleetstream.pipeline import class_archive as archive
 
     with failing():
         settings = _settings()
-        for jar_set in jvm.JAR_SETS:
+        for jar_set in jvm.SETUP_SETS:
             with console.status(f"fetching the {jar_set} jars..."):
                 paths = jvm.ensure_jars(settings.cache_dir, jar_set)
             size = sum(p.stat().st_size for p in paths) / 2**20
