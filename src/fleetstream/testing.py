@@ -33,18 +33,29 @@ def reset_spark_gateway() -> None:
     """
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
+    from pyspark.sql.context import SQLContext
 
-    gateway = SparkContext._gateway
+    gateway, context = SparkContext._gateway, SparkContext._active_spark_context
     if gateway is None:
         return
     proc = getattr(gateway, "proc", None)
+    if context is not None:  # (its accumulator server: a thread and a port of this process)
+        server = getattr(context, "_accumulatorServer", None)
+        with contextlib.suppress(Exception):
+            if server is not None:
+                server.shutdown()
+        context._jsc = None
     with contextlib.suppress(Exception):
         gateway.shutdown()
     if proc is not None:
         proc.kill()
         proc.wait(30)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):  # (pyspark holds the JVM's stdin open)
+            if pipe is not None:
+                pipe.close()
     SparkContext._gateway = SparkContext._jvm = SparkContext._active_spark_context = None
     SparkSession._instantiatedSession = SparkSession._activeSession = None
+    SQLContext._instantiatedContext = None
 
 
 def free_port_base(count: int, grpc_offset: int | None = None, low: int = 20000, high: int = 30000) -> int:

@@ -273,7 +273,7 @@ def quiet_worker(
                 Path(tempfile.gettempdir()) / f"quiet-profile-{time.strftime('%Y%m%d-%H%M%S')}.collapsed"
             )
             with stacks.open() as lines:
-                sampled = {f"profile:{k}": v for k, v in summarize(lines, took).items() if v >= 0.005}
+                sampled = {f"profile:{k}": v for k, v in summarize(lines, took).items()}
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -294,7 +294,9 @@ def quiet_worker(
     values = {"first_data_s": first, **{f"{k}_s": v for k, v in seen.items()}, "cores": cpu / took,
               "peak_mib": peak, "silver_p50_s": lat["p50"], "silver_p95_s": lat["p95"], "silver_p99_s": lat["p99"],
               **{f"cores[{k}]": v / took for k, v in kinds.items() if v / took >= 0.005}, **sampled}  # fmt: skip
-    label = f"{cars} cars at 1 Hz, {called}"
+    label = f"{cars} cars at 1 Hz, {called}" + (
+        " (the lake's JVM profiled: its CPU includes the profiler's)" if profile else ""
+    )
     return asdict(Result("quiet", label, values, stopped, "" if stopped else "did not stop cleanly"))
 
 
@@ -1129,8 +1131,10 @@ def report(results: list[Result], machine: str, options: Options) -> str:
     runs = f"{options.repeat} run{'' if options.repeat == 1 else 's'}"
     when = f"*Measured {time.strftime('%Y-%m-%d')} on {machine}; {runs} of each figure.*"
     for measure in MEASURES:
-        if sections.get(measure):
-            lines += ["", _sub(measure, True), *sections[measure][1:2], "", when, *sections[measure][2:], "",
+        if sections.get(measure):  # (its first title, then when and where, then the rest)
+            body = sections[measure]
+            title = next(i for i, line in enumerate(body) if line.startswith("### "))
+            lines += ["", _sub(measure, True), *body[title : title + 1], "", when, *body[title + 1 :], "",
                       _sub(measure, False)]  # fmt: skip
     lines.append(MARK_END)
     return "\n".join(lines)
@@ -1141,8 +1145,10 @@ def _sub(measure: str, begin: bool) -> str:
 
 
 def merge_report(block: str, text: str) -> str:
-    """The pipeline block to write over the one in ``text`` (a Markdown file's text): the measures in
-    ``block`` and, after them in :data:`MEASURES` order, every other measure's sub-block of the old one.
+    """The pipeline block to write over the one in ``text`` (a Markdown file's text): each measure's
+    sub-block from ``block`` when it has one, else the old one's, in :data:`MEASURES` order (a run of
+    some variants of a measure replaces its whole sub-block). An old block without sub-blocks (a
+    hand-written one) is replaced whole, as before there were any.
 
     >>> cluster = Result("cluster", "local", {"events": 9, "rate": 3.0, "wall_s": 3.0})
     >>> old = report([Result("small", "9 events", {"wall_s": 20.0, "drain_s": 5.0}), cluster], "m", Options())
@@ -1156,8 +1162,15 @@ def merge_report(block: str, text: str) -> str:
     if MARK_BEGIN not in text or MARK_END not in text:
         return block
     old = text.split(MARK_BEGIN, 1)[1].split(MARK_END, 1)[0]
-    kept = {m: old.split(_sub(m, True), 1)[1].split(_sub(m, False), 1)[0] for m in MEASURES if _sub(m, True) in old}
-    new = {m: block.split(_sub(m, True), 1)[1].split(_sub(m, False), 1)[0] for m in MEASURES if _sub(m, True) in block}
+
+    def subs(of: str) -> dict[str, str]:  # (a sub-block whose end marker is missing is not taken)
+        return {
+            m: of.split(_sub(m, True), 1)[1].split(_sub(m, False), 1)[0]
+            for m in MEASURES
+            if _sub(m, True) in of and _sub(m, False) in of.split(_sub(m, True), 1)[1]
+        }
+
+    kept, new = subs(old), subs(block)
     head = block.split(_sub(next(iter(new)), True), 1)[0] if new else block.rsplit(MARK_END, 1)[0]
     parts = [head.rstrip("\n")]
     for measure in MEASURES:

@@ -3,8 +3,9 @@ and by activity (`fleetstream bench pipeline --measures quiet --quiet-profile`).
 
 async-profiler (``tools.profiler:async-profiler``, its native library for Linux on x86-64, locked in
 jvm/jars.lock and fetched on first use) is loaded into the running JVM through the JDK's attach API
-(``LoadAgent.java``, compiled on first use), started with CPU-time samples every 10 ms per thread
-(``itimer``: it needs no perf events, which virtual machines often lack) and stopped with the
+(``LoadAgent.java``, compiled on first use), started with a sample of the running thread's stack every
+10 ms of the process's CPU time (``itimer``: it needs no perf events, which virtual machines often
+lack; a sample is 10 ms of CPU, whichever thread it lands in) and stopped with the
 samples written as collapsed stacks (one line per distinct stack: its frames, then its count).
 :func:`summarize` reads that file. docs/benchmarks.md (session 63) shows what it found.
 """
@@ -24,7 +25,7 @@ from fleetstream.errors import FleetstreamError
 from fleetstream.jvm import compiled_jar, ensure_jars, jar_dir
 from fleetstream.local.java import find_java
 
-#: CPU time (``itimer``), a sample every 10 ms, stacks per thread
+#: a sample every 10 ms of the process's CPU time (``itimer``), its stack kept with its thread's name
 START_OPTIONS = "start,event=itimer,interval=10ms,threads"
 SAMPLE_S = 0.01
 LIBRARY = "linux-x64/libasyncProfiler.so"
@@ -56,9 +57,13 @@ ACTIVITIES: tuple[tuple[str, str], ...] = (
         r"DeltaLog\.update|delta/Snapshot\.|OptimisticTransaction|DeltaHistoryManager",
     ),
     ("the Kafka client", r"org/apache/kafka/"),
-    ("Parquet and file I/O", r"parquet|FileFormatWriter|OutputStream|InputStream"),
     ("Arrow conversion", r"[Aa]rrow"),
     ("RocksDB (state store)", r"[Rr]ocks[Dd][Bb]"),
+    # (before the streams of serialisation, compression and sockets, which the patterns above take first)
+    (
+        "Parquet and file I/O",
+        r"parquet|FileFormatWriter|hadoop/fs/|FileInputStream|FileOutputStream|RandomAccessFile|S3A",
+    ),
 )
 
 
@@ -85,7 +90,9 @@ class Profiler:
     def __init__(self, pid: int, cache_dir: Path, java_home: Path | None = None) -> None:
         self.pid, self.library = pid, library(cache_dir)
         sources = sorted(Path(str(resources.files("fleetstream.bench"))).joinpath("java").glob("*.java"))
-        self.jar = compiled_jar(cache_dir, "profiler", sources, java_home, "The profiler's loader (LoadAgent.java)")
+        self.jar = compiled_jar(
+            cache_dir, "profiler-loader", sources, java_home, "The profiler's loader (LoadAgent.java)"
+        )
         exe = Path(f"/proc/{pid}/exe")  # (the attaching JVM is best the target's own)
         self.java = str(exe.resolve()) if exe.exists() else find_java(java_home)
 
