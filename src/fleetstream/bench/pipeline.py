@@ -308,7 +308,8 @@ def _lake_profiler(run_pid: int) -> Profiler:
             parent = child.parent()
             command = " ".join(parent.cmdline()) if parent is not None else ""
             if "SparkSubmit" in " ".join(child.cmdline()) and " stream" in command and "alert-data" not in command:
-                return Profiler(child.pid, Settings().cache_dir, Settings().java_home)
+                settings = Settings()
+                return Profiler(child.pid, settings.cache_dir, settings.java_home)
     raise RuntimeError("the lake's JVM is not among `fleetstream run`'s processes: nothing to profile")
 
 
