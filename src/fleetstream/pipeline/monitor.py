@@ -124,30 +124,37 @@ _CAUSES = (
 )
 
 
-#: failures that say a service was out of reach for a while (a broker restarting, a partition's leader
-#: moving, the object store restarting): the query is started again from its checkpoint
+#: failures that pass: a service out of reach for a while (a broker restarting, a partition's leader
+#: moving, the object store restarting), or the machine too busy for a while to start a Python worker
+#: within the fixed 10 s Spark waits for it (a stateful query's batch, while MLflow and Airflow start on
+#: two cores); the query is started again from its checkpoint
 _TRANSIENT = (
-    "org.apache.kafka.common.errors.TimeoutException",
-    "org.apache.kafka.common.errors.NetworkException",
-    "org.apache.kafka.common.errors.DisconnectException",
-    "org.apache.kafka.common.errors.NotLeaderOrFollowerException",
-    "org.apache.kafka.common.errors.LeaderNotAvailableException",
-    "java.net.ConnectException",
-    "java.net.SocketTimeoutException",
-    "Unable to execute HTTP request",
+    ("org.apache.kafka.common.errors.TimeoutException", "a service out of reach"),
+    ("org.apache.kafka.common.errors.NetworkException", "a service out of reach"),
+    ("org.apache.kafka.common.errors.DisconnectException", "a service out of reach"),
+    ("org.apache.kafka.common.errors.NotLeaderOrFollowerException", "a service out of reach"),
+    ("org.apache.kafka.common.errors.LeaderNotAvailableException", "a service out of reach"),
+    ("java.net.ConnectException", "a service out of reach"),
+    ("Unable to execute HTTP request", "a service out of reach"),
+    ("Python worker failed to connect back", "the machine too busy to start a Python worker in time"),
+    ("java.net.SocketTimeoutException", "a service out of reach"),
 )
 
 
-def transient(failure: str) -> bool:
-    """Whether a query's failure is a service out of reach for a while (worth a restart from the
-    checkpoint), not a fault of the data, the code or the disk.
+def transient(failure: str) -> str | None:
+    """What passing cause a query's failure shows (worth a restart from the checkpoint), or None when
+    it is a fault of the data, the code or the disk.
 
     >>> transient("Caused by: org.apache.kafka.common.errors.TimeoutException: Timeout of 20000ms expired")
+    'a service out of reach'
+    >>> transient("Python worker failed to connect back.\\nCaused by: java.net.SocketTimeoutException: Timed out")
+    'the machine too busy to start a Python worker in time'
+    >>> transient("Caused by: java.io.IOException: No space left on device") is None
     True
-    >>> transient("Caused by: java.io.IOException: No space left on device")
-    False
     """
-    return "No space left on device" not in failure and any(needle in failure for needle in _TRANSIENT)
+    if "No space left on device" in failure:
+        return None
+    return next((kind for needle, kind in _TRANSIENT if needle in failure), None)
 
 
 def explain(failure: str) -> str:

@@ -46,14 +46,17 @@ def failure_text(query: StreamingQuery) -> str | None:
     failure = query.exception()
     if failure is None:
         return None
-    # the message alone may not name the exception's class (a Kafka TimeoutException's does not)
-    trace = getattr(failure, "_stackTrace", None) or ""
-    return f"{failure}\n{trace}"
+    # the message alone may not name the exception's class (a Kafka TimeoutException's does not), and
+    # the query's exception's own trace has no "Caused by": its cause's (a JVM exception) has them all
+    cause = getattr(failure, "_cause", None)
+    texts = [str(failure), getattr(failure, "_stackTrace", None) or "", getattr(cause, "_stackTrace", None) or ""]
+    return "\n".join(texts)
 
 
 class Restarts:
-    """Queries that failed because a service was out of reach for a while (a broker restarting, a
-    leader moving, the object store restarting) are started again from their checkpoints, after
+    """Queries that failed on a passing cause (:func:`~fleetstream.pipeline.monitor.transient`: a
+    service out of reach for a while, a machine too busy to start a Python worker in Spark's 10 s) are
+    started again from their checkpoints, after
     :func:`backoff_s`; up to :data:`RESTARTS` times in a row, the count reset by each batch done."""
 
     def __init__(self, restart: Callable[[StreamingQuery], StreamingQuery]) -> None:
@@ -78,15 +81,16 @@ class Restarts:
                 continue
             text = failure_text(query)
             attempt = self.attempts.get(name, 0) + 1
-            if text is None or not transient(text) or attempt > RESTARTS:
+            kind = None if text is None else transient(text)
+            if text is None or kind is None or attempt > RESTARTS:
                 continue
             self.attempts[name] = attempt
             wait = backoff_s(attempt)
             why = explain(text)
             self.due[name] = (now + wait, why)
             log.warning(
-                "query %s failed, a service out of reach (%s): restarting it in %.0f s (restart %d of at most %d "
-                "in a row)", name, why, wait, attempt, RESTARTS,
+                "query %s failed, %s (%s): restarting it in %.0f s (restart %d of at most %d in a row)",
+                name, kind, why, wait, attempt, RESTARTS,
             )  # fmt: skip
 
     def health(self, query: StreamingQuery) -> QueryHealth:
