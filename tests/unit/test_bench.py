@@ -1,7 +1,16 @@
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import psutil
+import pytest
+
+from fleetstream.bench.common import in_subprocess
 from fleetstream.bench.sim import MARK_BEGIN, MARK_END, Measure, report, write_report
 
 
@@ -26,3 +35,43 @@ def test_report_replaces_only_its_own_section(tmp_path: Path) -> None:
     assert text.endswith("## Pipeline\nkept\n")
     write_report(f"{MARK_BEGIN}\nnewer\n{MARK_END}", tmp_path / "fresh.md")
     assert (tmp_path / "fresh.md").read_text().startswith("# Benchmarks")
+
+
+WORKER = """
+import pathlib, subprocess, time
+
+
+def measure(marker: str) -> dict:
+    child = subprocess.Popen(["sleep", "600"], start_new_session=True)  # as `fleetstream run` is started
+    pathlib.Path(marker + ".started").write_text(str(child.pid))
+    try:
+        time.sleep(600)
+    finally:
+        child.terminate()
+        child.wait()
+        pathlib.Path(marker + ".stopped").write_text("")
+    return {}
+"""
+
+
+def test_an_interrupted_measure_stops_what_its_worker_started(tmp_path: Path, monkeypatch: Any) -> None:
+    """An interrupt of the bench alone (a `kill -INT`, or SIGTERM taken as one; a terminal's Ctrl-C
+    reaches only the bench too, the workers having sessions of their own) is passed on to the
+    worker, whose own cleanup then runs: before, the worker was killed and a `fleetstream run` it
+    had started in a session of its own was left running."""
+    (tmp_path / "slow_worker.py").write_text(WORKER)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    marker = str(tmp_path / "marker")
+
+    def interrupt_once_started() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not Path(marker + ".started").exists():
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_started, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        in_subprocess("slow_worker", "measure", marker=marker)
+    child = int(Path(marker + ".started").read_text())
+    assert Path(marker + ".stopped").exists()  # the worker's `finally` ran
+    assert not psutil.pid_exists(child)

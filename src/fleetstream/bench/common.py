@@ -4,6 +4,7 @@ worker in a process of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -310,6 +311,31 @@ def probe_until_alert(settings: Settings, car_id: str, timeout: float = 180) -> 
     raise RuntimeError(f"no alert for the probe within {timeout:.0f} s")
 
 
+#: how long an interrupted worker may take to stop what it started (a `fleetstream run` takes up to
+#: two minutes) before it and its process group are killed
+WORKER_STOP_S = 150.0
+
+
+def stop_worker(worker: subprocess.Popen[str], timeout_s: float = WORKER_STOP_S) -> None:
+    """Interrupt a worker (SIGINT: its ``finally`` stops what it started) and wait for it; kill its
+    process group if it is still there after ``timeout_s`` or on a second interrupt."""
+    with contextlib.suppress(ProcessLookupError):
+        worker.send_signal(signal.SIGINT)
+    try:
+        worker.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(worker)
+    except BaseException:
+        _kill_group(worker)
+        raise
+
+
+def _kill_group(worker: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+
+
 def in_subprocess(module: str, function: str, topics: KafkaSettings | None = None, **kwargs: Any) -> Any:
     """Run ``module.function(**kwargs)`` in a process of its own and return what it returns (JSON).
     When ``topics`` is given, the worker gets a fresh topic suffix (``suffix=``) and its topics
@@ -322,15 +348,22 @@ def in_subprocess(module: str, function: str, topics: KafkaSettings | None = Non
         f"import json; from {module} import {function}; "
         f"print('RESULT ' + json.dumps({function}(**json.loads({json.dumps(json.dumps(arguments))}))))"
     )
+    # in a session of its own: a Ctrl-C at the terminal reaches this process alone, which passes it on
+    # once (below), so the worker's own `finally` stops what it started (a whole `fleetstream run`)
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)  # fmt: skip
     try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+        stdout, stderr = worker.communicate()
+    except BaseException:  # Ctrl-C, or SIGTERM taken as one
+        stop_worker(worker)
+        raise
     finally:
         if topics is not None:
             delete_topics(topics, TopicNames().tagged(suffix, "bench-").all())
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    tail = "\n".join(done.stderr.strip().splitlines()[-25:])
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    tail = "\n".join(stderr.strip().splitlines()[-25:])
     if not lines:
-        raise RuntimeError(f"{function} failed (exit {done.returncode}):\n{tail}")
-    if done.returncode != 0:  # its measure is whole: it died on its way out (a native library's threads)
-        log.warning("%s printed its result, then exited %s: %s", function, done.returncode, tail[-300:])
+        raise RuntimeError(f"{function} failed (exit {worker.returncode}):\n{tail}")
+    if worker.returncode != 0:  # its measure is whole: it died on its way out (a native library's threads)
+        log.warning("%s printed its result, then exited %s: %s", function, worker.returncode, tail[-300:])
     return json.loads(lines[-1][len("RESULT ") :])

@@ -180,6 +180,10 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
         "the driving features closed and scored every 5 minutes",
         {"FLEETSTREAM_STREAM_FEATURES_EVERY_MINUTES": "5"},
     ),
+    "no-aqe": (
+        "adaptive query execution off in the lake",
+        {"FLEETSTREAM_SPARK__CONF": json.dumps({"spark.sql.adaptive.enabled": "false"})},
+    ),
     "hadoop-local-fs": ("Hadoop's own local file system", {"FLEETSTREAM_SPARK__CONF": json.dumps(HADOOP_LOCAL_FS)}),
 }
 

@@ -142,7 +142,8 @@ def bench_pipeline(
     medallion on the same backlog; --available-now on a small topic; a steady 10,000 events/s; a burst.
     Needs the stack for everything but the quiet fleet (which starts its own), episodes and upsert (Spark
     alone): `fleetstream up --detach`.
-    The whole run takes about two hours on two cores; --measures and --repeat make it shorter."""
+    The whole run takes about two hours on two cores; --measures and --repeat make it shorter.
+    Ctrl-C (or SIGTERM) stops what the measure under way started and writes nothing."""
     from fleetstream.bench import pipeline as bench
     from fleetstream.bench.sim import machine
 
@@ -169,11 +170,17 @@ def bench_pipeline(
         max_records=max_offsets, steady_rate=steady_rate, steady_seconds=steady_seconds,
         warmup_seconds=warmup_seconds, burst_events=burst_events, burst_seconds=burst_seconds,
     )  # fmt: skip
-    with failing(RuntimeError):
-        settings = _settings()
-        if set(chosen) - {"quiet", "episodes", "upsert"}:  # (the ones that start no stream of the stack)
-            require_kafka(settings.kafka)
-        results = bench.run(settings, chosen, options, say=lambda line: console.print(line, highlight=False))
+    try:
+        with failing(RuntimeError):
+            settings = _settings()
+            if set(chosen) - {"quiet", "episodes", "upsert"}:  # (the ones that start no stream of the stack)
+                require_kafka(settings.kafka)
+            # SIGTERM as Ctrl-C: each measure's worker is passed the interrupt and stops what it started
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            results = bench.run(settings, chosen, options, say=lambda line: console.print(line, highlight=False))
+    except KeyboardInterrupt:
+        console.print("interrupted: what the measures started is stopped; nothing was written")
+        raise typer.Exit(130) from None
     block = bench.report(results, machine(), options)
     if write is not None and write.exists():  # the measures not run this time keep their tables
         block = bench.merge_report(block, write.read_text(encoding="utf-8"))
