@@ -6,6 +6,7 @@ upserted at the next start, and read with the tables meanwhile."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ class Recorded:
         self.batches: dict[int, dict[str, Any]] = {}
         self.rows: dict[int, dict[str, dict[str, Any]]] = {}  # batch -> table -> key -> the whole row
 
-    def write(self, batch_id: int, outputs: dict[str, DataFrame | None]) -> list[str]:
+    def write(self, batch_id: int, outputs: dict[str, DataFrame | None], small: bool = False) -> list[str]:
+        assert small  # (the batch's rows are local: its appends go from the driver)
         got: dict[str, Any] = {}
         for name, frame in outputs.items():
             if frame is None:
@@ -168,6 +170,10 @@ def test_rows_left_waiting_are_read_with_the_tables_and_upserted_at_the_next_sta
     offline.write(0, {PENDING_TABLE: spark.createDataFrame([offline_row], f"query STRING, {OUTPUT_SCHEMA}")})
     run(2, [step("e2", "updated", 2500)])
     run(2, [step("e2", "updated", 2500)])  # run again after a crash: the partition is not written twice
+    # created by Spark (with the table's properties), appended to by the earlier version's query
+    # (another writer, by Spark); the query's next append by delta-rs, from the driver
+    assert engines(spark, lake, PENDING_TABLE) == [("WRITE", "delta-rs"), ("WRITE", "Apache-Spark"),
+                                                   ("WRITE", "Apache-Spark")]  # fmt: skip
     assert table(spark, lake, EPISODES) == {"e1": (1000, "open"), "e2": (1000, "open")}  # not upserted yet
     assert waiting(spark, lake) == {"episodes": 4, "offline": 1}
 
@@ -217,6 +223,7 @@ def test_an_upsert_empties_the_partition_and_a_stale_row_never_undoes_an_ended_o
     run(2, [trip("t1", "closed", 1000, reports=5)])
     assert table(spark, lake, TRIPS_TABLE)["t1"] == (1000, "closed")
     assert waiting(spark, lake) == {}
+    assert engines(spark, lake, PENDING_TABLE)[0] == ("DELETE", "delta-rs")  # the partition emptied from the driver
     stale = ("episodes", *trip("t1", "open", 1000, reports=5).values())
     Writer(spark, lake, "episodes", {}).write(
         3, {PENDING_TABLE: spark.createDataFrame([stale], f"query STRING, {OUTPUT_SCHEMA}")}
@@ -246,3 +253,9 @@ def waiting(spark: SparkSession, lake: Lake) -> dict[str, int]:
     """Rows per query in silver/pending_upserts."""
     rows = spark.read.format("delta").load(lake.table(PENDING_TABLE)).groupBy("query").count().collect()
     return {r["query"]: r["count"] for r in rows}
+
+
+def engines(spark: SparkSession, lake: Lake, name: str) -> list[tuple[str, str]]:
+    """Each commit's operation and the engine that made it (its name without the version), newest first."""
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{lake.table(name)}`").collect()
+    return [(r["operation"], re.split(r"[/: ]", str(r["engineInfo"]))[0]) for r in history]

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +62,22 @@ def test_an_interrupted_measure_stops_what_its_worker_started(tmp_path: Path, mo
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     marker = str(tmp_path / "marker")
 
-    def interrupt_once_started() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not Path(marker + ".started").exists():
-            time.sleep(0.1)
-        os.kill(os.getpid(), signal.SIGINT)
+    done = threading.Event()
 
-    threading.Thread(target=interrupt_once_started, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        in_subprocess("slow_worker", "measure", marker=marker)
+    def interrupt_once_started() -> None:  # (only while the measure runs: a stray one would end the session)
+        while not done.wait(0.1):
+            if Path(marker + ".started").exists():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    interrupter = threading.Thread(target=interrupt_once_started, daemon=True)
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            in_subprocess("slow_worker", "measure", marker=marker)
+    finally:
+        done.set()
+        interrupter.join()
     child = int(Path(marker + ".started").read_text())
     assert Path(marker + ".stopped").exists()  # the worker's `finally` ran
     assert not psutil.pid_exists(child)

@@ -331,6 +331,8 @@ def stop_worker(worker: subprocess.Popen[str], timeout_s: float = WORKER_STOP_S)
 
 
 def _kill_group(worker: subprocess.Popen[str]) -> None:
+    log.warning("the measure's worker did not stop in time: killed; a `fleetstream run` it started may be left "
+                "running (`fleetstream down` with its FLEETSTREAM_STATE_DIR stops it)")  # fmt: skip
     with contextlib.suppress(ProcessLookupError):
         os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
@@ -344,8 +346,9 @@ def in_subprocess(module: str, function: str, topics: KafkaSettings | None = Non
 
     suffix = uuid.uuid4().hex[:8]
     arguments = {**kwargs, **({"suffix": suffix, "bootstrap": topics.bootstrap} if topics is not None else {})}
-    code = (
-        f"import json; from {module} import {function}; "
+    code = (  # (an interrupt raises: a shell's `cmd &` starts its jobs with SIGINT ignored, and so theirs)
+        f"import json, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        f"from {module} import {function}; "
         f"print('RESULT ' + json.dumps({function}(**json.loads({json.dumps(json.dumps(arguments))}))))"
     )
     # in a session of its own: a Ctrl-C at the terminal reaches this process alone, which passes it on

@@ -175,8 +175,10 @@ def bench_pipeline(
             settings = _settings()
             if set(chosen) - {"quiet", "episodes", "upsert"}:  # (the ones that start no stream of the stack)
                 require_kafka(settings.kafka)
-            # SIGTERM as Ctrl-C: each measure's worker is passed the interrupt and stops what it started
-            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            # SIGTERM and SIGHUP as Ctrl-C (and Ctrl-C itself, if started with SIGINT ignored): each
+            # measure's worker is passed the interrupt and stops what it started
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.default_int_handler)
             results = bench.run(settings, chosen, options, say=lambda line: console.print(line, highlight=False))
     except KeyboardInterrupt:
         console.print("interrupted: what the measures started is stopped; nothing was written")

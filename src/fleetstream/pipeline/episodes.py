@@ -459,7 +459,7 @@ class EpisodesBatch:
             outputs[PENDING_TABLE] = self._waiting(session, own)
             self.waiting_written = True
         if any(frame is not None for frame in outputs.values()):
-            written = self.writer.write(batch_id, outputs)
+            written = self.writer.write(batch_id, outputs, small=True)  # (local rows: appended from the driver)
             clock.mark(f"write {'+'.join(written)}")
         if due:
             self.upserted_at = time.monotonic()

@@ -52,6 +52,11 @@ DEDUP_WINDOW_MS = 10 * 60 * 1000  # a copy of an event up to this far apart in e
 #: (docs/benchmarks.md). Spark's own advice on HotSpot is 8,000.
 SMALL_BATCH = 20_000
 CODEGEN_LIMIT = {"small": "65535", "large": "8000"}
+#: Adaptive query execution for a small batch: off. Its shuffles have one partition (nothing to
+#: coalesce or split), and it plans each stage again after the one before; a quiet 50-car fleet's
+#: stack used 0.91 core with it off in the whole lake against 0.95 with it on (two runs each,
+#: alternated; docs/benchmarks.md, session 64). A large batch keeps the session's setting.
+ADAPTIVE = "spark.sql.adaptive.enabled"
 ROLLUPS = ("gold/speed_by_model", "gold/cars_by_color", "gold/alerts_per_minute", "gold/driving_features")
 ML_ROLLUPS = ("gold/driving_features",)  # (gold/maintenance follows them)
 
@@ -147,6 +152,7 @@ class LakeBatch:
         self.windows: dict[str, gold.Windows] = {}
         self.newest_ms: int | None = None  # the newest event time seen
         self.last_rows = 0  # rows in the last batch: small batches and large ones are planned apart
+        self.adaptive = spark.conf.get(ADAPTIVE, "true") or "true"  # (the session's, for large batches)
         #: the driver JVM's process id, for the step log's CPU times (None: not started by this process)
         self.jvm_pid = jvm_pid(spark)
         self.clock_ended: tuple[float, float | None] | None = None  # the last batch's step clock's end
@@ -166,6 +172,7 @@ class LakeBatch:
                 rows = rows.coalesce(1)
             rows.sparkSession.conf.set("spark.sql.codegen.hugeMethodLimit", CODEGEN_LIMIT[size])
             rows.sparkSession.conf.set("spark.sql.shuffle.partitions", "1" if size == "small" else "4")
+            rows.sparkSession.conf.set(ADAPTIVE, "false" if size == "small" else self.adaptive)
             seen = functools.partial(self.recent_ids.seen, batch_id)
             known = functools.partial(self.recent_ids.known, batch_id)
             made = silver_batch(rows, self.dims.get(), seen, batch_id, bronze="bronze" in layers,

@@ -137,6 +137,7 @@ _TRANSIENT = (
     ("java.net.ConnectException", "a service out of reach"),
     ("Unable to execute HTTP request", "a service out of reach"),
     ("Python worker failed to connect back", "the machine too busy to start a Python worker in time"),
+    ("Python worker to connect back", "the machine too busy to start a Python worker in time"),  # (its daemon's)
     ("java.net.SocketTimeoutException", "a service out of reach"),
 )
 

@@ -447,8 +447,8 @@ class Writer:
             return False
         path = self.lake.table(name)
         driver = self.from_driver and name in self._exists and name not in self._by_spark
-        local = self._local_path(path) if driver and table.mode in ("overwrite", "append") else None
-        if isinstance(frame, DataFrame) and small and local is not None and table.mode == "append":
+        local = self._local_path(path) if driver and table.mode in ("overwrite", "append", "pending") else None
+        if isinstance(frame, DataFrame) and small and local is not None and table.mode in ("append", "pending"):
             frame = frame.toArrow()  # (one job: a small batch's rows)
         if isinstance(frame, pa.Table):
             if local is not None and self._from_driver(name, local, frame, mark):
@@ -542,14 +542,35 @@ class Writer:
 
     def empty(self, name: str, schema: str, partition: str | None = None) -> None:
         """Empty this writer's partition of a ``pending`` table (or ``partition``: an earlier
-        version's name of the writer) (no commit marker: emptying it again changes nothing). An
-        overwrite costs about four appends (docs/benchmarks.md)."""
+        version's name of the writer) (no commit marker: emptying it again changes nothing): from the
+        driver by delta-rs (:meth:`_delete_from_driver`) where this writer appends from there, else
+        by Spark (an overwrite with ``replaceWhere``, about four appends' cost; docs/benchmarks.md)."""
         table = TABLES[name]
         assert table.mode == "pending"
         assert table.partition is not None
-        frame = local_frame(self.spark, [], schema).write.format("delta").mode("overwrite")
         where = f"{table.partition} = '{partition or self.writer}'"
-        frame.option("replaceWhere", where).save(self.lake.table(name))
+        path = self.lake.table(name)
+        driver = self.from_driver and name in self._exists and name not in self._by_spark
+        local = self._local_path(path) if driver else None
+        if local is not None and self._delete_from_driver(name, local, where):
+            return
+        frame = local_frame(self.spark, [], schema).write.format("delta").mode("overwrite")
+        frame.option("replaceWhere", where).save(path)
+
+    def _delete_from_driver(self, name: str, local: str, where: str) -> bool:
+        """Delete a partition's rows (``where``: a predicate on the partition column alone, so no file
+        is rewritten) by delta-rs, as :meth:`_from_driver` writes; False when it cannot (said once:
+        Spark writes the table for the rest of the run)."""
+        from deltalake import DeltaTable
+
+        try:
+            DeltaTable(local).delete(where)
+        except Exception as exc:  # (emptied again by Spark: emptying twice changes nothing)
+            log.warning("%s: %s's partition not emptied by delta-rs (%s); Spark writes it from now on",
+                        self.writer, name, first_line(exc))  # fmt: skip
+            self._by_spark.add(name)
+            return False
+        return True
 
     def upsert(self, name: str, frame: DataFrame) -> None:
         """Upsert ``frame`` by the table's key, a row replacing the table's only when it is as new
