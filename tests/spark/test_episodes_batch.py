@@ -224,6 +224,8 @@ def test_an_upsert_empties_the_partition_and_a_stale_row_never_undoes_an_ended_o
     assert table(spark, lake, TRIPS_TABLE)["t1"] == (1000, "closed")
     assert waiting(spark, lake) == {}
     assert engines(spark, lake, PENDING_TABLE)[0] == ("DELETE", "delta-rs")  # the partition emptied from the driver
+    # the table created by Spark at the first upsert (with its properties), upserted from the driver after
+    assert engines(spark, lake, TRIPS_TABLE) == [("MERGE", "delta-rs"), ("WRITE", "Apache-Spark")]
     stale = ("episodes", *trip("t1", "open", 1000, reports=5).values())
     Writer(spark, lake, "episodes", {}).write(
         3, {PENDING_TABLE: spark.createDataFrame([stale], f"query STRING, {OUTPUT_SCHEMA}")}
@@ -243,6 +245,7 @@ def test_every_batch_upserting_writes_no_waiting_rows(spark: SparkSession, tmp_p
         batch(spark.createDataFrame([trip("t1", "open", 1000 * (batch_id + 1))], OUTPUT_SCHEMA), batch_id)
         assert table(spark, lake, TRIPS_TABLE) == {"t1": (1000 * (batch_id + 1), "open")}
     assert not (tmp_path / "lake" / "silver" / "pending_upserts").exists()
+    assert [engine for _, engine in engines(spark, lake, TRIPS_TABLE)] == ["delta-rs", "delta-rs", "Apache-Spark"]
 
 
 def table(spark: SparkSession, lake: Lake, name: str) -> dict[str, tuple[int, str]]:

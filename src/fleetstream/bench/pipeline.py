@@ -779,7 +779,8 @@ def episodes_worker(cars: int, seconds: int, batch_s: int) -> dict[str, Any]:
 
 #: the writes :func:`upsert_worker` compares, in its order
 UPSERT_WAYS = (
-    "upsert (MERGE) into silver/alert_episodes",
+    "upsert (MERGE) into silver/alert_episodes (by Spark)",
+    "the same upsert from the driver, by delta-rs (a stateful query's now)",
     "append to the query's partition of silver/pending_upserts (from the driver, by delta-rs)",
     "the partition emptied (a delete from the driver, by delta-rs)",
     "plain append to a Delta table (by Spark)",
@@ -787,9 +788,10 @@ UPSERT_WAYS = (
 
 
 def upsert_worker(rounds: int, rows: int = 20, table_rows: int = 3000) -> dict[str, Any]:
-    """The driver's CPU (JVM and Python) and the wall time of one write of ``rows`` episode steps, four ways, in
-    one Spark driver, alternated ``rounds`` times: an upsert into silver/alert_episodes (a Delta
-    MERGE, by the pipeline's writer, into a table of ``table_rows`` episodes), an append to a
+    """The driver's CPU (JVM and Python) and the wall time of one write of ``rows`` episode steps, five ways,
+    in one Spark driver, alternated ``rounds`` times: an upsert into silver/alert_episodes (a Delta
+    MERGE, by the pipeline's writer, into a table of ``table_rows`` episodes), by Spark and from
+    the driver by delta-rs (into a table of its own, the same rows), an append to a
     query's partition of silver/pending_upserts (what an episodes batch writes between upserts),
     the partition emptied (what an upsert does after its MERGEs), and a plain append
     (gold/episodes_per_minute's kind of write)."""
@@ -821,6 +823,8 @@ def upsert_worker(rounds: int, rows: int = 20, table_rows: int = 3000) -> dict[s
 
     episodes = "silver/alert_episodes"
     writer.write(0, {episodes: spark.createDataFrame(steps(0, table_rows, 1), EPISODE_SCHEMA)})  # created
+    on_driver = Writer(spark, Lake(f"{root}/driver"), "episodes", {})  # (the same table, upserted by delta-rs)
+    on_driver.write(0, {episodes: spark.createDataFrame(steps(0, table_rows, 1), EPISODE_SCHEMA)})
     appended = f"{root}/appended"
     spark.createDataFrame(steps(0, table_rows, 1), EPISODE_SCHEMA).write.format("delta").save(appended)
 
@@ -835,6 +839,7 @@ def upsert_worker(rounds: int, rows: int = 20, table_rows: int = 3000) -> dict[s
 
     ways: dict[str, Callable[[int, Any], object]] = dict(zip(UPSERT_WAYS, (
         lambda k, frame: writer.upsert(episodes, frame),
+        lambda k, frame: on_driver.upsert(episodes, frame, small=True),
         waiting,
         emptied,
         lambda k, frame: frame.write.format("delta").mode("append").save(appended),
@@ -1079,7 +1084,7 @@ def report(results: list[Result], machine: str, options: Options) -> str:
             f"### One write of the stateful queries' rows ({label})",
             "",
             "The driver's CPU time (its JVM's and its Python process's, where delta-rs writes) and the wall time "
-            "of one write in one Spark driver, the four alternated "
+            "of one write in one Spark driver, the five alternated "
             f"({options.upsert_rounds} rounds after two to warm up; medians, then the medians of "
             f"{len(rows)} runs).",
             "",
