@@ -262,3 +262,17 @@ def engines(spark: SparkSession, lake: Lake, name: str) -> list[tuple[str, str]]
     """Each commit's operation and the engine that made it (its name without the version), newest first."""
     history = spark.sql(f"DESCRIBE HISTORY delta.`{lake.table(name)}`").collect()
     return [(r["operation"], re.split(r"[/: ]", str(r["engineInfo"]))[0]) for r in history]
+
+
+def test_a_commit_conflict_sends_one_write_to_spark_another_failure_the_rest(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """A delta-rs write from the driver that loses a commit race (`lake maintain`'s OPTIMIZE on the
+    table) is done by Spark that once; any other failure leaves the table to Spark for the run."""
+    from deltalake.exceptions import CommitFailedError
+
+    writer = Writer(spark, Lake(str(tmp_path / "lake")), "episodes", {})
+    writer._driver_failed(TRIPS_TABLE, " not upserted", CommitFailedError("Transaction failed: version already exists"))
+    assert TRIPS_TABLE not in writer._by_spark
+    writer._driver_failed(TRIPS_TABLE, " not upserted", ValueError("Schema error: a type delta-rs cannot write"))
+    assert TRIPS_TABLE in writer._by_spark

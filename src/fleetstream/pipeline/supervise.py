@@ -68,16 +68,20 @@ class Restarts:
         """Schedule the restart of queries that failed transiently; restart those due (in place)."""
         for i, query in enumerate(queries):
             name = query.name
-            if query.isActive:
-                if name in self.attempts and query.lastProgress is not None:
-                    log.info("query %s runs again (after %d restarts)", name, self.attempts.pop(name))
-                continue
             if name in self.due:
                 when, _ = self.due[name]
                 if now >= when:
                     del self.due[name]
+                    if query.isActive:  # (still stopping, its checkpoint in use: waited for)
+                        query.stop()
                     log.info("restarting query %s from its checkpoint", name)
                     queries[i] = self.restart(query)
+                continue
+            # a failed query has its exception before it stops being active (it stops its sources
+            # first, seconds for a stateful one): judged by the exception, as health() judges it
+            if query.exception() is None:
+                if query.isActive and name in self.attempts and query.lastProgress is not None:
+                    log.info("query %s runs again (after %d restarts)", name, self.attempts.pop(name))
                 continue
             text = failure_text(query)
             attempt = self.attempts.get(name, 0) + 1

@@ -559,18 +559,30 @@ class Writer:
 
     def _delete_from_driver(self, name: str, local: str, where: str) -> bool:
         """Delete a partition's rows (``where``: a predicate on the partition column alone, so no file
-        is rewritten) by delta-rs, as :meth:`_from_driver` writes; False when it cannot (said once:
-        Spark writes the table for the rest of the run)."""
+        is rewritten) by delta-rs, as :meth:`_from_driver` writes; False when it did not (Spark
+        empties it: :meth:`_driver_failed`)."""
         from deltalake import DeltaTable
 
         try:
             DeltaTable(local).delete(where)
         except Exception as exc:  # (emptied again by Spark: emptying twice changes nothing)
-            log.warning("%s: %s's partition not emptied by delta-rs (%s); Spark writes it from now on",
-                        self.writer, name, first_line(exc))  # fmt: skip
-            self._by_spark.add(name)
+            self._driver_failed(name, "'s partition not emptied", exc)
             return False
         return True
+
+    def _driver_failed(self, name: str, what: str, exc: Exception) -> None:
+        """A write from the driver by delta-rs failed: Spark does it. On a commit conflict (another
+        process's commit on the table, `lake maintain`'s OPTIMIZE) just this once; else, said once,
+        for the rest of the run."""
+        from deltalake.exceptions import CommitFailedError
+
+        if isinstance(exc, CommitFailedError):
+            log.info("%s: %s%s by delta-rs, another commit in the way (%s); by Spark this time",
+                     self.writer, name, what, first_line(exc))  # fmt: skip
+            return
+        log.warning("%s: %s%s from the driver by delta-rs (%s); Spark writes it from now on",
+                    self.writer, name, what, first_line(exc))  # fmt: skip
+        self._by_spark.add(name)
 
     def upsert(self, name: str, frame: DataFrame, small: bool = False) -> None:
         """Upsert ``frame`` by the table's key, a row replacing the table's only when it is as new
@@ -600,8 +612,8 @@ class Writer:
         """Upsert ``rows`` into a table on this machine's disk by delta-rs, as :meth:`upsert` does by
         Spark: a Delta MERGE by Spark plans and runs several jobs, 3.2 s of the driver's CPU for 20
         episode steps into 3,000 episodes, against 0.13 s here (docs/benchmarks.md, session 64); the
-        stateful queries upsert two tables a minute. False when delta-rs cannot (said once: Spark
-        upserts the table for the rest of the run; an upsert done twice changes nothing)."""
+        stateful queries upsert two tables a minute. False when delta-rs did not (Spark upserts it:
+        :meth:`_driver_failed`; an upsert done twice changes nothing)."""
         from deltalake import DeltaTable
 
         try:
@@ -612,10 +624,8 @@ class Writer:
                 .when_not_matched_insert_all()
                 .execute()
             )
-        except Exception as exc:
-            log.warning("%s: %s not upserted from the driver by delta-rs (%s); Spark upserts it from now on",
-                        self.writer, name, first_line(exc))  # fmt: skip
-            self._by_spark.add(name)
+        except Exception as exc:  # (upserted again by Spark: an upsert done twice changes nothing)
+            self._driver_failed(name, " not upserted", exc)
             return False
         return True
 
