@@ -446,8 +446,7 @@ class Writer:
             log.info("%s: batch %d is already in %s (written before a restart)", self.writer, batch_id, name)
             return False
         path = self.lake.table(name)
-        driver = self.from_driver and name in self._exists and name not in self._by_spark
-        local = self._local_path(path) if driver and table.mode in ("overwrite", "append", "pending") else None
+        local = self._driver_path(name) if table.mode in ("overwrite", "append", "pending") else None
         if isinstance(frame, DataFrame) and small and local is not None and table.mode in ("append", "pending"):
             frame = frame.toArrow()  # (one job: a small batch's rows)
         if isinstance(frame, pa.Table):
@@ -472,6 +471,15 @@ class Writer:
             self._committed[name] = batch_id
             self._exists.add(name)
         return True
+
+    def _driver_path(self, name: str) -> str | None:
+        """Where on this machine's disk the driver writes table ``name`` by delta-rs, or None when
+        Spark writes it: a writer made with ``from_driver`` False, a table not known to exist yet
+        (created by Spark, with its properties), one delta-rs could not write this run, or a lake
+        elsewhere."""
+        if not self.from_driver or name not in self._exists or name in self._by_spark:
+            return None
+        return self._local_path(self.lake.table(name))
 
     def _local_path(self, path: str) -> str | None:
         """The path on this machine's disk of a table at ``path``, as Spark resolves it (a path
@@ -518,9 +526,7 @@ class Writer:
                             self.writer, name, first_line(exc))  # fmt: skip
                 self._from_driver_done.add(name)
                 return True
-            log.warning("%s: %s not written from the driver by delta-rs (%s); Spark writes it from now on",
-                        self.writer, name, first_line(exc))  # fmt: skip
-            self._by_spark.add(name)
+            self._driver_failed(name, " not written", exc)
             return False
         self._from_driver_done.add(name)
         return True
@@ -550,8 +556,7 @@ class Writer:
         assert table.partition is not None
         where = f"{table.partition} = '{partition or self.writer}'"
         path = self.lake.table(name)
-        driver = self.from_driver and name in self._exists and name not in self._by_spark
-        local = self._local_path(path) if driver else None
+        local = self._driver_path(name)
         if local is not None and self._delete_from_driver(name, local, where):
             return
         frame = local_frame(self.spark, [], schema).write.format("delta").mode("overwrite")
@@ -598,8 +603,7 @@ class Writer:
             ended = f"s.status = '{table.done}' OR t.status <> '{table.done}'"
             newer = f"s.as_of > t.as_of OR (s.as_of = t.as_of AND ({ended}))"
         path = self.lake.table(name)
-        driver = small and self.from_driver and name in self._exists and name not in self._by_spark
-        local = self._local_path(path) if driver else None
+        local = self._driver_path(name) if small else None
         with upsert_lock(path):
             assert table.key is not None
             if local is not None and self._merge_from_driver(name, local, table.key, frame.toArrow(), newer):
