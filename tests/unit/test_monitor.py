@@ -60,8 +60,8 @@ def test_a_status_left_by_a_process_that_is_gone_is_dropped(tmp_path: Path) -> N
 
 
 def test_run_waits_for_the_lakes_first_batch_then_goes_on(tmp_path: Path) -> None:
-    """`run` starts MLflow and Airflow once the status file shows the lake's first batch; it does not
-    wait for a stream that has exited, nor past its limit."""
+    """`run` starts MLflow and Airflow once the status file shows the lake's first batch and then the
+    stateful query's; it does not wait for a stream that has exited, nor past its limit."""
     import threading
     import time
 
@@ -80,17 +80,23 @@ def test_run_waits_for_the_lakes_first_batch_then_goes_on(tmp_path: Path) -> Non
     )
     write_status(tmp_path / STATUS_FILE, [lake, episodes], 0.0, phase="running")
 
-    def first_batch() -> None:
+    waiting = summarize({**DELTA_PROGRESS, "name": "episodes", "batchId": -1})
+    publisher = summarize({**DELTA_PROGRESS, "name": "alerts_realtime", "batchId": -1})  # (not waited for)
+    write_status(tmp_path / STATUS_FILE, [lake, publisher], 0.0, phase="running")
+
+    def first_batches() -> None:
         time.sleep(1.0)
         done = summarize({**DELTA_PROGRESS, "name": "lake", "batchId": 0})
-        write_status(tmp_path / STATUS_FILE, [done, episodes], 1.0, phase="running")
+        write_status(tmp_path / STATUS_FILE, [done, waiting, publisher], 1.0, phase="running")
+        time.sleep(1.0)
+        write_status(tmp_path / STATUS_FILE, [done, episodes, publisher], 2.0, phase="running")
 
-    writer = threading.Thread(target=first_batch)
+    writer = threading.Thread(target=first_batches)
     began = time.monotonic()
     writer.start()
     assert _await_lake(settings, alive, timeout_s=30) is True
     writer.join()
-    assert 0.9 <= time.monotonic() - began < 10
+    assert 1.9 <= time.monotonic() - began < 10
     # the status still says "no batch": the limit ends the wait, and so does a stream gone
     write_status(tmp_path / STATUS_FILE, [lake, episodes], 2.0, phase="running")
     began = time.monotonic()

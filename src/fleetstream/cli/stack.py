@@ -258,7 +258,7 @@ def run_all(
         typer.Option(
             "--mlflow/--no-mlflow",
             envvar="FLEETSTREAM_RUN_MLFLOW",
-            help="Also run the MLflow tracking server (started once the lake has written its first batch, "
+            help="Also run the MLflow tracking server (started once the stream's queries have each written a batch, "
             "so that the stream's start is not slowed down).",
         ),
     ] = True,
@@ -330,29 +330,39 @@ def run_all(
     _supervise_foreground(settings, services, start_simulator)
 
 
-#: `run` starts MLflow and Airflow once the lake has written its first batch, or after this long: on two
-#: cores their start-ups (tens of seconds of CPU) beside the stream's cold JVM delay the first data
-LAKE_FIRST_BATCH_WAIT_S = 120.0
+#: `run` starts MLflow and Airflow once the stream's queries have each written a first batch, or after
+#: this long: on two cores their start-ups (tens of seconds of CPU) beside the stream's cold queries
+#: delay the first data, and a Python worker of the stateful query given 10 s to connect back missed
+#: them (the query failed and was restarted)
+LAKE_FIRST_BATCH_WAIT_S = 150.0
 
 
 def _await_lake(settings: Settings, stream: Service, timeout_s: float = LAKE_FIRST_BATCH_WAIT_S) -> bool:
-    """Wait until the stream's lake queries have each finished a batch (its status file), the stream
-    has exited, or ``timeout_s`` has passed; False when the stream has exited."""
+    """Wait until the stream's queries have each finished a batch (its status file: the lake's, then
+    the stateful query's, started after it; :func:`~fleetstream.pipeline.monitor.started_up`), the
+    stream has exited, or ``timeout_s`` has passed; False when the stream has exited."""
     import time
 
-    from fleetstream.pipeline.monitor import STATUS_FILE, lake_has_written, read_status
+    from fleetstream.pipeline.monitor import STATUS_FILE, lake_has_written, read_status, started_up
 
     began = time.monotonic()
-    with console.status("waiting for the lake's first batch; MLflow and Airflow start after it..."):
+    lake = False
+    with console.status("waiting for the lake's first batch; MLflow and Airflow start after it...") as shown:
         while time.monotonic() - began < timeout_s:
             status = read_status(settings.state_dir / STATUS_FILE)
-            if status is not None and lake_has_written(status):
-                log.info("the lake wrote its first batch (waited %.0f s); starting the rest", time.monotonic() - began)
+            if status is not None and not lake and lake_has_written(status):
+                lake = True
+                log.info("the lake wrote its first batch (waited %.0f s)", time.monotonic() - began)
+                shown.update("waiting for the stateful query's first batch; MLflow and Airflow start after it...")
+            if status is not None and started_up(status):
+                log.info("the stream's queries have each written a batch (waited %.0f s); starting the rest",
+                         time.monotonic() - began)  # fmt: skip
                 return True
             if stream.process() is None:
                 return False
             time.sleep(0.5)
-    log.warning("the lake wrote no batch within %.0f s; starting the rest anyway", timeout_s)
+    log.warning("the stream's queries had not each written a batch within %.0f s; starting the rest anyway",
+                timeout_s)  # fmt: skip
     return True
 
 

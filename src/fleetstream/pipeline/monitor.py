@@ -189,9 +189,11 @@ def read_status(path: Path) -> Status | None:
     )
 
 
-#: the status file's queries that are not lake queries: the stateful ones, the alert publisher's (its
-#: real-time and micro-batch query) and the row a separate publisher application is reported by
-NOT_LAKE = frozenset({"episodes", "alerts_realtime", "alerts", "alert-data"})
+#: the status file's rows of the alert publisher: its real-time and micro-batch query, and the row a
+#: separate publisher application is reported by
+PUBLISHER_ROWS = frozenset({"alerts_realtime", "alerts", "alert-data"})
+#: the status file's queries that are not lake queries: the stateful ones and the publisher's
+NOT_LAKE = PUBLISHER_ROWS | {"episodes"}
 
 
 def lake_has_written(status: Status) -> bool:
@@ -209,6 +211,24 @@ def lake_has_written(status: Status) -> bool:
     """
     lake = [q for q in status.queries if q.name not in NOT_LAKE]
     return bool(lake) and all(q.batch >= 0 for q in lake)
+
+
+def started_up(status: Status) -> bool:
+    """Whether the lake has written (:func:`lake_has_written`) and every other query of the stream
+    has finished a batch too, the alert publisher aside (a real-time query reports no batch until it
+    ends one): the stateful query, started after the lake's first batch, starts its Python workers in
+    its own first batch, and Spark gives such a worker 10 s to connect back.
+
+    >>> def q(name, batch):
+    ...     return QueryHealth(name, batch, "", 0, 0.0, 0.0, 0, None, "", None)
+    >>> started_up(Status(0.0, [q("lake", 0), q("episodes", -1), q("alerts_realtime", -1)]))
+    False
+    >>> started_up(Status(0.0, [q("lake", 0), q("episodes", 0), q("alerts_realtime", -1)]))
+    True
+    >>> started_up(Status(0.0, [q("lake", 2)]))  # no stateful query in this stream
+    True
+    """
+    return lake_has_written(status) and all(q.batch >= 0 for q in status.queries if q.name not in PUBLISHER_ROWS)
 
 
 def drop_stale_status(path: Path) -> bool:
