@@ -276,6 +276,21 @@ def test_overheat_warning_comes_before_the_limit_and_never_in_normal_driving(spa
     assert crossed - first >= 30_000, "warned at least 30 s before the coolant crossed the limit"
     assert all(r["coolant_temp"] <= 110.0 and r["coolant_slope"] >= MT.WARN_MIN_SLOPE for r in warned)
     assert all(0 <= r["seconds_to_limit"] <= MT.WARN_HORIZON_S for r in warned)
+    # a live lake's gold updates every 20 s: each update's trends start from the readings before it
+    # (maintenance.trend_context), so the warnings are those of all the rows at once
+    hot_car = frames[0]
+    updates, context, live = [hot_car.iloc[i : i + 20] for i in range(0, len(t), 20)], None, []
+    for update in updates:
+        rows = silver(spark, update)
+        earlier = None if context is None else spark.createDataFrame(context.to_pandas())
+        live += MT.overheat_warnings(rows, 110.0, earlier).collect()
+        context = MT.trend_context([context, MT.hot_readings(rows)])
+    assert sorted(r["event_id"] for r in live) == sorted(r["event_id"] for r in warned)
+    slopes = {r["event_id"]: r["coolant_slope"] for r in warned}
+    assert all(r["coolant_slope"] == pytest.approx(slopes[r["event_id"]]) for r in live)
+    # without the readings before, an update's first 10 s have too few readings for a trend
+    alone = [r for update in updates for r in MT.overheat_warnings(silver(spark, update), 110.0).collect()]
+    assert len(alone) < len(warned)
 
 
 def test_feature_windows_wait_for_their_minutes_then_close_the_same_windows(

@@ -16,10 +16,16 @@ the normal readings when the limit is crossed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from fleetstream.config import MaintenanceSettings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: the trend: a least-squares line through a car's coolant readings of the last 30 s
 TREND_MS = 30_000
@@ -171,13 +177,29 @@ def may_warn(hottest_c: float | None) -> bool:
     return hottest_c is not None and hottest_c >= WARN_FROM_C
 
 
-def overheat_warnings(silver: DataFrame, limit_c: float) -> DataFrame:
+#: what a trend needs of a report before the rows it is computed on (:func:`trend_context`)
+TREND_COLUMNS = ("car_id", "event_time", "coolant_temp", "oil_temp")
+
+
+def _hot(engine_on: Column, coolant_c: Column) -> Column:
+    return engine_on & (coolant_c > HOT_FROM_C)
+
+
+def overheat_warnings(silver: DataFrame, limit_c: float, context: DataFrame | None = None) -> DataFrame:
     """The reports on which a car is warned of overheating: the coolant is between ``WARN_FROM_C``
     and ``limit_c``, and the least-squares line through the car's readings of the last ``TREND_MS``
     (at least ``TREND_MIN_READINGS`` of them, all above ``HOT_FROM_C``) rises at ``WARN_MIN_SLOPE``
     or more and reaches ``limit_c`` within ``WARN_HORIZON_S``. Slopes in °C per minute; the oil's
-    trend is given beside the coolant's."""
-    hot = silver.where(F.col("engine_on") & (F.col("coolant_temp") > HOT_FROM_C))
+    trend is given beside the coolant's.
+
+    ``context``: hot readings from before ``silver``'s rows (``TREND_COLUMNS``; a live lake's
+    earlier gold updates, :func:`trend_context`): they count in the trends, and are not warned on.
+    Without it a trend starts at ``silver``'s first row: a live lake updating gold every 20 s would
+    see at most 20 s of a car's readings, and none at all in an update's first 10 s."""
+    hot = silver.where(_hot(F.col("engine_on"), F.col("coolant_temp")))
+    if context is not None:
+        earlier = context.select(*TREND_COLUMNS).withColumn("_context", F.lit(True))
+        hot = hot.withColumn("_context", F.lit(False)).unionByName(earlier, allowMissingColumns=True)
     trend = Window.partitionBy("car_id").orderBy("event_time").rangeBetween(-TREND_MS, 0)
     per_min = 60_000.0  # the slopes are per ms of event time
     rows = hot.select(
@@ -185,6 +207,7 @@ def overheat_warnings(silver: DataFrame, limit_c: float) -> DataFrame:
         (F.regr_slope("coolant_temp", "event_time").over(trend) * per_min).alias("coolant_slope"),
         (F.regr_slope("oil_temp", "event_time").over(trend) * per_min).alias("oil_slope"),
         F.count("coolant_temp").over(trend).alias("readings"),
+        *(["_context"] if context is not None else []),
     )  # fmt: skip
     eta = (F.lit(limit_c) - F.col("coolant_temp")) / F.col("coolant_slope") * 60.0
     return (
@@ -195,6 +218,55 @@ def overheat_warnings(silver: DataFrame, limit_c: float) -> DataFrame:
             & (F.col("coolant_temp") <= limit_c)
             & (F.col("coolant_slope") >= WARN_MIN_SLOPE)
             & (F.col("seconds_to_limit") <= WARN_HORIZON_S)
+            & (~F.col("_context") if context is not None else F.lit(True))
         )
-        .drop("readings")
+        .drop("readings", "_context")
     )
+
+
+def hot_readings(silver: DataFrame) -> pa.Table:
+    """The readings of ``silver`` (``TREND_COLUMNS``) a later update's trends start from: those
+    :func:`overheat_warnings` looks at, within ``TREND_MS`` of their car's newest (one job)."""
+    newest = F.max("event_time").over(Window.partitionBy("car_id"))
+    hot = silver.where(_hot(F.col("engine_on"), F.col("coolant_temp")))
+    return (
+        hot.select(*TREND_COLUMNS, newest.alias("_newest"))
+        .where(F.col("event_time") >= F.col("_newest") - TREND_MS)
+        .drop("_newest")
+        .toArrow()
+    )
+
+
+def hot_local(rows: pa.Table) -> pa.Table:
+    """:func:`hot_readings` of rows held in the driver (``TREND_COLUMNS`` and ``engine_on``), all
+    of them: :func:`trend_context` keeps the last ``TREND_MS``."""
+    import pyarrow.compute as pc
+
+    keep = pc.fill_null(pc.and_(rows["engine_on"], pc.greater(rows["coolant_temp"], HOT_FROM_C)), False)
+    return rows.filter(keep).select(list(TREND_COLUMNS))
+
+
+def trend_context(parts: Sequence[pa.Table | None]) -> pa.Table | None:
+    """The hot readings a next update's trends start from: of ``parts`` (earlier context, then the
+    newer updates' :func:`hot_readings` or :func:`hot_local`), those within ``TREND_MS`` of their
+    car's newest; None when there are none.
+
+    >>> import pyarrow as pa
+    >>> rows = pa.table({"car_id": ["a", "a", "a", "b"], "event_time": [0, 20_000, 40_000, 5_000],
+    ...                  "coolant_temp": [95.0, 96.0, 97.0, 99.0], "oil_temp": [100.0] * 4})
+    >>> sorted(zip(*trend_context([None, rows]).select(["car_id", "event_time"]).to_pydict().values()))
+    [('a', 20000), ('a', 40000), ('b', 5000)]
+    >>> trend_context([None, rows.slice(0, 0)]) is None
+    True
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    known = [p.select(list(TREND_COLUMNS)) for p in parts if p is not None and p.num_rows]
+    if not known:
+        return None
+    rows = pa.concat_tables(known, promote_options="permissive")
+    newest = rows.group_by("car_id").aggregate([("event_time", "max")])
+    rows = rows.join(newest, "car_id")
+    recent = pc.greater_equal(rows["event_time"], pc.subtract(rows["event_time_max"], TREND_MS))
+    return rows.filter(recent).select(list(TREND_COLUMNS))

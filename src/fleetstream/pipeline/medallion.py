@@ -35,7 +35,7 @@ from fleetstream.pipeline.dedup import RecentIds
 from fleetstream.pipeline.dims import DimsCache
 from fleetstream.pipeline.plan import LakeQuery
 from fleetstream.pipeline.silver import dlq_messages, enriched_messages, silver_batch
-from fleetstream.pipeline.writer import KAFKA, Lake, Writer, arrow_cast, delta_exists, delta_version
+from fleetstream.pipeline.writer import KAFKA, Lake, Writer, arrow_cast, arrow_frame, delta_exists, delta_version
 from fleetstream.quality.hold import HoldGate
 from fleetstream.rules.engine import Rule, fires
 from fleetstream.rules.limits import LIMITS
@@ -68,12 +68,14 @@ def _ms(column: str) -> Column:
 @dataclass(frozen=True)
 class OnDriver:
     """What the driver holds of silver rows gold takes in (small batches' rows, fetched with their
-    keys: ``SilverBatch.first_state``): each car's latest report among them (:func:`gold.latest_local`)
-    and their hottest coolant with the engine on (None: no such row). With it, a gold update makes
-    the cars' state, and decides that no overheat warning is possible, without a Spark job."""
+    keys: ``SilverBatch.first_state``): each car's latest report among them (:func:`gold.latest_local`),
+    their hottest coolant with the engine on (None: no such row) and their hot readings (what later
+    overheat trends start from: :func:`maintenance.hot_local`). With it, a gold update makes the
+    cars' state, and decides that no overheat warning is possible, without a Spark job."""
 
     latest: pa.Table
     hottest_c: float | None
+    hot: pa.Table
 
     @staticmethod
     def of(first_state: pa.Table, alerting_ids: pa.Array) -> OnDriver:
@@ -82,18 +84,21 @@ class OnDriver:
 
         running = pc.fill_null(first_state["engine_on"], False)
         hottest = pc.max(pc.filter(first_state["coolant_temp"], running)).as_py()
-        return OnDriver(gold.latest_local(first_state, alerting_ids), hottest)
+        return OnDriver(gold.latest_local(first_state, alerting_ids), hottest, maintenance.hot_local(first_state))
 
     @staticmethod
     def joined(batches: Sequence[OnDriver | None]) -> OnDriver | None:
         """Several batches' in order, as one; None when one of them is not on the driver (or none is given)."""
+        import pyarrow as pa
+
         if not batches or any(b is None for b in batches):
             return None
         known = [b for b in batches if b is not None]
-        hot = [b.hottest_c for b in known if b.hottest_c is not None]
+        hottest = [b.hottest_c for b in known if b.hottest_c is not None]
         latest = gold.newest_local([b.latest for b in known])
         assert latest is not None
-        return OnDriver(latest, max(hot) if hot else None)
+        hot = pa.concat_tables([b.hot for b in known], promote_options="permissive")
+        return OnDriver(latest, max(hottest) if hottest else None, hot)
 
 
 class LakeBatch:
@@ -156,6 +161,9 @@ class LakeBatch:
         #: the driver JVM's process id, for the step log's CPU times (None: not started by this process)
         self.jvm_pid = jvm_pid(spark)
         self.clock_ended: tuple[float, float | None] | None = None  # the last batch's step clock's end
+        #: the hot readings of the last 30 s before the rows of gold's next update, each car's: its
+        #: overheat trends start from them (None: none, or none seen by this run yet)
+        self.hot_context: pa.Table | None = None
 
     def __call__(self, rows: DataFrame, batch_id: int) -> None:
         layers = self.query.layers
@@ -206,6 +214,7 @@ class LakeBatch:
             if fired is not None and self.alerts_in_batch and self.topics is not None:
                 messages.append(alert_messages(fired, self.topics["alerts"]))
         gold_now = False
+        hot = None  # the hot readings of the rows gold takes in (maintenance.trend_context)
         if "gold" in layers:
             if event_range is None and silver_rows is not None:  # the silver rows came from the silver table
                 event_range = self._event_range(silver_rows)
@@ -225,10 +234,13 @@ class LakeBatch:
                 outputs["gold/car_state"] = self._state_arrow(self.car_state, gold_rows)  # (written from the driver)
                 clock.mark("gold: car state")
                 if self.ml and (on_driver is None or maintenance.may_warn(on_driver.hottest_c)):
-                    warned = maintenance.overheat_warnings(gold_rows, LIMITS.overheat_c).persist()
+                    context = self._trend_context(gold_rows)
+                    warned = maintenance.overheat_warnings(gold_rows, LIMITS.overheat_c, context).persist()
                     held.append(warned)
                     outputs["gold/overheat_warnings"] = warned if warned.count() else None
                     clock.mark("gold: overheat warnings")
+                if self.ml:  # (kept once the batch is written, below)
+                    hot = on_driver.hot if on_driver is not None else maintenance.hot_readings(gold_rows)
         outputs[KAFKA] = reduce(DataFrame.unionByName, messages) if messages else None
         dedup_ids = None  # (a small batch's first copies are on the driver already: first_ids)
         if "silver" in layers and silver_rows is not None and first_ids is None:
@@ -247,6 +259,8 @@ class LakeBatch:
                 clock.mark(f"roll up {'+'.join(rolled)}")
         for frame in held:
             frame.unpersist()
+        if gold_now and hot is not None:  # (last: a batch that failed before is run again without them)
+            self.hot_context = maintenance.trend_context([self.hot_context, hot])
         clock.log()
         self.clock_ended = clock.ended
 
@@ -339,6 +353,13 @@ class LakeBatch:
         )
         rows = waiting if silver_rows is None else waiting.unionByName(silver_rows)
         return rows, alerts(rows, self.rules), None, True
+
+    def _trend_context(self, rows: DataFrame) -> DataFrame | None:
+        """The hot readings before ``rows`` (:attr:`hot_context`) as a frame of their types, or None."""
+        if self.hot_context is None:
+            return None
+        struct = StructType([rows.schema[c] for c in maintenance.TREND_COLUMNS])
+        return arrow_frame(self.spark, self.hot_context, struct)
 
     def _current_state(self) -> pa.Table | None:
         """The cars' state after the last batch gold took in, which gold/car_minutes' motion features

@@ -204,7 +204,8 @@ class SilverBatch:
     rows: int = 0  # bronze rows in the batch
     #: the first copies' event_id and event_time on the driver, when the batch was deduplicated there
     first_ids: pa.Table | None = None
-    #: the same rows' ``car_id`` and ``gold.STATE_COLUMNS`` (what gold's car state takes from them)
+    #: the same rows' ``car_id``, ``gold.STATE_COLUMNS`` (what gold's car state takes from them) and
+    #: ``oil_temp`` (with the coolant, the overheat trends' readings)
     first_state: pa.Table | None = None
     #: the event_ids of the same rows on which a rule fires (``fires``), when asked for
     fired_ids: pa.Array | None = None
@@ -291,7 +292,7 @@ def silver_batch(
         copies_at = copies_frame(checked, copies) if copies.num_rows else None
         firsts = ok.join(copies, list(COPY_KEYS), join_type="left anti") if copies.num_rows else ok
         first_ids = firsts.select(["event_id", "event_time"])
-        first_state = firsts.select(["car_id", *STATE_COLUMNS])
+        first_state = firsts.select(["car_id", *STATE_COLUMNS, "oil_temp"])
         if fires is not None:
             fired_ids = firsts.filter(firsts["fires"])["event_id"].combine_chunks()
     else:  # only the copies' coordinates are materialised; the rows are read from ``checked`` again
@@ -309,7 +310,7 @@ def _keys_if_small(checked: DataFrame, small: int, fires: Column | None = None) 
     has at most ``small`` rows (one job, at most ``small + 1`` rows fetched); else None."""
     if small <= 0:
         return None
-    state = [c for c in ("car_id", *STATE_COLUMNS) if c not in ("event_id", "event_time")]
+    state = [c for c in ("car_id", *STATE_COLUMNS, "oil_temp") if c not in ("event_id", "event_time")]
     ok = F.col("reason").isNull()
     fired = (
         [] if fires is None else [F.when(ok, fires).otherwise(F.lit(False)).alias("fires")]
