@@ -137,11 +137,12 @@ def test_every_record_lands_once_with_a_reason_when_rejected(
             else []
         )
         assert pairs == silver_ids
-        # ...with the columns of gold's car state, as silver holds them
+        # ...with the columns of gold's car state and the oil temperature (the overheat trends'), as
+        # silver holds them
         state = made.first_state
         assert state is not None or not silver_ids
         if state is not None:
-            columns = ["car_id", *gold.STATE_COLUMNS]
+            columns = ["car_id", *gold.STATE_COLUMNS, "oil_temp"]
             assert state.column_names == columns
             want = sorted((tuple(r[c] for c in columns) for r in silver_rows), key=repr)
             assert sorted((tuple(r.values()) for r in state.to_pylist()), key=repr) == want
