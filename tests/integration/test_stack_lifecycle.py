@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import fleetstream
 from fleetstream.config import KafkaSettings
 from fleetstream.ingest.kafka import make_producer
 from fleetstream.testing import free_port_base
@@ -269,32 +270,48 @@ def test_run_terminated_while_it_starts_stops_what_it_started(stack_env: dict[st
     assert processes_under(stack_env["FLEETSTREAM_STATE_DIR"]) == []
 
 
-def _unexpected_tracebacks(log: str) -> list[str]:
-    r"""The tracebacks of ``log`` other than those of Spark's Python workers (no frame of fleetstream's)
-    printed after a late worker's query was restarted or while the queries were stopping.
+#: what Spark's own Python workers raise when their socket to the JVM closes or never opens (a worker
+#: started too late to connect back, or one whose query was stopping)
+WORKER_SOCKET_ERRORS = ("[CANNOT_OPEN_SOCKET]", "EOFError", "BrokenPipeError", "ConnectionResetError")
+
+
+def _unexpected_tracebacks(log: str, ours: str = str(Path(fleetstream.__file__).parent)) -> list[str]:
+    r"""The tracebacks of ``log`` other than those of Spark's Python workers losing their socket (no
+    frame of ``ours``, fleetstream's package; a socket error) after a late worker's query was
+    restarted (said before or after it) or while the queries were stopping. A traceback inside
+    another line (a Java exception's message) is never expected.
 
     >>> worker = "Traceback (most recent call last):\n  File \"/x/pyspark.zip/pyspark/worker_util.py\"\nEOFError\n"
-    >>> ours = "Traceback (most recent call last):\n  File \"/src/fleetstream/cli/stack.py\"\nKeyError\n"
-    >>> len(_unexpected_tracebacks(worker)), _unexpected_tracebacks("INFO fleetstream: stopping 2 queries\n" + worker)
+    >>> mine = "Traceback (most recent call last):\n  File \"/src/fleetstream/cli/stack.py\"\nEOFError\n"
+    >>> late = "WARNING fleetstream: query episodes failed, the machine too busy to start a Python worker\n"
+    >>> len(_unexpected_tracebacks(worker)), _unexpected_tracebacks("fleetstream: stopping 2 queries\n" + worker)
     (1, [])
-    >>> len(_unexpected_tracebacks("fleetstream: stopping 2 queries\n" + ours))
+    >>> _unexpected_tracebacks(worker + late)  # (the restart is logged once the worker's error is in)
+    []
+    >>> len(_unexpected_tracebacks("fleetstream: stopping 2 queries\n" + mine, ours="/src/fleetstream"))
+    1
+    >>> len(_unexpected_tracebacks(late + worker.replace("EOFError", "KeyError: 'speed'")))
+    1
+    >>> len(_unexpected_tracebacks(late + "py4j.Py4JException: Return Message: Traceback (most recent call last):"))
     1
     """
     lines = log.splitlines()
-    unexpected = []
+    late = "too busy to start a Python worker" in log
+    unexpected = [line for line in lines if "Traceback" in line and not line.startswith("Traceback (most recent")]
     for start, line in enumerate(lines):
         if not line.startswith("Traceback (most recent call last):"):
             continue
         end = start + 1
         while end < len(lines) and lines[end].startswith(" "):
             end += 1
-        block = "\n".join(lines[start : end + 1])
-        frames = [frame for frame in block.splitlines() if frame.lstrip().startswith("File ")]
-        before = "\n".join(lines[:start])
-        spark_worker = any("/pyspark" in f for f in frames) and not any("/fleetstream/" in f for f in frames)
-        expected = "too busy to start a Python worker" in before or " stopping " in before
-        if not (spark_worker and expected):
-            unexpected.append(block)
+        block = lines[start : end + 1]
+        frames = [frame for frame in block if frame.lstrip().startswith("File ")]
+        raised = block[-1] if end < len(lines) else ""
+        spark_worker = any("/pyspark" in f for f in frames) and not any(ours in f for f in frames)
+        socket = any(error in raised for error in WORKER_SOCKET_ERRORS)
+        stopping = any(" stopping " in earlier for earlier in lines[:start])
+        if not (spark_worker and socket and (late or stopping)):
+            unexpected.append("\n".join(block))
     return unexpected
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -282,9 +283,10 @@ def test_overheat_warning_comes_before_the_limit_and_never_in_normal_driving(spa
     updates, context, live = [hot_car.iloc[i : i + 20] for i in range(0, len(t), 20)], None, []
     for update in updates:
         rows = silver(spark, update)
-        earlier = None if context is None else spark.createDataFrame(context.to_pandas())
+        # (as the lake's batch hands them to Spark: an Arrow frame of the silver rows' types)
+        earlier = LakeBatch._trend_context(SimpleNamespace(hot_context=context, spark=spark), rows)  # type: ignore[arg-type]
         live += MT.overheat_warnings(rows, 110.0, earlier).collect()
-        context = MT.trend_context([context, MT.hot_readings(rows)])
+        context = MT.trend_context([context, MT.hot_readings(rows, int(update["event_time"].max()))])
     assert sorted(r["event_id"] for r in live) == sorted(r["event_id"] for r in warned)
     slopes = {r["event_id"]: r["coolant_slope"] for r in warned}
     assert all(r["coolant_slope"] == pytest.approx(slopes[r["event_id"]]) for r in live)

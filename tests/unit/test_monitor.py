@@ -87,16 +87,19 @@ def test_run_waits_for_the_lakes_first_batch_then_goes_on(tmp_path: Path) -> Non
     def first_batches() -> None:
         time.sleep(1.0)
         done = summarize({**DELTA_PROGRESS, "name": "lake", "batchId": 0})
-        write_status(tmp_path / STATUS_FILE, [done, waiting, publisher], 1.0, phase="running")
+        # the lake's first batch, before the stream's next turn has started the stateful query
+        write_status(tmp_path / STATUS_FILE, [done, publisher], 1.0, phase="running")
         time.sleep(1.0)
-        write_status(tmp_path / STATUS_FILE, [done, episodes, publisher], 2.0, phase="running")
+        write_status(tmp_path / STATUS_FILE, [done, waiting, publisher], 2.0, phase="running")
+        time.sleep(1.0)
+        write_status(tmp_path / STATUS_FILE, [done, episodes, publisher], 3.0, phase="running")
 
     writer = threading.Thread(target=first_batches)
     began = time.monotonic()
     writer.start()
     assert _await_lake(settings, alive, timeout_s=30) is True
     writer.join()
-    assert 1.9 <= time.monotonic() - began < 10
+    assert 2.9 <= time.monotonic() - began < 10
     # the status still says "no batch": the limit ends the wait, and so does a stream gone
     write_status(tmp_path / STATUS_FILE, [lake, episodes], 2.0, phase="running")
     began = time.monotonic()

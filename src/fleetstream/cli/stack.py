@@ -333,8 +333,9 @@ def run_all(
 #: `run` starts MLflow and Airflow once the stream's queries have each written a first batch, or after
 #: this long: on two cores their start-ups (tens of seconds of CPU) beside the stream's cold queries
 #: delay the first data, and a Python worker of the stateful query given 10 s to connect back missed
-#: them (the query failed and was restarted)
-LAKE_FIRST_BATCH_WAIT_S = 150.0
+#: them (the query failed and was restarted). The stream starts that query at the latest 120 s after
+#: its own start (``stream.DEFER_MAX_S``), and its first batch takes tens of seconds on two busy cores.
+LAKE_FIRST_BATCH_WAIT_S = 180.0
 
 
 def _await_lake(settings: Settings, stream: Service, timeout_s: float = LAKE_FIRST_BATCH_WAIT_S) -> bool:
@@ -346,15 +347,17 @@ def _await_lake(settings: Settings, stream: Service, timeout_s: float = LAKE_FIR
     from fleetstream.pipeline.monitor import STATUS_FILE, lake_has_written, read_status, started_up
 
     began = time.monotonic()
-    lake = False
+    lake_at: float | None = None  # when the first status the lake had written in was written
     with console.status("waiting for the lake's first batch; MLflow and Airflow start after it...") as shown:
         while time.monotonic() - began < timeout_s:
             status = read_status(settings.state_dir / STATUS_FILE)
-            if status is not None and not lake and lake_has_written(status):
-                lake = True
+            if status is not None and lake_at is None and lake_has_written(status):
+                lake_at = status.written_at
                 log.info("the lake wrote its first batch (waited %.0f s)", time.monotonic() - began)
                 shown.update("waiting for the stateful query's first batch; MLflow and Airflow start after it...")
-            if status is not None and started_up(status):
+            # (from a later status: the stream starts the stateful query at its next turn after the
+            # lake's first batch, so the status that first shows that batch may not list it yet)
+            if status is not None and lake_at is not None and status.written_at > lake_at and started_up(status):
                 log.info("the stream's queries have each written a batch (waited %.0f s); starting the rest",
                          time.monotonic() - began)  # fmt: skip
                 return True

@@ -224,17 +224,13 @@ def overheat_warnings(silver: DataFrame, limit_c: float, context: DataFrame | No
     )
 
 
-def hot_readings(silver: DataFrame) -> pa.Table:
+def hot_readings(silver: DataFrame, newest_ms: int) -> pa.Table:
     """The readings of ``silver`` (``TREND_COLUMNS``) a later update's trends start from: those
-    :func:`overheat_warnings` looks at, within ``TREND_MS`` of their car's newest (one job)."""
-    newest = F.max("event_time").over(Window.partitionBy("car_id"))
-    hot = silver.where(_hot(F.col("engine_on"), F.col("coolant_temp")))
-    return (
-        hot.select(*TREND_COLUMNS, newest.alias("_newest"))
-        .where(F.col("event_time") >= F.col("_newest") - TREND_MS)
-        .drop("_newest")
-        .toArrow()
-    )
+    :func:`overheat_warnings` looks at, within ``TREND_MS`` of ``newest_ms`` (the rows' newest event
+    time; one job, no shuffle: :func:`trend_context` keeps each car's last ``TREND_MS``). Few: in
+    normal operation a coolant stays under ``HOT_FROM_C``."""
+    hot = _hot(F.col("engine_on"), F.col("coolant_temp")) & (F.col("event_time") >= newest_ms - TREND_MS)
+    return silver.where(hot).select(*TREND_COLUMNS).toArrow()
 
 
 def hot_local(rows: pa.Table) -> pa.Table:

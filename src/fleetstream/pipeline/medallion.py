@@ -240,7 +240,11 @@ class LakeBatch:
                     outputs["gold/overheat_warnings"] = warned if warned.count() else None
                     clock.mark("gold: overheat warnings")
                 if self.ml:  # (kept once the batch is written, below)
-                    hot = on_driver.hot if on_driver is not None else maintenance.hot_readings(gold_rows)
+                    newest = event_range[1] if event_range is not None else self.newest_ms
+                    if on_driver is not None:
+                        hot = on_driver.hot
+                    elif newest is not None:
+                        hot = maintenance.hot_readings(gold_rows, newest)
         outputs[KAFKA] = reduce(DataFrame.unionByName, messages) if messages else None
         dedup_ids = None  # (a small batch's first copies are on the driver already: first_ids)
         if "silver" in layers and silver_rows is not None and first_ids is None:
