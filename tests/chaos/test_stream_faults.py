@@ -146,6 +146,18 @@ def test_stream_killed_again_and_again_reference_deleted_checkpoint_torn(
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([FLEETSTREAM, *args], env=env, capture_output=True, text=True, timeout=300, check=False)
 
+    def episodes_open() -> bool:
+        """Whether an episode is open now: by its newest row, upserted or waiting for the next upsert."""
+        fields = ["episode_id", "status", "as_of"]
+        steps = _rows(waiting, ["kind", "episode"])
+        steps = steps.filter(pl.col("kind") == "episode").select(pl.col("episode").struct.field(*fields))
+        upserted = _rows(lake / "silver" / "alert_episodes", fields)
+        frames = [f for f in (upserted, steps) if f.height]
+        if not frames:
+            return False
+        newest = pl.concat(frames).sort("as_of").unique("episode_id", keep="last")
+        return bool((newest["status"] == "open").any())
+
     def in_the_middle() -> bool:
         """Two episode batches (with episodes open, rows waiting for the next upsert) and three gold
         updates (the table's creation, then two from rows kept in memory)."""
@@ -153,6 +165,7 @@ def test_stream_killed_again_and_again_reference_deleted_checkpoint_torn(
             len(list(episode_commits.glob("[0-9]*"))) >= 2
             and len(list(car_state_log.glob("*.json"))) >= 3
             and _rows(waiting, ["kind"]).height > 0
+            and episodes_open()
         )
 
     kills: list[tuple[int, int]] = []  # (batches committed, rows in bronze) at each kill
@@ -323,3 +336,5 @@ def test_stream_killed_again_and_again_reference_deleted_checkpoint_torn(
     )  # fmt: skip
     opened = {r["episode_id"] for r in messages.where("lifecycle = 'opened'").collect()}
     assert opened == {r["episode_id"] for r in episodes.select("episode_id").collect()}
+    # repeated, escalated and resolved messages, before a kill and after the restart, under those ids
+    assert {r["episode_id"] for r in messages.where("lifecycle != 'opened'").collect()} <= opened

@@ -132,6 +132,20 @@ def test_kafka_outputs_match_the_tables(run) -> None:  # type: ignore[no-untyped
     assert lifecycle["resolved"] == episodes.where("status = 'resolved'").count()
     assert messages.where("lifecycle = 'opened'").select("episode_id").distinct().count() == episodes.count()
     assert lifecycle["updated"] == 0  # table refreshes only
+    # every later message of an episode carries the id it opened with; this run's overheat and zone
+    # episodes last longer than their rules' `repeat_every`, so some are notified again
+    rows = {r["episode_id"]: r for r in episodes.collect()}
+    later = messages.where("kind = 'episode' AND lifecycle != 'opened'").collect()
+    assert {r["episode_id"] for r in later} <= set(rows)
+    assert lifecycle["repeated"] > 0
+    rules = {r.name: r.lifecycle for r in load_rules()}
+    end = table(spark, settings, "silver/telemetry").agg(F.max("event_time")).first()[0]
+    for message in later:
+        if message["lifecycle"] == "repeated":  # (notified again at an event of the car while open)
+            episode = rows[message["episode_id"]]
+            every = rules[episode["rule"]].repeat_every_s
+            assert every is not None, episode
+            assert (episode["resolved_at"] or end) - episode["opened_at"] >= every * 1000, episode
 
 
 def test_every_injected_fault_is_one_alert_episode(run) -> None:  # type: ignore[no-untyped-def]

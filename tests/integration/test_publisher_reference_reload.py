@@ -17,12 +17,14 @@ from pyspark.sql import SparkSession
 from fleetstream import schema
 from fleetstream.clients import librdkafka
 from fleetstream.config import KafkaSettings, LakeSettings, Settings, TopicNames
+from fleetstream.errors import FleetstreamError
 from fleetstream.ingest.kafka import delete_topics, ensure_topics
 from fleetstream.pipeline.dims import DimsBoundQuery
 from fleetstream.pipeline.plan import PUBLISHER, plan
 from fleetstream.pipeline.stream import Streams, Triggers
 from fleetstream.reference.catalog import COLORS, generate_cars, model_by_id
 from fleetstream.reference.publish import publish
+from fleetstream.rules.engine import Lifecycle, Rule
 
 pytestmark = pytest.mark.integration
 SEED = 5
@@ -101,3 +103,19 @@ def test_a_car_added_to_the_reference_data_gets_alerts(
         consumer.close()
         delete_topics(kafka, topics.all())
     assert not query.isActive
+
+
+def test_the_publisher_alone_refuses_a_rule_that_does_not_compile(
+    spark: SparkSession, stack_settings: Settings, tmp_path: Path
+) -> None:
+    """`stream --only alert-data --rules <file>` checks the rules as the lake's queries do: a condition
+    that does not compile is refused naming the rule and the key, and no query starts."""
+    lake = LakeSettings(root=str(tmp_path / "lake"))
+    settings = stack_settings.model_copy(update={"lake": lake})
+    publish(settings, lake.dims, generate_cars(2, SEED))
+    bad = Rule("hot", "coolant_temp >", "high", "m", Lifecycle())
+    before = {q.id for q in spark.streams.active}
+    with pytest.raises(FleetstreamError, match="rule 'hot', key 'condition' does not compile"):
+        Streams(spark, settings, plan([PUBLISHER], "microbatch", separate=True), rules=[bad]).start()
+    assert {q.id for q in spark.streams.active} == before
+    assert not (tmp_path / "lake" / "_checkpoints").exists()

@@ -118,7 +118,7 @@ def test_default_rules_fire_exactly_on_their_conditions(spark: SparkSession, dim
 def test_rules_file_errors_are_clear(tmp_path: Path) -> None:
     bad = tmp_path / "rules.yaml"
     bad.write_text("rules:\n  - name: x\n    condition: speed > 1\n    severity: urgent\n    message: m\n")
-    with pytest.raises(FleetstreamError, match="severity 'urgent'"):
+    with pytest.raises(FleetstreamError, match="rule 'x' has severity 'urgent'"):
         load_rules(bad)
     bad.write_text("rules:\n  - name: x\n    condition: speed > 1\n")
     with pytest.raises(FleetstreamError, match="lacks message, severity"):

@@ -6,8 +6,21 @@ import json
 import math
 from pathlib import Path
 
+import polars as pl
+from deltalake import write_deltalake
+
 from fleetstream.bench.common import alert_score, percentiles
-from fleetstream.bench.pipeline import MARK_BEGIN, MARK_END, Options, Result, checkpoint_offsets, report
+from fleetstream.bench.pipeline import (
+    MARK_BEGIN,
+    MARK_END,
+    Options,
+    Result,
+    checkpoint_offsets,
+    report,
+    stateful_lag,
+)
+from fleetstream.config import LakeSettings, Settings
+from fleetstream.pipeline.episodes import STATE_LAYOUTS
 
 
 def test_percentiles_interpolate_and_empty_is_nan() -> None:
@@ -46,7 +59,14 @@ def test_report_quotes_medians_and_marks_wrong_runs() -> None:
         Result("ceiling", "minimal", {"events": 600_000, "rate": 13_000.0, "wall_s": 58.0}),
         Result("small", "1,500 events", {"events": 1500, "wall_s": 21.0, "drain_s": 6.0}),
         Result(
-            "steady", "realtime, 10,000 events/s", {"p50": 12.0, "p95": 40.0, "p99": 61.0, "lag_s": 1.5, "cores": 1.4}
+            "steady",
+            "realtime, 10,000 events/s",
+            {"p50": 12.0, "p95": 40.0, "p99": 61.0, "lag_s": 1.5, "stateful_lag_s": 12.3, "cores": 1.4},
+        ),
+        Result(
+            "steady",
+            "realtime, 10,000 events/s, without the stateful queries",
+            {"p50": 11.0, "p95": 30.0, "p99": 50.0, "lag_s": 1.0, "cores": 1.2},
         ),
     ]
     text = report(runs, "test machine", Options(repeat=2))
@@ -56,7 +76,38 @@ def test_report_quotes_medians_and_marks_wrong_runs() -> None:
     assert "| minimal | 12,500 | 59 | 12,000, 13,000 |" in text
     assert "drains at **84%** of the minimal medallion's rate" in text
     assert "Wall time, median: **21.0 s**" in text
-    assert "| realtime, 10,000 events/s | 12 | 40 | 61 | 1.5 | 1.40 | 61; 1.5 |" in text
+    assert "| realtime, 10,000 events/s | 12 | 40 | 61 | 1.5 | 12.3 | 1.40 | 61; 1.5 |" in text
+    assert "| realtime, 10,000 events/s, without the stateful queries | 11 | 30 | 50 | 1.0 | - | 1.20 |" in text
+
+
+def test_stateful_lag_counts_silver_rows_after_the_version_its_newest_batch_read_to(tmp_path: Path) -> None:
+    settings = Settings().model_copy(update={"lake": LakeSettings(root=str(tmp_path))})
+    assert stateful_lag(settings) is None  # no silver, no stateful query
+    for rows in (10, 20, 30):  # versions 0, 1 and 2: 10, 30 and 60 rows
+        write_deltalake(
+            str(tmp_path / "silver" / "telemetry"), pl.DataFrame({"x": range(rows)}).to_arrow(), mode="append"
+        )
+    assert stateful_lag(settings) is None  # without the stateful queries: no checkpoint
+    checkpoint = tmp_path / "_checkpoints" / STATE_LAYOUTS[-1]
+    (checkpoint / "commits").mkdir(parents=True)
+    (checkpoint / "offsets").mkdir()
+    assert stateful_lag(settings) == 60  # started, no batch committed yet
+
+    def batch(n: int, version: int, index: int, committed: bool = True) -> None:
+        offset = {"sourceVersion": 1, "reservoirId": "r", "reservoirVersion": version, "index": index,
+                  "isStartingVersion": False}  # fmt: skip
+        (checkpoint / "offsets" / str(n)).write_text(f'v1\n{{"batchWatermarkMs":0}}\n{json.dumps(offset)}\n')
+        if committed:
+            (checkpoint / "commits" / str(n)).write_text("v1\n{}\n")
+
+    batch(0, 0, -100)  # nothing of version 0 read yet (Delta's base index)
+    assert stateful_lag(settings) == 60
+    batch(1, 1, 0)  # into version 1: counted as read
+    assert stateful_lag(settings) == 30
+    batch(2, 3, -100, committed=False)  # planned (to the end of version 2), not committed
+    assert stateful_lag(settings) == 30
+    (checkpoint / "commits" / "2").write_text("v1\n{}\n")
+    assert stateful_lag(settings) == 0
 
 
 def test_report_puts_the_cluster_beside_local_mode() -> None:

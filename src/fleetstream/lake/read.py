@@ -48,6 +48,20 @@ def scan(settings: Settings, name: str) -> pl.LazyFrame | None:
     return pl.scan_delta(uri, storage_options=options)
 
 
+def table_rows(settings: Settings, name: str, version: int | None = None) -> int | None:
+    """A table's rows (at ``version``: its newest by default) from its files' statistics (exact: the
+    writers record them), or a count; None when the table is not there."""
+    from deltalake import DeltaTable
+
+    uri, options = table_uri(settings, name), storage_options(settings)
+    if not DeltaTable.is_deltatable(uri, options):
+        return None
+    actions = pl.DataFrame(DeltaTable(uri, version=version, storage_options=options).get_add_actions(flatten=True))
+    if actions.height and "num_records" in actions.columns and actions["num_records"].null_count() == 0:
+        return int(actions["num_records"].sum())
+    return int(pl.scan_delta(uri, version=version, storage_options=options).select(pl.len()).collect().item())
+
+
 def _collect(frame: pl.LazyFrame | None) -> pl.DataFrame | None:
     return None if frame is None else frame.collect()
 

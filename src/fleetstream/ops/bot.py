@@ -172,38 +172,25 @@ def _resolve(name: str) -> str:
         raise FleetstreamError(f"no table {name}; /tables lists them") from None
 
 
-def _rows(settings: Settings, table: str) -> int | None:
-    """A table's rows from its files' statistics (exact: the writers record them), or a count."""
-    from deltalake import DeltaTable
-
-    from fleetstream.lake.read import storage_options, table_uri
-
-    uri, options = table_uri(settings, table), storage_options(settings)
-    if not DeltaTable.is_deltatable(uri, options):
-        return None
-    actions = pl.DataFrame(DeltaTable(uri, storage_options=options).get_add_actions(flatten=True))
-    if actions.height and "num_records" in actions.columns and actions["num_records"].null_count() == 0:
-        return int(actions["num_records"].sum())
-    return int(pl.scan_delta(uri, storage_options=options).select(pl.len()).collect().item())
-
-
 def _tables(settings: Settings, args: list[str]) -> str:
     from fleetstream.lake.catalog import NAMED, sql_name
+    from fleetstream.lake.read import table_rows
 
     lines = []
     for table in NAMED:
-        rows = _rows(settings, table)
+        rows = table_rows(settings, table)
         lines.append(f"{sql_name(table)}  {'not there yet' if rows is None else f'{rows:,} rows'}")
     return "<b>tables</b>\n" + _pre("\n".join(lines))
 
 
 def _count(settings: Settings, args: list[str]) -> str:
     from fleetstream.lake.catalog import sql_name
+    from fleetstream.lake.read import table_rows
 
     if not args:
         raise FleetstreamError("usage: /count <table>, for example /count fleet.silver_telemetry")
     table = _resolve(args[0])
-    rows = _rows(settings, table)
+    rows = table_rows(settings, table)
     if rows is None:
         return f"{sql_name(table)} is not there yet"
     return f"{sql_name(table)}: {rows:,} rows"

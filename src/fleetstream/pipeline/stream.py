@@ -415,9 +415,9 @@ class Streams:
     def start(self) -> list[StreamingQuery]:
         """Start every query of the plan (live); returns them."""
         refuse_damaged(self.spark, self.lake.root)
-        if self.plan.lake:
-            self.reference()
+        if self.plan.lake or self.plan.publisher == "here":  # (the publisher alone too: nothing starts)
             self._check_rules()
+        if self.plan.lake:
             self._check_layout()
             self._note_silver_before()
             self._create_source_tables()
@@ -439,8 +439,6 @@ class Streams:
         else:
             queries += [self._start_lake(query) for query in self.plan.lake if query.stateful]
         if self.plan.publisher == "here":
-            if not self.plan.lake:
-                self.reference()
             queries.append(self.publisher())
         return queries
 
