@@ -159,22 +159,24 @@ def lake_lag(settings: Settings) -> int:
 
 def stateful_lag(settings: Settings) -> int | None:
     """Silver rows the stateful query has not taken in yet (None: it has no checkpoint, as without
-    the stateful queries): silver's rows now less its rows at the version its newest committed batch
-    read to (the Delta source's offset in the checkpoint; a version begun counts as read)."""
+    the stateful queries): silver's rows less its rows at the version the query's newest committed
+    batch read to (the Delta source's offset in the checkpoint; a version begun counts as read, so
+    a batch stopped inside a version under-counts by at most that version's rows). The checkpoint
+    is read first: silver only grows after it."""
     from fleetstream.lake.read import table_rows
     from fleetstream.pipeline.episodes import STATE_LAYOUTS
 
     checkpoint = Path(settings.lake.root) / "_checkpoints" / STATE_LAYOUTS[-1]
-    now = table_rows(settings, "silver/telemetry")
-    if not checkpoint.is_dir() or now is None:
+    if not checkpoint.is_dir():
         return None
     commits = sorted((int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")), reverse=True)
-    if not commits:
-        return now
-    offset = json.loads((checkpoint / "offsets" / str(commits[0])).read_text().splitlines()[-1])
-    version = int(offset["reservoirVersion"]) - (1 if int(offset["index"]) < 0 else 0)
+    version = -1
+    if commits:
+        offset = json.loads((checkpoint / "offsets" / str(commits[0])).read_text().splitlines()[-1])
+        version = int(offset["reservoirVersion"]) - (1 if int(offset["index"]) < 0 else 0)
     read = table_rows(settings, "silver/telemetry", version) if version >= 0 else 0
-    return now - (read or 0)
+    now = table_rows(settings, "silver/telemetry")
+    return None if now is None else now - (read or 0)
 
 
 # --- quiet: `fleetstream run` ------------------------------------------------------------------------
