@@ -9,6 +9,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
+import polars as pl
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -192,6 +193,26 @@ def test_every_injected_fault_is_one_alert_episode(run) -> None:  # type: ignore
         )
         for rule in {k[1] for k in everything}
     }
+
+
+def test_episode_peaks_are_the_highest_readings_while_the_rule_held(run) -> None:  # type: ignore[no-untyped-def]
+    """An episode's peak of the reading its rule watches is the car's highest reading in silver from
+    the episode's start to its last event that fired (a higher one would have fired too)."""
+    settings, _, _, spark = run
+    watched = {"overspeed": ("speed", "peak_speed"), "engine_stress": ("rpm", "peak_rpm"),
+               "overheat": ("coolant_temp", "peak_coolant")}  # fmt: skip
+    silver = pl.read_delta(
+        f"{settings.lake.root}/silver/telemetry", columns=["car_id", "event_time", "speed", "rpm", "coolant_temp"]
+    )
+    episodes = table(spark, settings, "silver/alert_episodes").where(F.col("rule").isin(list(watched))).collect()
+    assert {e["rule"] for e in episodes} == set(watched)
+    for episode in episodes:
+        column, peak = watched[episode["rule"]]
+        readings = silver.filter(
+            (pl.col("car_id") == episode["car_id"])
+            & pl.col("event_time").is_between(episode["started_at"], episode["last_seen_at"])
+        )[column]
+        assert episode[peak] == readings.max(), episode
 
 
 def test_every_lost_connection_is_one_offline_episode(run) -> None:  # type: ignore[no-untyped-def]
