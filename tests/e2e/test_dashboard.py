@@ -374,7 +374,8 @@ def test_a_car_gone_offline_opens_an_episode_and_its_return_resolves_it(live: tu
     """The cockpit's "Go offline" silences a car's reports (the simulator obeys a driver command):
     a vehicle_offline episode opens once the fleet's clock (the watermark, 10 s behind its newest
     report) is the offline time past the car's last report, plus the lake's and the query's
-    triggers, and "Come online" resolves it. The cockpit also lists the car's trips."""
+    triggers, the overview lists the car as offline now, and "Come online" resolves it. The cockpit
+    also lists the car's trips."""
     settings, url = live
     car = generate_cars(CARS, SEED)[5].car_id
     page.goto(f"{url}/cockpit?car={car}")
@@ -398,6 +399,17 @@ def test_a_car_gone_offline_opens_an_episode_and_its_return_resolves_it(live: tu
     took = time.time() - sent
     assert took >= OFFLINE_AFTER_S, took
     assert opened["opened_at"] - opened["last_seen_at"] == OFFLINE_AFTER_S * 1000
+    # the overview names the cars offline now, and counts the open episode under its rule
+    page.goto(url)
+
+    def overview_says() -> bool:
+        text = page.inner_text("[data-testid=stMain]")
+        offline = re.search(r"Cars offline now \(\d+\): ([^\n]*)", text)
+        return bool(offline and car in offline[1] and re.search(r"Open episodes by rule: [^\n]*vehicle_offline", text))
+
+    _wait("the overview to list the car offline", overview_says, 60)
+    page.goto(f"{url}/cockpit?car={car}")
+    _wait("the cockpit's trips", lambda: "Trips" in page.inner_text("[data-testid=stMain]"), 90)
     _wait("the online command sent", lambda: _sent(page, "Come online", f"come_online sent to {car}"), 30, 0)
     resolved = _wait("the episode to resolve", lambda: episode("resolved"), 180, 2)
     assert resolved["episode_id"] == opened["episode_id"]
