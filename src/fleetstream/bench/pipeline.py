@@ -137,14 +137,19 @@ def commit_times(root: str, name: str, writer: str) -> dict[int, float]:
     return out
 
 
-def checkpoint_offsets(checkpoint: Path) -> dict[int, int]:
-    """The Kafka offsets (partition -> next offset) a query has committed, from its checkpoint: the
-    newest ``offsets/<batch>`` whose ``commits/<batch>`` exists."""
+def committed_offset(checkpoint: Path) -> dict[str, Any] | None:
+    """The source offset a query has committed (its one source's), from its checkpoint: the last
+    line of the newest ``offsets/<batch>`` whose ``commits/<batch>`` exists; None before any."""
     commits = sorted((int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")), reverse=True)
     if not commits:
-        return {}
-    lines = (checkpoint / "offsets" / str(commits[0])).read_text().splitlines()
-    offsets = json.loads(lines[-1])
+        return None
+    offset: dict[str, Any] = json.loads((checkpoint / "offsets" / str(commits[0])).read_text().splitlines()[-1])
+    return offset
+
+
+def checkpoint_offsets(checkpoint: Path) -> dict[int, int]:
+    """The Kafka offsets (partition -> next offset) a query has committed, from its checkpoint."""
+    offsets = committed_offset(checkpoint) or {}
     return {int(p): int(o) for topic in offsets.values() for p, o in topic.items()}
 
 
@@ -169,11 +174,8 @@ def stateful_lag(settings: Settings) -> int | None:
     checkpoint = Path(settings.lake.root) / "_checkpoints" / STATE_LAYOUTS[-1]
     if not checkpoint.is_dir():
         return None
-    commits = sorted((int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")), reverse=True)
-    version = -1
-    if commits:
-        offset = json.loads((checkpoint / "offsets" / str(commits[0])).read_text().splitlines()[-1])
-        version = int(offset["reservoirVersion"]) - (1 if int(offset["index"]) < 0 else 0)
+    offset = committed_offset(checkpoint)
+    version = -1 if offset is None else int(offset["reservoirVersion"]) - (1 if int(offset["index"]) < 0 else 0)
     read = table_rows(settings, "silver/telemetry", version) if version >= 0 else 0
     now = table_rows(settings, "silver/telemetry")
     return None if now is None else now - (read or 0)
