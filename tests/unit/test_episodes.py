@@ -11,7 +11,7 @@ from pyspark.sql import Row
 from pyspark.sql.streaming.tws_tester import TwsTester
 
 from fleetstream.errors import FleetstreamError
-from fleetstream.pipeline.episodes import TIME_MODE, WATERMARK_S, EpisodeProcessor
+from fleetstream.pipeline.episodes import TEXTS, TIME_MODE, WATERMARK_S, EpisodeProcessor
 from fleetstream.pipeline.offline import Car
 from fleetstream.pipeline.trips import Trips
 from fleetstream.rules.engine import Escalation, Lifecycle, Rule, load_rules
@@ -75,10 +75,30 @@ def episode_tester(**options: float | None) -> TwsTester:
     watermark less the offline time: every car would be offline at once)."""
     options.setdefault("offline_after_s", None)
     return TwsTester(EpisodeProcessor(load_rules(), **options), timeMode=TIME_MODE,  # type: ignore[arg-type]
-                     eventTimeExtractor=lambda r: r.event_time + 1)  # fmt: skip
+                     eventTimeExtractor=lambda r: int(r.numbers[0]) + 1)  # fmt: skip
 
 
 NAMES = [r.name for r in load_rules()]  # the processor's rows carry one flag per rule, in this order
+#: the names of the numbers an input row packs, in their order
+PACKED = EpisodeProcessor(load_rules()).numbers
+
+
+def packed(**fields: object) -> Row:
+    """An input row as :func:`episode_input` shapes it, from its fields by name."""
+    return Row(**{name: fields.get(name) for name in TEXTS},
+               numbers=[None if fields[n] is None else float(fields[n]) for n in PACKED])  # type: ignore[arg-type]  # fmt: skip
+
+
+def trip_state(tester: TwsTester, car_id: str) -> tuple[object, ...] | None:
+    """The car's open trip as its value state holds it (None: no open trip, or no state)."""
+    held = tester.peekValueState("car", car_id)
+    return None if held is None else held[1]
+
+
+def car_state(tester: TwsTester, car_id: str) -> Car | None:
+    """The car's last report as its value state holds it (None: no state)."""
+    held = tester.peekValueState("car", car_id)
+    return None if held is None else Car(*held[0])
 
 
 def bits(flags: list[bool]) -> int:
@@ -92,12 +112,13 @@ def rows(pattern: str, start_ms: int = 0, oil: list[float] | None = None) -> lis
     for t, mark in enumerate(pattern):
         speed = 130.0 + t if mark == "o" else 80.0
         reading = oil[t] if oil is not None else 95.0 + (start_ms / 1000 + t) / 10
-        out.append(Row(car_id="c1", event_id=f"e{start_ms + t}", event_time=start_ms + t * 1000, model="M", color="red",
-                       speed=speed, rpm=3000, coolant_temp=90.0, engine_on=True, odometer=100.0 + t * 0.03,
-                       lat=32.0, lon=34.0, fuel_level=50.0,
-                       fires=bits([mark == "o" if name == "overspeed" else name == "sensor_fault" for name in NAMES]),
-                       clears=bits([mark != "o" if name == "overspeed" else name != "sensor_fault" for name in NAMES]),
-                       **{f"reading_{NAMES.index('sensor_fault')}": reading}))  # fmt: skip
+        fires = [mark == "o" if name == "overspeed" else name == "sensor_fault" for name in NAMES]
+        clears = [mark != "o" if name == "overspeed" else name != "sensor_fault" for name in NAMES]
+        out.append(packed(car_id="c1", event_id=f"e{start_ms + t}", event_time=start_ms + t * 1000, model="M",
+                          color="red", speed=speed, rpm=3000, coolant_temp=90.0, engine_on=True,
+                          odometer=100.0 + t * 0.03, lat=32.0, lon=34.0, fuel_level=50.0,
+                          fires=bits(fires), clears=bits(clears),
+                          **{f"reading_{NAMES.index('sensor_fault')}": reading}))  # fmt: skip
     return out
 
 
@@ -130,7 +151,7 @@ def test_a_frozen_reading_is_a_sensor_fault_episode_across_batches() -> None:
     stuck = [96.0, 96.4, 97.1] + [97.3] * 8  # frozen from the fourth report on: repeats from the fifth
     first = [r.episode for r in tester.test("c1", rows("." * 11, oil=stuck)) if r.kind == "episode"]
     assert first == []  # pending: 6 repeats, 5 s
-    trip = tester.peekValueState("trip", "c1")  # the last reading is kept with the open trip
+    trip = trip_state(tester, "c1")  # the last reading is kept with the open trip
     assert trip is not None
     assert (trip[-3], list(trip[-2]), trip[-1]) == (10_000, [97.3], 1)  # and the one episode pending
     second = [
@@ -173,9 +194,9 @@ def test_a_rule_only_worth_episodes_raises_no_per_event_alert() -> None:
 
 
 def test_trips_end_with_the_engine_or_a_gap_and_count_harsh_events() -> None:
-    def report(t: int, on: bool, speed: float = 50.0) -> Row:
-        return Row(event_id=f"e{t}", event_time=t * 1000, engine_on=on, speed=speed, odometer=100.0 + t / 100,
-                   lat=1.0 + t, lon=2.0, fuel_level=60.0 - t / 10, model="M", color="red")  # fmt: skip
+    def report(t: int, on: bool, speed: float = 50.0) -> dict[str, object]:
+        return dict(event_id=f"e{t}", event_time=t * 1000, engine_on=on, speed=speed, odometer=100.0 + t / 100,
+                    lat=1.0 + t, lon=2.0, fuel_level=60.0 - t / 10, model="M", color="red")  # fmt: skip
 
     trips = Trips("c1", gap_ms=60_000, open_trip=None)
     events = [report(0, True, 0.0), report(1, True, 15.0), report(2, True, 2.0), report(3, True, 2.0),
@@ -280,9 +301,9 @@ def test_a_report_more_than_the_slack_behind_the_fleets_clock_is_not_the_offline
     [opened] = offline_steps(tester.setWatermark(clock(50)))
     assert batch("c1", 5) == []  # 45 s behind the clock: not a return
     assert batch("c2", 20) == []  # a car first seen 30 s behind the clock: not offline at once
-    car = tester.peekValueState("car", "c2")
+    car = car_state(tester, "c2")
     assert car is not None
-    assert Car(*car).timer_at is None  # kept (for its state's expiry), not watched
+    assert car.timer_at is None  # kept (for its state's expiry), not watched
     assert batch("c2", 55) == []  # watched from its first report on time, no silence before it
     [resolved] = batch("c1", 60)
     assert (resolved.episode_id, resolved.resolved_at) == (opened.episode_id, at(60))
@@ -294,8 +315,8 @@ def test_an_offline_time_longer_than_the_state_ttl_still_calls_the_car_offline()
     tester = episode_tester(offline_after_s=2 * 3600, ttl_s=3600)
     tester.test("c1", [Row(**r) for r in report(0)])
     assert offline_steps(tester.setWatermark(clock(5000))) == []  # the TTL: trip and episodes go
-    assert tester.peekValueState("trip", "c1") is None
-    assert tester.peekValueState("car", "c1") is not None  # its offline timer is still to fire
+    assert trip_state(tester, "c1") is None
+    assert car_state(tester, "c1") is not None  # its offline timer is still to fire
     [opened] = offline_steps(tester.setWatermark(clock(7300)))
     assert opened.opened_at == at(7200)
 
@@ -306,12 +327,12 @@ def test_an_offline_car_keeps_its_last_report_past_the_state_ttl_and_its_return_
     tester = offline_tester(ttl_s=3600)
     tester.test("c1", [Row(**r) for r in report(0)])
     [opened] = offline_steps(tester.setWatermark(clock(50)))
-    assert tester.peekValueState("trip", "c1") is not None
+    assert trip_state(tester, "c1") is not None
     tester.setWatermark(clock(3 * 3600))
-    assert tester.peekValueState("trip", "c1") is None
-    car = tester.peekValueState("car", "c1")
+    assert trip_state(tester, "c1") is None
+    car = car_state(tester, "c1")
     assert car is not None
-    assert Car(*car).episode_id == opened.episode_id
+    assert car.episode_id == opened.episode_id
     [resolved] = offline_steps(tester.test("c1", [Row(**r) for r in report(3 * 3600 + 5)]))
     assert (resolved.lifecycle, resolved.resolved_at) == ("resolved", at(3 * 3600 + 5))
 
@@ -321,13 +342,13 @@ def test_a_car_with_nothing_pending_is_not_looked_up_until_a_rule_fires() -> Non
     episodes' state, and the first batch where a rule fires (or a reading repeats) still opens one."""
     tester = episode_tester()
     assert [r for r in tester.test("c1", rows("....")) if r.kind == "episode"] == []
-    trip = tester.peekValueState("trip", "c1")
+    trip = trip_state(tester, "c1")
     assert trip is not None
     assert trip[-1] == 0  # nothing pending or open
     assert [r for r in tester.test("c1", rows("....", start_ms=4_000)) if r.kind == "episode"] == []
     opened = [r.episode for r in tester.test("c1", rows("..o", start_ms=8_000)) if r.kind == "episode"]
     assert [(r.lifecycle, r.rule, r.started_at) for r in opened] == [("opened", "overspeed", 10_000)]
-    after = tester.peekValueState("trip", "c1")
+    after = trip_state(tester, "c1")
     assert after is not None
     assert after[-1] == 1
     # a reading that repeats across the batch boundary is a firing rule too
@@ -342,19 +363,19 @@ def test_the_state_of_a_car_not_seen_for_a_day_is_dropped() -> None:
     tester = episode_tester(ttl_s=3600)
     tester.test("c1", rows("...ooo"))  # an open trip and an open overspeed episode
     tester.test("c2", rows("...", start_ms=1_000_000))
-    car = tester.peekValueState("car", "c1")
+    car = car_state(tester, "c1")
     assert car is not None
-    assert Car(*car).expires_at == 2 * 3_600_000  # 5 s + 1 h, rounded up to the hour
+    assert car.expires_at == 2 * 3_600_000  # 5 s + 1 h, rounded up to the hour
     assert tester.setWatermark(3_600_000) == []
-    assert tester.peekValueState("trip", "c1") is not None
+    assert trip_state(tester, "c1") is not None
     tester.test("c2", rows("...", start_ms=3_700_000))  # c2 reports again: its timer moves on
     assert tester.setWatermark(2 * 3_600_000) == []  # nothing is emitted: the tables keep what they had
-    assert tester.peekValueState("trip", "c1") is None
-    assert tester.peekValueState("car", "c1") is None
+    assert trip_state(tester, "c1") is None
+    assert car_state(tester, "c1") is None
     assert tester.peekMapState("episodes", "c1") == {}
-    assert tester.peekValueState("trip", "c2") is not None  # seen at 3,702 s: expires at 3 h
+    assert trip_state(tester, "c2") is not None  # seen at 3,702 s: expires at 3 h
     tester.setWatermark(3 * 3_600_000)
-    assert tester.peekValueState("trip", "c2") is None
+    assert trip_state(tester, "c2") is None
 
 
 def test_a_python_worker_freezes_its_heap_at_its_first_task(monkeypatch: pytest.MonkeyPatch) -> None:

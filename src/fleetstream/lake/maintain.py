@@ -135,7 +135,7 @@ def reservoir_versions(lines: Iterable[tuple[str, int, str]]) -> dict[str, int]:
     {'t': 5}
     >>> reservoir_versions([("offline", 0, line(2)), ("q", 3, line(9))])
     {'t': 2}
-    >>> reservoir_versions([("offline", 0, line(2)), ("q", 3, line(9)), ("episodes-v3", 0, line(8))])
+    >>> reservoir_versions([("offline", 0, line(2)), ("q", 3, line(9)), ("episodes-v4", 0, line(8))])
     {'t': 8}
     """
     from fleetstream.pipeline.episodes import RETIRED, STATE_LAYOUTS

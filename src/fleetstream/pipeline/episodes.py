@@ -34,7 +34,7 @@ from pyspark.sql.streaming.stateful_processor import (
 from fleetstream.pipeline import DEFAULT_MAX_LATENESS_S, OFFLINE_AFTER_S, gold
 from fleetstream.pipeline.clock import StepClock, jvm_pid
 from fleetstream.pipeline.offline import CAR_SCHEMA, Car, Offline
-from fleetstream.pipeline.trips import TRIP_GAP_S, TRIP_STATE_SCHEMA, OpenTrip, Trips
+from fleetstream.pipeline.trips import TRIP_GAP_S, TRIP_STATE_SCHEMA, OpenTrip, Report, Trips
 from fleetstream.pipeline.writer import KAFKA, Writer, local_frame
 from fleetstream.rules.engine import Rule
 from fleetstream.rules.lifecycle import Episode, Event, Machine, Update
@@ -51,9 +51,10 @@ __all__ = [
 
 #: the episodes query's checkpoint (and writer) name, by the layout of its state; an earlier one
 #: (``STATE_LAYOUTS[:-1]``) cannot be read by this processor (Spark refuses a changed state schema)
-STATE_LAYOUTS = ("episodes", "episodes-v2", "episodes-v3")
+STATE_LAYOUTS = ("episodes", "episodes-v2", "episodes-v3", "episodes-v4")
 #: the checkpoint (and writer) names of earlier versions' stateful queries: the earlier layouts, and
-#: the offline query (part of this one since episodes-v3)
+#: the offline query (part of this one since episodes-v3); episodes-v4 keeps a car's open trip with its
+#: last report in one value state
 RETIRED = ("offline", *STATE_LAYOUTS[:-1])
 #: the processor's time mode: event time, for the timers that call a silent car offline and drop
 #: the state of a car not seen for ``STATE_TTL_S``. Not ProcessingTime (the mode of Spark's own
@@ -73,6 +74,10 @@ STATE_SCHEMA = (
     "last_event_at BIGINT, events BIGINT, peak_speed DOUBLE, peak_rpm BIGINT, peak_coolant DOUBLE, "
     "opened_at BIGINT, clear_since BIGINT, notified_at BIGINT"
 )
+#: a car's value state: its last report, timers and offline episode (``car``, :class:`Car`) and its
+#: open trip (``trip``, :class:`OpenTrip`; NULL: none). One state, so a car costs one state read and
+#: at most one write per batch: each state call is a round trip from the Python worker to the JVM
+CAR_STATE_SCHEMA = f"car STRUCT<{CAR_SCHEMA}>, trip STRUCT<{TRIP_STATE_SCHEMA}>"
 #: one lifecycle step of an episode: alert-data's episode messages and (the newest per episode)
 #: silver/alert_episodes' rows
 EPISODE_SCHEMA = (
@@ -99,33 +104,52 @@ EPISODE_COLUMNS, TRIP_COLUMNS = _names(EPISODE_SCHEMA), _names(TRIP_SCHEMA)
 OUTPUT_SCHEMA = f"kind STRING, episode STRUCT<{EPISODE_SCHEMA}>, trip STRUCT<{TRIP_SCHEMA}>"
 
 
+#: the strings each event carries to the processor, in this order, before its numbers
+TEXTS = ("car_id", "event_id", "event_ts", "model", "color")
+#: the numbers each event carries to the processor, packed in one array column (``numbers``), in
+#: this order; then the reading of each frozen-sensor rule (``reading_<i>``, rule ``i``)
+NUMBERS = (
+    "event_time", "speed", "rpm", "coolant_temp", "engine_on", "odometer", "lat", "lon", "fuel_level",
+    "fires", "clears",
+)  # fmt: skip
+
+#: where an input row's fields are (it is a tuple: by position is the fastest)
+_ID_AT, _MODEL_AT, _COLOR_AT = (TEXTS.index(name) for name in ("event_id", "model", "color"))
+_NUMBERS_AT = len(TEXTS)
+
+
 def episode_input(silver: DataFrame, rules: list[Rule]) -> DataFrame:
     """What the processor reads per event: ids, time, values, and per rule whether its condition
     (``fires``) and its clear condition (``clears``) hold, as bits (rule ``i``: bit ``i``; a condition
     that is NULL holds neither), and the reading each frozen-sensor rule watches (``reading_<i>``).
-    Bits and plain columns, not arrays: each row crosses to the Python worker, and scalars are the
-    cheapest to convert there."""
+
+    The numbers go as one ``ARRAY<DOUBLE>`` (``NUMBERS``, then the readings; a millisecond time and
+    the bits are exact in a double): each row crosses to the Python worker, whose
+    ``transformWithState`` reader converts each column of each row on its own (pyarrow's ``as_py``),
+    and one array of ten numbers converts about nine times faster than ten columns
+    (docs/benchmarks.md, Session 67). The processor unpacks them (:meth:`EpisodeProcessor.events`)."""
 
     def bits(texts: list[str]) -> Any:
         held = [F.when(F.coalesce(F.expr(t).cast("boolean"), F.lit(False)), F.lit(1 << i)).otherwise(0)
                 for i, t in enumerate(texts)]  # fmt: skip
         return sum(held[1:], held[0]).cast("bigint")
 
-    return silver.select(
-        "car_id", "event_id", "event_time", "event_ts", "model", "color", "speed", "rpm", "coolant_temp", "engine_on",
-        "odometer", "lat", "lon", "fuel_level",
-        bits([rule.condition for rule in rules]).alias("fires"),
-        bits([rule.clear_expression for rule in rules]).alias("clears"),
-        *[F.col(rule.unchanged).cast("double").alias(f"reading_{i}") for i, rule in enumerate(rules) if rule.unchanged],
-    )  # fmt: skip
+    columns = {
+        **{name: F.col(name) for name in NUMBERS[:-2]},
+        "fires": bits([rule.condition for rule in rules]),
+        "clears": bits([rule.clear_expression for rule in rules]),
+        **{f"reading_{i}": F.col(rule.unchanged) for i, rule in enumerate(rules) if rule.unchanged},
+    }
+    return silver.select(*TEXTS, F.array(*[c.cast("double") for c in columns.values()]).alias("numbers"))
 
 
 class EpisodeProcessor(StatefulProcessor):
     """Per car: each rule's pending or open episode in a map state (rule -> episode; a rule with none
-    has no entry), the car's open trip in a value state (:class:`~fleetstream.pipeline.trips.Trips`),
-    which also keeps the last reading each frozen-sensor rule watches, and its last report in
-    another (:class:`~fleetstream.pipeline.offline.Car`: its timers, its offline episode). A car
-    silent for ``offline_after_s`` (None: never) while the fleet goes on is offline."""
+    has no entry), and in a value state (``CAR_STATE_SCHEMA``) its last report
+    (:class:`~fleetstream.pipeline.offline.Car`: its timers, its offline episode) with its open trip
+    (:class:`~fleetstream.pipeline.trips.Trips`), which also keeps the last reading each
+    frozen-sensor rule watches. A car silent for ``offline_after_s`` (None: never) while the fleet
+    goes on is offline."""
 
     def __init__(
         self,
@@ -141,6 +165,8 @@ class EpisodeProcessor(StatefulProcessor):
         self.watched = [i for i, r in enumerate(self.rules) if r.unchanged is not None]
         self.unwatched = sum(1 << i for i, r in enumerate(self.rules) if r.unchanged is None)  # their bits
         self.names = {r.name for r in self.rules}
+        #: the names of an input row's numbers, in their order (:func:`episode_input`)
+        self.numbers = (*NUMBERS, *(f"reading_{i}" for i in self.watched))
         self.held_after: int | None = None
         self.trip_gap_ms = round(trip_gap_s * 1000)
 
@@ -148,19 +174,18 @@ class EpisodeProcessor(StatefulProcessor):
         _freeze_worker_heap()
         self.handle = handle
         self.state = handle.getMapState("episodes", "rule STRING", STATE_SCHEMA)
-        self.trip = handle.getValueState("trip", TRIP_STATE_SCHEMA)
-        self.car = handle.getValueState("car", CAR_SCHEMA)
+        self.car = handle.getValueState("car", CAR_STATE_SCHEMA)
 
     def handleInputRows(self, key: Any, rows: Iterator[Row], timerValues: TimerValues) -> Iterator[Row]:  # noqa: N802, N803 (Spark's names)
         car_id = key[0]
-        events = sorted(rows, key=lambda r: (r["event_time"], r["event_id"]))
+        events = self.events(rows)
         if not events:
             return
-        known = self.car.get()
-        car_before = None if known is None else Car(*known)
+        known = self.car.get()  # (car, open trip or None); None: a car not seen before
+        car_before = None if known is None else Car(*known[0])
         offline, car = self.offline.reports(car_id, events, car_before, timerValues.getCurrentWatermarkInMs())
         yield from offline
-        held = self.trip.get()  # None when the car has no open trip
+        held = None if known is None else known[1]  # None when the car has no open trip
         before = None if held is None else OpenTrip(*held)
         unchanged, readings = self._unchanged(events, before)
         opened: list[int] = []
@@ -173,26 +198,40 @@ class EpisodeProcessor(StatefulProcessor):
                     opened.append(update["opened_at"])
                 yield Row(kind="episode", episode=update, trip=None)
         trips = Trips(car_id, self.trip_gap_ms, before)
-        for trip in trips.feed(events, sorted(opened)):
-            yield Row(kind="trip", episode=None, trip=trip)
-        if trips.open is None:
-            if before is not None:
-                self.trip.clear()
-        else:
+        for step in trips.feed(events, sorted(opened)):
+            yield Row(kind="trip", episode=None, trip=step)
+        trip: tuple[Any, ...] | None = None  # the open trip to keep
+        if trips.open is not None:
             if self.watched and (trips.open.reading_at, trips.open.readings) != readings:
                 trips.open = replace(trips.open, reading_at=readings[0], readings=readings[1])
                 trips.changed = True
             if trips.open.held != self.held_after:
                 trips.open = replace(trips.open, held=self.held_after)
                 trips.changed = True
-            if trips.changed:  # a state write only when the batch moved the trip
-                self.trip.update(trips.open.as_tuple())
-        self._keep(car, car_before)
+            trip = trips.open.as_tuple() if trips.changed else held
+        self._keep(car, car_before, trip, moved=trip is not held)
 
-    def _keep(self, car: Car, before: Car | None) -> None:
-        """Write the car's last report, moving its timers: the state-expiry one when the hour it
-        falls on moves (an older one finds the car seen since, and passes), the offline one when
-        the last report moves."""
+    def events(self, rows: Iterable[Row]) -> list[Report]:
+        """The input rows (:func:`episode_input`) as events by name, their numbers unpacked and typed
+        (time, bits and rpm whole, engine on a bool), sorted by event time and id."""
+        out: list[Report] = []
+        for row in rows:
+            e = dict(zip(self.numbers, row[_NUMBERS_AT], strict=True))
+            e["event_id"], e["model"], e["color"] = row[_ID_AT], row[_MODEL_AT], row[_COLOR_AT]
+            e["event_time"], e["fires"], e["clears"] = int(e["event_time"]), int(e["fires"]), int(e["clears"])
+            if e["rpm"] is not None:
+                e["rpm"] = int(e["rpm"])
+            if e["engine_on"] is not None:
+                e["engine_on"] = e["engine_on"] != 0
+            out.append(e)
+        out.sort(key=lambda e: (e["event_time"], e["event_id"]))
+        return out
+
+    def _keep(self, car: Car, before: Car | None, trip: tuple[Any, ...] | None, moved: bool) -> None:
+        """Write the car's last report and open trip (``moved``: the batch moved the trip), moving
+        its timers: the state-expiry one when the hour it falls on moves (an older one finds the car
+        seen since, and passes), the offline one when the last report moves. One state write, and
+        none when nothing moved."""
         expires = self._expiry(car.last_event_at)
         if car.expires_at != expires:
             self.handle.registerTimer(expires)
@@ -203,8 +242,8 @@ class EpisodeProcessor(StatefulProcessor):
                 self.handle.deleteTimer(was)
             if car.timer_at is not None:
                 self.handle.registerTimer(car.timer_at)
-        if car != before:
-            self.car.update(car.as_tuple())
+        if car != before or moved:
+            self.car.update((car.as_tuple(), trip))
 
     def _expiry(self, last_at: int) -> int:
         """The whole hour at or after ``last_at`` plus the TTL."""
@@ -222,23 +261,28 @@ class EpisodeProcessor(StatefulProcessor):
         resolve, or while its offline timer is yet to fire), unless it reported since (a later
         timer stands)."""
         known = self.car.get()
-        car = None if known is None else Car(*known)
+        if known is None:
+            self.state.clear()
+            return iter(())
+        car, trip = Car(*known[0]), known[1]
         expiry = expiredTimerInfo.getExpiryTimeInMs()
         steps: list[Row] = []
-        if car is not None and car.timer_at == expiry and car.episode_id is None:
+        if car.timer_at == expiry and car.episode_id is None:
             car, opened = self.offline.expired(key[0], car)
-            self.car.update(car.as_tuple())
             steps.append(opened)
-        if car is not None and self._expiry(car.last_event_at) > expiry:
+        if self._expiry(car.last_event_at) > expiry:
+            if steps:
+                self.car.update((car.as_tuple(), trip))
             return iter(steps)
-        self.trip.clear()
         self.state.clear()
-        if car is not None and car.episode_id is None and car.timer_at is None:
-            self.car.clear()  # (an offline time longer than the TTL: the car waits for its offline timer)
+        if car.episode_id is None and car.timer_at is None:
+            self.car.clear()
+        else:  # (offline, or an offline time longer than the TTL: the car waits for its offline timer)
+            self.car.update((car.as_tuple(), None))
         return iter(steps)
 
     def _unchanged(
-        self, events: list[Row], trip: OpenTrip | None
+        self, events: list[Report], trip: OpenTrip | None
     ) -> tuple[dict[int, list[bool]], tuple[int | None, list[float | None] | None]]:
         """Per frozen-sensor rule (by index): at each event, whether its condition holds and its reading
         equals the previous report's (an event older than the last one seen fires nothing); and the
@@ -265,11 +309,11 @@ class EpisodeProcessor(StatefulProcessor):
             last_at = at
         return flags, (last_at, values)
 
-    def _fires(self, events: list[Row], unchanged: dict[int, list[bool]]) -> bool:
+    def _fires(self, events: list[Report], unchanged: dict[int, list[bool]]) -> bool:
         """Whether any rule fires at any of the events (a frozen-sensor rule: where its reading repeats)."""
         return any(any(flags) for flags in unchanged.values()) or any(e["fires"] & self.unwatched for e in events)
 
-    def _episodes(self, car_id: str, events: list[Row], unchanged: dict[int, list[bool]]) -> Iterator[Row]:
+    def _episodes(self, car_id: str, events: list[Report], unchanged: dict[int, list[bool]]) -> Iterator[Row]:
         """Each rule's lifecycle over the events; sets ``held_after`` to the episodes still pending or open."""
         held = {k[0]: Episode(*v) for k, v in self.state.iterator()}
         kept = 0
@@ -323,7 +367,7 @@ def _state_tuple(e: Episode) -> tuple[Any, ...]:
             e.peak_speed, e.peak_rpm, e.peak_coolant, e.opened_at, e.clear_since, e.notified_at)  # fmt: skip
 
 
-def _row(update: Update, car_id: str, rule: Rule, last: Row, as_of: int) -> Row:
+def _row(update: Update, car_id: str, rule: Rule, last: Report, as_of: int) -> Row:
     e = update.episode
     return Row(
         episode_id=e.episode_id, car_id=car_id, rule=rule.name, severity=e.severity, message=rule.message,

@@ -33,6 +33,7 @@ from typing import Any
 
 from pyspark.sql import Row
 
+from fleetstream.pipeline.trips import Report
 from fleetstream.rules.lifecycle import episode_id
 
 RULE = "vehicle_offline"
@@ -81,7 +82,7 @@ class Offline:
         then the offline time and ``SLACK_S`` past its report."""
         return None if self.after_ms is None else last_at + self.after_ms - self.lead_ms
 
-    def reports(self, car_id: str, events: list[Row], car: Car | None, watermark_ms: int) -> tuple[list[Row], Car]:
+    def reports(self, car_id: str, events: list[Report], car: Car | None, watermark_ms: int) -> tuple[list[Row], Car]:
         """The offline steps of a batch of the car's reports (sorted by event time) and the car as it
         stands after them; ``watermark_ms``: the batch's watermark.
 

@@ -8,10 +8,9 @@ tank), a harsh acceleration or braking a speed change of at least ``HARSH_KMH_PE
 consecutive reports, episodes the alert episodes that opened during the trip. A report older than
 the last one seen (out of order) is not used.
 
->>> from pyspark.sql import Row
 >>> def report(t, on, speed=50.0, km=0.0):
-...     return Row(event_id=f"e{t}", event_time=t * 1000, engine_on=on, speed=speed, odometer=km, lat=1.0,
-...                lon=2.0, fuel_level=50.0, model="M", color="red")
+...     return dict(event_id=f"e{t}", event_time=t * 1000, engine_on=on, speed=speed, odometer=km, lat=1.0,
+...                 lon=2.0, fuel_level=50.0, model="M", color="red")
 >>> trips = Trips("car-1", 300_000, None)
 >>> out = trips.feed([report(0, True, 0.0, 10.0), report(1, True, 20.0, 10.005), report(2, False)], [])
 >>> [(t.status, t.started_at, t.ended_at, round(t.distance_km, 3), t.harsh_accelerations) for t in out]
@@ -24,12 +23,15 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import astuple, dataclass, replace
 from typing import Any
 
 from pyspark.sql import Row
 
+#: a car's report as the episodes processor reads it: its fields by name
+#: (:meth:`~fleetstream.pipeline.episodes.EpisodeProcessor.events`)
+Report = Mapping[str, Any]
 #: a gap between two reports longer than this ends a trip (the car went quiet), in seconds
 TRIP_GAP_S = 300.0
 #: a speed change between consecutive reports at least this fast (km/h per second, about 0.3 g)
@@ -87,7 +89,7 @@ class Trips:
         self.car_id, self.gap_ms, self.open = car_id, gap_ms, open_trip
         self.changed = False
 
-    def feed(self, events: list[Row], opened_at: list[int]) -> Iterator[Row]:
+    def feed(self, events: list[Report], opened_at: list[int]) -> Iterator[Row]:
         """Closed trips, then the open one if it changed, as gold/trips rows; ``opened_at``: the
         times (sorted) at which the car's episodes opened in this batch."""
         last = events[-1]
@@ -122,7 +124,7 @@ class Trips:
         if self.open is not None and self.changed:
             yield self._row(self.open, "open", last, self.open.last_at)
 
-    def _row(self, t: OpenTrip, status: str, last: Row, as_of: int) -> Row:
+    def _row(self, t: OpenTrip, status: str, last: Report, as_of: int) -> Row:
         return Row(
             trip_id=t.trip_id, car_id=self.car_id, model=last["model"], color=last["color"], status=status,
             started_at=t.started_at, ended_at=t.last_at, start_lat=t.start_lat, start_lon=t.start_lon,
