@@ -183,6 +183,13 @@ def test_an_invalid_rules_file_names_the_rule_and_the_key(tmp_path: Path) -> Non
         path.write_text("rules:\n- name: r\n  condition: speed > 1\n  severity: low\n  message: m\n" + extra)
         with pytest.raises(FleetstreamError, match=message):
             load_rules(path)
+    # the episodes query carries each event's rules as bits in a double: at most 53 rules
+    many = "".join(f"- name: r{i}\n  condition: speed > {i}\n  severity: low\n  message: m\n" for i in range(54))
+    path.write_text("rules:\n" + many)
+    with pytest.raises(FleetstreamError, match="54 rules; a rules file holds at most 53"):
+        load_rules(path)
+    path.write_text("rules:\n" + many.split("- name: r53")[0])
+    assert len(load_rules(path)) == 53
 
 
 def test_a_rule_only_worth_episodes_raises_no_per_event_alert() -> None:

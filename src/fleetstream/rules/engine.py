@@ -107,6 +107,11 @@ class Rule:
         return self.lifecycle.clear_condition or f"NOT ({self.condition})"
 
 
+#: the most rules a file may hold: the episodes query carries each event's rules as bits in a double,
+#: exact up to 2**53 (:func:`fleetstream.pipeline.episodes.episode_input`)
+MAX_RULES = 53
+
+
 def _parameters() -> dict[str, object]:
     return {**asdict(LIMITS), "stop_kmh": STOP_KMH}
 
@@ -124,6 +129,8 @@ def load_rules(path: Path | None = None) -> list[Rule]:
         raw_rules = document["rules"]
     except (yaml.YAMLError, TypeError, KeyError) as exc:
         raise FleetstreamError(f"{where}: not a rules file (expected a top-level 'rules:' list): {exc}") from exc
+    if isinstance(raw_rules, list) and len(raw_rules) > MAX_RULES:
+        raise FleetstreamError(f"{where}: {len(raw_rules)} rules; a rules file holds at most {MAX_RULES}")
     rules, seen = [], set()
     for i, raw in enumerate(raw_rules):
         rule = _rule(raw, i, str(where))
